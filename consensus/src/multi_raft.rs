@@ -1,0 +1,577 @@
+//! [`MultiRaft`]: every Raft group of one node, driven in rounds.
+//!
+//! A round ([`MultiRaft::handle_ready`]) follows TiKV's raftstore: collect the readies
+//! of all groups with work; send the messages that need no persistence; write all
+//! entries and hard states in one batch with one fsync; send the messages that waited
+//! for persistence; apply committed entries into one apply batch; write it; then run the
+//! callbacks of completed proposals and reads. Nothing is acknowledged before its entry
+//! is committed on a quorum, fsynced here, and applied.
+
+use std::collections::BTreeMap;
+
+use prost::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message};
+use raft::{RawNode, SnapshotStatus, StateRole};
+use storage::{ApplyState, Cf, Engine, GroupStorage, WriteBatch, keys};
+use tracing::{debug, info, warn};
+
+use crate::command::Command;
+use crate::config::RaftConfig;
+use crate::dedup;
+use crate::error::{Error, ProposeError, Result};
+use crate::group::{Completion, Group, PendingProposal, PendingRead};
+use crate::state_machine::{ApplyBatch, ApplyContext, StateMachine};
+use crate::transport::{Outbox, Transport};
+use crate::{GroupId, NodeId};
+
+/// Receives the outcome of a proposal: the state machine's response, once applied.
+pub type ProposalCallback = Box<dyn FnOnce(std::result::Result<Vec<u8>, ProposeError>) + Send>;
+
+/// Receives the outcome of a ReadIndex request: `Ok` once this replica has applied
+/// everything committed before the read arrived, so a local read is linearizable.
+pub type ReadCallback = Box<dyn FnOnce(std::result::Result<(), ProposeError>) + Send>;
+
+/// Something the driver may want to act on (start/stop per-leader work, metrics).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// This replica's role or its view of the leader changed.
+    RoleChanged {
+        group: GroupId,
+        role: StateRole,
+        leader: Option<NodeId>,
+        term: u64,
+    },
+    /// A conf change removed this node from the group; its data is deleted.
+    GroupRemoved { group: GroupId },
+}
+
+/// A group replica's state for status pages and tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupStatus {
+    pub group: GroupId,
+    pub role: StateRole,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub last_index: u64,
+    pub first_index: u64,
+    pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
+    /// For a leader: each peer's matched index.
+    pub progress: BTreeMap<NodeId, u64>,
+}
+
+/// All Raft groups hosted by one node.
+pub struct MultiRaft<M: StateMachine> {
+    node_id: NodeId,
+    config: RaftConfig,
+    engine: Engine,
+    groups: BTreeMap<GroupId, Group>,
+    state_machine: M,
+    events: Vec<Event>,
+    logger: slog::Logger,
+    next_read_id: u64,
+}
+
+impl<M: StateMachine> MultiRaft<M> {
+    /// Opens every group persisted on `engine` (a fresh engine opens with none).
+    pub fn open(node_id: NodeId, config: RaftConfig, engine: Engine, state_machine: M) -> Result<Self> {
+        let mut multi = Self {
+            node_id,
+            config,
+            engine,
+            groups: BTreeMap::new(),
+            state_machine,
+            events: Vec::new(),
+            logger: slog::Logger::root(slog::Discard, slog::o!()),
+            next_read_id: 1,
+        };
+        for group in GroupStorage::list_groups(&multi.engine)? {
+            multi.load_group(group)?;
+        }
+        info!(node = node_id, groups = multi.groups.len(), "multi-raft opened");
+        Ok(multi)
+    }
+
+    /// Creates group `group` with `voters` as its initial members. Every initial member
+    /// calls this with the same voters; nodes added later receive a snapshot instead.
+    pub fn bootstrap_group(&mut self, group: GroupId, voters: &[NodeId]) -> Result<()> {
+        if self.groups.contains_key(&group) || GroupStorage::exists(&self.engine, group)? {
+            return Err(Error::GroupExists(group));
+        }
+        let conf_state = ConfState {
+            voters: voters.to_vec(),
+            ..Default::default()
+        };
+        let mut batch = WriteBatch::new();
+        GroupStorage::bootstrap(group, &conf_state, &mut batch);
+        self.engine.write(&batch, true)?;
+        self.load_group(group)
+    }
+
+    fn load_group(&mut self, group: GroupId) -> Result<()> {
+        let storage = GroupStorage::open(self.engine.clone(), group)?;
+        let apply_state = storage.apply_state()?;
+        let raft_config = self.config.raft_config(self.node_id, apply_state.applied_index);
+        let raw = RawNode::new(&raft_config, storage, &self.logger)?;
+        self.groups.insert(
+            group,
+            Group::new(group, raw, apply_state.applied_index, apply_state.applied_term),
+        );
+        Ok(())
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn state_machine(&self) -> &M {
+        &self.state_machine
+    }
+
+    pub fn state_machine_mut(&mut self) -> &mut M {
+        &mut self.state_machine
+    }
+
+    pub fn group_ids(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.groups.keys().copied()
+    }
+
+    pub fn has_group(&self, group: GroupId) -> bool {
+        self.groups.contains_key(&group)
+    }
+
+    /// The leader this replica knows of, if any.
+    pub fn leader_of(&self, group: GroupId) -> Option<NodeId> {
+        let leader = self.groups.get(&group)?.raw.raft.leader_id;
+        (leader != raft::INVALID_ID).then_some(leader)
+    }
+
+    pub fn is_leader(&self, group: GroupId) -> bool {
+        self.groups.get(&group).is_some_and(Group::is_leader)
+    }
+
+    pub fn status(&self, group: GroupId) -> Option<GroupStatus> {
+        let g = self.groups.get(&group)?;
+        let raft = &g.raw.raft;
+        let conf = raft.prs().conf();
+        let progress = if g.is_leader() {
+            raft.prs().iter().map(|(id, pr)| (*id, pr.matched)).collect()
+        } else {
+            BTreeMap::new()
+        };
+        Some(GroupStatus {
+            group,
+            role: raft.state,
+            leader: self.leader_of(group),
+            term: raft.term,
+            commit_index: raft.raft_log.committed,
+            applied_index: g.applied_index,
+            last_index: raft.raft_log.last_index(),
+            first_index: g.raw.store().truncated().index + 1,
+            voters: conf.voters().ids().iter().collect(),
+            learners: conf.learners().iter().copied().collect(),
+            progress,
+        })
+    }
+
+    /// Events since the last call, oldest first.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Advances every group's logical clock by one tick (one timer for all groups).
+    pub fn tick(&mut self) {
+        for group in self.groups.values_mut() {
+            group.raw.tick();
+        }
+    }
+
+    /// Hands an incoming message to its group. A message from a leader for a group this
+    /// node does not host yet creates an empty replica (a newly added member), which
+    /// then catches up by snapshot; stale messages for a removed group are ignored.
+    pub fn step(&mut self, group: GroupId, message: Message) -> Result<()> {
+        if !self.groups.contains_key(&group) {
+            if !creates_replica(&message) || message.to != self.node_id || GroupStorage::is_tombstone(&self.engine, group)? {
+                debug!(shard = group, node = self.node_id, "message for unknown group ignored");
+                return Ok(());
+            }
+            info!(shard = group, node = self.node_id, "creating replica on leader's message");
+            self.load_group(group)?;
+        }
+        let g = self.groups.get_mut(&group).expect("present or just created");
+        if let Err(e) = g.raw.step(message) {
+            // Messages from removed peers or for stale terms are normal; Raft moves on.
+            debug!(shard = group, node = self.node_id, error = %e, "step rejected");
+        }
+        Ok(())
+    }
+
+    /// Proposes `command` to `group`. The callback gets the state machine's response
+    /// after the entry is committed, persisted and applied here; or an error.
+    pub fn propose(&mut self, group: GroupId, command: &Command, callback: ProposalCallback) {
+        let data = command.encode_to_vec();
+        self.propose_with(group, callback, |raw| raw.propose(Vec::new(), data));
+    }
+
+    /// Proposes a membership change (add/remove voter, add learner, promote learner).
+    /// The response is the encoded new `ConfState`.
+    pub fn propose_conf_change(&mut self, group: GroupId, change: ConfChangeV2, callback: ProposalCallback) {
+        self.propose_with(group, callback, |raw| raw.propose_conf_change(Vec::new(), change));
+    }
+
+    fn propose_with(
+        &mut self,
+        group: GroupId,
+        callback: ProposalCallback,
+        propose: impl FnOnce(&mut RawNode<GroupStorage>) -> raft::Result<()>,
+    ) {
+        let Some(g) = self.groups.get_mut(&group) else {
+            return callback(Err(ProposeError::GroupNotFound { group }));
+        };
+        if !g.is_leader() {
+            return callback(Err(g.not_leader()));
+        }
+        let last_before = g.raw.raft.raft_log.last_index();
+        let accepted = propose(&mut g.raw).is_ok();
+        let index = g.raw.raft.raft_log.last_index();
+        if !accepted || index == last_before {
+            return callback(Err(ProposeError::Dropped { group }));
+        }
+        metrics::counter!("ums_raft_proposals_total").increment(1);
+        g.proposals.push_back(PendingProposal {
+            index,
+            term: g.raw.raft.term,
+            callback,
+        });
+    }
+
+    /// Requests a linearizable read of `group`: the callback fires once this replica
+    /// (the leader) has confirmed its leadership and applied everything committed
+    /// before the request, after which reading the engine directly is up to date.
+    pub fn read_index(&mut self, group: GroupId, callback: ReadCallback) {
+        let Some(g) = self.groups.get_mut(&group) else {
+            return callback(Err(ProposeError::GroupNotFound { group }));
+        };
+        if !g.is_leader() {
+            return callback(Err(g.not_leader()));
+        }
+        let id = self.next_read_id;
+        self.next_read_id += 1;
+        g.raw.read_index(id.to_be_bytes().to_vec());
+        g.reads.push_back(PendingRead {
+            id,
+            index: None,
+            callback,
+        });
+    }
+
+    /// Asks the leader of `group` (this node) to hand leadership to `to`.
+    pub fn transfer_leader(&mut self, group: GroupId, to: NodeId) -> std::result::Result<(), ProposeError> {
+        let g = self.groups.get_mut(&group).ok_or(ProposeError::GroupNotFound { group })?;
+        if !g.is_leader() {
+            return Err(g.not_leader());
+        }
+        g.raw.transfer_leader(to);
+        Ok(())
+    }
+
+    /// Starts an election in `group` now (used to speed up tests and drills).
+    pub fn campaign(&mut self, group: GroupId) -> Result<()> {
+        if let Some(g) = self.groups.get_mut(&group) {
+            g.raw.campaign()?;
+        }
+        Ok(())
+    }
+
+    /// Tells `group` whether a snapshot sent to `to` arrived.
+    pub fn report_snapshot(&mut self, group: GroupId, to: NodeId, delivered: bool) {
+        if let Some(g) = self.groups.get_mut(&group) {
+            let status = if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
+            g.raw.report_snapshot(to, status);
+        }
+    }
+
+    /// Tells `group` that messages to `to` could not be sent.
+    pub fn report_unreachable(&mut self, group: GroupId, to: NodeId) {
+        if let Some(g) = self.groups.get_mut(&group) {
+            g.raw.report_unreachable(to);
+        }
+    }
+
+    /// Whether any group has work for [`MultiRaft::handle_ready`].
+    pub fn has_ready(&self) -> bool {
+        self.groups.values().any(|g| g.raw.has_ready())
+    }
+
+    /// Runs one round over every group with work (see the module docs).
+    ///
+    /// # Errors
+    /// A storage failure is returned; the node must then stop, since its durable state
+    /// may no longer match what raft-rs believes.
+    pub fn handle_ready(&mut self, transport: &mut dyn Transport) -> Result<()> {
+        let mut outbox = Outbox::default();
+        let mut log_batch = WriteBatch::new();
+        let mut must_sync = false;
+        let mut done = Vec::new();
+        let mut readies = Vec::new();
+
+        // Phase 1: collect readies, stage their persistence, send what needs none.
+        for (&id, g) in self.groups.iter_mut() {
+            if !g.raw.has_ready() {
+                continue;
+            }
+            let mut ready = g.raw.ready();
+            if let Some(soft) = ready.ss() {
+                let leader = (soft.leader_id != raft::INVALID_ID).then_some(soft.leader_id);
+                let (role, changed_leader) = (soft.raft_state, leader != g.leader);
+                if role != g.role || changed_leader {
+                    if role == StateRole::Leader {
+                        metrics::counter!("ums_raft_leader_changes_total").increment(1);
+                    }
+                    g.on_soft_state(role, leader, &mut done);
+                    self.events.push(Event::RoleChanged {
+                        group: id,
+                        role,
+                        leader,
+                        term: g.raw.raft.term,
+                    });
+                }
+            }
+            outbox.add(id, ready.take_messages());
+            let snapshot_index = if ready.snapshot().is_empty() {
+                None
+            } else {
+                storage::snapshot::apply_raft_snapshot(g.raw.mut_store(), ready.snapshot(), &mut log_batch)?;
+                ready.snapshot().metadata.as_ref().map(|m| (m.index, m.term))
+            };
+            g.raw.mut_store().append(ready.entries(), &mut log_batch);
+            if let Some(hard_state) = ready.hs() {
+                g.raw.mut_store().set_hard_state(hard_state, &mut log_batch);
+            }
+            for read_state in ready.take_read_states() {
+                g.on_read_state(&read_state.request_ctx, read_state.index);
+            }
+            must_sync |= ready.must_sync();
+            readies.push((id, ready, snapshot_index));
+        }
+        outbox.flush(transport);
+        if readies.is_empty() {
+            done.into_iter().for_each(Completion::run);
+            return Ok(());
+        }
+        if !log_batch.is_empty() {
+            self.engine.write(&log_batch, must_sync)?;
+            if must_sync {
+                metrics::counter!("ums_raft_fsyncs_total").increment(1);
+            }
+        }
+        metrics::counter!("ums_raft_ready_rounds_total").increment(1);
+
+        // Phase 2: persisted; send the rest, apply what is committed.
+        let mut staged = ApplyBatch::default();
+        let mut removed = Vec::new();
+        for (id, mut ready, snapshot_index) in readies {
+            let g = self.groups.get_mut(&id).expect("group of a ready");
+            if let Some((index, term)) = snapshot_index {
+                g.applied_index = index;
+                g.applied_term = term;
+                self.state_machine.on_snapshot_applied(id);
+            }
+            outbox.add(id, ready.take_persisted_messages());
+            let mut committed = ready.take_committed_entries();
+            let mut light = g.raw.advance_append(ready);
+            outbox.add(id, light.take_messages());
+            committed.extend(light.take_committed_entries());
+            if !committed.is_empty() {
+                apply_entries(
+                    self.node_id,
+                    g,
+                    &mut self.state_machine,
+                    &*self.engine,
+                    &mut staged,
+                    committed,
+                    &mut done,
+                )?;
+                maybe_compact(&self.config, g, &*self.engine, &mut staged.batch)?;
+            }
+            g.raw.advance_apply_to(g.applied_index);
+            g.complete_reads(&mut done);
+            if g.removed {
+                removed.push(id);
+            }
+        }
+        outbox.flush(transport);
+        let apply_batch = staged.take_batch();
+        if !apply_batch.is_empty() {
+            // Not synced: the log already holds these entries durably, and the WAL is
+            // ordered, so this batch is durable no later than the next synced write.
+            self.engine.write(&apply_batch, false)?;
+        }
+        done.into_iter().for_each(Completion::run);
+        for id in removed {
+            self.destroy_group(id)?;
+        }
+        Ok(())
+    }
+
+    fn destroy_group(&mut self, id: GroupId) -> Result<()> {
+        let Some(mut g) = self.groups.remove(&id) else {
+            return Ok(());
+        };
+        let mut batch = WriteBatch::new();
+        g.raw.mut_store().destroy(&mut batch);
+        self.engine.write(&batch, true)?;
+        let mut done = Vec::new();
+        g.fail_all(ProposeError::GroupNotFound { group: id }, &mut done);
+        done.into_iter().for_each(Completion::run);
+        self.state_machine.on_group_removed(id);
+        self.events.push(Event::GroupRemoved { group: id });
+        info!(shard = id, node = self.node_id, "replica removed from group");
+        Ok(())
+    }
+}
+
+/// Messages a leader sends to members; only these may create a replica.
+fn creates_replica(message: &Message) -> bool {
+    use raft::eraftpb::MessageType::*;
+    matches!(
+        message.msg_type(),
+        MsgAppend | MsgHeartbeat | MsgSnapshot
+    )
+}
+
+/// Applies one group's committed entries into `staged` and resolves their proposals.
+fn apply_entries<M: StateMachine>(
+    node_id: NodeId,
+    g: &mut Group,
+    state_machine: &mut M,
+    engine: &dyn storage::KvRead,
+    staged: &mut ApplyBatch,
+    entries: Vec<Entry>,
+    done: &mut Vec<Completion>,
+) -> Result<()> {
+    let mut conf_changed = false;
+    for entry in entries {
+        if entry.index <= g.applied_index {
+            continue; // Already applied before a restart; raft-rs may hand it out again.
+        }
+        assert_eq!(
+            entry.index,
+            g.applied_index + 1,
+            "group {} on node {node_id}: apply gap after {}",
+            g.id,
+            g.applied_index
+        );
+        let response = match entry.entry_type() {
+            EntryType::EntryNormal if entry.data.is_empty() => Vec::new(), // a new leader's no-op
+            EntryType::EntryNormal => apply_command(g.id, &entry, state_machine, engine, staged)?,
+            EntryType::EntryConfChange => {
+                let change = ConfChange::decode(entry.data.as_slice()).map_err(decode_error(g.id))?;
+                conf_changed = true;
+                apply_conf_change(node_id, g, &change)
+            }
+            EntryType::EntryConfChangeV2 => {
+                let change = ConfChangeV2::decode(entry.data.as_slice()).map_err(decode_error(g.id))?;
+                conf_changed = true;
+                apply_conf_change(node_id, g, &change)
+            }
+        };
+        g.applied_index = entry.index;
+        g.applied_term = entry.term;
+        g.on_entry_applied(entry.index, entry.term, &response, done);
+    }
+    let apply_state = ApplyState {
+        applied_index: g.applied_index,
+        applied_term: g.applied_term,
+        conf_state: Some(g.raw.store().conf_state().clone()),
+    };
+    staged.batch.put(Cf::RaftState, keys::apply_state_key(g.id), apply_state.encode_to_vec());
+    if conf_changed {
+        debug!(shard = g.id, node = node_id, conf = ?g.raw.store().conf_state(), "membership changed");
+    }
+    Ok(())
+}
+
+fn decode_error(group: GroupId) -> impl Fn(prost::DecodeError) -> Error {
+    move |e| {
+        Error::Storage(storage::Error::Corrupt {
+            group,
+            what: "committed entry",
+            detail: e.to_string(),
+        })
+    }
+}
+
+/// Applies a normal entry: a client command, unless that request was applied before.
+fn apply_command<M: StateMachine>(
+    group: GroupId,
+    entry: &Entry,
+    state_machine: &mut M,
+    engine: &dyn storage::KvRead,
+    staged: &mut ApplyBatch,
+) -> Result<Vec<u8>> {
+    let command = Command::decode(entry.data.as_slice()).map_err(decode_error(group))?;
+    let deduplicated = command.client_id != 0;
+    if deduplicated {
+        if let Some(response) = dedup::lookup(staged, engine, group, command.client_id, command.request_id)? {
+            debug!(shard = group, client = command.client_id, request = command.request_id, "replayed request not applied again");
+            return Ok(response);
+        }
+    }
+    let mut ctx = ApplyContext {
+        group,
+        index: entry.index,
+        term: entry.term,
+        engine,
+        staged,
+    };
+    let response = state_machine.apply(&mut ctx, &command.payload);
+    if deduplicated {
+        dedup::record(staged, group, command.client_id, command.request_id, entry.index, &response);
+    }
+    Ok(response)
+}
+
+fn apply_conf_change(node_id: NodeId, g: &mut Group, change: &impl raft_proto::ConfChangeI) -> Vec<u8> {
+    match g.raw.apply_conf_change(change) {
+        Ok(conf_state) => {
+            let member = conf_state.voters.contains(&node_id)
+                || conf_state.learners.contains(&node_id)
+                || conf_state.voters_outgoing.contains(&node_id)
+                || conf_state.learners_next.contains(&node_id);
+            g.removed = !member;
+            let response = conf_state.encode_to_vec();
+            g.raw.mut_store().set_conf_state(conf_state);
+            response
+        }
+        Err(e) => {
+            // An invalid change (e.g. removing the last voter) is committed but has no
+            // effect on any replica: raft-rs rejects it deterministically everywhere.
+            warn!(shard = g.id, node = node_id, error = %e, "conf change rejected");
+            Vec::new()
+        }
+    }
+}
+
+/// Compacts the log once enough applied entries accumulated, and forgets dedup records
+/// older than the window.
+fn maybe_compact(config: &RaftConfig, g: &mut Group, engine: &dyn storage::KvRead, batch: &mut WriteBatch) -> Result<()> {
+    let truncated = g.raw.store().truncated().index;
+    if g.applied_index < truncated + config.compact_threshold {
+        return Ok(());
+    }
+    let target = g.applied_index.saturating_sub(config.compact_keep);
+    if g.raw.mut_store().compact(target, batch)? {
+        debug!(shard = g.id, index = target, "log compacted");
+        if let Some(before) = target.checked_sub(config.dedup_window) {
+            dedup::collect_garbage(engine, g.id, before, batch)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! Membership changes, leader transfer and ReadIndex on the simulated cluster: a learner
+//! joins a group whose log is compacted (so it needs a snapshot), is promoted, the old
+//! leader hands over and is removed, and the group keeps every acknowledged write.
+
+use consensus::sim::sequence::position_of;
+use consensus::sim::{SimCluster, SimOptions};
+use consensus::{Command, GroupId, NodeId, ProposeError};
+use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
+use raft::StateRole;
+
+const GROUP: GroupId = 1;
+const LIMIT_MS: u64 = 5_000;
+
+fn wait_for_leader(cluster: &mut SimCluster) -> NodeId {
+    assert!(cluster.run_until(LIMIT_MS, |c| c.leader(GROUP).is_some()), "no leader elected");
+    cluster.leader(GROUP).unwrap()
+}
+
+/// Writes request `id` through the current leader and returns its position.
+fn write(cluster: &mut SimCluster, id: u64) -> u64 {
+    for _ in 0..10 {
+        let leader = wait_for_leader(cluster);
+        let result = cluster.call(leader, LIMIT_MS, |raft, done| {
+            raft.propose(GROUP, &Command::new(7, id, id.to_be_bytes().to_vec()), done)
+        });
+        if let Some(Ok(response)) = result {
+            return position_of(&response).unwrap();
+        }
+    }
+    panic!("request {id} never acknowledged");
+}
+
+fn change(cluster: &mut SimCluster, change_type: ConfChangeType, node_id: NodeId) {
+    let leader = wait_for_leader(cluster);
+    let change = ConfChangeV2 {
+        changes: vec![ConfChangeSingle { change_type: change_type as i32, node_id }],
+        ..Default::default()
+    };
+    let result = cluster.call(leader, LIMIT_MS, |raft, done| raft.propose_conf_change(GROUP, change, done));
+    assert!(matches!(result, Some(Ok(_))), "{change_type:?} {node_id}: {result:?}");
+}
+
+fn caught_up(cluster: &SimCluster, node: NodeId) -> bool {
+    let Some(leader) = cluster.leader(GROUP) else { return false };
+    let commit = cluster.node(leader).unwrap().status(GROUP).unwrap().commit_index;
+    cluster.node(node).and_then(|r| r.status(GROUP)).is_some_and(|s| s.applied_index == commit)
+}
+
+#[test]
+fn learner_joins_by_snapshot_is_promoted_and_old_leader_leaves() {
+    let mut cluster = SimCluster::new(&SimOptions { seed: 42, nodes: 3, replicas: 3, groups: 2 });
+    for id in 1..=100 {
+        assert_eq!(write(&mut cluster, id), id);
+    }
+    let first_leader = wait_for_leader(&mut cluster);
+    let status = cluster.node(first_leader).unwrap().status(GROUP).unwrap();
+    assert!(status.first_index > 50, "log should have been compacted: {status:?}");
+
+    cluster.add_node(4);
+    change(&mut cluster, ConfChangeType::AddLearnerNode, 4);
+    assert!(cluster.run_until(LIMIT_MS, |c| caught_up(c, 4)), "learner did not catch up");
+    let learner = cluster.node(4).unwrap().status(GROUP).unwrap();
+    assert_eq!(learner.learners, vec![4]);
+    change(&mut cluster, ConfChangeType::AddNode, 4);
+
+    // Hand leadership to the new member, then remove the old leader.
+    let result = cluster.node_mut(first_leader).unwrap().transfer_leader(GROUP, 4);
+    assert!(result.is_ok(), "{result:?}");
+    assert!(cluster.run_until(LIMIT_MS, |c| c.leader(GROUP) == Some(4)), "transfer to 4 failed");
+    change(&mut cluster, ConfChangeType::RemoveNode, first_leader);
+    assert!(
+        cluster.run_until(LIMIT_MS, |c| !c.node(first_leader).unwrap().has_group(GROUP)),
+        "removed replica not destroyed"
+    );
+    // Group 2 on the old leader is untouched.
+    assert!(cluster.node(first_leader).unwrap().has_group(2));
+
+    for id in 101..=120 {
+        assert_eq!(write(&mut cluster, id), id);
+    }
+    // A linearizable read on the leader completes once everything above is applied.
+    let read = cluster.call(4, LIMIT_MS, |raft, done| raft.read_index(GROUP, done));
+    assert_eq!(read, Some(Ok(())));
+    let status = cluster.node(4).unwrap().status(GROUP).unwrap();
+    assert_eq!(status.role, StateRole::Leader);
+    assert_eq!(status.voters.len(), 3);
+    assert!(!status.voters.contains(&first_leader));
+
+    // The new leader crashes; the rest elect a leader and keep everything.
+    cluster.crash(4);
+    for id in 121..=130 {
+        assert_eq!(write(&mut cluster, id), id);
+    }
+    cluster.restart(4);
+    assert!(cluster.run_until(LIMIT_MS, |c| c.converged()), "no convergence after restart");
+    let sequences = cluster.sequences();
+    let expected: Vec<u64> = (1..=130).collect();
+    for (node, groups) in &sequences {
+        if let Some(sequence) = groups.get(&GROUP) {
+            assert_eq!(sequence, &expected, "node {node}");
+        }
+    }
+    assert_eq!(sequences.values().filter(|g| g.contains_key(&GROUP)).count(), 3);
+}
+
+#[test]
+fn followers_refuse_proposals_and_name_the_leader() {
+    let mut cluster = SimCluster::new(&SimOptions { seed: 7, nodes: 3, replicas: 3, groups: 1 });
+    let leader = wait_for_leader(&mut cluster);
+    let follower = cluster.replicas(GROUP).iter().copied().find(|&n| n != leader).unwrap();
+    assert!(cluster.run_until(LIMIT_MS, |c| c.node(follower).unwrap().leader_of(GROUP) == Some(leader)));
+    let result = cluster.call(follower, 100, |raft, done| raft.propose(GROUP, &Command::new(1, 1, vec![1]), done));
+    assert_eq!(result, Some(Err(ProposeError::NotLeader { group: GROUP, leader: Some(leader) })));
+    let result = cluster.call(follower, 100, |raft, done| raft.propose(99, &Command::new(1, 2, vec![1]), done));
+    assert_eq!(result, Some(Err(ProposeError::GroupNotFound { group: 99 })));
+}
+
+#[test]
+fn a_retried_request_is_applied_once_and_answered_with_the_first_result() {
+    let mut cluster = SimCluster::new(&SimOptions { seed: 3, nodes: 3, replicas: 3, groups: 1 });
+    assert_eq!(write(&mut cluster, 1), 1);
+    assert_eq!(write(&mut cluster, 2), 2);
+    // The same request id again (a client retry after a timeout): same answer, no apply.
+    assert_eq!(write(&mut cluster, 1), 1);
+    assert_eq!(write(&mut cluster, 3), 3);
+    assert!(cluster.run_until(LIMIT_MS, |c| c.converged()));
+    for groups in cluster.sequences().values() {
+        assert_eq!(groups[&GROUP], vec![1, 2, 3]);
+    }
+}

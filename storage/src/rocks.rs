@@ -1,0 +1,254 @@
+//! The RocksDB engine: one database per node, one column family per [`Cf`].
+//!
+//! Synced writes fsync the WAL (fdatasync); unsynced writes reach the WAL too and become
+//! durable with the next synced write, because the WAL is a single ordered file.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rocksdb::{
+    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions, SnapshotWithThreadMode,
+    WriteOptions,
+};
+
+use crate::engine::{Cf, EngineStats, KvEngine, KvRead, Op, WriteBatch};
+use crate::{Error, Result};
+
+/// Tuning knobs of the RocksDB engine.
+#[derive(Clone, Debug)]
+pub struct RocksOptions {
+    /// Values in [`Cf::Blobs`] at least this large go to blob files instead of the LSM
+    /// tree, so compaction does not rewrite message bodies over and over.
+    pub min_blob_size: u64,
+    /// Write buffer (memtable) size per column family.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for RocksOptions {
+    fn default() -> Self {
+        Self {
+            min_blob_size: 4096,
+            write_buffer_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A RocksDB database opened with every UMS column family.
+pub struct RocksEngine {
+    db: Arc<DB>,
+    writes: AtomicU64,
+    syncs: AtomicU64,
+}
+
+impl RocksEngine {
+    /// Opens (creating if needed) the database in `path`.
+    pub fn open(path: &Path, options: &RocksOptions) -> Result<Self> {
+        let mut db_options = Options::default();
+        db_options.create_if_missing(true);
+        db_options.create_missing_column_families(true);
+        // fdatasync is enough for the WAL and cheaper than fsync.
+        db_options.set_use_fsync(false);
+        db_options.increase_parallelism(2);
+
+        let families = Cf::ALL.iter().map(|&cf| {
+            let mut cf_options = Options::default();
+            cf_options.set_write_buffer_size(options.write_buffer_bytes);
+            if cf == Cf::Blobs {
+                cf_options.set_enable_blob_files(true);
+                cf_options.set_min_blob_size(options.min_blob_size);
+                cf_options.set_enable_blob_gc(true);
+            }
+            ColumnFamilyDescriptor::new(cf.name(), cf_options)
+        });
+        let db = DB::open_cf_descriptors(&db_options, path, families)?;
+        Ok(Self {
+            db: Arc::new(db),
+            writes: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+        })
+    }
+}
+
+fn handle(db: &DB, cf: Cf) -> &rocksdb::ColumnFamily {
+    db.cf_handle(cf.name())
+        .unwrap_or_else(|| panic!("column family {} missing although opened at start", cf.name()))
+}
+
+fn bounded_read_options(end: &[u8]) -> ReadOptions {
+    let mut read_options = ReadOptions::default();
+    read_options.set_iterate_upper_bound(end.to_vec());
+    read_options
+}
+
+/// Shared scan over a RocksDB iterator of the live database or of a snapshot.
+fn scan_iter<'a>(
+    iter: impl Iterator<Item = std::result::Result<(Box<[u8]>, Box<[u8]>), rocksdb::Error>> + 'a,
+    visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
+) -> Result<()> {
+    for item in iter {
+        let (key, value) = item?;
+        if !visit(&key, &value) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+impl KvRead for RocksEngine {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(handle(&self.db, cf), key)?)
+    }
+
+    fn scan(&self, cf: Cf, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+        let iter = self.db.iterator_cf_opt(
+            handle(&self.db, cf),
+            bounded_read_options(end),
+            IteratorMode::From(start, Direction::Forward),
+        );
+        scan_iter(iter, visit)
+    }
+
+    fn last_key(&self, cf: Cf, start: &[u8], end: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut iter = self.db.raw_iterator_cf(handle(&self.db, cf));
+        iter.seek_for_prev(end);
+        last_key_from(iter, start, end)
+    }
+}
+
+fn last_key_from<D: rocksdb::DBAccess>(
+    iter: rocksdb::DBRawIteratorWithThreadMode<'_, D>,
+    start: &[u8],
+    end: &[u8],
+) -> Result<Option<Vec<u8>>> {
+    let mut iter = iter;
+    // seek_for_prev lands on `end` itself when it exists; step back once then.
+    if iter.valid() && iter.key() == Some(end) {
+        iter.prev();
+    }
+    iter.status()?;
+    Ok(match iter.key() {
+        Some(key) if iter.valid() && key >= start && key < end => Some(key.to_vec()),
+        _ => None,
+    })
+}
+
+impl KvEngine for RocksEngine {
+    fn write(&self, batch: &WriteBatch, sync: bool) -> Result<()> {
+        let mut rocks_batch = rocksdb::WriteBatch::default();
+        for op in batch.ops() {
+            match op {
+                Op::Put { cf, key, value } => rocks_batch.put_cf(handle(&self.db, *cf), key, value),
+                Op::Delete { cf, key } => rocks_batch.delete_cf(handle(&self.db, *cf), key),
+                Op::DeleteRange { cf, start, end } => rocks_batch.delete_range_cf(handle(&self.db, *cf), start, end),
+            }
+        }
+        let mut write_options = WriteOptions::default();
+        write_options.set_sync(sync);
+        self.db.write_opt(rocks_batch, &write_options).map_err(Error::from)?;
+        self.writes.fetch_add(1, Ordering::Relaxed);
+        if sync {
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn snapshot(&self) -> Box<dyn KvRead + Send> {
+        let snapshot = self.db.snapshot();
+        // SAFETY: the snapshot borrows the database; `RocksSnapshot` keeps an `Arc` of that
+        // same database and declares `snapshot` before `db`, so the snapshot is released
+        // before the last reference to the database can go away.
+        let snapshot: SnapshotWithThreadMode<'static, DB> = unsafe { std::mem::transmute(snapshot) };
+        Box::new(RocksSnapshot {
+            snapshot,
+            db: Arc::clone(&self.db),
+        })
+    }
+
+    fn stats(&self) -> EngineStats {
+        EngineStats {
+            writes: self.writes.load(Ordering::Relaxed),
+            syncs: self.syncs.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A point-in-time view of a [`RocksEngine`] that owns what it borrows.
+struct RocksSnapshot {
+    // Field order matters: `snapshot` must drop before `db`.
+    snapshot: SnapshotWithThreadMode<'static, DB>,
+    db: Arc<DB>,
+}
+
+// SAFETY: a RocksDB snapshot is an immutable handle that RocksDB allows to be read from
+// any thread; the wrapper only exposes reads.
+unsafe impl Send for RocksSnapshot {}
+
+impl KvRead for RocksSnapshot {
+    fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.snapshot.get_cf(handle(&self.db, cf), key)?)
+    }
+
+    fn scan(&self, cf: Cf, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) -> Result<()> {
+        let iter = self.snapshot.iterator_cf_opt(
+            handle(&self.db, cf),
+            bounded_read_options(end),
+            IteratorMode::From(start, Direction::Forward),
+        );
+        scan_iter(iter, visit)
+    }
+
+    fn last_key(&self, cf: Cf, start: &[u8], end: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut iter = self.snapshot.raw_iterator_cf(handle(&self.db, cf));
+        iter.seek_for_prev(end);
+        last_key_from(iter, start, end)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_scan_snapshot_and_last_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = RocksEngine::open(dir.path(), &RocksOptions::default()).unwrap();
+        let mut batch = WriteBatch::new();
+        for i in 0u8..10 {
+            batch.put(Cf::Data, vec![1, i], vec![i]);
+        }
+        batch.put(Cf::Blobs, b"big".to_vec(), vec![7u8; 10_000]);
+        engine.write(&batch, true).unwrap();
+        let snapshot = engine.snapshot();
+
+        let mut batch = WriteBatch::new();
+        batch.delete_range(Cf::Data, vec![1, 3], vec![1, 6]);
+        batch.delete(Cf::Data, vec![1, 9]);
+        engine.write(&batch, false).unwrap();
+
+        let mut seen = Vec::new();
+        engine
+            .scan(Cf::Data, &[1], &[2], &mut |k, _| {
+                seen.push(k[1]);
+                true
+            })
+            .unwrap();
+        assert_eq!(seen, vec![0, 1, 2, 6, 7, 8]);
+        assert_eq!(engine.last_key(Cf::Data, &[1], &[2]).unwrap(), Some(vec![1, 8]));
+        assert_eq!(engine.last_key(Cf::Data, &[1], &[1, 8]).unwrap(), Some(vec![1, 7]));
+        assert_eq!(engine.last_key(Cf::Data, &[2], &[3]).unwrap(), None);
+        assert_eq!(engine.get(Cf::Blobs, b"big").unwrap().unwrap().len(), 10_000);
+
+        // The snapshot still sees the state before the deletes.
+        let mut seen = 0;
+        snapshot
+            .scan(Cf::Data, &[1], &[2], &mut |_, _| {
+                seen += 1;
+                true
+            })
+            .unwrap();
+        assert_eq!(seen, 10);
+        assert_eq!(snapshot.last_key(Cf::Data, &[1], &[2]).unwrap(), Some(vec![1, 9]));
+        assert_eq!(engine.stats(), EngineStats { writes: 2, syncs: 1 });
+    }
+}
