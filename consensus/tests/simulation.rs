@@ -55,3 +55,15 @@ fn three_replicas_survive_random_faults() {
 fn five_replicas_survive_random_faults() {
     run_seeds(5, 1_000_000);
 }
+
+#[test]
+fn a_seed_replays_exactly() {
+    let options = WorkloadOptions::standard(4242, 3);
+    let first = run_random(&options).expect("seed 4242 passes");
+    let second = run_random(&options).expect("seed 4242 passes");
+    assert_eq!(
+        (first.attempts, first.faults, first.virtual_ms),
+        (second.attempts, second.faults, second.virtual_ms),
+        "same seed, different run: the simulation is not deterministic"
+    );
+}

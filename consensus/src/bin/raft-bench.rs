@@ -4,8 +4,11 @@
 //! committed-and-applied proposals per second, latency percentiles, and fsyncs per
 //! second (the figure that shows cross-group batching at work).
 //!
+//! Afterwards the cluster idles for `--idle` seconds and the CPU it used is printed:
+//! what 3 × G group replicas cost with nothing to do (ticks and heartbeats only).
+//!
 //! Usage: raft-bench [--nodes 3] [--groups 64] [--size 1024] [--in-flight 256]
-//!                   [--seconds 10] [--warmup 3] [--dir PATH]
+//!                   [--seconds 10] [--warmup 3] [--idle 5] [--dir PATH]
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,11 +31,12 @@ struct Options {
     in_flight: usize,
     seconds: u64,
     warmup: u64,
+    idle: u64,
     dir: Option<PathBuf>,
 }
 
 fn parse_args() -> Options {
-    let mut options = Options { nodes: 3, groups: 64, size: 1024, in_flight: 256, seconds: 10, warmup: 3, dir: None };
+    let mut options = Options { nodes: 3, groups: 64, size: 1024, in_flight: 256, seconds: 10, warmup: 3, idle: 5, dir: None };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--help" || flag == "-h" {
@@ -48,6 +52,7 @@ fn parse_args() -> Options {
             "--in-flight" => options.in_flight = number() as usize,
             "--seconds" => options.seconds = number(),
             "--warmup" => options.warmup = number(),
+            "--idle" => options.idle = number(),
             "--dir" => options.dir = Some(PathBuf::from(&value)),
             _ => die(&format!("unknown flag {flag}; see --help")),
         }
@@ -202,6 +207,11 @@ fn main() {
         }
     }
     let syncs = engines.iter().map(|e| e.stats().syncs).sum::<u64>() - syncs_at_start;
+    // Let in-flight work finish, then measure what idling costs.
+    thread::sleep(Duration::from_secs(1));
+    let cpu_before = process_cpu_seconds();
+    thread::sleep(Duration::from_secs(options.idle));
+    let idle_cpu = (process_cpu_seconds() - cpu_before) / options.idle.max(1) as f64;
     stop.store(true, Ordering::Relaxed);
     for thread in threads {
         let _ = thread.join();
@@ -215,5 +225,16 @@ fn main() {
     println!("latency p99:     {:>10.2} ms", percentile(0.99).as_secs_f64() * 1e3);
     println!("fsyncs:          {:>10.0} /s across {} nodes ({:.1} proposals per fsync per node)", syncs as f64 / seconds, options.nodes, latencies.len() as f64 * options.nodes as f64 / syncs.max(1) as f64);
     println!("retries (not leader yet / moved): {retries}");
+    println!("idle CPU:        {:>10.1} % of one core for {} group replicas", idle_cpu * 100.0, options.groups * options.nodes as u64);
     let _ = std::fs::remove_dir_all(&base);
+}
+
+/// User + system CPU time of this process so far, from /proc (clock ticks of 1/100 s).
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
 }
