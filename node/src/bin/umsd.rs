@@ -1,0 +1,53 @@
+//! `umsd`: the UMS node daemon. `umsd --config node.toml` runs one node;
+//! `umsd dev` runs a local cluster of child processes for development.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use node::config::NodeConfig;
+
+#[derive(Parser)]
+#[command(name = "umsd", version, about = "UMS node daemon: one member of a replicated messaging cluster")]
+struct Cli {
+    /// Run one node with this configuration file (TOML).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a local N-node cluster on 127.0.0.1 (ports 7N00..7N99), create demo users,
+    /// print the endpoints, and run until Ctrl-C. Restarting resumes from the same data.
+    Dev {
+        /// Number of nodes (1-9).
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Data directory of the dev cluster.
+        #[arg(long, default_value = "./data/dev")]
+        data: PathBuf,
+    },
+}
+
+fn main() {
+    use std::io::IsTerminal as _;
+    tracing_subscriber::fmt()
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("UMS_LOG").unwrap_or_else(|_| "info".into()))
+        .init();
+    let cli = Cli::parse();
+    let result = match (cli.config, cli.command) {
+        (Some(path), None) => NodeConfig::load(&path).map_err(anyhow::Error::from).and_then(|config| {
+            let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok();
+            node::server::run(config, metrics)
+        }),
+        (None, Some(Command::Dev { nodes, data })) => node::dev::run(nodes, &data),
+        (Some(_), Some(_)) => Err(anyhow::anyhow!("use either --config FILE or a subcommand, not both")),
+        (None, None) => Err(anyhow::anyhow!("nothing to do: run `umsd --config node.toml` or `umsd dev` (see --help)")),
+    };
+    if let Err(error) = result {
+        eprintln!("umsd: {error:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,212 @@
+//! Node configuration (`umsd --config node.toml`) and the dev-cluster port plan.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use consensus::NodeId;
+use serde::{Deserialize, Serialize};
+
+/// One node's configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id, unique in the cluster, at least 1.
+    pub node_id: NodeId,
+    /// Nodes refuse peers of another cluster.
+    pub cluster_id: String,
+    /// Where RocksDB and the node's state live.
+    pub data_dir: PathBuf,
+    /// Peer (Raft and forwarding) listen address, e.g. 127.0.0.1:7100.
+    pub peer_listen: SocketAddr,
+    /// HTTP API, webhooks and /metrics, e.g. 127.0.0.1:7180.
+    pub http_listen: SocketAddr,
+    /// Every member of the cluster, this node included. On first start the groups are
+    /// bootstrapped over these members.
+    pub members: Vec<Member>,
+    #[serde(default = "default_shards")]
+    pub shards: u64,
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+    #[serde(default)]
+    pub raft: RaftSettings,
+}
+
+/// A cluster member as the others reach it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    pub id: NodeId,
+    pub peer: SocketAddr,
+    pub http: SocketAddr,
+}
+
+/// Raft timing. Defaults give a 0.5–1 s election timeout, so a dead leader is
+/// replaced in about a second.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaftSettings {
+    pub tick_ms: u64,
+    pub election_tick: usize,
+    pub heartbeat_tick: usize,
+    /// Compact a shard's log after this many applied entries.
+    #[serde(default = "default_compact_threshold")]
+    pub compact_threshold: u64,
+    /// Applied entries kept after compaction for briefly lagging followers.
+    #[serde(default = "default_compact_keep")]
+    pub compact_keep: u64,
+}
+
+fn default_compact_threshold() -> u64 {
+    consensus::RaftConfig::default().compact_threshold
+}
+
+fn default_compact_keep() -> u64 {
+    consensus::RaftConfig::default().compact_keep
+}
+
+impl Default for RaftSettings {
+    fn default() -> Self {
+        Self {
+            tick_ms: 50,
+            election_tick: 10,
+            heartbeat_tick: 2,
+            compact_threshold: default_compact_threshold(),
+            compact_keep: default_compact_keep(),
+        }
+    }
+}
+
+fn default_shards() -> u64 {
+    64
+}
+
+fn default_replicas() -> usize {
+    3
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        let config: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.node_id == 0 {
+            return invalid("node_id must be at least 1".into());
+        }
+        if !self.members.iter().any(|m| m.id == self.node_id) {
+            return invalid(format!("members must include this node (id {})", self.node_id));
+        }
+        let mut ids: Vec<NodeId> = self.members.iter().map(|m| m.id).collect();
+        ids.sort();
+        ids.dedup();
+        if ids.len() != self.members.len() || ids.contains(&0) {
+            return invalid("member ids must be unique and at least 1".into());
+        }
+        if self.shards == 0 || self.shards > 4096 {
+            return invalid(format!("shards must be 1..=4096, not {}", self.shards));
+        }
+        if self.replicas == 0 || self.replicas > self.members.len() {
+            return invalid(format!("replicas ({}) must be between 1 and the number of members ({})", self.replicas, self.members.len()));
+        }
+        if self.raft.election_tick <= self.raft.heartbeat_tick || self.raft.tick_ms == 0 {
+            return invalid("raft: election_tick must exceed heartbeat_tick and tick_ms must be positive".into());
+        }
+        Ok(())
+    }
+
+    pub fn member(&self, id: NodeId) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
+    }
+
+    /// The consensus settings derived from `raft`.
+    pub fn raft_config(&self) -> consensus::RaftConfig {
+        consensus::RaftConfig {
+            election_tick: self.raft.election_tick,
+            heartbeat_tick: self.raft.heartbeat_tick,
+            compact_threshold: self.raft.compact_threshold,
+            compact_keep: self.raft.compact_keep,
+            ..Default::default()
+        }
+    }
+}
+
+/// Ports of dev-cluster node `n` (1..=9): the block 7n00.
+pub struct DevPorts {
+    pub peer: u16,
+    pub smtp: u16,
+    pub submission: u16,
+    pub imap: u16,
+    pub smpp: u16,
+    pub http: u16,
+}
+
+pub fn dev_ports(node: NodeId) -> DevPorts {
+    let base = 7000 + 100 * node as u16;
+    DevPorts {
+        peer: base,
+        smtp: base + 25,
+        submission: base + 87,
+        imap: base + 43,
+        smpp: base + 75,
+        http: base + 80,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> NodeConfig {
+        toml::from_str(
+            r#"
+            node_id = 2
+            cluster_id = "test"
+            data_dir = "/tmp/x"
+            peer_listen = "127.0.0.1:7200"
+            http_listen = "127.0.0.1:7280"
+            members = [
+              { id = 1, peer = "127.0.0.1:7100", http = "127.0.0.1:7180" },
+              { id = 2, peer = "127.0.0.1:7200", http = "127.0.0.1:7280" },
+              { id = 3, peer = "127.0.0.1:7300", http = "127.0.0.1:7380" },
+            ]
+            "#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn defaults_and_validation() {
+        let good = config();
+        assert_eq!((good.shards, good.replicas, good.raft.tick_ms), (64, 3, 50));
+        good.validate().unwrap();
+        let cases: [(fn(&mut NodeConfig), &str); 4] = [
+            (|c| c.node_id = 9, "members must include"),
+            (|c| c.replicas = 4, "replicas"),
+            (|c| c.shards = 0, "shards"),
+            (|c| c.members[1].id = 1, "unique"),
+        ];
+        for (break_it, expected) in cases {
+            let mut bad = config();
+            break_it(&mut bad);
+            let error = bad.validate().unwrap_err().to_string();
+            assert!(error.contains(expected), "{error}");
+        }
+        assert_eq!(dev_ports(3).http, 7380);
+        assert_eq!(dev_ports(1).imap, 7143);
+    }
+}

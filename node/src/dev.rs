@@ -1,0 +1,219 @@
+//! `umsd dev`: a real N-node cluster on this machine, as N child `umsd` processes on
+//! 127.0.0.1 with the dev port plan (node N uses 7N00..7N99), data under one directory,
+//! demo users created once. Ctrl-C stops the children cleanly; starting again resumes
+//! from the same data.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use consensus::NodeId;
+
+use crate::config::{Member, NodeConfig, RaftSettings, dev_ports};
+
+/// Number of demo users (`user1@ministry.go.ke` …).
+pub const DEMO_USERS: u32 = 100;
+pub const DEMO_DOMAIN: &str = "ministry.go.ke";
+
+/// The demo user `n`: address, password and MSISDN.
+pub fn demo_user(n: u32) -> (String, String, String) {
+    (format!("user{n}@{DEMO_DOMAIN}"), format!("demo-password-{n}"), format!("+254700000{n:03}"))
+}
+
+/// The configuration of dev node `id` in a cluster of `nodes`.
+pub fn dev_config(id: NodeId, nodes: usize, data: &Path, cluster_id: &str) -> NodeConfig {
+    let members: Vec<Member> = (1..=nodes as NodeId)
+        .map(|n| {
+            let ports = dev_ports(n);
+            Member { id: n, peer: ([127, 0, 0, 1], ports.peer).into(), http: ([127, 0, 0, 1], ports.http).into() }
+        })
+        .collect();
+    let me = members[id as usize - 1].clone();
+    NodeConfig {
+        node_id: id,
+        cluster_id: cluster_id.to_string(),
+        data_dir: data.join(format!("node-{id}")),
+        peer_listen: me.peer,
+        http_listen: me.http,
+        members,
+        shards: 64,
+        replicas: nodes.min(3),
+        raft: RaftSettings::default(),
+    }
+}
+
+fn read_or_create(path: &Path, create: impl FnOnce() -> String) -> anyhow::Result<String> {
+    if let Ok(existing) = fs::read_to_string(path) {
+        return Ok(existing.trim().to_string());
+    }
+    let value = create();
+    fs::write(path, &value).with_context(|| format!("writing {}", path.display()))?;
+    Ok(value)
+}
+
+/// Runs the dev cluster until Ctrl-C.
+pub fn run(nodes: usize, data: &Path) -> anyhow::Result<()> {
+    ensure!((1..=9).contains(&nodes), "--nodes must be between 1 and 9 (node N uses ports 7N00-7N99)");
+    fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let data = data.canonicalize()?;
+    let cluster_id = read_or_create(&data.join("cluster-id"), || format!("dev-{:016x}", rand::random::<u64>()))?;
+    let recorded = read_or_create(&data.join("nodes"), || nodes.to_string())?;
+    if recorded != nodes.to_string() {
+        bail!("{} holds a {recorded}-node cluster; run with --nodes {recorded}, or use another --data directory", data.display());
+    }
+    let exe = std::env::current_exe().context("locating the umsd executable")?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
+
+    let mut children: Vec<(NodeId, Child, PathBuf)> = Vec::new();
+    for id in 1..=nodes as NodeId {
+        let config = dev_config(id, nodes, &data, &cluster_id);
+        fs::create_dir_all(&config.data_dir)?;
+        let config_path = config.data_dir.join("node.toml");
+        fs::write(&config_path, toml::to_string(&config)?)?;
+        let log_path = config.data_dir.join("umsd.log");
+        let log = fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let child = Command::new(&exe)
+            .arg("--config")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting node {id}"))?;
+        children.push((id, child, log_path));
+    }
+
+    let result = wait_until_ready(nodes, &mut children, &stop).and_then(|()| {
+        if !data.join("demo-users-created").exists() {
+            create_demo_users()?;
+            fs::write(data.join("demo-users-created"), b"")?;
+        }
+        print_endpoints(nodes, &data, &cluster_id);
+        supervise(&mut children, &stop);
+        Ok(())
+    });
+    stop_children(&mut children);
+    result
+}
+
+fn http_base(id: NodeId) -> String {
+    format!("http://127.0.0.1:{}", dev_ports(id).http)
+}
+
+fn wait_until_ready(nodes: usize, children: &mut [(NodeId, Child, PathBuf)], stop: &AtomicBool) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for id in 1..=nodes as NodeId {
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                bail!("interrupted");
+            }
+            for (child_id, child, log) in children.iter_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!("node {child_id} exited during start-up ({status}); its log is {}:\n{}", log.display(), tail(log, 20));
+                }
+            }
+            if ureq::get(&format!("{}/health", http_base(id))).timeout(Duration::from_secs(1)).call().is_ok() {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "node {id} did not answer /health within 60 s");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}
+
+fn create_demo_users() -> anyhow::Result<()> {
+    println!("creating {DEMO_USERS} demo users ...");
+    let workers: Vec<_> = (0..4u32)
+        .map(|worker| {
+            std::thread::spawn(move || -> anyhow::Result<()> {
+                for n in (1..=DEMO_USERS).filter(|n| n % 4 == worker) {
+                    let (email, password, msisdn) = demo_user(n);
+                    let body = serde_json::json!({
+                        "email": email, "name": format!("Demo User {n}"), "ministry": "Demo",
+                        "msisdn": msisdn, "password": password, "employee_number": format!("DEMO{n:04}"),
+                    });
+                    post_with_retry(&format!("{}/api/v1/users", http_base(1)), &body)?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().map_err(|_| anyhow::anyhow!("demo user worker panicked"))??;
+    }
+    Ok(())
+}
+
+/// POSTs JSON, retrying while the cluster is still electing leaders (503).
+pub fn post_with_retry(url: &str, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match ureq::post(url).timeout(Duration::from_secs(15)).send_json(body.clone()) {
+            Ok(response) => return Ok(response.into_json()?),
+            Err(ureq::Error::Status(503, _)) | Err(ureq::Error::Transport(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(ureq::Error::Status(code, response)) => bail!("{url}: HTTP {code}: {}", response.into_string().unwrap_or_default()),
+            Err(e) => bail!("{url}: {e}"),
+        }
+    }
+}
+
+fn print_endpoints(nodes: usize, data: &Path, cluster_id: &str) {
+    println!("\nUMS dev cluster '{cluster_id}' is up: {nodes} nodes, data in {}", data.display());
+    println!("  node  peer             HTTP API / metrics");
+    for id in 1..=nodes as NodeId {
+        let ports = dev_ports(id);
+        println!("  {id:>4}  127.0.0.1:{:<6}  http://127.0.0.1:{}/api/v1/cluster  (/metrics, /health)", ports.peer, ports.http);
+    }
+    let (email, password, msisdn) = demo_user(1);
+    println!("\ndemo users: user1..user{DEMO_USERS}@{DEMO_DOMAIN}, e.g. {email} / {password} / {msisdn}");
+    println!("try: curl -s -XPOST -H 'content-type: application/json' -d '{{\"kind\":\"sms\",\"body\":\"hello\"}}' http://127.0.0.1:7180/api/v1/users/{email}/messages");
+    println!("logs: {}/node-N/umsd.log; Ctrl-C stops the cluster.", data.display());
+}
+
+fn supervise(children: &mut [(NodeId, Child, PathBuf)], stop: &AtomicBool) {
+    let mut reported = vec![false; children.len()];
+    while !stop.load(Ordering::SeqCst) {
+        for (i, (id, child, log)) in children.iter_mut().enumerate() {
+            if !reported[i] && let Ok(Some(status)) = child.try_wait() {
+                eprintln!("node {id} exited ({status}); see {}", log.display());
+                reported[i] = true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn stop_children(children: &mut [(NodeId, Child, PathBuf)]) {
+    println!("\nstopping the dev cluster ...");
+    for (_, child, _) in children.iter() {
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (id, child, _) in children.iter_mut() {
+        while child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                eprintln!("node {id} did not stop in 10 s; killing it");
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

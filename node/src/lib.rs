@@ -1,0 +1,35 @@
+//! The UMS node: everything that turns the replicated core into a running cluster.
+//!
+//! - [`config`]: the node's TOML configuration and the dev-cluster port plan.
+//! - [`placement`]: which groups exist and where (meta group 0, shards by user hash).
+//! - [`state`]: the replicated UMS state machine (users, address directory, mailboxes
+//!   with UIDs and modseqs) and the read-only queries answered after ReadIndex.
+//! - [`runtime`]: the thread that drives [`consensus::MultiRaft`] (ticks, rounds).
+//! - [`peer`]: the TCP peer transport (handshake, batched Raft frames, forwarding).
+//! - [`service`]: the API the HTTP layer and the gateways call: routes each request to
+//!   its shard's leader (locally or forwarded) and retries with the same request id.
+//! - [`http`]: the HTTP API, health and Prometheus metrics (actix-web).
+//! - [`server`]: starts one node from a config; [`dev`]: `umsd dev`, a local cluster
+//!   of child processes.
+
+pub mod config;
+pub mod dev;
+pub mod http;
+pub mod peer;
+pub mod placement;
+pub mod runtime;
+pub mod server;
+pub mod service;
+pub mod state;
+
+/// Generated protobuf types.
+pub mod proto {
+    /// Frames between nodes.
+    pub mod peer {
+        include!(concat!(env!("OUT_DIR"), "/ums.peer.rs"));
+    }
+    /// Replicated commands, records and queries.
+    pub mod state {
+        include!(concat!(env!("OUT_DIR"), "/ums.state.rs"));
+    }
+}

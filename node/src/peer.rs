@@ -1,0 +1,254 @@
+//! The peer transport: one TCP connection per ordered pair of nodes, carrying
+//! length-delimited protobuf [`Frame`]s.
+//!
+//! Each node dials every other node and only *writes* on that connection (after a
+//! Hello exchange that checks the cluster id); it *reads* on the connections others
+//! dialled to it. So a reply to a forwarded request travels on the replier's own
+//! outbound connection. Outbound frames wait in a bounded per-peer queue; when it is
+//! full or the peer is down they are dropped, which Raft tolerates (it retransmits),
+//! and lost snapshots are reported so the leader retries them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use consensus::{GroupId, GroupMessage, NodeId, Transport};
+use futures::{SinkExt, StreamExt};
+use prost::Message as _;
+use raft::eraftpb::{Message as RaftMessageProto, MessageType};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tracing::{debug, info, warn};
+
+use crate::proto::peer::{ForwardReply, ForwardRequest, Frame, Hello, RaftBatch, RaftMessage, frame};
+use crate::runtime::{Input, RaftHandle};
+
+/// Frames queued per peer before new ones are dropped.
+const PEER_QUEUE: usize = 4096;
+/// Largest frame accepted (snapshots travel as one frame for now).
+const MAX_FRAME_BYTES: usize = 512 << 20;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME_BYTES).new_codec()
+}
+
+/// A frame on its way to a peer, with the snapshots it carries (to report their fate).
+struct Outgoing {
+    frame: Bytes,
+    snapshots: Vec<GroupId>,
+}
+
+/// Forwarded requests and replies that arrived from peers, for the service.
+pub enum Incoming {
+    Forward { from: NodeId, request: ForwardRequest },
+    Reply(ForwardReply),
+}
+
+/// Sending side of the peer network, shared by the Raft thread and the service.
+pub struct PeerNetwork {
+    node_id: NodeId,
+    queues: HashMap<NodeId, mpsc::Sender<Outgoing>>,
+    raft: RaftHandle,
+}
+
+impl PeerNetwork {
+    /// Starts a dialer per peer on `runtime`; frames to unknown nodes are dropped.
+    pub fn start(runtime: &tokio::runtime::Handle, node_id: NodeId, cluster_id: &str, peers: &[(NodeId, SocketAddr)], raft: RaftHandle) -> Arc<Self> {
+        let mut queues = HashMap::new();
+        for &(peer, address) in peers.iter().filter(|(id, _)| *id != node_id) {
+            let (sender, receiver) = mpsc::channel(PEER_QUEUE);
+            queues.insert(peer, sender);
+            let hello = Hello { cluster_id: cluster_id.to_string(), node_id };
+            runtime.spawn(dial_loop(peer, address, hello, receiver, raft.clone()));
+        }
+        Arc::new(Self { node_id, queues, raft })
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// Queues `frame` for `to`; false if it was dropped.
+    pub fn send_frame(&self, to: NodeId, body: frame::Body) -> bool {
+        let frame = Frame { body: Some(body) }.encode_to_vec();
+        self.enqueue(to, Outgoing { frame: frame.into(), snapshots: Vec::new() })
+    }
+
+    fn enqueue(&self, to: NodeId, outgoing: Outgoing) -> bool {
+        let Some(queue) = self.queues.get(&to) else {
+            return false;
+        };
+        match queue.try_send(outgoing) {
+            Ok(()) => true,
+            Err(e) => {
+                metrics::counter!("ums_peer_frames_dropped_total").increment(1);
+                let outgoing = match e {
+                    mpsc::error::TrySendError::Full(o) | mpsc::error::TrySendError::Closed(o) => o,
+                };
+                report_snapshots(&self.raft, to, &outgoing.snapshots, false);
+                false
+            }
+        }
+    }
+}
+
+/// The Raft thread's view of the network.
+pub struct PeerTransport(pub Arc<PeerNetwork>);
+
+impl Transport for PeerTransport {
+    fn send(&mut self, to: NodeId, batch: Vec<GroupMessage>) {
+        let snapshots = batch
+            .iter()
+            .filter(|m| m.message.msg_type() == MessageType::MsgSnapshot)
+            .map(|m| m.group)
+            .collect();
+        let messages = batch
+            .into_iter()
+            .map(|m| RaftMessage { group: m.group, message: m.message.encode_to_vec() })
+            .collect();
+        let frame = Frame { body: Some(frame::Body::Raft(RaftBatch { messages })) }.encode_to_vec();
+        self.0.enqueue(to, Outgoing { frame: frame.into(), snapshots });
+    }
+}
+
+fn report_snapshots(raft: &RaftHandle, to: NodeId, groups: &[GroupId], delivered: bool) {
+    for &group in groups {
+        raft.send(Input::SnapshotReport { group, to, delivered });
+    }
+}
+
+/// Keeps one outbound connection to `peer` alive and writes queued frames to it.
+async fn dial_loop(peer: NodeId, address: SocketAddr, hello: Hello, mut queue: mpsc::Receiver<Outgoing>, raft: RaftHandle) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match connect(address, &hello).await {
+            Ok(mut framed) => {
+                info!(node = hello.node_id, peer, %address, "connected to peer");
+                backoff = Duration::from_millis(50);
+                while let Some(first) = queue.recv().await {
+                    // Write everything already queued, then flush once.
+                    let mut batch = vec![first];
+                    while batch.len() < 256 {
+                        match queue.try_recv() {
+                            Ok(next) => batch.push(next),
+                            Err(_) => break,
+                        }
+                    }
+                    let mut failed = false;
+                    for outgoing in &batch {
+                        if framed.feed(outgoing.frame.clone()).await.is_err() {
+                            failed = true;
+                            break;
+                        }
+                    }
+                    failed = failed || SinkExt::<Bytes>::flush(&mut framed).await.is_err();
+                    for outgoing in &batch {
+                        report_snapshots(&raft, peer, &outgoing.snapshots, !failed);
+                    }
+                    if failed {
+                        warn!(node = hello.node_id, peer, "peer connection lost; reconnecting");
+                        break;
+                    }
+                }
+            }
+            Err(e) => debug!(node = hello.node_id, peer, %address, error = %e, "peer unreachable"),
+        }
+        // Drop what queued up while disconnected: Raft resends what still matters.
+        while let Ok(stale) = queue.try_recv() {
+            report_snapshots(&raft, peer, &stale.snapshots, false);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        if queue.is_closed() {
+            return;
+        }
+    }
+}
+
+async fn connect(address: SocketAddr, hello: &Hello) -> std::io::Result<Framed<TcpStream, LengthDelimitedCodec>> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await??;
+    stream.set_nodelay(true)?;
+    let mut framed = Framed::new(stream, codec());
+    let hello_frame = Frame { body: Some(frame::Body::Hello(hello.clone())) }.encode_to_vec();
+    framed.send(Bytes::from(hello_frame)).await?;
+    let reply = tokio::time::timeout(CONNECT_TIMEOUT, framed.next()).await?;
+    let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+    let bytes = reply.ok_or_else(|| invalid("peer closed during handshake".into()))??;
+    match Frame::decode(bytes)?.body {
+        Some(frame::Body::Hello(theirs)) if theirs.cluster_id == hello.cluster_id => Ok(framed),
+        Some(frame::Body::Hello(theirs)) => {
+            warn!(node = hello.node_id, %address, their_cluster = %theirs.cluster_id, our_cluster = %hello.cluster_id, "peer belongs to another cluster; not connecting");
+            Err(invalid("cluster id mismatch".into()))
+        }
+        _ => Err(invalid("peer did not answer with Hello".into())),
+    }
+}
+
+/// Accepts peer connections and hands their frames to the Raft thread and the service.
+pub async fn listen(listener: TcpListener, cluster_id: String, node_id: NodeId, raft: RaftHandle, incoming: mpsc::Sender<Incoming>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, remote)) => {
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(serve_connection(stream, remote, cluster_id.clone(), node_id, raft.clone(), incoming.clone()));
+            }
+            Err(e) => {
+                warn!(node = node_id, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, remote: SocketAddr, cluster_id: String, node_id: NodeId, raft: RaftHandle, incoming: mpsc::Sender<Incoming>) {
+    let mut framed = Framed::new(stream, codec());
+    let from = match tokio::time::timeout(CONNECT_TIMEOUT, framed.next()).await {
+        Ok(Some(Ok(bytes))) => match Frame::decode(bytes) {
+            Ok(Frame { body: Some(frame::Body::Hello(hello)) }) => {
+                let ours = Frame { body: Some(frame::Body::Hello(Hello { cluster_id: cluster_id.clone(), node_id })) };
+                let _ = framed.send(Bytes::from(ours.encode_to_vec())).await;
+                if hello.cluster_id != cluster_id {
+                    warn!(node = node_id, %remote, their_cluster = %hello.cluster_id, our_cluster = %cluster_id, peer = hello.node_id, "refusing peer of another cluster");
+                    return;
+                }
+                hello.node_id
+            }
+            _ => {
+                warn!(node = node_id, %remote, "peer connection without Hello; closing");
+                return;
+            }
+        },
+        _ => return,
+    };
+    while let Some(Ok(bytes)) = framed.next().await {
+        let Ok(frame) = Frame::decode(bytes) else {
+            warn!(node = node_id, peer = from, "undecodable frame; closing connection");
+            return;
+        };
+        match frame.body {
+            Some(frame::Body::Raft(batch)) => {
+                let messages: Vec<GroupMessage> = batch
+                    .messages
+                    .into_iter()
+                    .filter_map(|m| RaftMessageProto::decode(m.message.as_slice()).ok().map(|message| GroupMessage { group: m.group, message }))
+                    .collect();
+                if !raft.send(Input::Raft(messages)) {
+                    metrics::counter!("ums_peer_frames_dropped_total").increment(1);
+                }
+            }
+            Some(frame::Body::Forward(request)) => {
+                let _ = incoming.send(Incoming::Forward { from, request }).await;
+            }
+            Some(frame::Body::Reply(reply)) => {
+                let _ = incoming.send(Incoming::Reply(reply)).await;
+            }
+            Some(frame::Body::Hello(_)) | None => {}
+        }
+    }
+    debug!(node = node_id, peer = from, "peer connection closed");
+}

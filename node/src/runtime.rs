@@ -1,0 +1,209 @@
+//! The Raft thread: owns this node's [`MultiRaft`] and drives it. Everything else talks
+//! to it through a bounded channel ([`RaftHandle`]); a full channel is back-pressure
+//! (requests fail fast with "overloaded" instead of queueing without bound).
+//!
+//! One loop iteration: wait for input or the next tick, drain what has arrived (bounded),
+//! tick all groups if due, then run one ready round (one fsync for every group).
+
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use consensus::{Command, Event, GroupId, GroupMessage, GroupStatus, MultiRaft, NodeId, ProposeError, Transport};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use tokio::sync::oneshot;
+use tracing::{error, info};
+
+use crate::state::UmsMachine;
+
+/// Capacity of the Raft thread's inbox.
+const INBOX_CAPACITY: usize = 1 << 16;
+/// Inputs handled per round at most, so ticks and rounds are never starved.
+const DRAIN_PER_ROUND: usize = 8192;
+
+/// Work for the Raft thread.
+pub enum Input {
+    Raft(Vec<GroupMessage>),
+    Propose {
+        group: GroupId,
+        command: Command,
+        reply: oneshot::Sender<Result<Vec<u8>, ProposeError>>,
+    },
+    ReadIndex {
+        group: GroupId,
+        reply: oneshot::Sender<Result<(), ProposeError>>,
+    },
+    TransferLeader {
+        group: GroupId,
+        to: NodeId,
+        reply: oneshot::Sender<Result<(), ProposeError>>,
+    },
+    Status {
+        reply: oneshot::Sender<Vec<GroupStatus>>,
+    },
+    /// Whether a snapshot sent to a peer left this node (or was lost with its connection).
+    SnapshotReport { group: GroupId, to: NodeId, delivered: bool },
+    Stop,
+}
+
+/// A cheap, cloneable handle to the Raft thread.
+#[derive(Clone)]
+pub struct RaftHandle {
+    inbox: Sender<Input>,
+}
+
+/// The Raft thread stopped or its inbox is full.
+fn overloaded(group: GroupId) -> ProposeError {
+    ProposeError::Dropped { group }
+}
+
+impl RaftHandle {
+    pub fn send(&self, input: Input) -> bool {
+        match self.inbox.try_send(input) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                metrics::counter!("ums_raft_inbox_full_total").increment(1);
+                false
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    pub async fn propose(&self, group: GroupId, command: Command) -> Result<Vec<u8>, ProposeError> {
+        let (reply, response) = oneshot::channel();
+        if !self.send(Input::Propose { group, command, reply }) {
+            return Err(overloaded(group));
+        }
+        response.await.unwrap_or(Err(overloaded(group)))
+    }
+
+    pub async fn read_index(&self, group: GroupId) -> Result<(), ProposeError> {
+        let (reply, response) = oneshot::channel();
+        if !self.send(Input::ReadIndex { group, reply }) {
+            return Err(overloaded(group));
+        }
+        response.await.unwrap_or(Err(overloaded(group)))
+    }
+
+    pub async fn transfer_leader(&self, group: GroupId, to: NodeId) -> Result<(), ProposeError> {
+        let (reply, response) = oneshot::channel();
+        if !self.send(Input::TransferLeader { group, to, reply }) {
+            return Err(overloaded(group));
+        }
+        response.await.unwrap_or(Err(overloaded(group)))
+    }
+
+    pub async fn status(&self) -> Vec<GroupStatus> {
+        let (reply, response) = oneshot::channel();
+        if !self.send(Input::Status { reply }) {
+            return Vec::new();
+        }
+        response.await.unwrap_or_default()
+    }
+
+    pub fn stop(&self) {
+        let _ = self.inbox.send(Input::Stop);
+    }
+}
+
+/// Starts the Raft thread. `make_transport` builds the transport once the handle
+/// exists (the transport reports snapshot delivery back through it).
+pub fn start(
+    mut raft: MultiRaft<UmsMachine>,
+    tick: Duration,
+    make_transport: impl FnOnce(RaftHandle) -> Box<dyn Transport + Send>,
+) -> (RaftHandle, JoinHandle<()>) {
+    let (inbox, receiver) = crossbeam_channel::bounded(INBOX_CAPACITY);
+    let handle = RaftHandle { inbox };
+    let mut transport = make_transport(handle.clone());
+    let node = raft.node_id();
+    let thread = std::thread::Builder::new()
+        .name(format!("raft-{node}"))
+        .spawn(move || run(&mut raft, &receiver, &mut *transport, tick))
+        .expect("spawn raft thread");
+    (handle, thread)
+}
+
+fn run(raft: &mut MultiRaft<UmsMachine>, inbox: &Receiver<Input>, transport: &mut dyn Transport, tick: Duration) {
+    let node = raft.node_id();
+    let mut next_tick = Instant::now() + tick;
+    loop {
+        let wait = next_tick.saturating_duration_since(Instant::now());
+        match inbox.recv_timeout(wait) {
+            Ok(input) => {
+                if !handle_input(raft, input) {
+                    break;
+                }
+                for input in inbox.try_iter().take(DRAIN_PER_ROUND) {
+                    if !handle_input(raft, input) {
+                        return;
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if Instant::now() >= next_tick {
+            raft.tick();
+            next_tick += tick;
+            if next_tick < Instant::now() {
+                next_tick = Instant::now() + tick; // We fell behind; do not tick in a burst.
+            }
+        }
+        if let Err(e) = raft.handle_ready(transport) {
+            // The durable state may no longer match what Raft believes: stop serving.
+            error!(node, error = %e, "storage failure in ready round; stopping the node");
+            std::process::exit(70);
+        }
+        for event in raft.take_events() {
+            log_event(node, &event);
+        }
+    }
+    info!(node, "raft thread stopped");
+}
+
+/// Returns false when the thread should stop.
+fn handle_input(raft: &mut MultiRaft<UmsMachine>, input: Input) -> bool {
+    match input {
+        Input::Raft(batch) => {
+            for message in batch {
+                if let Err(e) = raft.step(message.group, message.message) {
+                    error!(node = raft.node_id(), shard = message.group, error = %e, "step failed");
+                }
+            }
+        }
+        Input::Propose { group, command, reply } => {
+            raft.propose(group, &command, Box::new(move |result| {
+                let _ = reply.send(result);
+            }));
+        }
+        Input::ReadIndex { group, reply } => {
+            raft.read_index(group, Box::new(move |result| {
+                let _ = reply.send(result);
+            }));
+        }
+        Input::TransferLeader { group, to, reply } => {
+            let _ = reply.send(raft.transfer_leader(group, to));
+        }
+        Input::Status { reply } => {
+            let statuses = raft.group_ids().collect::<Vec<_>>().into_iter().filter_map(|g| raft.status(g)).collect();
+            let _ = reply.send(statuses);
+        }
+        Input::SnapshotReport { group, to, delivered } => raft.report_snapshot(group, to, delivered),
+        Input::Stop => return false,
+    }
+    true
+}
+
+fn log_event(node: NodeId, event: &Event) {
+    match event {
+        Event::RoleChanged { group, role, leader, term } => {
+            if *role == raft::StateRole::Leader {
+                metrics::counter!("ums_leader_changes_total").increment(1);
+                info!(node, shard = group, term, "became leader");
+            } else {
+                tracing::debug!(node, shard = group, term, ?role, ?leader, "role changed");
+            }
+        }
+        Event::GroupRemoved { group } => info!(node, shard = group, "replica removed"),
+    }
+}

@@ -1,0 +1,75 @@
+//! Starts one node from its configuration: storage, Raft thread, peer network, service
+//! and HTTP API; stops them in order on SIGINT/SIGTERM.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use consensus::{MultiRaft, NodeId};
+use storage::{Engine, RocksEngine, RocksOptions};
+use tokio::sync::mpsc;
+use tracing::info;
+
+use crate::config::NodeConfig;
+use crate::http::{self, AppState};
+use crate::peer::{self, PeerNetwork, PeerTransport};
+use crate::placement::initial_placement;
+use crate::runtime;
+use crate::service::Service;
+use crate::state::UmsMachine;
+
+/// Marker file: the groups of this node were bootstrapped once; never do it again.
+const BOOTSTRAPPED_MARKER: &str = "bootstrapped";
+
+/// Runs the node until it is told to stop.
+pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::PrometheusHandle>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    let db_path = config.data_dir.join("db");
+    let engine: Engine = Arc::new(RocksEngine::open(&db_path, &RocksOptions::default()).with_context(|| format!("opening RocksDB at {}", db_path.display()))?);
+    let mut raft = MultiRaft::open(config.node_id, config.raft_config(), engine.clone(), UmsMachine).context("opening Raft groups")?;
+
+    let member_ids: Vec<NodeId> = config.members.iter().map(|m| m.id).collect();
+    let placement = initial_placement(&member_ids, config.shards, config.replicas);
+    let marker = config.data_dir.join(BOOTSTRAPPED_MARKER);
+    if !marker.exists() {
+        let mut created = 0;
+        for (&group, replicas) in &placement {
+            if replicas.contains(&config.node_id) && !raft.has_group(group) {
+                raft.bootstrap_group(group, replicas).with_context(|| format!("bootstrapping shard {group}"))?;
+                created += 1;
+            }
+        }
+        std::fs::write(&marker, b"").context("writing bootstrap marker")?;
+        info!(node = config.node_id, groups = created, "bootstrapped a new cluster member");
+    }
+    info!(node = config.node_id, groups = raft.group_ids().count(), "replicas loaded");
+
+    let io_runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("ums-io").enable_all().build()?;
+    let peers: Vec<_> = config.members.iter().map(|m| (m.id, m.peer)).collect();
+    let mut network = None;
+    let (raft_handle, raft_thread) = runtime::start(raft, Duration::from_millis(config.raft.tick_ms), |handle| {
+        let started = PeerNetwork::start(io_runtime.handle(), config.node_id, &config.cluster_id, &peers, handle);
+        network = Some(Arc::clone(&started));
+        Box::new(PeerTransport(started))
+    });
+    let network = network.expect("transport created by runtime::start");
+
+    let listener = io_runtime
+        .block_on(tokio::net::TcpListener::bind(config.peer_listen))
+        .with_context(|| format!("binding the peer port {}", config.peer_listen))?;
+    let replicas_of: HashMap<_, _> = placement.into_iter().collect();
+    let service = Service::new(config.node_id, config.shards, replicas_of, raft_handle.clone(), network, engine);
+    let (incoming_tx, incoming_rx) = mpsc::channel(4096);
+    io_runtime.spawn(peer::listen(listener, config.cluster_id.clone(), config.node_id, raft_handle.clone(), incoming_tx));
+    io_runtime.spawn(Arc::clone(&service).serve_incoming(incoming_rx));
+
+    info!(node = config.node_id, peer = %config.peer_listen, http = %config.http_listen, "node started");
+    let state = AppState { service, members: config.members.clone(), metrics };
+    let served = actix_web::rt::System::new().block_on(http::serve(config.http_listen, state));
+    info!(node = config.node_id, "stopping");
+    raft_handle.stop();
+    let _ = raft_thread.join();
+    io_runtime.shutdown_timeout(Duration::from_secs(1));
+    served.with_context(|| format!("HTTP API on {}", config.http_listen))
+}

@@ -1,0 +1,234 @@
+//! The replicated UMS state machine and its queries.
+//!
+//! Records inside a group (all keys relative to the group, see
+//! [`consensus::state_machine_key`]):
+//! - `u\0{user}`: [`User`] (shard groups)
+//! - `m\0{user}\0{mailbox}`: [`Mailbox`] counters: UIDVALIDITY, next UID, highest modseq
+//! - `i\0{user}\0{mailbox}\0{uid:be32}`: [`MessageMeta`]; the raw message is in the blob
+//!   family under the same key
+//! - `a\0{address}`: the user id owning an address (meta group)
+//! - `c\0{user}`: the addresses a user claimed (meta group), to release old ones
+//!
+//! UIDs and modseqs are allocated here, during apply, so they are identical on every
+//! replica and survive failover. Apply is deterministic: times come in the command.
+
+use consensus::{ApplyContext, GroupId, StateMachine, state_machine_key};
+use prost::Message;
+use storage::{Cf, KvRead};
+
+use crate::proto::state::{
+    ClaimAddresses, Command, CommandResult, Deliver, Delivered, ListMessages, Mailbox, MessageMeta, PutUser, Query,
+    QueryResult, StoredMessage, User, command, command_result::Status, query,
+};
+
+const SEP: u8 = 0;
+
+fn key(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push(SEP);
+        }
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+fn user_key(user: &str) -> Vec<u8> {
+    key(&[b"u", user.as_bytes()])
+}
+
+fn mailbox_key(user: &str, mailbox: &str) -> Vec<u8> {
+    key(&[b"m", user.as_bytes(), mailbox.as_bytes()])
+}
+
+fn message_key(user: &str, mailbox: &str, uid: u32) -> Vec<u8> {
+    key(&[b"i", user.as_bytes(), mailbox.as_bytes(), &uid.to_be_bytes()])
+}
+
+fn address_key(address: &str) -> Vec<u8> {
+    key(&[b"a", address.as_bytes()])
+}
+
+fn claims_key(user: &str) -> Vec<u8> {
+    key(&[b"c", user.as_bytes()])
+}
+
+/// Names may not contain the key separator (NUL) or be empty.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && !name.as_bytes().contains(&SEP) && name.len() <= 512
+}
+
+fn result(status: Status, error: impl Into<String>) -> CommandResult {
+    CommandResult {
+        status: status as i32,
+        error: error.into(),
+        ..Default::default()
+    }
+}
+
+/// The UMS state machine. Stateless itself: everything lives in the engine.
+#[derive(Default)]
+pub struct UmsMachine;
+
+impl StateMachine for UmsMachine {
+    fn apply(&mut self, ctx: &mut ApplyContext<'_>, payload: &[u8]) -> Vec<u8> {
+        let outcome = match Command::decode(payload) {
+            Ok(Command { op: Some(op) }) => match op {
+                command::Op::PutUser(put) => put_user(ctx, put),
+                command::Op::ClaimAddresses(claim) => claim_addresses(ctx, claim),
+                command::Op::Deliver(deliver) => deliver_message(ctx, deliver),
+            },
+            Ok(Command { op: None }) => result(Status::Invalid, "empty command"),
+            Err(e) => result(Status::Invalid, format!("undecodable command: {e}")),
+        };
+        outcome.encode_to_vec()
+    }
+}
+
+fn get<M: Message + Default>(ctx: &ApplyContext<'_>, cf: Cf, key: &[u8]) -> Option<M> {
+    ctx.get(cf, key).and_then(|bytes| M::decode(bytes.as_slice()).ok())
+}
+
+fn put_user(ctx: &mut ApplyContext<'_>, put: PutUser) -> CommandResult {
+    let Some(user) = put.user else {
+        return result(Status::Invalid, "user missing");
+    };
+    if !valid_name(&user.id) {
+        return result(Status::Invalid, "invalid user id");
+    }
+    ctx.put(Cf::Data, &user_key(&user.id), user.encode_to_vec());
+    CommandResult {
+        user: Some(user),
+        ..Default::default()
+    }
+}
+
+fn claim_addresses(ctx: &mut ApplyContext<'_>, claim: ClaimAddresses) -> CommandResult {
+    if !valid_name(&claim.user_id) || !claim.addresses.iter().all(|a| valid_name(a)) {
+        return result(Status::Invalid, "invalid user id or address");
+    }
+    for address in &claim.addresses {
+        if let Some(owner) = ctx.get(Cf::Data, &address_key(address))
+            && owner != claim.user_id.as_bytes()
+        {
+            return result(
+                Status::Conflict,
+                format!("{address} already belongs to {}", String::from_utf8_lossy(&owner)),
+            );
+        }
+    }
+    // Release addresses the user no longer has (a changed mobile number, say).
+    if let Some(old) = get::<ClaimAddresses>(ctx, Cf::Data, &claims_key(&claim.user_id)) {
+        for address in old.addresses.iter().filter(|a| !claim.addresses.contains(a)) {
+            ctx.delete(Cf::Data, &address_key(address));
+        }
+    }
+    for address in &claim.addresses {
+        ctx.put(Cf::Data, &address_key(address), claim.user_id.as_bytes().to_vec());
+    }
+    ctx.put(Cf::Data, &claims_key(&claim.user_id), claim.encode_to_vec());
+    CommandResult::default()
+}
+
+fn deliver_message(ctx: &mut ApplyContext<'_>, deliver: Deliver) -> CommandResult {
+    if !valid_name(&deliver.user_id) || !valid_name(&deliver.mailbox) {
+        return result(Status::Invalid, "invalid user or mailbox name");
+    }
+    if ctx.get(Cf::Data, &user_key(&deliver.user_id)).is_none() {
+        return result(Status::NotFound, format!("no such user: {}", deliver.user_id));
+    }
+    let box_key = mailbox_key(&deliver.user_id, &deliver.mailbox);
+    let mut mailbox = get::<Mailbox>(ctx, Cf::Data, &box_key).unwrap_or_else(|| Mailbox {
+        // Log indexes only grow, so a re-created mailbox gets a larger UIDVALIDITY.
+        uid_validity: (ctx.index() as u32).max(1),
+        next_uid: 1,
+        highest_modseq: 0,
+        exists: 0,
+    });
+    let uid = mailbox.next_uid;
+    mailbox.next_uid += 1;
+    mailbox.highest_modseq += 1;
+    mailbox.exists += 1;
+    let meta = MessageMeta {
+        uid,
+        modseq: mailbox.highest_modseq,
+        flags: deliver.flags,
+        internal_date_ms: deliver.internal_date_ms,
+        size: deliver.raw.len() as u64,
+        kind: deliver.kind,
+        client_ref: deliver.client_ref,
+    };
+    let message_key = message_key(&deliver.user_id, &deliver.mailbox, uid);
+    ctx.put(Cf::Data, &message_key, meta.encode_to_vec());
+    ctx.put(Cf::Blobs, &message_key, deliver.raw);
+    ctx.put(Cf::Data, &box_key, mailbox.encode_to_vec());
+    CommandResult {
+        delivered: Some(Delivered {
+            uid,
+            modseq: meta.modseq,
+            uid_validity: mailbox.uid_validity,
+        }),
+        ..Default::default()
+    }
+}
+
+/// Answers a query from an engine (after a ReadIndex on the leader, or from the local
+/// replica for a deliberately stale read).
+pub fn execute_query(engine: &dyn KvRead, group: GroupId, query: &Query) -> storage::Result<QueryResult> {
+    let read = |k: &[u8]| engine.get(Cf::Data, &state_machine_key(group, k));
+    let not_found = |what: String| QueryResult {
+        status: Status::NotFound as i32,
+        error: what,
+        ..Default::default()
+    };
+    Ok(match &query.q {
+        Some(query::Q::GetUser(get)) => match read(&user_key(&get.user_id))? {
+            Some(bytes) => QueryResult {
+                user: User::decode(bytes.as_slice()).ok(),
+                ..Default::default()
+            },
+            None => not_found(format!("no such user: {}", get.user_id)),
+        },
+        Some(query::Q::ResolveAddress(resolve)) => match read(&address_key(&resolve.address))? {
+            Some(owner) => QueryResult {
+                user_id: String::from_utf8_lossy(&owner).into_owned(),
+                ..Default::default()
+            },
+            None => not_found(format!("no user has the address {}", resolve.address)),
+        },
+        Some(query::Q::ListMessages(list)) => list_messages(engine, group, list)?,
+        None => QueryResult {
+            status: Status::Invalid as i32,
+            error: "empty query".into(),
+            ..Default::default()
+        },
+    })
+}
+
+fn list_messages(engine: &dyn KvRead, group: GroupId, list: &ListMessages) -> storage::Result<QueryResult> {
+    let mailbox = match engine.get(Cf::Data, &state_machine_key(group, &mailbox_key(&list.user_id, &list.mailbox)))? {
+        Some(bytes) => Mailbox::decode(bytes.as_slice()).ok(),
+        None => None,
+    };
+    let start = state_machine_key(group, &message_key(&list.user_id, &list.mailbox, list.after_uid.saturating_add(1)));
+    let end = state_machine_key(group, &key(&[b"i", list.user_id.as_bytes(), list.mailbox.as_bytes(), &[0xff; 5]]));
+    let limit = if list.limit == 0 { usize::MAX } else { list.limit as usize };
+    let mut metas = Vec::new();
+    engine.scan(Cf::Data, &start, &end, &mut |k, v| {
+        if let Ok(meta) = MessageMeta::decode(v) {
+            metas.push((k.to_vec(), meta));
+        }
+        metas.len() < limit
+    })?;
+    let mut messages = Vec::with_capacity(metas.len());
+    for (message_key, meta) in metas {
+        let raw = if list.with_bodies { engine.get(Cf::Blobs, &message_key)?.unwrap_or_default() } else { Vec::new() };
+        messages.push(StoredMessage { meta: Some(meta), raw });
+    }
+    Ok(QueryResult {
+        mailbox,
+        messages,
+        ..Default::default()
+    })
+}

@@ -1,0 +1,203 @@
+//! Test harness: starts real `umsd` processes on loopback with their own RocksDB
+//! directories, kills (SIGKILL) and restarts them, and talks to them over HTTP.
+//!
+//! The `umsd` binary must be built first (`scripts/test` does `cargo build --bins`).
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use node::config::{Member, NodeConfig, RaftSettings};
+use serde_json::Value;
+
+/// Finds the `umsd` binary next to the test executable's directory.
+pub fn umsd_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target directory");
+    let binary = dir.join("umsd");
+    assert!(binary.exists(), "{} not found: run `cargo build --bins` (scripts/test does) before these tests", binary.display());
+    binary
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("local addr").port()
+}
+
+/// One `umsd` process of a [`TestCluster`].
+pub struct TestNode {
+    pub id: u64,
+    pub config: NodeConfig,
+    config_path: PathBuf,
+    child: Option<Child>,
+}
+
+/// A cluster of real `umsd` processes; all are killed when it is dropped.
+pub struct TestCluster {
+    _dir: tempfile::TempDir,
+    pub nodes: Vec<TestNode>,
+}
+
+impl TestCluster {
+    /// Starts `count` nodes with free ports; `tweak` adjusts every node's config.
+    pub fn start(count: usize, tweak: impl Fn(&mut NodeConfig)) -> Self {
+        let dir = tempfile::Builder::new().prefix("ums-test-").tempdir_in("/var/tmp").expect("temp dir");
+        let members: Vec<Member> = (1..=count as u64)
+            .map(|id| Member { id, peer: SocketAddr::from(([127, 0, 0, 1], free_port())), http: SocketAddr::from(([127, 0, 0, 1], free_port())) })
+            .collect();
+        let nodes = members
+            .iter()
+            .map(|member| {
+                let mut config = NodeConfig {
+                    node_id: member.id,
+                    cluster_id: "test-cluster".into(),
+                    data_dir: dir.path().join(format!("node-{}", member.id)),
+                    peer_listen: member.peer,
+                    http_listen: member.http,
+                    members: members.clone(),
+                    shards: 8,
+                    replicas: count.min(3),
+                    raft: RaftSettings::default(),
+                };
+                tweak(&mut config);
+                std::fs::create_dir_all(&config.data_dir).expect("node dir");
+                let config_path = config.data_dir.join("node.toml");
+                std::fs::write(&config_path, toml::to_string(&config).expect("config toml")).expect("write config");
+                TestNode { id: member.id, config, config_path, child: None }
+            })
+            .collect();
+        let mut cluster = Self { _dir: dir, nodes };
+        for id in 1..=count as u64 {
+            cluster.spawn(id);
+        }
+        for id in 1..=count as u64 {
+            cluster.wait_healthy(id);
+        }
+        cluster
+    }
+
+    fn node(&mut self, id: u64) -> &mut TestNode {
+        &mut self.nodes[id as usize - 1]
+    }
+
+    fn spawn(&mut self, id: u64) {
+        let node = self.node(id);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(node.config.data_dir.join("umsd.log")).expect("log file");
+        let child = Command::new(umsd_binary())
+            .arg("--config")
+            .arg(&node.config_path)
+            .env("UMS_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start umsd");
+        node.child = Some(child);
+    }
+
+    /// SIGKILL: no clean shutdown, as in a crash.
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.node(id).child.take() {
+            child.kill().expect("kill -9");
+            child.wait().expect("reap");
+        }
+    }
+
+    /// Starts a killed node again from its data directory.
+    pub fn restart(&mut self, id: u64) {
+        assert!(self.node(id).child.is_none(), "node {id} is still running");
+        self.spawn(id);
+        self.wait_healthy(id);
+    }
+
+    pub fn is_running(&self, id: u64) -> bool {
+        self.nodes[id as usize - 1].child.is_some()
+    }
+
+    pub fn url(&self, id: u64, path: &str) -> String {
+        format!("http://{}{}", self.nodes[id as usize - 1].config.http_listen, path)
+    }
+
+    pub fn wait_healthy(&mut self, id: u64) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.node(id).child.as_mut().map(Child::try_wait) {
+                panic!("node {id} exited during start ({status}):\n{}", self.log_tail(id));
+            }
+            if ureq::get(&self.url(id, "/health")).timeout(Duration::from_secs(1)).call().is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("node {id} not healthy within 30 s:\n{}", self.log_tail(id));
+    }
+
+    pub fn log_tail(&self, id: u64) -> String {
+        let text = std::fs::read_to_string(self.nodes[id as usize - 1].config.data_dir.join("umsd.log")).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// The cluster status as node `id` sees it.
+    pub fn cluster_status(&self, id: u64) -> Value {
+        get_json(&self.url(id, "/api/v1/cluster")).expect("cluster status")
+    }
+
+    /// Creates a user through node 1, retrying while leaders are being elected.
+    pub fn create_user(&self, email: &str) {
+        let body = serde_json::json!({ "email": email, "name": email, "password": "test-password" });
+        node::dev::post_with_retry(&self.url(1, "/api/v1/users"), &body).unwrap_or_else(|e| panic!("create {email}: {e}"));
+    }
+
+    /// The `(uid, client_ref)` list of a user's INBOX on node `id`'s own replica.
+    pub fn local_messages(&self, id: u64, email: &str) -> Option<Vec<(u64, String)>> {
+        let body = get_json(&self.url(id, &format!("/api/v1/users/{email}/messages?local=true&limit=10000"))).ok()?;
+        Some(
+            body["messages"]
+                .as_array()?
+                .iter()
+                .map(|m| (m["uid"].as_u64().unwrap_or(0), m["client_ref"].as_str().unwrap_or("").to_string()))
+                .collect(),
+        )
+    }
+
+    /// Waits until every running node's replica holds the same messages for `email`.
+    pub fn converged_messages(&self, email: &str, timeout: Duration) -> Vec<(u64, String)> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let lists: Vec<_> = self.nodes.iter().filter(|n| n.child.is_some()).map(|n| self.local_messages(n.id, email)).collect();
+            if lists.iter().all(Option::is_some) && lists.windows(2).all(|w| w[0] == w[1]) {
+                return lists[0].clone().unwrap_or_default();
+            }
+            assert!(Instant::now() < deadline, "replicas of {email} did not converge: {:?}", lists.iter().map(|l| l.as_ref().map(Vec::len)).collect::<Vec<_>>());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+pub fn get_json(url: &str) -> Result<Value, String> {
+    match ureq::get(url).timeout(Duration::from_secs(10)).call() {
+        Ok(response) => response.into_json().map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Outcome of one HTTP append: `Some(uid)` if acknowledged with 201.
+pub fn append(url: &str, client_ref: &str, body: &str) -> Option<u64> {
+    let message = serde_json::json!({ "kind": "sms", "body": body, "client_ref": client_ref });
+    match ureq::post(url).timeout(Duration::from_secs(15)).send_json(message) {
+        Ok(response) if response.status() == 201 => response.into_json::<Value>().ok()?["uid"].as_u64(),
+        _ => None,
+    }
+}
