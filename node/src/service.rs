@@ -282,6 +282,11 @@ impl Service {
     /// `emp:NUMBER`).
     pub async fn resolve(&self, address: &str) -> Result<String, ServiceError> {
         let address = normalize_address(address)?;
+        if address.contains('@') {
+            // A user's id is its e-mail address: no directory round trip. Whether the
+            // user exists is checked where the request lands (NOT_FOUND from the shard).
+            return Ok(address);
+        }
         let result = self.query(META_GROUP, query::Q::ResolveAddress(ResolveAddress { address })).await?;
         Ok(result.user_id)
     }
@@ -310,7 +315,7 @@ impl Service {
         let mut addresses = vec![email.clone()];
         addresses.extend([&msisdn, &fax].into_iter().filter(|a| !a.is_empty()).cloned());
         if !employee_number.is_empty() {
-            addresses.push(format!("emp:{employee_number}"));
+            addresses.push(normalize_address(&format!("emp:{employee_number}"))?);
         }
         let shard = self.shard_of(&email);
         let existing = match self.query(shard, query::Q::GetUser(GetUser { user_id: email.clone() })).await {

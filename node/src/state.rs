@@ -207,6 +207,13 @@ pub fn execute_query(engine: &dyn KvRead, group: GroupId, query: &Query) -> stor
 }
 
 fn list_messages(engine: &dyn KvRead, group: GroupId, list: &ListMessages) -> storage::Result<QueryResult> {
+    if engine.get(Cf::Data, &state_machine_key(group, &user_key(&list.user_id)))?.is_none() {
+        return Ok(QueryResult {
+            status: Status::NotFound as i32,
+            error: format!("no such user: {}", list.user_id),
+            ..Default::default()
+        });
+    }
     let mailbox = match engine.get(Cf::Data, &state_machine_key(group, &mailbox_key(&list.user_id, &list.mailbox)))? {
         Some(bytes) => Mailbox::decode(bytes.as_slice()).ok(),
         None => None,

@@ -11,13 +11,17 @@ use std::time::{Duration, Instant};
 use node::config::{Member, NodeConfig, RaftSettings};
 use serde_json::Value;
 
-/// Finds the `umsd` binary next to the test executable's directory.
-pub fn umsd_binary() -> PathBuf {
+/// Finds a workspace binary (`umsd`, `umsctl`) in the target directory of this test.
+pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(Path::parent).expect("target directory");
-    let binary = dir.join("umsd");
+    let binary = dir.join(name);
     assert!(binary.exists(), "{} not found: run `cargo build --bins` (scripts/test does) before these tests", binary.display());
     binary
+}
+
+pub fn umsd_binary() -> PathBuf {
+    binary("umsd")
 }
 
 fn free_port() -> u16 {
@@ -132,8 +136,13 @@ impl TestCluster {
         panic!("node {id} not healthy within 30 s:\n{}", self.log_tail(id));
     }
 
+    /// Node `id`'s whole log.
+    pub fn log(&self, id: u64) -> String {
+        std::fs::read_to_string(self.nodes[id as usize - 1].config.data_dir.join("umsd.log")).unwrap_or_default()
+    }
+
     pub fn log_tail(&self, id: u64) -> String {
-        let text = std::fs::read_to_string(self.nodes[id as usize - 1].config.data_dir.join("umsd.log")).unwrap_or_default();
+        let text = self.log(id);
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
