@@ -156,7 +156,12 @@ pub struct DevPorts {
 }
 
 pub fn dev_ports(node: NodeId) -> DevPorts {
-    let base = 7000 + 100 * node as u16;
+    ports_in_block(7000, node)
+}
+
+/// Ports of node `n` when the cluster's port blocks start at `base` (node n: base + 100n).
+pub fn ports_in_block(base: u16, node: NodeId) -> DevPorts {
+    let base = base + 100 * node as u16;
     DevPorts {
         peer: base,
         smtp: base + 25,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use consensus::NodeId;
 
-use crate::config::{Member, NodeConfig, RaftSettings, dev_ports};
+use crate::config::{Member, NodeConfig, RaftSettings, dev_ports, ports_in_block};
 
 /// Number of demo users (`user1@ministry.go.ke` …).
 pub const DEMO_USERS: u32 = 100;
@@ -26,9 +26,14 @@ pub fn demo_user(n: u32) -> (String, String, String) {
 
 /// The configuration of dev node `id` in a cluster of `nodes`.
 pub fn dev_config(id: NodeId, nodes: usize, data: &Path, cluster_id: &str) -> NodeConfig {
+    local_config(7000, id, nodes, data, cluster_id)
+}
+
+/// The configuration of node `id` of a local cluster whose port blocks start at `base`.
+pub fn local_config(base: u16, id: NodeId, nodes: usize, data: &Path, cluster_id: &str) -> NodeConfig {
     let members: Vec<Member> = (1..=nodes as NodeId)
         .map(|n| {
-            let ports = dev_ports(n);
+            let ports = ports_in_block(base, n);
             Member { id: n, peer: ([127, 0, 0, 1], ports.peer).into(), http: ([127, 0, 0, 1], ports.http).into() }
         })
         .collect();
@@ -74,19 +79,7 @@ pub fn run(nodes: usize, data: &Path) -> anyhow::Result<()> {
     let mut children: Vec<(NodeId, Child, PathBuf)> = Vec::new();
     for id in 1..=nodes as NodeId {
         let config = dev_config(id, nodes, &data, &cluster_id);
-        fs::create_dir_all(&config.data_dir)?;
-        let config_path = config.data_dir.join("node.toml");
-        fs::write(&config_path, toml::to_string(&config)?)?;
-        let log_path = config.data_dir.join("umsd.log");
-        let log = fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
-        let child = Command::new(&exe)
-            .arg("--config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting node {id}"))?;
+        let (child, log_path) = spawn_node(&exe, &config).with_context(|| format!("starting node {id}"))?;
         children.push((id, child, log_path));
     }
 
@@ -101,6 +94,24 @@ pub fn run(nodes: usize, data: &Path) -> anyhow::Result<()> {
     });
     stop_children(&mut children);
     result
+}
+
+/// Writes `config` into its data directory and starts `umsd --config` on it, logging to
+/// `umsd.log` there. Returns the child and the log's path.
+pub fn spawn_node(exe: &Path, config: &NodeConfig) -> anyhow::Result<(Child, PathBuf)> {
+    fs::create_dir_all(&config.data_dir)?;
+    let config_path = config.data_dir.join("node.toml");
+    fs::write(&config_path, toml::to_string(config)?)?;
+    let log_path = config.data_dir.join("umsd.log");
+    let log = fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let child = Command::new(exe)
+        .arg("--config")
+        .arg(&config_path)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()?;
+    Ok((child, log_path))
 }
 
 fn http_base(id: NodeId) -> String {

@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -53,6 +54,9 @@ pub enum Incoming {
 pub struct PeerNetwork {
     node_id: NodeId,
     queues: HashMap<NodeId, mpsc::Sender<Outgoing>>,
+    /// Whether the outbound connection to each peer is up, so requests can fail fast
+    /// (and go elsewhere) instead of waiting out a timeout on a dead node.
+    connected: HashMap<NodeId, Arc<AtomicBool>>,
     raft: RaftHandle,
 }
 
@@ -60,17 +64,25 @@ impl PeerNetwork {
     /// Starts a dialer per peer on `runtime`; frames to unknown nodes are dropped.
     pub fn start(runtime: &tokio::runtime::Handle, node_id: NodeId, cluster_id: &str, peers: &[(NodeId, SocketAddr)], raft: RaftHandle) -> Arc<Self> {
         let mut queues = HashMap::new();
+        let mut connected = HashMap::new();
         for &(peer, address) in peers.iter().filter(|(id, _)| *id != node_id) {
             let (sender, receiver) = mpsc::channel(PEER_QUEUE);
             queues.insert(peer, sender);
+            let up = Arc::new(AtomicBool::new(false));
+            connected.insert(peer, Arc::clone(&up));
             let hello = Hello { cluster_id: cluster_id.to_string(), node_id };
-            runtime.spawn(dial_loop(peer, address, hello, receiver, raft.clone()));
+            runtime.spawn(dial_loop(peer, address, hello, receiver, raft.clone(), up));
         }
-        Arc::new(Self { node_id, queues, raft })
+        Arc::new(Self { node_id, queues, connected, raft })
     }
 
     pub fn node_id(&self) -> NodeId {
         self.node_id
+    }
+
+    /// Whether the connection to `to` is established right now.
+    pub fn is_connected(&self, to: NodeId) -> bool {
+        self.connected.get(&to).is_some_and(|up| up.load(Ordering::Relaxed))
     }
 
     /// Queues `frame` for `to`; false if it was dropped.
@@ -123,12 +135,13 @@ fn report_snapshots(raft: &RaftHandle, to: NodeId, groups: &[GroupId], delivered
 }
 
 /// Keeps one outbound connection to `peer` alive and writes queued frames to it.
-async fn dial_loop(peer: NodeId, address: SocketAddr, hello: Hello, mut queue: mpsc::Receiver<Outgoing>, raft: RaftHandle) {
+async fn dial_loop(peer: NodeId, address: SocketAddr, hello: Hello, mut queue: mpsc::Receiver<Outgoing>, raft: RaftHandle, up: Arc<AtomicBool>) {
     let mut backoff = Duration::from_millis(50);
     loop {
         match connect(address, &hello).await {
             Ok(mut framed) => {
                 info!(node = hello.node_id, peer, %address, "connected to peer");
+                up.store(true, Ordering::Relaxed);
                 backoff = Duration::from_millis(50);
                 while let Some(first) = queue.recv().await {
                     // Write everything already queued, then flush once.
@@ -158,6 +171,7 @@ async fn dial_loop(peer: NodeId, address: SocketAddr, hello: Hello, mut queue: m
             }
             Err(e) => debug!(node = hello.node_id, peer, %address, error = %e, "peer unreachable"),
         }
+        up.store(false, Ordering::Relaxed);
         // Drop what queued up while disconnected: Raft resends what still matters.
         while let Ok(stale) = queue.try_recv() {
             report_snapshots(&raft, peer, &stale.snapshots, false);

@@ -172,7 +172,7 @@ impl Service {
         let id = self.next_forward_id.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
         self.pending_forwards.lock().expect("pending lock").insert(id, sender);
-        let sent = self.network.send_frame(to, frame::Body::Forward(ForwardRequest { id, group, body: Some(body) }));
+        let sent = self.network.is_connected(to) && self.network.send_frame(to, frame::Body::Forward(ForwardRequest { id, group, body: Some(body) }));
         let reply = if sent { tokio::time::timeout(FORWARD_TIMEOUT, receiver).await.ok().and_then(Result::ok) } else { None };
         self.pending_forwards.lock().expect("pending lock").remove(&id);
         // No reply: the outcome is unknown; the caller retries with the same request id.

@@ -1,0 +1,210 @@
+//! `ums-bench`: end-to-end figures for a 3-node cluster of real `umsd` processes that it
+//! starts itself (ports 8100.., data under /var/tmp): 1 KB message appends over HTTP
+//! across many users with a fixed number in flight (acked/s, p50/p99 ack latency);
+//! then, still under load, kill -9 of the node leading the most shards and each
+//! affected shard's write unavailability (p50/p99/max); finally idle RSS per node.
+//!
+//! Usage: ums-bench [--users 1000] [--in-flight 128] [--seconds 20] [--size 1024]
+//!                  [--failover-seconds 10] [--base-port 8000]
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use consensus::NodeId;
+use node::config::ports_in_block;
+use node::dev::{local_config, post_with_retry, spawn_node};
+use node::placement::shard_for_user;
+
+#[derive(Parser)]
+#[command(name = "ums-bench", about = "Throughput, failover and memory figures of a local 3-node UMS cluster")]
+struct Options {
+    #[arg(long, default_value_t = 1000)]
+    users: usize,
+    #[arg(long, default_value_t = 128)]
+    in_flight: usize,
+    #[arg(long, default_value_t = 20)]
+    seconds: u64,
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Seconds of load after the kill -9, to measure recovery.
+    #[arg(long, default_value_t = 10)]
+    failover_seconds: u64,
+    /// Node N uses ports BASE+100N.. (8000 keeps clear of a running `umsd dev`).
+    #[arg(long, default_value_t = 8000)]
+    base_port: u16,
+}
+
+const NODES: usize = 3;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+}
+
+struct Shared {
+    stop: AtomicBool,
+    /// Node index (0-based) that clients must avoid (killed), or usize::MAX.
+    dead: AtomicU64,
+    latencies: Mutex<Vec<Duration>>,
+    acked: AtomicU64,
+    failed: AtomicU64,
+    /// Per shard: instants of successful writes (for the failover phase).
+    successes: Mutex<HashMap<u64, Vec<Instant>>>,
+    recording: AtomicBool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let options = Options::parse();
+    let exe = std::env::current_exe()?.with_file_name("umsd");
+    if !exe.exists() {
+        bail!("{} not found; build it with `cargo build -p node --bins`", exe.display());
+    }
+    let data = std::path::Path::new("/var/tmp").join(format!("ums-bench-{}", std::process::id()));
+    let cluster_id = format!("bench-{}", std::process::id());
+    let mut children = Vec::new();
+    for id in 1..=NODES as NodeId {
+        let config = local_config(options.base_port, id, NODES, &data, &cluster_id);
+        children.push(spawn_node(&exe, &config).with_context(|| format!("starting node {id}"))?.0);
+    }
+    let http: Vec<String> = (1..=NODES as NodeId).map(|id| format!("http://127.0.0.1:{}", ports_in_block(options.base_port, id).http)).collect();
+    let result = run(&options, &http, &mut children);
+    for child in &mut children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = std::fs::remove_dir_all(&data);
+    result
+}
+
+fn run(options: &Options, http: &[String], children: &mut [std::process::Child]) -> anyhow::Result<()> {
+    let users: Vec<String> = (1..=options.users).map(|n| format!("bench{n}@bench.go.ke")).collect();
+    println!("ums-bench: {NODES} umsd processes, {} users, {} B messages, {} in flight", options.users, options.size, options.in_flight);
+    let started = Instant::now();
+    let next = AtomicU64::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..16 {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                let Some(user) = users.get(i) else { return };
+                let body = serde_json::json!({ "email": user, "name": "bench", "password": "bench-password" });
+                post_with_retry(&format!("{}/api/v1/users", http[i % NODES]), &body).expect("create bench user");
+            });
+        }
+    });
+    println!("provisioned {} users in {:.1} s", users.len(), started.elapsed().as_secs_f64());
+
+    let shared = Arc::new(Shared {
+        stop: AtomicBool::new(false),
+        dead: AtomicU64::new(u64::MAX),
+        latencies: Mutex::new(Vec::new()),
+        acked: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        successes: Mutex::new(HashMap::new()),
+        recording: AtomicBool::new(true),
+    });
+    let body = "x".repeat(options.size);
+    let workers: Vec<_> = (0..options.in_flight)
+        .map(|w| {
+            let (shared, users, http, body) = (Arc::clone(&shared), users.clone(), http.to_vec(), body.clone());
+            std::thread::spawn(move || {
+                // One keep-alive agent per client, as a real HTTP client would use.
+                let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
+                let mut n = w;
+                while !shared.stop.load(Ordering::Relaxed) {
+                    n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let user = &users[(n >> 33) as usize % users.len()];
+                    let mut node = (n >> 20) as usize % NODES;
+                    if node as u64 == shared.dead.load(Ordering::Relaxed) {
+                        node = (node + 1) % NODES;
+                    }
+                    let begin = Instant::now();
+                    let response = agent.post(&format!("{}/api/v1/users/{user}/messages?kind=email", http[node])).send_string(&body);
+                    match response {
+                        Ok(r) if r.status() == 201 => {
+                            let now = Instant::now();
+                            if shared.recording.load(Ordering::Relaxed) {
+                                shared.latencies.lock().unwrap().push(now - begin);
+                            }
+                            shared.acked.fetch_add(1, Ordering::Relaxed);
+                            shared.successes.lock().unwrap().entry(shard_for_user(user, 64)).or_default().push(now);
+                        }
+                        _ => {
+                            shared.failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // Phase 1: steady state.
+    std::thread::sleep(Duration::from_secs(2));
+    shared.latencies.lock().unwrap().clear();
+    let acked_before = shared.acked.load(Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(options.seconds));
+    let acked = shared.acked.load(Ordering::Relaxed) - acked_before;
+    shared.recording.store(false, Ordering::Relaxed);
+    let mut latencies = std::mem::take(&mut *shared.latencies.lock().unwrap());
+    latencies.sort();
+    println!("\nsteady state ({} s):", options.seconds);
+    println!("  acked appends:   {:>8.0} /s", acked as f64 / options.seconds as f64);
+    println!("  ack latency p50: {:>8.2} ms", percentile(&latencies, 0.5).as_secs_f64() * 1e3);
+    println!("  ack latency p99: {:>8.2} ms", percentile(&latencies, 0.99).as_secs_f64() * 1e3);
+
+    // Phase 2: kill -9 the node leading the most shards, under load.
+    let status: serde_json::Value = ureq::get(&format!("{}/api/v1/cluster", http[0])).call()?.into_json()?;
+    let mut led: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    for shard in status["shards"].as_array().into_iter().flatten() {
+        if let (Some(leader), Some(id)) = (shard["leader"].as_u64(), shard["shard"].as_u64()) {
+            led.entry(leader).or_default().push(id);
+        }
+    }
+    let (victim, victim_shards) = led.into_iter().max_by_key(|(_, s)| s.len()).context("no leaders")?;
+    let victim_shards: Vec<u64> = victim_shards.into_iter().filter(|&s| s != 0).collect();
+    shared.dead.store(victim - 1, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(200)); // clients steer away from the victim first
+    let killed_at = Instant::now();
+    children[victim as usize - 1].kill()?;
+    std::thread::sleep(Duration::from_secs(options.failover_seconds));
+    shared.stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        let _ = worker.join();
+    }
+    let successes = shared.successes.lock().unwrap();
+    let mut gaps: Vec<Duration> = victim_shards
+        .iter()
+        .map(|shard| {
+            successes
+                .get(shard)
+                .and_then(|times| times.iter().find(|&&t| t > killed_at))
+                .map_or(Duration::from_secs(options.failover_seconds), |&t| t - killed_at)
+        })
+        .collect();
+    gaps.sort();
+    println!("\nkill -9 of node {victim}, which led {} shards:", victim_shards.len());
+    println!("  write unavailability per shard p50: {:>6.0} ms", percentile(&gaps, 0.5).as_secs_f64() * 1e3);
+    println!("  write unavailability per shard p99: {:>6.0} ms", percentile(&gaps, 0.99).as_secs_f64() * 1e3);
+    println!("  write unavailability per shard max: {:>6.0} ms", gaps.last().copied().unwrap_or_default().as_secs_f64() * 1e3);
+    println!("  (anchor on this machine: etcd 3.4 kill -9 of the leader, 0.95-1.65 s, median 1.19 s)");
+    println!("  failed requests during the whole run: {}", shared.failed.load(Ordering::Relaxed));
+
+    std::thread::sleep(Duration::from_secs(3));
+    println!("\nidle RSS with {} users:", options.users);
+    for (i, child) in children.iter().enumerate() {
+        if i as u64 + 1 != victim {
+            println!("  node {}: {:.0} MiB", i + 1, rss_kib(child.id()) as f64 / 1024.0);
+        }
+    }
+    Ok(())
+}
