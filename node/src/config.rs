@@ -29,6 +29,13 @@ pub struct NodeConfig {
     pub replicas: usize,
     #[serde(default)]
     pub raft: RaftSettings,
+    /// A mailbox actor idle this long is passivated (milliseconds).
+    #[serde(default = "default_mailbox_idle_ms")]
+    pub mailbox_idle_ms: u64,
+}
+
+fn default_mailbox_idle_ms() -> u64 {
+    60_000
 }
 
 /// A cluster member as the others reach it.

@@ -88,7 +88,12 @@ async fn cluster(state: State) -> HttpResponse {
         })
         .collect();
     let nodes: Vec<_> = state.members.iter().map(|m| json!({ "id": m.id, "peer": m.peer.to_string(), "http": m.http.to_string() })).collect();
-    HttpResponse::Ok().json(json!({ "node": state.service.node_id(), "nodes": nodes, "shards": shards }))
+    HttpResponse::Ok().json(json!({
+        "node": state.service.node_id(),
+        "nodes": nodes,
+        "active_mailboxes": state.service.mailboxes().active_count(),
+        "shards": shards,
+    }))
 }
 
 /// A user as the API shows it (never the password hash).

@@ -4,6 +4,7 @@
 //! - [`placement`]: which groups exist and where (meta group 0, shards by user hash).
 //! - [`state`]: the replicated UMS state machine (users, address directory, mailboxes
 //!   with UIDs and modseqs) and the read-only queries answered after ReadIndex.
+//! - [`actors`]: actix actors: virtual mailbox actors on the shard leader.
 //! - [`runtime`]: the thread that drives [`consensus::MultiRaft`] (ticks, rounds).
 //! - [`peer`]: the TCP peer transport (handshake, batched Raft frames, forwarding).
 //! - [`service`]: the API the HTTP layer and the gateways call: routes each request to
@@ -12,6 +13,7 @@
 //! - [`server`]: starts one node from a config; [`dev`]: `umsd dev`, a local cluster
 //!   of child processes.
 
+pub mod actors;
 pub mod config;
 pub mod dev;
 pub mod http;

@@ -5,6 +5,8 @@
 //! One loop iteration: wait for input or the next tick, drain what has arrived (bounded),
 //! tick all groups if due, then run one ready round (one fsync for every group).
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -45,10 +47,32 @@ pub enum Input {
     Stop,
 }
 
+/// Who leads each group, as this node last heard: lets requests go straight to the
+/// leader and keeps mailbox actors off replicas that do not lead.
+#[derive(Default)]
+pub struct LeaderTable {
+    leaders: RwLock<HashMap<GroupId, NodeId>>,
+}
+
+impl LeaderTable {
+    pub fn leader(&self, group: GroupId) -> Option<NodeId> {
+        self.leaders.read().expect("leader table").get(&group).copied()
+    }
+
+    fn set(&self, group: GroupId, leader: Option<NodeId>) {
+        let mut leaders = self.leaders.write().expect("leader table");
+        match leader {
+            Some(node) => leaders.insert(group, node),
+            None => leaders.remove(&group),
+        };
+    }
+}
+
 /// A cheap, cloneable handle to the Raft thread.
 #[derive(Clone)]
 pub struct RaftHandle {
     inbox: Sender<Input>,
+    leaders: Arc<LeaderTable>,
 }
 
 /// The Raft thread stopped or its inbox is full.
@@ -103,6 +127,11 @@ impl RaftHandle {
     pub fn stop(&self) {
         let _ = self.inbox.send(Input::Stop);
     }
+
+    /// The leader of `group` as this node last heard, if any.
+    pub fn leader(&self, group: GroupId) -> Option<NodeId> {
+        self.leaders.leader(group)
+    }
 }
 
 /// Starts the Raft thread. `make_transport` builds the transport once the handle
@@ -113,17 +142,18 @@ pub fn start(
     make_transport: impl FnOnce(RaftHandle) -> Box<dyn Transport + Send>,
 ) -> (RaftHandle, JoinHandle<()>) {
     let (inbox, receiver) = crossbeam_channel::bounded(INBOX_CAPACITY);
-    let handle = RaftHandle { inbox };
+    let leaders = Arc::new(LeaderTable::default());
+    let handle = RaftHandle { inbox, leaders: Arc::clone(&leaders) };
     let mut transport = make_transport(handle.clone());
     let node = raft.node_id();
     let thread = std::thread::Builder::new()
         .name(format!("raft-{node}"))
-        .spawn(move || run(&mut raft, &receiver, &mut *transport, tick))
+        .spawn(move || run(&mut raft, &receiver, &mut *transport, tick, &leaders))
         .expect("spawn raft thread");
     (handle, thread)
 }
 
-fn run(raft: &mut MultiRaft<UmsMachine>, inbox: &Receiver<Input>, transport: &mut dyn Transport, tick: Duration) {
+fn run(raft: &mut MultiRaft<UmsMachine>, inbox: &Receiver<Input>, transport: &mut dyn Transport, tick: Duration, leaders: &LeaderTable) {
     let node = raft.node_id();
     let mut next_tick = Instant::now() + tick;
     loop {
@@ -155,6 +185,10 @@ fn run(raft: &mut MultiRaft<UmsMachine>, inbox: &Receiver<Input>, transport: &mu
             std::process::exit(70);
         }
         for event in raft.take_events() {
+            match &event {
+                Event::RoleChanged { group, leader, .. } => leaders.set(*group, *leader),
+                Event::GroupRemoved { group } => leaders.set(*group, None),
+            }
             log_event(node, &event);
         }
     }

@@ -11,6 +11,8 @@ use storage::{Engine, RocksEngine, RocksOptions};
 use tokio::sync::mpsc;
 use tracing::info;
 
+use crate::actors::ActorRuntime;
+use crate::actors::mailbox::MailboxRegistry;
 use crate::config::NodeConfig;
 use crate::http::{self, AppState};
 use crate::peer::{self, PeerNetwork, PeerTransport};
@@ -59,7 +61,9 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         .block_on(tokio::net::TcpListener::bind(config.peer_listen))
         .with_context(|| format!("binding the peer port {}", config.peer_listen))?;
     let replicas_of: HashMap<_, _> = placement.into_iter().collect();
-    let service = Service::new(config.node_id, config.shards, replicas_of, raft_handle.clone(), network, engine);
+    let actors = ActorRuntime::start();
+    let mailboxes = MailboxRegistry::new(actors.arbiter().clone(), raft_handle.clone(), Duration::from_millis(config.mailbox_idle_ms.max(100)));
+    let service = Service::new(config.node_id, config.shards, replicas_of, raft_handle.clone(), network, engine, mailboxes);
     let (incoming_tx, incoming_rx) = mpsc::channel(4096);
     io_runtime.spawn(peer::listen(listener, config.cluster_id.clone(), config.node_id, raft_handle.clone(), incoming_tx));
     io_runtime.spawn(Arc::clone(&service).serve_incoming(incoming_rx));
@@ -68,6 +72,7 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     let state = AppState { service, members: config.members.clone(), metrics };
     let served = actix_web::rt::System::new().block_on(http::serve(config.http_listen, state));
     info!(node = config.node_id, "stopping");
+    actors.stop();
     raft_handle.stop();
     let _ = raft_thread.join();
     io_runtime.shutdown_timeout(Duration::from_secs(1));

@@ -14,6 +14,7 @@ use storage::Engine;
 use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
+use crate::actors::mailbox::MailboxRegistry;
 use crate::peer::{Incoming, PeerNetwork};
 use crate::placement::{META_GROUP, shard_for_user};
 use crate::proto::peer::{ForwardReply, ForwardRequest, ServiceError as WireError, forward_request, frame, service_error};
@@ -85,6 +86,7 @@ pub struct Service {
     raft: RaftHandle,
     network: Arc<PeerNetwork>,
     engine: Engine,
+    mailboxes: Arc<MailboxRegistry>,
     /// Identifies this process's requests in the dedup table; random per start.
     client_id: u64,
     next_request_id: AtomicU64,
@@ -93,7 +95,15 @@ pub struct Service {
 }
 
 impl Service {
-    pub fn new(node_id: NodeId, shards: u64, replicas_of: HashMap<GroupId, Vec<NodeId>>, raft: RaftHandle, network: Arc<PeerNetwork>, engine: Engine) -> Arc<Self> {
+    pub fn new(
+        node_id: NodeId,
+        shards: u64,
+        replicas_of: HashMap<GroupId, Vec<NodeId>>,
+        raft: RaftHandle,
+        network: Arc<PeerNetwork>,
+        engine: Engine,
+        mailboxes: Arc<MailboxRegistry>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             node_id,
             shards,
@@ -101,6 +111,7 @@ impl Service {
             raft,
             network,
             engine,
+            mailboxes,
             client_id: rand::random::<u64>() | 1,
             next_request_id: AtomicU64::new(1),
             next_forward_id: AtomicU64::new(1),
@@ -114,6 +125,10 @@ impl Service {
 
     pub fn raft(&self) -> &RaftHandle {
         &self.raft
+    }
+
+    pub fn mailboxes(&self) -> &Arc<MailboxRegistry> {
+        &self.mailboxes
     }
 
     pub fn shard_of(&self, user_id: &str) -> GroupId {
@@ -144,7 +159,10 @@ impl Service {
     async fn execute_forwarded(&self, request: ForwardRequest) -> ForwardReply {
         let result = match request.body {
             Some(forward_request::Body::Command(bytes)) => match Command::decode(bytes.as_slice()) {
-                Ok(command) => self.raft.propose(request.group, command).await,
+                Ok(command) => {
+                    let mailbox = StateCommand::decode(command.payload.as_slice()).ok().and_then(|c| c.op).as_ref().and_then(mailbox_user);
+                    self.propose_here(request.group, command, mailbox).await
+                }
                 Err(e) => Err(ProposeError::Invalid(e.to_string())),
             },
             Some(forward_request::Body::Query(bytes)) => match Query::decode(bytes.as_slice()) {
@@ -156,6 +174,15 @@ impl Service {
         match result {
             Ok(response) => ForwardReply { id: request.id, response, error: None },
             Err(error) => ForwardReply { id: request.id, response: Vec::new(), error: Some(to_wire(&error)) },
+        }
+    }
+
+    /// Proposes on this node's replica; mailbox changes go through the mailbox's actor.
+    async fn propose_here(&self, group: GroupId, command: Command, mailbox: Option<String>) -> Result<Vec<u8>, ProposeError> {
+        match mailbox {
+            // Mailbox actors live only where the shard is led.
+            Some(user_id) if self.raft.leader(group) == Some(self.node_id) => self.mailboxes.propose(&user_id, group, command).await,
+            _ => self.raft.propose(group, command).await,
         }
     }
 
@@ -190,7 +217,7 @@ impl Service {
         Fut: std::future::Future<Output = Result<Vec<u8>, ProposeError>>,
     {
         let deadline = Instant::now() + REQUEST_DEADLINE;
-        let mut target = self.node_id;
+        let mut target = self.raft.leader(group).unwrap_or(self.node_id);
         let mut backoff = Duration::from_millis(20);
         let mut replica_cursor = 0usize;
         loop {
@@ -226,15 +253,16 @@ impl Service {
     /// Proposes a state command to `group` and returns its decoded result, after the
     /// command was committed on a quorum, fsynced and applied on the leader.
     pub async fn propose(&self, group: GroupId, op: command::Op) -> Result<CommandResult, ServiceError> {
+        let mailbox = mailbox_user(&op);
         let payload = StateCommand { op: Some(op) }.encode_to_vec();
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let command = Command::new(self.client_id, request_id, payload);
         let bytes = self
             .route(group, |target| {
-                let command = command.clone();
+                let (command, mailbox) = (command.clone(), mailbox.clone());
                 async move {
                     if target == self.node_id {
-                        self.raft.propose(group, command).await
+                        self.propose_here(group, command, mailbox).await
                     } else {
                         self.forward(target, group, forward_request::Body::Command(command.encode_to_vec())).await
                     }
@@ -380,6 +408,14 @@ impl Service {
         } else {
             self.query(shard, query::Q::ListMessages(list)).await
         }
+    }
+}
+
+/// The user whose mailbox `op` changes, if it is a mailbox operation.
+fn mailbox_user(op: &command::Op) -> Option<String> {
+    match op {
+        command::Op::Deliver(deliver) => Some(deliver.user_id.clone()),
+        command::Op::PutUser(_) | command::Op::ClaimAddresses(_) => None,
     }
 }
 

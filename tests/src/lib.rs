@@ -62,6 +62,7 @@ impl TestCluster {
                     shards: 8,
                     replicas: count.min(3),
                     raft: RaftSettings::default(),
+                    mailbox_idle_ms: 60_000,
                 };
                 tweak(&mut config);
                 std::fs::create_dir_all(&config.data_dir).expect("node dir");

@@ -80,6 +80,7 @@ fn a_node_of_another_cluster_is_refused() {
         shards: 8,
         replicas: 2,
         raft: RaftSettings::default(),
+        mailbox_idle_ms: 60_000,
     };
     let config_path = dir.path().join("stranger.toml");
     std::fs::write(&config_path, toml::to_string(&stranger).unwrap()).unwrap();
