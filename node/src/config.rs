@@ -210,7 +210,7 @@ mod tests {
             (|c| c.node_id = 9, "members must include"),
             (|c| c.replicas = 4, "replicas"),
             (|c| c.shards = 0, "shards"),
-            (|c| c.members[1].id = 1, "unique"),
+            (|c| c.members[2].id = 1, "unique"),
         ];
         for (break_it, expected) in cases {
             let mut bad = config();

@@ -445,10 +445,13 @@ fn now_ms() -> u64 {
 /// E-mail addresses compare case-insensitively; phone numbers by their digits.
 pub fn normalize_address(address: &str) -> Result<String, ServiceError> {
     let address = address.trim();
-    if address.is_empty() || address.len() > 320 || address.contains(char::is_whitespace) || address.contains('\0') {
+    if address.is_empty() || address.len() > 320 || address.contains('\0') {
         return Err(ServiceError::Invalid(format!("invalid address '{address}'")));
     }
     if address.contains('@') || address.starts_with("emp:") {
+        if address.contains(char::is_whitespace) {
+            return Err(ServiceError::Invalid(format!("invalid address '{address}'")));
+        }
         return Ok(address.to_lowercase());
     }
     normalize_phone(address).map_err(ServiceError::Invalid)
