@@ -32,6 +32,24 @@ pub struct NodeConfig {
     /// A mailbox actor idle this long is passivated (milliseconds).
     #[serde(default = "default_mailbox_idle_ms")]
     pub mailbox_idle_ms: u64,
+    #[serde(default)]
+    pub outbound: OutboundSettings,
+}
+
+/// Retry policy of the outbound queues.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboundSettings {
+    /// Delay before the first retry (doubles per attempt, at most 5 minutes).
+    pub retry_base_ms: u64,
+    /// Attempts before an item is reported failed.
+    pub max_attempts: u32,
+}
+
+impl Default for OutboundSettings {
+    fn default() -> Self {
+        Self { retry_base_ms: 1_000, max_attempts: 8 }
+    }
 }
 
 fn default_mailbox_idle_ms() -> u64 {

@@ -49,6 +49,7 @@ pub fn local_config(base: u16, id: NodeId, nodes: usize, data: &Path, cluster_id
         replicas: nodes.min(3),
         raft: RaftSettings::default(),
         mailbox_idle_ms: 60_000,
+        outbound: Default::default(),
     }
 }
 

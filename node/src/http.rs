@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::config::Member;
-use crate::proto::state::{ListMessages, User};
+use crate::proto::state::{ListMessages, OutboundItem, User, outbound_item};
 use crate::service::{Service, ServiceError, UserInput};
 
 /// Largest message accepted over HTTP (the SMTP limit, 35 MB, plus JSON overhead).
@@ -281,6 +281,75 @@ async fn list_messages(state: State, address: web::Path<String>, query: web::Que
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OutboundBody {
+    /// Only "webhook" for now: an HTTP POST of `body` to `target`.
+    #[serde(default = "default_channel")]
+    channel: String,
+    target: String,
+    #[serde(default)]
+    body: String,
+    #[serde(default = "default_content_type")]
+    content_type: String,
+    #[serde(default)]
+    client_ref: String,
+}
+
+fn default_channel() -> String {
+    "webhook".into()
+}
+
+fn default_content_type() -> String {
+    "application/json".into()
+}
+
+fn outbound_view(item: &OutboundItem) -> serde_json::Value {
+    let status = match outbound_item::Status::from_i32(item.status) {
+        Some(outbound_item::Status::Delivered) => "delivered",
+        Some(outbound_item::Status::Failed) => "failed",
+        _ => "pending",
+    };
+    json!({
+        "seq": item.seq, "channel": item.channel, "target": item.target, "status": status,
+        "attempts": item.attempts, "last_error": item.last_error, "client_ref": item.client_ref,
+        "created_ms": item.created_ms, "updated_ms": item.updated_ms,
+    })
+}
+
+async fn enqueue_outbound(state: State, address: web::Path<String>, body: web::Json<OutboundBody>) -> HttpResponse {
+    let body = body.into_inner();
+    if body.channel != "webhook" {
+        return bad_request(format!("unknown channel '{}'; only 'webhook' is available", body.channel));
+    }
+    if !(body.target.starts_with("http://") || body.target.starts_with("https://")) {
+        return bad_request(format!("target '{}' is not an http(s) URL", body.target));
+    }
+    let item = OutboundItem {
+        channel: body.channel,
+        target: body.target,
+        payload: body.body.into_bytes(),
+        content_type: body.content_type,
+        client_ref: body.client_ref,
+        ..Default::default()
+    };
+    match state.service.enqueue_outbound(&address, item).await {
+        Ok((shard, item)) => {
+            let mut view = outbound_view(&item);
+            view["shard"] = json!(shard);
+            HttpResponse::Accepted().json(view)
+        }
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn list_outbound(state: State, address: web::Path<String>) -> HttpResponse {
+    match state.service.list_outbound(&address).await {
+        Ok(items) => HttpResponse::Ok().json(json!({ "outbound": items.iter().map(outbound_view).collect::<Vec<_>>() })),
+        Err(e) => error_response(&e),
+    }
+}
+
+#[derive(Deserialize)]
 struct TransferBody {
     node: u64,
 }
@@ -327,6 +396,8 @@ pub async fn serve(listen: std::net::SocketAddr, state: AppState) -> std::io::Re
             .route("/api/v1/users/{address}", web::get().to(get_user))
             .route("/api/v1/users/{address}/messages", web::post().to(append_message))
             .route("/api/v1/users/{address}/messages", web::get().to(list_messages))
+            .route("/api/v1/users/{address}/outbound", web::post().to(enqueue_outbound))
+            .route("/api/v1/users/{address}/outbound", web::get().to(list_outbound))
             .route("/api/v1/shards/{shard}/transfer-leader", web::post().to(transfer_leader))
             .default_service(web::to(not_found))
     })

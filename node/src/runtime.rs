@@ -136,9 +136,12 @@ impl RaftHandle {
 
 /// Starts the Raft thread. `make_transport` builds the transport once the handle
 /// exists (the transport reports snapshot delivery back through it).
+///
+/// Leadership changes are also sent to `events` (dropped if nobody keeps up).
 pub fn start(
     mut raft: MultiRaft<UmsMachine>,
     tick: Duration,
+    events: Sender<Event>,
     make_transport: impl FnOnce(RaftHandle) -> Box<dyn Transport + Send>,
 ) -> (RaftHandle, JoinHandle<()>) {
     let (inbox, receiver) = crossbeam_channel::bounded(INBOX_CAPACITY);
@@ -148,12 +151,12 @@ pub fn start(
     let node = raft.node_id();
     let thread = std::thread::Builder::new()
         .name(format!("raft-{node}"))
-        .spawn(move || run(&mut raft, &receiver, &mut *transport, tick, &leaders))
+        .spawn(move || run(&mut raft, &receiver, &mut *transport, tick, &leaders, &events))
         .expect("spawn raft thread");
     (handle, thread)
 }
 
-fn run(raft: &mut MultiRaft<UmsMachine>, inbox: &Receiver<Input>, transport: &mut dyn Transport, tick: Duration, leaders: &LeaderTable) {
+fn run(raft: &mut MultiRaft<UmsMachine>, inbox: &Receiver<Input>, transport: &mut dyn Transport, tick: Duration, leaders: &LeaderTable, events: &Sender<Event>) {
     let node = raft.node_id();
     let mut next_tick = Instant::now() + tick;
     loop {
@@ -190,6 +193,7 @@ fn run(raft: &mut MultiRaft<UmsMachine>, inbox: &Receiver<Input>, transport: &mu
                 Event::GroupRemoved { group } => leaders.set(*group, None),
             }
             log_event(node, &event);
+            let _ = events.try_send(event);
         }
     }
     info!(node, "raft thread stopped");

@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use consensus::{MultiRaft, NodeId};
+use actix::Actor as _;
+use consensus::{Event, MultiRaft, NodeId};
 use storage::{Engine, RocksEngine, RocksOptions};
 use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::actors::ActorRuntime;
 use crate::actors::mailbox::MailboxRegistry;
+use crate::actors::queue::{Leadership, QueueSettings, QueueSupervisor};
 use crate::config::NodeConfig;
 use crate::http::{self, AppState};
 use crate::peer::{self, PeerNetwork, PeerTransport};
@@ -50,7 +52,8 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     let io_runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("ums-io").enable_all().build()?;
     let peers: Vec<_> = config.members.iter().map(|m| (m.id, m.peer)).collect();
     let mut network = None;
-    let (raft_handle, raft_thread) = runtime::start(raft, Duration::from_millis(config.raft.tick_ms), |handle| {
+    let (events_tx, events_rx) = crossbeam_channel::bounded(4096);
+    let (raft_handle, raft_thread) = runtime::start(raft, Duration::from_millis(config.raft.tick_ms), events_tx, |handle| {
         let started = PeerNetwork::start(io_runtime.handle(), config.node_id, &config.cluster_id, &peers, handle);
         network = Some(Arc::clone(&started));
         Box::new(PeerTransport(started))
@@ -64,6 +67,25 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     let actors = ActorRuntime::start();
     let mailboxes = MailboxRegistry::new(actors.arbiter().clone(), raft_handle.clone(), Duration::from_millis(config.mailbox_idle_ms.max(100)));
     let service = Service::new(config.node_id, config.shards, replicas_of, raft_handle.clone(), network, engine, mailboxes);
+    let queue_settings = QueueSettings {
+        cluster_id: config.cluster_id.clone(),
+        poll: Duration::from_millis(100),
+        retry_base: Duration::from_millis(config.outbound.retry_base_ms.max(1)),
+        max_attempts: config.outbound.max_attempts.max(1),
+        batch: 64,
+    };
+    let supervisor = {
+        let (service, settings) = (Arc::clone(&service), queue_settings);
+        QueueSupervisor::start_in_arbiter(actors.arbiter(), move |_| QueueSupervisor::new(service, settings))
+    };
+    // Leadership news from the Raft thread drives the queue actors.
+    std::thread::Builder::new().name("ums-events".into()).spawn(move || {
+        for event in events_rx {
+            if let Event::RoleChanged { group, role, .. } = event {
+                supervisor.do_send(Leadership { shard: group, leading: role == raft::StateRole::Leader });
+            }
+        }
+    })?;
     let (incoming_tx, incoming_rx) = mpsc::channel(4096);
     io_runtime.spawn(peer::listen(listener, config.cluster_id.clone(), config.node_id, raft_handle.clone(), incoming_tx));
     io_runtime.spawn(Arc::clone(&service).serve_incoming(incoming_rx));

@@ -19,8 +19,8 @@ use crate::peer::{Incoming, PeerNetwork};
 use crate::placement::{META_GROUP, shard_for_user};
 use crate::proto::peer::{ForwardReply, ForwardRequest, ServiceError as WireError, forward_request, frame, service_error};
 use crate::proto::state::{
-    ClaimAddresses, Command as StateCommand, CommandResult, Deliver, Delivered, GetUser, ListMessages, PutUser, Query,
-    QueryResult, ResolveAddress, User, command, command_result::Status, query,
+    ClaimAddresses, Command as StateCommand, CommandResult, Deliver, Delivered, Enqueue, GetUser, ListMessages, ListOutbound,
+    OutboundAttempt, OutboundItem, PutUser, Query, QueryResult, ResolveAddress, User, command, command_result::Status, query,
 };
 use crate::runtime::RaftHandle;
 use crate::state::execute_query;
@@ -411,11 +411,43 @@ impl Service {
     }
 }
 
+impl Service {
+    /// Queues an outbound item in the sender's shard; the shard leader's queue actor
+    /// delivers it. Returns the item as stored (with its sequence number).
+    pub async fn enqueue_outbound(&self, address: &str, mut item: OutboundItem) -> Result<(GroupId, OutboundItem), ServiceError> {
+        item.user_id = self.resolve(address).await?;
+        item.created_ms = now_ms();
+        let shard = self.shard_of(&item.user_id);
+        let result = self.propose(shard, command::Op::Enqueue(Enqueue { item: Some(item) })).await?;
+        Ok((shard, result.outbound.unwrap_or_default()))
+    }
+
+    pub async fn list_outbound(&self, address: &str) -> Result<Vec<OutboundItem>, ServiceError> {
+        let user_id = self.resolve(address).await?;
+        let shard = self.shard_of(&user_id);
+        Ok(self.query(shard, query::Q::ListOutbound(ListOutbound { user_id, limit: 10_000 })).await?.outbound)
+    }
+
+    /// The shard's pending items, read on this node, which must lead the shard.
+    pub async fn pending_outbound(&self, shard: GroupId, limit: usize) -> Result<Vec<OutboundItem>, ProposeError> {
+        let query = Query { q: Some(query::Q::ListOutbound(ListOutbound { user_id: String::new(), limit: limit as u32 })) };
+        Ok(self.query_here(shard, query).await?.outbound)
+    }
+
+    /// Replicates the outcome of a delivery attempt.
+    pub async fn record_attempt(&self, shard: GroupId, attempt: OutboundAttempt) -> Result<(), ServiceError> {
+        match self.propose(shard, command::Op::OutboundAttempt(attempt)).await {
+            Ok(_) | Err(ServiceError::NotFound(_)) => Ok(()), // NotFound: already final.
+            Err(e) => Err(e),
+        }
+    }
+}
+
 /// The user whose mailbox `op` changes, if it is a mailbox operation.
 fn mailbox_user(op: &command::Op) -> Option<String> {
     match op {
         command::Op::Deliver(deliver) => Some(deliver.user_id.clone()),
-        command::Op::PutUser(_) | command::Op::ClaimAddresses(_) => None,
+        command::Op::PutUser(_) | command::Op::ClaimAddresses(_) | command::Op::Enqueue(_) | command::Op::OutboundAttempt(_) => None,
     }
 }
 
@@ -438,7 +470,8 @@ fn from_wire(group: GroupId, error: &WireError) -> ProposeError {
     }
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch (times in commands are chosen by the proposer).
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 

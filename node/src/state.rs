@@ -8,6 +8,8 @@
 //!   family under the same key
 //! - `a\0{address}`: the user id owning an address (meta group)
 //! - `c\0{user}`: the addresses a user claimed (meta group), to release old ones
+//! - `o\0{user}\0{seq:be64}`: an [`OutboundItem`]; `p\0{seq:be64}` → user id indexes
+//!   the pending ones for the shard's queue actor; `q` holds the next sequence number
 //!
 //! UIDs and modseqs are allocated here, during apply, so they are identical on every
 //! replica and survive failover. Apply is deterministic: times come in the command.
@@ -17,8 +19,9 @@ use prost::Message;
 use storage::{Cf, KvRead};
 
 use crate::proto::state::{
-    ClaimAddresses, Command, CommandResult, Deliver, Delivered, ListMessages, Mailbox, MessageMeta, PutUser, Query,
-    QueryResult, StoredMessage, User, command, command_result::Status, query,
+    ClaimAddresses, Command, CommandResult, Deliver, Delivered, Enqueue, ListMessages, ListOutbound, Mailbox, MessageMeta,
+    OutboundAttempt, OutboundItem, PutUser, Query, QueryResult, StoredMessage, User, command, command_result::Status,
+    outbound_item, query,
 };
 
 const SEP: u8 = 0;
@@ -54,6 +57,16 @@ fn claims_key(user: &str) -> Vec<u8> {
     key(&[b"c", user.as_bytes()])
 }
 
+fn outbound_key(user: &str, seq: u64) -> Vec<u8> {
+    key(&[b"o", user.as_bytes(), &seq.to_be_bytes()])
+}
+
+fn pending_key(seq: u64) -> Vec<u8> {
+    key(&[b"p", &seq.to_be_bytes()])
+}
+
+const OUTBOUND_SEQ_KEY: &[u8] = b"q";
+
 /// Names may not contain the key separator (NUL) or be empty.
 fn valid_name(name: &str) -> bool {
     !name.is_empty() && !name.as_bytes().contains(&SEP) && name.len() <= 512
@@ -78,6 +91,8 @@ impl StateMachine for UmsMachine {
                 command::Op::PutUser(put) => put_user(ctx, put),
                 command::Op::ClaimAddresses(claim) => claim_addresses(ctx, claim),
                 command::Op::Deliver(deliver) => deliver_message(ctx, deliver),
+                command::Op::Enqueue(enqueue) => enqueue_outbound(ctx, enqueue),
+                command::Op::OutboundAttempt(attempt) => record_attempt(ctx, attempt),
             },
             Ok(Command { op: None }) => result(Status::Invalid, "empty command"),
             Err(e) => result(Status::Invalid, format!("undecodable command: {e}")),
@@ -173,6 +188,61 @@ fn deliver_message(ctx: &mut ApplyContext<'_>, deliver: Deliver) -> CommandResul
     }
 }
 
+fn enqueue_outbound(ctx: &mut ApplyContext<'_>, enqueue: Enqueue) -> CommandResult {
+    let Some(mut item) = enqueue.item else {
+        return result(Status::Invalid, "item missing");
+    };
+    if !valid_name(&item.user_id) || item.target.is_empty() {
+        return result(Status::Invalid, "invalid user or target");
+    }
+    if ctx.get(Cf::Data, &user_key(&item.user_id)).is_none() {
+        return result(Status::NotFound, format!("no such user: {}", item.user_id));
+    }
+    let seq = ctx
+        .get(Cf::Data, OUTBOUND_SEQ_KEY)
+        .and_then(|b| b.as_slice().try_into().ok().map(u64::from_be_bytes))
+        .unwrap_or(0)
+        + 1;
+    ctx.put(Cf::Data, OUTBOUND_SEQ_KEY, seq.to_be_bytes().to_vec());
+    item.seq = seq;
+    item.attempts = 0;
+    item.status = outbound_item::Status::Pending as i32;
+    item.next_attempt_ms = item.created_ms;
+    item.updated_ms = item.created_ms;
+    ctx.put(Cf::Data, &outbound_key(&item.user_id, seq), item.encode_to_vec());
+    ctx.put(Cf::Data, &pending_key(seq), item.user_id.as_bytes().to_vec());
+    CommandResult {
+        outbound: Some(item),
+        ..Default::default()
+    }
+}
+
+fn record_attempt(ctx: &mut ApplyContext<'_>, attempt: OutboundAttempt) -> CommandResult {
+    let Some(user) = ctx.get(Cf::Data, &pending_key(attempt.seq)) else {
+        // Already final: a report from a deposed leader's queue actor, or a replay.
+        return result(Status::NotFound, format!("outbound item {} is not pending", attempt.seq));
+    };
+    let user = String::from_utf8_lossy(&user).into_owned();
+    let item_key = outbound_key(&user, attempt.seq);
+    let Some(mut item) = get::<OutboundItem>(ctx, Cf::Data, &item_key) else {
+        return result(Status::NotFound, format!("outbound item {} missing", attempt.seq));
+    };
+    item.attempts += 1;
+    item.updated_ms = attempt.now_ms;
+    item.last_error = attempt.error;
+    if attempt.delivered || attempt.give_up {
+        item.status = if attempt.delivered { outbound_item::Status::Delivered } else { outbound_item::Status::Failed } as i32;
+        ctx.delete(Cf::Data, &pending_key(attempt.seq));
+    } else {
+        item.next_attempt_ms = attempt.next_attempt_ms;
+    }
+    ctx.put(Cf::Data, &item_key, item.encode_to_vec());
+    CommandResult {
+        outbound: Some(item),
+        ..Default::default()
+    }
+}
+
 /// Answers a query from an engine (after a ReadIndex on the leader, or from the local
 /// replica for a deliberately stale read).
 pub fn execute_query(engine: &dyn KvRead, group: GroupId, query: &Query) -> storage::Result<QueryResult> {
@@ -198,6 +268,7 @@ pub fn execute_query(engine: &dyn KvRead, group: GroupId, query: &Query) -> stor
             None => not_found(format!("no user has the address {}", resolve.address)),
         },
         Some(query::Q::ListMessages(list)) => list_messages(engine, group, list)?,
+        Some(query::Q::ListOutbound(list)) => list_outbound(engine, group, list)?,
         None => QueryResult {
             status: Status::Invalid as i32,
             error: "empty query".into(),
@@ -236,6 +307,42 @@ fn list_messages(engine: &dyn KvRead, group: GroupId, list: &ListMessages) -> st
     Ok(QueryResult {
         mailbox,
         messages,
+        ..Default::default()
+    })
+}
+
+/// A user's outbound items, or (with no user) the shard's pending ones in order.
+fn list_outbound(engine: &dyn KvRead, group: GroupId, list: &ListOutbound) -> storage::Result<QueryResult> {
+    let limit = if list.limit == 0 { usize::MAX } else { list.limit as usize };
+    let mut outbound = Vec::new();
+    let decode_into = |outbound: &mut Vec<OutboundItem>, bytes: &[u8]| {
+        if let Ok(item) = OutboundItem::decode(bytes) {
+            outbound.push(item);
+        }
+    };
+    if list.user_id.is_empty() {
+        let mut pending = Vec::new();
+        let (start, end) = (state_machine_key(group, &key(&[b"p", b""])), state_machine_key(group, &key(&[b"p", &[0xff; 9]])));
+        engine.scan(Cf::Data, &start, &end, &mut |k, v| {
+            let seq_bytes: [u8; 8] = k[k.len() - 8..].try_into().expect("8-byte seq");
+            pending.push((String::from_utf8_lossy(v).into_owned(), u64::from_be_bytes(seq_bytes)));
+            pending.len() < limit
+        })?;
+        for (user, seq) in pending {
+            if let Some(bytes) = engine.get(Cf::Data, &state_machine_key(group, &outbound_key(&user, seq)))? {
+                decode_into(&mut outbound, &bytes);
+            }
+        }
+    } else {
+        let start = state_machine_key(group, &key(&[b"o", list.user_id.as_bytes(), b""]));
+        let end = state_machine_key(group, &key(&[b"o", list.user_id.as_bytes(), &[0xff; 9]]));
+        engine.scan(Cf::Data, &start, &end, &mut |_, v| {
+            decode_into(&mut outbound, v);
+            outbound.len() < limit
+        })?;
+    }
+    Ok(QueryResult {
+        outbound,
         ..Default::default()
     })
 }

@@ -63,6 +63,7 @@ impl TestCluster {
                     replicas: count.min(3),
                     raft: RaftSettings::default(),
                     mailbox_idle_ms: 60_000,
+                    outbound: Default::default(),
                 };
                 tweak(&mut config);
                 std::fs::create_dir_all(&config.data_dir).expect("node dir");
@@ -208,6 +209,82 @@ pub fn append(url: &str, client_ref: &str, body: &str) -> Option<u64> {
     let message = serde_json::json!({ "kind": "sms", "body": body, "client_ref": client_ref });
     match ureq::post(url).timeout(Duration::from_secs(15)).send_json(message) {
         Ok(response) if response.status() == 201 => response.into_json::<Value>().ok()?["uid"].as_u64(),
+        _ => None,
+    }
+}
+
+/// A minimal HTTP server that records every POST it receives (for webhook delivery
+/// tests): the `Idempotency-Key` header and the body. Answers 200 after `delay`.
+pub struct WebhookSink {
+    pub url: String,
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl WebhookSink {
+    pub fn start(delay: Duration) -> Self {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind sink");
+        let url = format!("http://{}/hook", listener.local_addr().expect("sink addr"));
+        let received: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
+        let sink = std::sync::Arc::clone(&received);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let sink = std::sync::Arc::clone(&sink);
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
+                    loop {
+                        let (mut key, mut length) = (String::new(), 0usize);
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        loop {
+                            line.clear();
+                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            let header = line.trim_end();
+                            if header.is_empty() {
+                                break;
+                            }
+                            if let Some((name, value)) = header.split_once(':') {
+                                match name.to_ascii_lowercase().as_str() {
+                                    "idempotency-key" => key = value.trim().to_string(),
+                                    "content-length" => length = value.trim().parse().unwrap_or(0),
+                                    _ => {}
+                                }
+                            }
+                        }
+                        let mut body = vec![0; length];
+                        if reader.read_exact(&mut body).is_err() {
+                            return;
+                        }
+                        sink.lock().expect("sink").push((key, String::from_utf8_lossy(&body).into_owned()));
+                        std::thread::sleep(delay);
+                        let mut writer = &stream;
+                        if writer.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Self { url, received }
+    }
+
+    pub fn received(&self) -> Vec<(String, String)> {
+        self.received.lock().expect("sink").clone()
+    }
+}
+
+/// Enqueues a webhook call for `email` through node `id`; returns its (sequence, shard).
+pub fn enqueue_webhook(cluster: &TestCluster, id: u64, email: &str, target: &str, body: &str) -> Option<(u64, u64)> {
+    let item = serde_json::json!({ "channel": "webhook", "target": target, "body": body });
+    match ureq::post(&cluster.url(id, &format!("/api/v1/users/{email}/outbound"))).timeout(Duration::from_secs(15)).send_json(item) {
+        Ok(response) if response.status() == 202 => {
+            let item = response.into_json::<Value>().ok()?;
+            Some((item["seq"].as_u64()?, item["shard"].as_u64()?))
+        }
         _ => None,
     }
 }

@@ -4,11 +4,14 @@
 //!   demand by the [`mailbox::MailboxRegistry`] and passivated when idle, so 50,000
 //!   users do not mean 50,000 live actors. It serialises the mailbox's proposals, so
 //!   messages arriving at the leader get UIDs in arrival order.
+//! - [`queue`]: one [`queue::QueueActor`] per shard this node leads, delivering the
+//!   shard's outbound items; the [`queue::QueueSupervisor`] follows leadership changes.
 //!
 //! All actors live on one actix system with its own thread ([`ActorRuntime`]), so the
 //! HTTP workers, the peer network and the Raft thread can all reach them.
 
 pub mod mailbox;
+pub mod queue;
 
 use actix::{Arbiter, ArbiterHandle, System};
 

@@ -1,0 +1,221 @@
+//! The outbound queue of a shard, run by a [`QueueActor`] only while this node leads
+//! the shard: the [`QueueSupervisor`] starts it when the node gains leadership and
+//! stops it when the node loses it, so after a failover the new leader's actor resumes
+//! from the replicated queue where the old one stopped.
+//!
+//! Delivery is at-least-once: an item delivered but not yet recorded when its leader
+//! dies is delivered again by the next leader, with the same `Idempotency-Key` header
+//! (`{cluster}:{shard}:{seq}`) so the receiver can drop the repeat.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use consensus::GroupId;
+use tracing::{debug, info, warn};
+
+use crate::placement::META_GROUP;
+use crate::proto::state::{OutboundAttempt, OutboundItem};
+use crate::service::{Service, now_ms};
+
+/// Retry policy and pacing of every shard's queue.
+#[derive(Clone, Debug)]
+pub struct QueueSettings {
+    pub cluster_id: String,
+    /// How often the queue looks for due items.
+    pub poll: Duration,
+    /// Delay before the first retry; doubles per attempt, capped at 5 minutes.
+    pub retry_base: Duration,
+    /// Attempts before an item is given up (a failed delivery report).
+    pub max_attempts: u32,
+    /// Items attempted per poll.
+    pub batch: usize,
+}
+
+/// What one delivery attempt came to.
+enum Outcome {
+    Delivered,
+    /// Worth retrying (network error, 5xx, 408, 429).
+    Retry(String),
+    /// The receiver refused the item for good (other 4xx).
+    Refused(String),
+}
+
+/// Backoff after `attempts` failed attempts.
+fn retry_delay(settings: &QueueSettings, attempts: u32) -> Duration {
+    let factor = 1u32 << attempts.min(16);
+    (settings.retry_base * factor).min(Duration::from_secs(300))
+}
+
+/// The report to replicate after an attempt.
+fn attempt_report(settings: &QueueSettings, item: &OutboundItem, outcome: &Outcome, now: u64) -> OutboundAttempt {
+    let attempts = item.attempts + 1;
+    let (delivered, give_up, error) = match outcome {
+        Outcome::Delivered => (true, false, String::new()),
+        Outcome::Refused(e) => (false, true, e.clone()),
+        Outcome::Retry(e) => (false, attempts >= settings.max_attempts, e.clone()),
+    };
+    OutboundAttempt {
+        seq: item.seq,
+        delivered,
+        give_up,
+        error,
+        next_attempt_ms: now + retry_delay(settings, attempts).as_millis() as u64,
+        now_ms: now,
+    }
+}
+
+fn deliver_webhook(item: &OutboundItem, idempotency_key: &str) -> Outcome {
+    let content_type = if item.content_type.is_empty() { "application/octet-stream" } else { &item.content_type };
+    let response = ureq::post(&item.target)
+        .timeout(Duration::from_secs(10))
+        .set("Content-Type", content_type)
+        .set("Idempotency-Key", idempotency_key)
+        .set("X-UMS-Attempt", &(item.attempts + 1).to_string())
+        .send_bytes(&item.payload);
+    match response {
+        Ok(_) => Outcome::Delivered,
+        Err(ureq::Error::Status(code, _)) if code == 408 || code == 429 || code >= 500 => Outcome::Retry(format!("HTTP {code}")),
+        Err(ureq::Error::Status(code, _)) => Outcome::Refused(format!("HTTP {code}")),
+        Err(e) => Outcome::Retry(e.to_string()),
+    }
+}
+
+/// Works one shard's queue while this node leads it.
+pub struct QueueActor {
+    shard: GroupId,
+    service: Arc<Service>,
+    settings: QueueSettings,
+    busy: bool,
+}
+
+impl Actor for QueueActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        debug!(shard = self.shard, "queue actor started");
+        ctx.run_interval(self.settings.poll, |actor, ctx| {
+            if actor.busy {
+                return;
+            }
+            actor.busy = true;
+            let (service, shard, settings) = (Arc::clone(&actor.service), actor.shard, actor.settings.clone());
+            ctx.spawn(work_queue(service, shard, settings).into_actor(actor).map(|_, actor, _| actor.busy = false));
+        });
+    }
+}
+
+/// One pass over the due items of a shard.
+async fn work_queue(service: Arc<Service>, shard: GroupId, settings: QueueSettings) {
+    let items = match service.pending_outbound(shard, settings.batch).await {
+        Ok(items) => items,
+        Err(e) => return debug!(shard, error = %e, "queue scan skipped"),
+    };
+    let now = now_ms();
+    for item in items.into_iter().filter(|i| i.next_attempt_ms <= now) {
+        let key = format!("{}:{shard}:{}", settings.cluster_id, item.seq);
+        let outcome = {
+            let item = item.clone();
+            tokio::task::spawn_blocking(move || deliver_webhook(&item, &key)).await.unwrap_or_else(|e| Outcome::Retry(e.to_string()))
+        };
+        let report = attempt_report(&settings, &item, &outcome, now_ms());
+        metrics::counter!("ums_outbound_attempts_total").increment(1);
+        if report.give_up {
+            warn!(shard, seq = item.seq, error = %report.error, "outbound item failed for good");
+        }
+        if let Err(e) = service.record_attempt(shard, report).await {
+            // Leadership moved or the cluster is busy: the next leader retries the item.
+            return warn!(shard, seq = item.seq, error = %e, "could not record an outbound attempt");
+        }
+    }
+}
+
+/// Leadership news from the Raft thread.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leadership {
+    pub shard: GroupId,
+    pub leading: bool,
+}
+
+/// Starts and stops the queue actors as this node gains and loses shard leadership.
+pub struct QueueSupervisor {
+    service: Arc<Service>,
+    settings: QueueSettings,
+    running: HashMap<GroupId, Addr<QueueActor>>,
+}
+
+impl QueueSupervisor {
+    pub fn new(service: Arc<Service>, settings: QueueSettings) -> Self {
+        Self { service, settings, running: HashMap::new() }
+    }
+}
+
+impl Actor for QueueSupervisor {
+    type Context = Context<Self>;
+}
+
+impl Handler<Leadership> for QueueSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, news: Leadership, _ctx: &mut Self::Context) {
+        if news.shard == META_GROUP {
+            return;
+        }
+        match (news.leading, self.running.contains_key(&news.shard)) {
+            (true, false) => {
+                let actor = QueueActor { shard: news.shard, service: Arc::clone(&self.service), settings: self.settings.clone(), busy: false };
+                let addr = actor.start();
+                self.running.insert(news.shard, addr);
+                info!(shard = news.shard, "outbound queue running here");
+            }
+            (false, true) => {
+                if let Some(addr) = self.running.remove(&news.shard) {
+                    addr.do_send(StopQueue);
+                }
+                info!(shard = news.shard, "outbound queue stopped here");
+            }
+            _ => {}
+        }
+        metrics::gauge!("ums_queue_actors").set(self.running.len() as f64);
+    }
+}
+
+/// Asks a queue actor to stop (its node no longer leads the shard).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct StopQueue;
+
+impl Handler<StopQueue> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopQueue, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> QueueSettings {
+        QueueSettings { cluster_id: "c".into(), poll: Duration::from_millis(100), retry_base: Duration::from_secs(1), max_attempts: 3, batch: 10 }
+    }
+
+    #[test]
+    fn retries_back_off_and_give_up_after_the_last_attempt() {
+        let settings = settings();
+        let mut item = OutboundItem { seq: 7, ..Default::default() };
+        let first = attempt_report(&settings, &item, &Outcome::Retry("HTTP 503".into()), 1_000);
+        assert_eq!((first.delivered, first.give_up, first.next_attempt_ms), (false, false, 3_000));
+        item.attempts = 1;
+        assert_eq!(attempt_report(&settings, &item, &Outcome::Retry("x".into()), 1_000).next_attempt_ms, 5_000);
+        item.attempts = 2;
+        assert!(attempt_report(&settings, &item, &Outcome::Retry("x".into()), 1_000).give_up, "third failure is final");
+        item.attempts = 0;
+        assert!(attempt_report(&settings, &item, &Outcome::Refused("HTTP 400".into()), 1_000).give_up, "a refusal is final at once");
+        assert!(attempt_report(&settings, &item, &Outcome::Delivered, 1_000).delivered);
+        assert_eq!(retry_delay(&settings, 40), Duration::from_secs(300));
+    }
+}
