@@ -14,6 +14,8 @@ pub(crate) struct PendingProposal {
     pub(crate) index: u64,
     pub(crate) term: u64,
     pub(crate) callback: ProposalCallback,
+    /// For the proposal-to-apply latency metric.
+    pub(crate) proposed_at: std::time::Instant,
 }
 
 /// A linearizable read waiting for its read index, then for apply to reach it.
@@ -108,6 +110,7 @@ impl Group {
             }
             let proposal = self.proposals.pop_front().expect("checked non-empty");
             let result = if proposal.index == index && proposal.term == term {
+                metrics::histogram!("ums_apply_latency_seconds").record(proposal.proposed_at.elapsed().as_secs_f64());
                 Ok(response.to_vec())
             } else {
                 Err(ProposeError::Dropped { group: self.id })

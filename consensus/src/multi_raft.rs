@@ -248,6 +248,7 @@ impl<M: StateMachine> MultiRaft<M> {
             index,
             term: g.raw.raft.term,
             callback,
+            proposed_at: std::time::Instant::now(),
         });
     }
 

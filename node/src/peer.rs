@@ -95,6 +95,7 @@ impl PeerNetwork {
         let Some(queue) = self.queues.get(&to) else {
             return false;
         };
+        metrics::gauge!("ums_peer_queue_depth", "peer" => to.to_string()).set((PEER_QUEUE - queue.capacity()) as f64);
         match queue.try_send(outgoing) {
             Ok(()) => true,
             Err(e) => {

@@ -182,6 +182,7 @@ fn run(raft: &mut MultiRaft<UmsMachine>, inbox: &Receiver<Input>, transport: &mu
                 next_tick = Instant::now() + tick; // We fell behind; do not tick in a burst.
             }
         }
+        metrics::gauge!("ums_raft_inbox_depth").set(inbox.len() as f64);
         if let Err(e) = raft.handle_ready(transport) {
             // The durable state may no longer match what Raft believes: stop serving.
             error!(node, error = %e, "storage failure in ready round; stopping the node");

@@ -58,6 +58,14 @@ fn hr_import_reports_bad_rows_and_reimport_updates_without_duplicates() {
     let old_number = get_json(&cluster.url(1, "/api/v1/users/+254711000001"));
     assert!(old_number.is_err(), "the old mobile number must be released: {old_number:?}");
 
+    // The work above shows up in the Prometheus metrics of the node that did it.
+    let metrics: String = (1..=3)
+        .map(|id| ureq::get(&cluster.url(id, "/metrics")).call().unwrap().into_string().unwrap())
+        .collect();
+    for name in ["ums_raft_proposals_total", "ums_raft_fsyncs_total", "ums_apply_latency_seconds", "ums_leader_changes_total", "ums_raft_inbox_depth"] {
+        assert!(metrics.contains(name), "/metrics lacks {name}");
+    }
+
     let (code, stdout, _) = umsctl(&cluster, &["status"]);
     assert_eq!(code, 0);
     assert!(stdout.contains("Leader") && stdout.lines().filter(|l| l.contains("1,2,3")).count() == 9, "{stdout}");

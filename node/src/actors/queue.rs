@@ -112,6 +112,7 @@ async fn work_queue(service: Arc<Service>, shard: GroupId, settings: QueueSettin
         Ok(items) => items,
         Err(e) => return debug!(shard, error = %e, "queue scan skipped"),
     };
+    metrics::gauge!("ums_outbound_pending", "shard" => shard.to_string()).set(items.len() as f64);
     let now = now_ms();
     for item in items.into_iter().filter(|i| i.next_attempt_ms <= now) {
         let key = format!("{}:{shard}:{}", settings.cluster_id, item.seq);
