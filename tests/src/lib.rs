@@ -5,7 +5,7 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use node::config::{Member, NodeConfig, RaftSettings};
@@ -32,7 +32,6 @@ fn free_port() -> u16 {
 pub struct TestNode {
     pub id: u64,
     pub config: NodeConfig,
-    config_path: PathBuf,
     child: Option<Child>,
 }
 
@@ -66,10 +65,7 @@ impl TestCluster {
                     outbound: Default::default(),
                 };
                 tweak(&mut config);
-                std::fs::create_dir_all(&config.data_dir).expect("node dir");
-                let config_path = config.data_dir.join("node.toml");
-                std::fs::write(&config_path, toml::to_string(&config).expect("config toml")).expect("write config");
-                TestNode { id: member.id, config, config_path, child: None }
+                TestNode { id: member.id, config, child: None }
             })
             .collect();
         let mut cluster = Self { _dir: dir, nodes };
@@ -88,16 +84,7 @@ impl TestCluster {
 
     fn spawn(&mut self, id: u64) {
         let node = self.node(id);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(node.config.data_dir.join("umsd.log")).expect("log file");
-        let child = Command::new(umsd_binary())
-            .arg("--config")
-            .arg(&node.config_path)
-            .env("UMS_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .expect("start umsd");
+        let (child, _) = node::dev::spawn_node(&umsd_binary(), &node.config).expect("start umsd");
         node.child = Some(child);
     }
 
