@@ -66,6 +66,17 @@ fn hr_import_reports_bad_rows_and_reimport_updates_without_duplicates() {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }
 
+    // Move shard 3's leadership to whichever node does not lead it now.
+    let leader_of_3 = || cluster.cluster_status(1)["shards"].as_array().unwrap().iter().find(|s| s["shard"] == 3).unwrap()["leader"].as_u64();
+    let target = (1..=3).find(|&n| Some(n) != leader_of_3()).unwrap();
+    let (code, stdout, stderr) = umsctl(&cluster, &["leader", "transfer", "3", &target.to_string()]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while leader_of_3() != Some(target) {
+        assert!(std::time::Instant::now() < deadline, "shard 3 did not move to node {target}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     let (code, stdout, _) = umsctl(&cluster, &["status"]);
     assert_eq!(code, 0);
     assert!(stdout.contains("Leader") && stdout.lines().filter(|l| l.contains("1,2,3")).count() == 9, "{stdout}");

@@ -68,7 +68,11 @@ enum UserCommand {
 #[derive(Subcommand)]
 enum LeaderCommand {
     /// Move the leadership of SHARD to NODE (asks the current leader, wherever it is).
-    Transfer { shard: u64, node: u64 },
+    Transfer {
+        shard: u64,
+        #[arg(value_name = "NODE")]
+        to: u64,
+    },
 }
 
 fn url(node: &str, path: &str) -> String {
@@ -230,7 +234,7 @@ fn main() {
             })
         }
         Command::User { command: UserCommand::Import { file } } => import(&cli.node, &file),
-        Command::Leader { command: LeaderCommand::Transfer { shard, node } } => transfer(&cli.node, shard, node),
+        Command::Leader { command: LeaderCommand::Transfer { shard, to } } => transfer(&cli.node, shard, to),
     };
     if let Err(error) = result {
         eprintln!("umsctl: {error:#}");
