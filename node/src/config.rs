@@ -65,13 +65,16 @@ pub struct Member {
     pub http: SocketAddr,
 }
 
-/// Raft timing. Defaults give a 0.5–1 s election timeout, so a dead leader is
-/// replaced in about a second.
+/// Raft timing. Defaults give a 0.5–0.75 s randomized election timeout, so a dead
+/// leader is replaced in well under a second.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RaftSettings {
     pub tick_ms: u64,
     pub election_tick: usize,
+    /// Upper bound (exclusive) of the randomized election timeout, in ticks.
+    #[serde(default = "default_max_election_tick")]
+    pub max_election_tick: usize,
     pub heartbeat_tick: usize,
     /// Compact a shard's log after this many applied entries.
     #[serde(default = "default_compact_threshold")]
@@ -79,6 +82,10 @@ pub struct RaftSettings {
     /// Applied entries kept after compaction for briefly lagging followers.
     #[serde(default = "default_compact_keep")]
     pub compact_keep: u64,
+}
+
+fn default_max_election_tick() -> usize {
+    15
 }
 
 fn default_compact_threshold() -> u64 {
@@ -94,6 +101,7 @@ impl Default for RaftSettings {
         Self {
             tick_ms: 50,
             election_tick: 10,
+            max_election_tick: default_max_election_tick(),
             heartbeat_tick: 2,
             compact_threshold: default_compact_threshold(),
             compact_keep: default_compact_keep(),
@@ -151,6 +159,9 @@ impl NodeConfig {
         if self.raft.election_tick <= self.raft.heartbeat_tick || self.raft.tick_ms == 0 {
             return invalid("raft: election_tick must exceed heartbeat_tick and tick_ms must be positive".into());
         }
+        if self.raft.max_election_tick <= self.raft.election_tick {
+            return invalid("raft: max_election_tick must exceed election_tick".into());
+        }
         Ok(())
     }
 
@@ -162,6 +173,7 @@ impl NodeConfig {
     pub fn raft_config(&self) -> consensus::RaftConfig {
         consensus::RaftConfig {
             election_tick: self.raft.election_tick,
+            max_election_tick: Some(self.raft.max_election_tick),
             heartbeat_tick: self.raft.heartbeat_tick,
             compact_threshold: self.raft.compact_threshold,
             compact_keep: self.raft.compact_keep,

@@ -127,6 +127,9 @@ struct UserBody {
     employee_number: String,
     #[serde(default)]
     password: Option<String>,
+    /// An argon2 PHC hash migrated from another directory, instead of `password`.
+    #[serde(default)]
+    password_hash: Option<String>,
 }
 
 async fn upsert_user(state: State, body: web::Json<UserBody>) -> HttpResponse {
@@ -139,6 +142,7 @@ async fn upsert_user(state: State, body: web::Json<UserBody>) -> HttpResponse {
         fax: body.fax,
         employee_number: body.employee_number,
         password: body.password.filter(|p| !p.is_empty()),
+        password_hash: body.password_hash.filter(|p| !p.is_empty()),
     };
     match state.service.upsert_user(input).await {
         Ok(upserted) => {

@@ -144,7 +144,19 @@ async fn dial_loop(peer: NodeId, address: SocketAddr, hello: Hello, mut queue: m
                 info!(node = hello.node_id, peer, %address, "connected to peer");
                 up.store(true, Ordering::Relaxed);
                 backoff = Duration::from_millis(50);
-                while let Some(first) = queue.recv().await {
+                loop {
+                    // The peer never writes on this connection: a read that returns means it
+                    // closed (e.g. the process died), which we want to know at once.
+                    let first = tokio::select! {
+                        next = queue.recv() => match next {
+                            Some(first) => first,
+                            None => return,
+                        },
+                        _ = framed.next() => {
+                            warn!(node = hello.node_id, peer, "peer closed the connection; reconnecting");
+                            break;
+                        }
+                    };
                     // Write everything already queued, then flush once.
                     let mut batch = vec![first];
                     while batch.len() < 256 {

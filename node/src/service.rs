@@ -68,6 +68,9 @@ pub struct UserInput {
     pub employee_number: String,
     /// `None` keeps an existing password, or generates a one-time one for a new user.
     pub password: Option<String>,
+    /// An existing argon2 hash (PHC string), e.g. migrated from another directory;
+    /// used instead of `password`.
+    pub password_hash: Option<String>,
 }
 
 /// The result of [`Service::upsert_user`].
@@ -200,13 +203,29 @@ impl Service {
         let (sender, receiver) = oneshot::channel();
         self.pending_forwards.lock().expect("pending lock").insert(id, sender);
         let sent = self.network.is_connected(to) && self.network.send_frame(to, frame::Body::Forward(ForwardRequest { id, group, body: Some(body) }));
-        let reply = if sent { tokio::time::timeout(FORWARD_TIMEOUT, receiver).await.ok().and_then(Result::ok) } else { None };
+        let reply = if sent { self.await_reply(to, receiver).await } else { None };
         self.pending_forwards.lock().expect("pending lock").remove(&id);
         // No reply: the outcome is unknown; the caller retries with the same request id.
         let reply = reply.ok_or(ProposeError::Dropped { group })?;
         match reply.error {
             Some(error) if error.kind != service_error::Kind::None as i32 => Err(from_wire(group, &error)),
             _ => Ok(reply.response),
+        }
+    }
+
+    /// Waits for a forwarded request's reply, giving up early if the connection to the
+    /// node drops (it died: waiting out the timeout would only delay the failover).
+    async fn await_reply(&self, to: NodeId, mut receiver: oneshot::Receiver<ForwardReply>) -> Option<ForwardReply> {
+        let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
+        loop {
+            tokio::select! {
+                reply = &mut receiver => return reply.ok(),
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {
+                    if !self.network.is_connected(to) || tokio::time::Instant::now() >= deadline {
+                        return None;
+                    }
+                }
+            }
         }
     }
 
@@ -351,12 +370,18 @@ impl Service {
             Err(ServiceError::NotFound(_)) => None,
             Err(e) => return Err(e),
         };
-        let (password_hash, initial_password) = match (&input.password, &existing) {
-            (Some(password), _) => (hash_password(password)?, None),
-            (None, Some(user)) => (user.password_hash.clone(), None),
-            (None, None) => {
+        let (password_hash, initial_password) = match (input.password_hash, input.password, &existing) {
+            (Some(hash), _, _) => {
+                if argon2::password_hash::PasswordHash::new(&hash).is_err() {
+                    return Err(ServiceError::Invalid("password_hash is not a PHC string (argon2)".into()));
+                }
+                (hash, None)
+            }
+            (None, Some(password), _) => (hash_password_off_thread(password).await?, None),
+            (None, None, Some(user)) => (user.password_hash.clone(), None),
+            (None, None, None) => {
                 let generated = one_time_password();
-                (hash_password(&generated)?, Some(generated))
+                (hash_password_off_thread(generated.clone()).await?, Some(generated))
             }
         };
         self.propose(META_GROUP, command::Op::ClaimAddresses(ClaimAddresses { user_id: email.clone(), addresses })).await?;
@@ -500,7 +525,13 @@ pub fn normalize_phone(number: &str) -> Result<String, String> {
     Ok(compact)
 }
 
-fn hash_password(password: &str) -> Result<String, ServiceError> {
+/// Argon2 is deliberately slow (tens of milliseconds): keep it off the async workers.
+async fn hash_password_off_thread(password: String) -> Result<String, ServiceError> {
+    tokio::task::spawn_blocking(move || hash_password(&password)).await.map_err(|e| ServiceError::Internal(e.to_string()))?
+}
+
+/// Hashes a password for the directory (argon2id, random salt).
+pub fn hash_password(password: &str) -> Result<String, ServiceError> {
     use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
     if password.len() < 8 {
         return Err(ServiceError::Invalid("password must be at least 8 characters".into()));
