@@ -31,7 +31,7 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let db_path = config.data_dir.join("db");
     let engine: Engine = Arc::new(RocksEngine::open(&db_path, &RocksOptions::default()).with_context(|| format!("opening RocksDB at {}", db_path.display()))?);
-    let mut raft = MultiRaft::open(config.node_id, config.raft_config(), engine.clone(), UmsMachine).context("opening Raft groups")?;
+    let mut raft = MultiRaft::open(config.node_id, config.raft_config(), engine.clone(), UmsMachine::default()).context("opening Raft groups")?;
 
     let member_ids: Vec<NodeId> = config.members.iter().map(|m| m.id).collect();
     let placement = initial_placement(&member_ids, config.shards, config.replicas);

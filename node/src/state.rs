@@ -14,6 +14,8 @@
 //! UIDs and modseqs are allocated here, during apply, so they are identical on every
 //! replica and survive failover. Apply is deterministic: times come in the command.
 
+use std::collections::HashMap;
+
 use consensus::{ApplyContext, GroupId, StateMachine, state_machine_key};
 use prost::Message;
 use storage::{Cf, KvRead};
@@ -80,17 +82,67 @@ fn result(status: Status, error: impl Into<String>) -> CommandResult {
     }
 }
 
-/// The UMS state machine. Stateless itself: everything lives in the engine.
+/// Most recently used user and mailbox records, so a delivery does not read them from
+/// RocksDB every time. Write-through (every change goes to the engine and here), cleared
+/// per group when a snapshot replaces the group's data; the engine stays the truth.
 #[derive(Default)]
-pub struct UmsMachine;
+struct RecordCache {
+    records: HashMap<(GroupId, Vec<u8>), Vec<u8>>,
+}
+
+/// Records kept before the cache starts over (bounded memory with 50,000+ users).
+const CACHE_CAPACITY: usize = 200_000;
+
+impl RecordCache {
+    fn get(&mut self, ctx: &ApplyContext<'_>, key: &[u8]) -> Option<Vec<u8>> {
+        let cache_key = (ctx.group(), key.to_vec());
+        if let Some(value) = self.records.get(&cache_key) {
+            return Some(value.clone());
+        }
+        let value = ctx.get(Cf::Data, key)?;
+        self.remember(cache_key, value.clone());
+        Some(value)
+    }
+
+    fn put(&mut self, ctx: &mut ApplyContext<'_>, key: &[u8], value: Vec<u8>) {
+        ctx.put(Cf::Data, key, value.clone());
+        self.remember((ctx.group(), key.to_vec()), value);
+    }
+
+    fn remember(&mut self, key: (GroupId, Vec<u8>), value: Vec<u8>) {
+        if self.records.len() >= CACHE_CAPACITY {
+            self.records.clear();
+        }
+        self.records.insert(key, value);
+    }
+
+    fn forget_group(&mut self, group: GroupId) {
+        self.records.retain(|(g, _), _| *g != group);
+    }
+}
+
+/// The UMS state machine. Its only state is a cache; the records live in the engine.
+#[derive(Default)]
+pub struct UmsMachine {
+    cache: RecordCache,
+}
 
 impl StateMachine for UmsMachine {
+    fn on_snapshot_applied(&mut self, group: GroupId) {
+        self.cache.forget_group(group);
+    }
+
+    fn on_group_removed(&mut self, group: GroupId) {
+        self.cache.forget_group(group);
+    }
+
     fn apply(&mut self, ctx: &mut ApplyContext<'_>, payload: &[u8]) -> Vec<u8> {
+        let cache = &mut self.cache;
         let outcome = match Command::decode(payload) {
             Ok(Command { op: Some(op) }) => match op {
-                command::Op::PutUser(put) => put_user(ctx, put),
+                command::Op::PutUser(put) => put_user(ctx, cache, put),
                 command::Op::ClaimAddresses(claim) => claim_addresses(ctx, claim),
-                command::Op::Deliver(deliver) => deliver_message(ctx, deliver),
+                command::Op::Deliver(deliver) => deliver_message(ctx, cache, deliver),
                 command::Op::Enqueue(enqueue) => enqueue_outbound(ctx, enqueue),
                 command::Op::OutboundAttempt(attempt) => record_attempt(ctx, attempt),
             },
@@ -105,14 +157,14 @@ fn get<M: Message + Default>(ctx: &ApplyContext<'_>, cf: Cf, key: &[u8]) -> Opti
     ctx.get(cf, key).and_then(|bytes| M::decode(bytes.as_slice()).ok())
 }
 
-fn put_user(ctx: &mut ApplyContext<'_>, put: PutUser) -> CommandResult {
+fn put_user(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, put: PutUser) -> CommandResult {
     let Some(user) = put.user else {
         return result(Status::Invalid, "user missing");
     };
     if !valid_name(&user.id) {
         return result(Status::Invalid, "invalid user id");
     }
-    ctx.put(Cf::Data, &user_key(&user.id), user.encode_to_vec());
+    cache.put(ctx, &user_key(&user.id), user.encode_to_vec());
     CommandResult {
         user: Some(user),
         ..Default::default()
@@ -146,15 +198,16 @@ fn claim_addresses(ctx: &mut ApplyContext<'_>, claim: ClaimAddresses) -> Command
     CommandResult::default()
 }
 
-fn deliver_message(ctx: &mut ApplyContext<'_>, deliver: Deliver) -> CommandResult {
+fn deliver_message(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, deliver: Deliver) -> CommandResult {
     if !valid_name(&deliver.user_id) || !valid_name(&deliver.mailbox) {
         return result(Status::Invalid, "invalid user or mailbox name");
     }
-    if ctx.get(Cf::Data, &user_key(&deliver.user_id)).is_none() {
+    if cache.get(ctx, &user_key(&deliver.user_id)).is_none() {
         return result(Status::NotFound, format!("no such user: {}", deliver.user_id));
     }
     let box_key = mailbox_key(&deliver.user_id, &deliver.mailbox);
-    let mut mailbox = get::<Mailbox>(ctx, Cf::Data, &box_key).unwrap_or_else(|| Mailbox {
+    let stored = cache.get(ctx, &box_key).and_then(|bytes| Mailbox::decode(bytes.as_slice()).ok());
+    let mut mailbox = stored.unwrap_or_else(|| Mailbox {
         // Log indexes only grow, so a re-created mailbox gets a larger UIDVALIDITY.
         uid_validity: (ctx.index() as u32).max(1),
         next_uid: 1,
@@ -177,7 +230,7 @@ fn deliver_message(ctx: &mut ApplyContext<'_>, deliver: Deliver) -> CommandResul
     let message_key = message_key(&deliver.user_id, &deliver.mailbox, uid);
     ctx.put(Cf::Data, &message_key, meta.encode_to_vec());
     ctx.put(Cf::Blobs, &message_key, deliver.raw);
-    ctx.put(Cf::Data, &box_key, mailbox.encode_to_vec());
+    cache.put(ctx, &box_key, mailbox.encode_to_vec());
     CommandResult {
         delivered: Some(Delivered {
             uid,

@@ -59,6 +59,9 @@ impl RocksEngine {
             let mut table = rocksdb::BlockBasedOptions::default();
             table.set_bloom_filter(10.0, false);
             cf_options.set_block_based_table_factory(&table);
+            // The same for the memtable, where recent keys live.
+            cf_options.set_memtable_whole_key_filtering(true);
+            cf_options.set_memtable_prefix_bloom_ratio(0.1);
             if cf == Cf::Blobs {
                 cf_options.set_enable_blob_files(true);
                 cf_options.set_min_blob_size(options.min_blob_size);
