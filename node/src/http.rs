@@ -405,7 +405,6 @@ pub async fn serve(listen: std::net::SocketAddr, state: AppState) -> std::io::Re
             .route("/api/v1/shards/{shard}/transfer-leader", web::post().to(transfer_leader))
             .default_service(web::to(not_found))
     })
-    .workers(2)
     .bind(listen)?
     .run()
     .await
