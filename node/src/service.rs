@@ -269,6 +269,26 @@ impl Service {
         }
     }
 
+    /// Runs a request on the leader of `group`: `here` when that is this node, else the
+    /// same request forwarded as `wire`.
+    async fn on_leader<F, Fut>(&self, group: GroupId, here: F, wire: forward_request::Body) -> Result<Vec<u8>, ServiceError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<u8>, ProposeError>>,
+    {
+        self.route(group, |target| {
+            let (here, wire) = (&here, wire.clone());
+            async move {
+                if target == self.node_id {
+                    here().await
+                } else {
+                    self.forward(target, group, wire).await
+                }
+            }
+        })
+        .await
+    }
+
     /// Proposes a state command to `group` and returns its decoded result, after the
     /// command was committed on a quorum, fsynced and applied on the leader.
     pub async fn propose(&self, group: GroupId, op: command::Op) -> Result<CommandResult, ServiceError> {
@@ -276,41 +296,17 @@ impl Service {
         let payload = StateCommand { op: Some(op) }.encode_to_vec();
         let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
         let command = Command::new(self.client_id, request_id, payload);
-        let bytes = self
-            .route(group, |target| {
-                let (command, mailbox) = (command.clone(), mailbox.clone());
-                async move {
-                    if target == self.node_id {
-                        self.propose_here(group, command, mailbox).await
-                    } else {
-                        self.forward(target, group, forward_request::Body::Command(command.encode_to_vec())).await
-                    }
-                }
-            })
-            .await?;
-        let result = CommandResult::decode(bytes.as_slice()).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        ServiceError::from_status(result.status, result.error.clone())?;
-        Ok(result)
+        let wire = forward_request::Body::Command(command.encode_to_vec());
+        let bytes = self.on_leader(group, || self.propose_here(group, command.clone(), mailbox.clone()), wire).await?;
+        decode_reply(&bytes)
     }
 
     /// A linearizable query of `group`, answered by its leader.
     pub async fn query(&self, group: GroupId, q: query::Q) -> Result<QueryResult, ServiceError> {
         let query = Query { q: Some(q) };
-        let bytes = self
-            .route(group, |target| {
-                let query = query.clone();
-                async move {
-                    if target == self.node_id {
-                        self.query_here(group, query).await.map(|r| r.encode_to_vec())
-                    } else {
-                        self.forward(target, group, forward_request::Body::Query(query.encode_to_vec())).await
-                    }
-                }
-            })
-            .await?;
-        let result = QueryResult::decode(bytes.as_slice()).map_err(|e| ServiceError::Internal(e.to_string()))?;
-        ServiceError::from_status(result.status, result.error.clone())?;
-        Ok(result)
+        let wire = forward_request::Body::Query(query.encode_to_vec());
+        let bytes = self.on_leader(group, || async { self.query_here(group, query.clone()).await.map(|r| r.encode_to_vec()) }, wire).await?;
+        decode_reply(&bytes)
     }
 
     /// Reads this node's replica as it is, without asking the leader (may be stale).
@@ -321,8 +317,7 @@ impl Service {
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))?
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        ServiceError::from_status(result.status, result.error.clone())?;
-        Ok(result)
+        checked(result)
     }
 
     /// The user id owning `address` (an e-mail address, MSISDN, fax number or
@@ -474,6 +469,34 @@ fn mailbox_user(op: &command::Op) -> Option<String> {
         command::Op::Deliver(deliver) => Some(deliver.user_id.clone()),
         command::Op::PutUser(_) | command::Op::ClaimAddresses(_) | command::Op::Enqueue(_) | command::Op::OutboundAttempt(_) => None,
     }
+}
+
+/// A state-machine reply: its status says whether the request did what was asked.
+trait Reply: prost::Message + Default {
+    fn status(&self) -> (i32, &str);
+}
+
+impl Reply for CommandResult {
+    fn status(&self) -> (i32, &str) {
+        (self.status, &self.error)
+    }
+}
+
+impl Reply for QueryResult {
+    fn status(&self) -> (i32, &str) {
+        (self.status, &self.error)
+    }
+}
+
+/// Turns a non-OK status into the matching error.
+fn checked<R: Reply>(reply: R) -> Result<R, ServiceError> {
+    let (status, error) = reply.status();
+    ServiceError::from_status(status, error.to_string())?;
+    Ok(reply)
+}
+
+fn decode_reply<R: Reply>(bytes: &[u8]) -> Result<R, ServiceError> {
+    checked(R::decode(bytes).map_err(|e| ServiceError::Internal(e.to_string()))?)
 }
 
 fn to_wire(error: &ProposeError) -> WireError {

@@ -79,7 +79,9 @@ fn hr_import_reports_bad_rows_and_reimport_updates_without_duplicates() {
 
     let (code, stdout, _) = umsctl(&cluster, &["status"]);
     assert_eq!(code, 0);
-    assert!(stdout.contains("Leader") && stdout.lines().filter(|l| l.contains("1,2,3")).count() == 9, "{stdout}");
+    let rows: Vec<Vec<&str>> = stdout.lines().filter(|l| l.contains("1,2,3")).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows.len(), 9, "meta group + 8 shards:\n{stdout}");
+    assert!(rows.iter().all(|row| row[2] != "-"), "every shard shows its leader:\n{stdout}");
 }
 
 #[test]
