@@ -45,6 +45,18 @@ fn error_response(error: &ServiceError) -> HttpResponse {
     response.json(json!({ "error": error.to_string() }))
 }
 
+/// The client's `Idempotency-Key` header: a retried request with the same key is
+/// applied at most once.
+fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, HttpResponse> {
+    match request.headers().get("idempotency-key") {
+        None => Ok(None),
+        Some(value) => match value.to_str() {
+            Ok(key) if !key.is_empty() && key.len() <= 256 => Ok(Some(key.to_string())),
+            _ => Err(bad_request("Idempotency-Key must be 1 to 256 visible ASCII characters")),
+        },
+    }
+}
+
 fn bad_request(message: impl Into<String>) -> HttpResponse {
     error_response(&ServiceError::Invalid(message.into()))
 }
@@ -221,7 +233,11 @@ async fn append_message(state: State, request: HttpRequest, address: web::Path<S
     if raw.is_empty() {
         return bad_request("empty message");
     }
-    match state.service.deliver(&address, &mailbox, raw, &kind, &client_ref).await {
+    let key = match idempotency_key(&request) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
+    match state.service.deliver(&address, &mailbox, raw, &kind, &client_ref, key.as_deref()).await {
         Ok((shard, delivered)) => HttpResponse::Created().json(json!({
             "uid": delivered.uid,
             "modseq": delivered.modseq,
@@ -320,8 +336,12 @@ fn outbound_view(item: &OutboundItem) -> serde_json::Value {
     })
 }
 
-async fn enqueue_outbound(state: State, address: web::Path<String>, body: web::Json<OutboundBody>) -> HttpResponse {
+async fn enqueue_outbound(state: State, request: HttpRequest, address: web::Path<String>, body: web::Json<OutboundBody>) -> HttpResponse {
     let body = body.into_inner();
+    let key = match idempotency_key(&request) {
+        Ok(key) => key,
+        Err(response) => return response,
+    };
     if body.channel != "webhook" {
         return bad_request(format!("unknown channel '{}'; only 'webhook' is available", body.channel));
     }
@@ -336,7 +356,7 @@ async fn enqueue_outbound(state: State, address: web::Path<String>, body: web::J
         client_ref: body.client_ref,
         ..Default::default()
     };
-    match state.service.enqueue_outbound(&address, item).await {
+    match state.service.enqueue_outbound(&address, item, key.as_deref()).await {
         Ok((shard, item)) => {
             let mut view = outbound_view(&item);
             view["shard"] = json!(shard);

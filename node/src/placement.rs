@@ -10,7 +10,7 @@ pub const META_GROUP: GroupId = 0;
 
 /// FNV-1a: simple, fast, and stable across releases and platforms, which matters
 /// because a user's shard must never change while the shard count stays the same.
-fn stable_hash(bytes: &[u8]) -> u64 {
+pub fn stable_hash(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for &byte in bytes {
         hash ^= u64::from(byte);

@@ -16,7 +16,7 @@ use tracing::debug;
 
 use crate::actors::mailbox::MailboxRegistry;
 use crate::peer::{Incoming, PeerNetwork};
-use crate::placement::{META_GROUP, shard_for_user};
+use crate::placement::{META_GROUP, shard_for_user, stable_hash};
 use crate::proto::peer::{ForwardReply, ForwardRequest, ServiceError as WireError, forward_request, frame, service_error};
 use crate::proto::state::{
     ClaimAddresses, Command as StateCommand, CommandResult, Deliver, Delivered, Enqueue, GetUser, ListMessages, ListOutbound,
@@ -292,10 +292,22 @@ impl Service {
     /// Proposes a state command to `group` and returns its decoded result, after the
     /// command was committed on a quorum, fsynced and applied on the leader.
     pub async fn propose(&self, group: GroupId, op: command::Op) -> Result<CommandResult, ServiceError> {
+        self.propose_once(group, op, None).await
+    }
+
+    /// Like [`Service::propose`], but a client's `idempotency_key` names the request:
+    /// the same key sent again (a client retry, to any node) is applied at most once
+    /// and answered with the first result.
+    pub async fn propose_once(&self, group: GroupId, op: command::Op, idempotency_key: Option<&str>) -> Result<CommandResult, ServiceError> {
         let mailbox = mailbox_user(&op);
         let payload = StateCommand { op: Some(op) }.encode_to_vec();
-        let request_id = self.next_request_id.fetch_add(1, Ordering::Relaxed);
-        let command = Command::new(self.client_id, request_id, payload);
+        let (client_id, request_id) = match idempotency_key {
+            // Two independent 64-bit hashes: a 128-bit name for the request, the same on
+            // every node and every release (FNV-1a is fixed).
+            Some(key) => (stable_hash(format!("idempotency-client:{key}").as_bytes()) | 1, stable_hash(format!("idempotency-request:{key}").as_bytes())),
+            None => (self.client_id, self.next_request_id.fetch_add(1, Ordering::Relaxed)),
+        };
+        let command = Command::new(client_id, request_id, payload);
         let wire = forward_request::Body::Command(command.encode_to_vec());
         let bytes = self.on_leader(group, || self.propose_here(group, command.clone(), mailbox.clone()), wire).await?;
         decode_reply(&bytes)
@@ -401,7 +413,7 @@ impl Service {
 
     /// Delivers a message to the user owning `address`, returning its UID once the
     /// message is replicated and applied.
-    pub async fn deliver(&self, address: &str, mailbox: &str, raw: Vec<u8>, kind: &str, client_ref: &str) -> Result<(GroupId, Delivered), ServiceError> {
+    pub async fn deliver(&self, address: &str, mailbox: &str, raw: Vec<u8>, kind: &str, client_ref: &str, idempotency_key: Option<&str>) -> Result<(GroupId, Delivered), ServiceError> {
         let user_id = self.resolve(address).await?;
         let shard = self.shard_of(&user_id);
         let deliver = Deliver {
@@ -413,7 +425,7 @@ impl Service {
             flags: Vec::new(),
             client_ref: client_ref.to_string(),
         };
-        let result = self.propose(shard, command::Op::Deliver(deliver)).await?;
+        let result = self.propose_once(shard, command::Op::Deliver(deliver), idempotency_key).await?;
         let delivered = result.delivered.ok_or_else(|| ServiceError::Internal("deliver returned no UID".into()))?;
         Ok((shard, delivered))
     }
@@ -434,11 +446,11 @@ impl Service {
 impl Service {
     /// Queues an outbound item in the sender's shard; the shard leader's queue actor
     /// delivers it. Returns the item as stored (with its sequence number).
-    pub async fn enqueue_outbound(&self, address: &str, mut item: OutboundItem) -> Result<(GroupId, OutboundItem), ServiceError> {
+    pub async fn enqueue_outbound(&self, address: &str, mut item: OutboundItem, idempotency_key: Option<&str>) -> Result<(GroupId, OutboundItem), ServiceError> {
         item.user_id = self.resolve(address).await?;
         item.created_ms = now_ms();
         let shard = self.shard_of(&item.user_id);
-        let result = self.propose(shard, command::Op::Enqueue(Enqueue { item: Some(item) })).await?;
+        let result = self.propose_once(shard, command::Op::Enqueue(Enqueue { item: Some(item) }), idempotency_key).await?;
         Ok((shard, result.outbound.unwrap_or_default()))
     }
 

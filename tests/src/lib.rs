@@ -264,14 +264,25 @@ impl WebhookSink {
     }
 }
 
-/// Enqueues a webhook call for `email` through node `id`; returns its (sequence, shard).
+/// Enqueues a webhook call for `email` through node `id`, retrying (with the same
+/// Idempotency-Key, so never twice) until accepted; returns its (sequence, shard).
 pub fn enqueue_webhook(cluster: &TestCluster, id: u64, email: &str, target: &str, body: &str) -> Option<(u64, u64)> {
     let item = serde_json::json!({ "channel": "webhook", "target": target, "body": body });
-    match ureq::post(&cluster.url(id, &format!("/api/v1/users/{email}/outbound"))).timeout(Duration::from_secs(15)).send_json(item) {
-        Ok(response) if response.status() == 202 => {
-            let item = response.into_json::<Value>().ok()?;
-            Some((item["seq"].as_u64()?, item["shard"].as_u64()?))
+    let key = format!("enqueue-{email}-{body}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = ureq::post(&cluster.url(id, &format!("/api/v1/users/{email}/outbound")))
+            .timeout(Duration::from_secs(15))
+            .set("Idempotency-Key", &key)
+            .send_json(item.clone());
+        match response {
+            Ok(response) if response.status() == 202 => {
+                let item = response.into_json::<Value>().ok()?;
+                return Some((item["seq"].as_u64()?, item["shard"].as_u64()?));
+            }
+            Err(ureq::Error::Status(code, _)) if code != 503 => return None,
+            _ if Instant::now() > deadline => return None,
+            _ => std::thread::sleep(Duration::from_millis(200)),
         }
-        _ => None,
     }
 }
