@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use consensus::{GroupId, NodeId};
+use consensus::{GroupId, GroupStatus, NodeId};
+use raft::StateRole;
 
 /// The meta group: address directory and cluster-wide records.
 pub const META_GROUP: GroupId = 0;
@@ -37,9 +38,60 @@ pub fn initial_placement(members: &[NodeId], shards: u64, replicas: usize) -> BT
         .collect()
 }
 
+/// Each group's preferred leader: its first replica, so leaders spread as evenly as
+/// the replicas do (a leader does more work than a follower).
+pub fn preferred_leaders(placement: &BTreeMap<GroupId, Vec<NodeId>>) -> BTreeMap<GroupId, NodeId> {
+    placement.iter().filter_map(|(&group, nodes)| Some((group, *nodes.first()?))).collect()
+}
+
+/// The groups this node leads that should move to their preferred leader now: only to
+/// a replica that has the whole log (so the transfer is instant), at most `max` at once.
+pub fn leadership_handoffs(statuses: &[GroupStatus], me: NodeId, preferred: &BTreeMap<GroupId, NodeId>, max: usize) -> Vec<(GroupId, NodeId)> {
+    statuses
+        .iter()
+        .filter(|s| s.role == StateRole::Leader)
+        .filter_map(|s| {
+            let target = *preferred.get(&s.group)?;
+            (target != me && s.progress.get(&target) == Some(&s.last_index)).then_some((s.group, target))
+        })
+        .take(max)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn status(group: GroupId, role: StateRole, last_index: u64, progress: &[(NodeId, u64)]) -> GroupStatus {
+        GroupStatus {
+            group,
+            role,
+            leader: None,
+            term: 6,
+            commit_index: last_index,
+            applied_index: last_index,
+            last_index,
+            first_index: 1,
+            voters: vec![1, 2, 3],
+            learners: vec![],
+            progress: progress.iter().copied().collect(),
+        }
+    }
+
+    #[test]
+    fn leadership_moves_only_to_caught_up_preferred_replicas() {
+        let preferred: BTreeMap<GroupId, NodeId> = [(1, 1), (2, 2), (3, 3), (4, 2)].into_iter().collect();
+        let statuses = [
+            status(1, StateRole::Leader, 10, &[(1, 10), (2, 10), (3, 10)]), // already preferred
+            status(2, StateRole::Leader, 10, &[(1, 10), (2, 10), (3, 9)]),  // move to 2
+            status(3, StateRole::Leader, 10, &[(1, 10), (2, 10), (3, 9)]),  // 3 lags: stay
+            status(4, StateRole::Follower, 10, &[]),                        // not ours
+        ];
+        assert_eq!(leadership_handoffs(&statuses, 1, &preferred, 8), vec![(2, 2)]);
+        assert_eq!(leadership_handoffs(&statuses, 1, &preferred, 0), vec![]);
+        let placement = initial_placement(&[1, 2, 3], 3, 3);
+        assert_eq!(preferred_leaders(&placement), [(0, 1), (1, 2), (2, 3), (3, 1)].into_iter().collect());
+    }
 
     #[test]
     fn shards_are_stable_and_spread() {

@@ -5,7 +5,7 @@
 //! One loop iteration: wait for input or the next tick, drain what has arrived (bounded),
 //! tick all groups if due, then run one ready round (one fsync for every group).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use tokio::sync::oneshot;
 use tracing::{error, info};
 
+use crate::placement::leadership_handoffs;
 use crate::state::UmsMachine;
 
 /// Capacity of the Raft thread's inbox.
@@ -134,70 +135,110 @@ impl RaftHandle {
     }
 }
 
+/// How the Raft thread paces itself and balances leadership.
+pub struct LoopSettings {
+    pub tick: Duration,
+    /// Where each group's leadership should be when its replicas are healthy.
+    pub preferred_leaders: BTreeMap<GroupId, NodeId>,
+    /// How often leadership is handed back to preferred leaders.
+    pub balance_every: Duration,
+}
+
 /// Starts the Raft thread. `make_transport` builds the transport once the handle
 /// exists (the transport reports snapshot delivery back through it).
 ///
 /// Leadership changes are also sent to `events` (dropped if nobody keeps up).
 pub fn start(
-    mut raft: MultiRaft<UmsMachine>,
-    tick: Duration,
+    raft: MultiRaft<UmsMachine>,
+    settings: LoopSettings,
     events: Sender<Event>,
     make_transport: impl FnOnce(RaftHandle) -> Box<dyn Transport + Send>,
 ) -> (RaftHandle, JoinHandle<()>) {
     let (inbox, receiver) = crossbeam_channel::bounded(INBOX_CAPACITY);
     let leaders = Arc::new(LeaderTable::default());
     let handle = RaftHandle { inbox, leaders: Arc::clone(&leaders) };
-    let mut transport = make_transport(handle.clone());
+    let transport = make_transport(handle.clone());
     let node = raft.node_id();
+    let raft_loop = RaftLoop { raft, inbox: receiver, transport, leaders, events, settings };
     let thread = std::thread::Builder::new()
         .name(format!("raft-{node}"))
-        .spawn(move || run(&mut raft, &receiver, &mut *transport, tick, &leaders, &events))
+        .spawn(move || raft_loop.run())
         .expect("spawn raft thread");
     (handle, thread)
 }
 
-fn run(raft: &mut MultiRaft<UmsMachine>, inbox: &Receiver<Input>, transport: &mut dyn Transport, tick: Duration, leaders: &LeaderTable, events: &Sender<Event>) {
-    let node = raft.node_id();
-    let mut next_tick = Instant::now() + tick;
-    loop {
-        let wait = next_tick.saturating_duration_since(Instant::now());
-        match inbox.recv_timeout(wait) {
-            Ok(input) => {
-                if !handle_input(raft, input) {
-                    break;
-                }
-                for input in inbox.try_iter().take(DRAIN_PER_ROUND) {
+/// Everything the Raft thread owns.
+struct RaftLoop {
+    raft: MultiRaft<UmsMachine>,
+    inbox: Receiver<Input>,
+    transport: Box<dyn Transport + Send>,
+    leaders: Arc<LeaderTable>,
+    events: Sender<Event>,
+    settings: LoopSettings,
+}
+
+impl RaftLoop {
+    fn run(mut self) {
+        let (raft, inbox, leaders, events) = (&mut self.raft, &self.inbox, &self.leaders, &self.events);
+        let (transport, settings) = (&mut *self.transport, &self.settings);
+        let node = raft.node_id();
+        let tick = settings.tick;
+        let mut next_tick = Instant::now() + tick;
+        let mut next_balance = Instant::now() + settings.balance_every;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match inbox.recv_timeout(wait) {
+                Ok(input) => {
                     if !handle_input(raft, input) {
-                        return;
+                        break;
+                    }
+                    for input in inbox.try_iter().take(DRAIN_PER_ROUND) {
+                        if !handle_input(raft, input) {
+                            return;
+                        }
                     }
                 }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        if Instant::now() >= next_tick {
-            raft.tick();
-            next_tick += tick;
-            if next_tick < Instant::now() {
-                next_tick = Instant::now() + tick; // We fell behind; do not tick in a burst.
+            if Instant::now() >= next_tick {
+                raft.tick();
+                next_tick += tick;
+                if next_tick < Instant::now() {
+                    next_tick = Instant::now() + tick; // We fell behind; do not tick in a burst.
+                }
+            }
+            if Instant::now() >= next_balance {
+                next_balance = Instant::now() + settings.balance_every;
+                balance_leadership(raft, &settings.preferred_leaders);
+            }
+            metrics::gauge!("ums_raft_inbox_depth").set(inbox.len() as f64);
+            if let Err(e) = raft.handle_ready(transport) {
+                // The durable state may no longer match what Raft believes: stop serving.
+                error!(node, error = %e, "storage failure in ready round; stopping the node");
+                std::process::exit(70);
+            }
+            for event in raft.take_events() {
+                match &event {
+                    Event::RoleChanged { group, leader, .. } => leaders.set(*group, *leader),
+                    Event::GroupRemoved { group } => leaders.set(*group, None),
+                }
+                log_event(node, &event);
+                let _ = events.try_send(event);
             }
         }
-        metrics::gauge!("ums_raft_inbox_depth").set(inbox.len() as f64);
-        if let Err(e) = raft.handle_ready(transport) {
-            // The durable state may no longer match what Raft believes: stop serving.
-            error!(node, error = %e, "storage failure in ready round; stopping the node");
-            std::process::exit(70);
-        }
-        for event in raft.take_events() {
-            match &event {
-                Event::RoleChanged { group, leader, .. } => leaders.set(*group, *leader),
-                Event::GroupRemoved { group } => leaders.set(*group, None),
-            }
-            log_event(node, &event);
-            let _ = events.try_send(event);
-        }
+        info!(node, "raft thread stopped");
     }
-    info!(node, "raft thread stopped");
+}
+
+/// Hands a few groups back to their preferred leaders (spreads leader work evenly,
+/// also after a failed node comes back).
+fn balance_leadership(raft: &mut MultiRaft<UmsMachine>, preferred: &BTreeMap<GroupId, NodeId>) {
+    let statuses: Vec<GroupStatus> = raft.group_ids().collect::<Vec<_>>().into_iter().filter_map(|g| raft.status(g)).collect();
+    for (group, to) in leadership_handoffs(&statuses, raft.node_id(), preferred, 4) {
+        info!(node = raft.node_id(), shard = group, to, "handing leadership to the preferred leader");
+        let _ = raft.transfer_leader(group, to);
+    }
 }
 
 /// Returns false when the thread should stop.

@@ -18,8 +18,8 @@ use crate::actors::queue::{Leadership, QueueSettings, QueueSupervisor};
 use crate::config::NodeConfig;
 use crate::http::{self, AppState};
 use crate::peer::{self, PeerNetwork, PeerTransport};
-use crate::placement::initial_placement;
-use crate::runtime;
+use crate::placement::{initial_placement, preferred_leaders};
+use crate::runtime::{self, LoopSettings};
 use crate::service::Service;
 use crate::state::UmsMachine;
 
@@ -53,7 +53,12 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     let peers: Vec<_> = config.members.iter().map(|m| (m.id, m.peer)).collect();
     let mut network = None;
     let (events_tx, events_rx) = crossbeam_channel::bounded(4096);
-    let (raft_handle, raft_thread) = runtime::start(raft, Duration::from_millis(config.raft.tick_ms), events_tx, |handle| {
+    let settings = LoopSettings {
+        tick: Duration::from_millis(config.raft.tick_ms),
+        preferred_leaders: preferred_leaders(&placement),
+        balance_every: Duration::from_secs(5),
+    };
+    let (raft_handle, raft_thread) = runtime::start(raft, settings, events_tx, |handle| {
         let started = PeerNetwork::start(io_runtime.handle(), config.node_id, &config.cluster_id, &peers, handle);
         network = Some(Arc::clone(&started));
         Box::new(PeerTransport(started))

@@ -4,6 +4,10 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+
+/// A faster allocator than glibc's for this allocation-heavy daemon.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use node::config::NodeConfig;
 
 #[derive(Parser)]
