@@ -78,6 +78,11 @@ impl TestCluster {
         cluster
     }
 
+    /// The directory holding `node-N/node.toml` of every node (what `umschaos --cluster` reads).
+    pub fn data_dir(&self) -> &Path {
+        self._dir.path()
+    }
+
     fn node(&mut self, id: u64) -> &mut TestNode {
         &mut self.nodes[id as usize - 1]
     }
@@ -179,6 +184,10 @@ impl Drop for TestCluster {
             if let Some(mut child) = node.child.take() {
                 let _ = child.kill();
                 let _ = child.wait();
+            }
+            // Nodes restarted by someone else (a chaos drill) are not our children.
+            if let Some(pid) = chaos::cluster::pid_of(&node.config.data_dir.join("node.toml")) {
+                let _ = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status();
             }
         }
     }

@@ -1,0 +1,208 @@
+//! The history checker (pure). Given the operations and what every replica holds at
+//! the end, it reports acknowledged messages that are lost or misplaced, messages
+//! applied twice, UIDs that repeat or go backwards, replicas that disagree, and each
+//! shard's unavailability windows (from the first failed write to the next success).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+
+use crate::history::{Operation, Outcome};
+
+/// What each replica holds at the end: `(user, node)` → `(uid, client_ref)` in UID order.
+pub type Observed = BTreeMap<(String, u64), Vec<(u64, String)>>;
+
+/// A stretch of time in which a shard took no write successfully.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Window {
+    pub shard: u64,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    /// False if the shard never recovered before the drill ended.
+    pub recovered: bool,
+}
+
+impl Window {
+    pub fn duration_ms(&self) -> u64 {
+        self.end_ms - self.start_ms
+    }
+}
+
+/// The checker's findings. A drill passes when every list of violations is empty.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Verdict {
+    pub operations: usize,
+    pub acknowledged: usize,
+    pub failed: usize,
+    pub unknown: usize,
+    /// Unknown-outcome operations that turned out to be applied (allowed).
+    pub unknown_applied: usize,
+    pub lost: Vec<String>,
+    pub duplicates: Vec<String>,
+    pub uid_violations: Vec<String>,
+    pub divergent: Vec<String>,
+    pub windows: Vec<Window>,
+}
+
+impl Verdict {
+    pub fn violations(&self) -> usize {
+        self.lost.len() + self.duplicates.len() + self.uid_violations.len() + self.divergent.len()
+    }
+}
+
+/// Checks a history against the replicas' final state.
+pub fn check(history: &[Operation], observed: &Observed) -> Verdict {
+    let mut verdict = Verdict {
+        operations: history.len(),
+        acknowledged: history.iter().filter(|o| o.is_ok()).count(),
+        failed: history.iter().filter(|o| matches!(o.outcome, Outcome::Failed { .. })).count(),
+        unknown: history.iter().filter(|o| matches!(o.outcome, Outcome::Unknown { .. })).count(),
+        windows: unavailability(history),
+        ..Default::default()
+    };
+    // Per replica: UID order, no repeats, no client_ref twice.
+    let mut by_user: BTreeMap<&str, Vec<(u64, &Vec<(u64, String)>)>> = BTreeMap::new();
+    for ((user, node), messages) in observed {
+        by_user.entry(user.as_str()).or_default().push((*node, messages));
+        if let Some(pair) = messages.windows(2).find(|w| w[0].0 >= w[1].0) {
+            verdict.uid_violations.push(format!("{user} on node {node}: UID {} followed by {}", pair[0].0, pair[1].0));
+        }
+        let mut seen: HashMap<&str, u64> = HashMap::new();
+        for (uid, client_ref) in messages {
+            if let Some(first) = seen.insert(client_ref.as_str(), *uid) {
+                verdict.duplicates.push(format!("{user} on node {node}: {client_ref} stored twice (UIDs {first} and {uid})"));
+            }
+        }
+    }
+    for (user, replicas) in &by_user {
+        if let Some((node, _)) = replicas.iter().find(|(_, m)| *m != replicas[0].1) {
+            verdict.divergent.push(format!("{user}: node {node} differs from node {}", replicas[0].0));
+        }
+    }
+    for operation in history {
+        let Some(replicas) = by_user.get(operation.user.as_str()) else {
+            if operation.is_ok() {
+                verdict.lost.push(format!("{}: no replica of {} was read", operation.client_ref, operation.user));
+            }
+            continue;
+        };
+        for (node, messages) in replicas {
+            let found: Vec<u64> = messages.iter().filter(|(_, r)| *r == operation.client_ref).map(|(uid, _)| *uid).collect();
+            match &operation.outcome {
+                Outcome::Ok { uid } if found != [*uid] => verdict.lost.push(format!(
+                    "{} acknowledged with UID {uid} but node {node} has it at {found:?}",
+                    operation.client_ref
+                )),
+                Outcome::Failed { reason } if !found.is_empty() => verdict.duplicates.push(format!(
+                    "{} failed ({reason}) yet node {node} stored it",
+                    operation.client_ref
+                )),
+                _ => {}
+            }
+        }
+        if matches!(operation.outcome, Outcome::Unknown { .. }) && replicas.iter().any(|(_, m)| m.iter().any(|(_, r)| *r == operation.client_ref)) {
+            verdict.unknown_applied += 1;
+        }
+    }
+    verdict
+}
+
+/// Per shard: from the invocation of the first non-successful write after a success
+/// (or the start) to the completion of the next successful one.
+pub fn unavailability(history: &[Operation]) -> Vec<Window> {
+    let mut by_shard: BTreeMap<u64, Vec<&Operation>> = BTreeMap::new();
+    for operation in history {
+        by_shard.entry(operation.shard).or_default().push(operation);
+    }
+    let end = history.iter().map(|o| o.completed_ms).max().unwrap_or(0);
+    let mut windows = Vec::new();
+    for (shard, mut operations) in by_shard {
+        operations.sort_by_key(|o| o.completed_ms);
+        let mut open: Option<u64> = None;
+        for operation in operations {
+            match (operation.is_ok(), open) {
+                (false, None) => open = Some(operation.invoked_ms),
+                (true, Some(start)) => {
+                    windows.push(Window { shard, start_ms: start, end_ms: operation.completed_ms, recovered: true });
+                    open = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(start) = open {
+            windows.push(Window { shard, start_ms: start, end_ms: end, recovered: false });
+        }
+    }
+    windows
+}
+
+/// The value at quantile `q` (0..=1) of `values`, which it sorts.
+pub fn quantile(values: &mut [u64], q: f64) -> u64 {
+    if values.is_empty() {
+        return 0;
+    }
+    values.sort_unstable();
+    values[((values.len() as f64 * q) as usize).min(values.len() - 1)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(id: u64, user: &str, shard: u64, times: (u64, u64), outcome: Outcome) -> Operation {
+        Operation { id, user: user.into(), shard, client_ref: format!("c{id}"), node: 1, invoked_ms: times.0, completed_ms: times.1, outcome }
+    }
+
+    fn ok(uid: u64) -> Outcome {
+        Outcome::Ok { uid }
+    }
+
+    fn observed(rows: &[(&str, u64, &[(u64, &str)])]) -> Observed {
+        rows.iter().map(|(user, node, msgs)| ((user.to_string(), *node), msgs.iter().map(|(u, r)| (*u, r.to_string())).collect())).collect()
+    }
+
+    #[test]
+    fn a_clean_history_passes_and_unknowns_may_go_either_way() {
+        let history = [
+            op(1, "a", 1, (0, 5), ok(1)),
+            op(2, "a", 1, (6, 9), Outcome::Unknown { reason: "timeout".into() }),
+            op(3, "a", 1, (10, 12), Outcome::Unknown { reason: "reset".into() }),
+            op(4, "a", 1, (13, 15), ok(3)),
+        ];
+        let state = observed(&[("a", 1, &[(1, "c1"), (2, "c2"), (3, "c4")]), ("a", 2, &[(1, "c1"), (2, "c2"), (3, "c4")])]);
+        let verdict = check(&history, &state);
+        assert_eq!(verdict.violations(), 0, "{verdict:?}");
+        assert_eq!((verdict.acknowledged, verdict.unknown, verdict.unknown_applied), (2, 2, 1));
+    }
+
+    #[test]
+    fn each_violation_is_caught() {
+        let history = [op(1, "a", 1, (0, 5), ok(1)), op(2, "a", 1, (6, 9), ok(2)), op(3, "a", 1, (10, 12), Outcome::Failed { reason: "refused".into() })];
+        // Lost: c2 missing on node 2. Duplicate: c1 twice on node 1. Failed-but-stored: c3.
+        let state = observed(&[("a", 1, &[(1, "c1"), (2, "c2"), (3, "c1"), (4, "c3")]), ("a", 2, &[(1, "c1")])]);
+        let verdict = check(&history, &state);
+        assert!(verdict.lost.iter().any(|l| l.contains("c2") && l.contains("node 2")), "{verdict:?}");
+        assert!(verdict.duplicates.iter().any(|d| d.contains("c1 stored twice")), "{verdict:?}");
+        assert!(verdict.duplicates.iter().any(|d| d.contains("c3 failed")), "{verdict:?}");
+        assert_eq!(verdict.divergent.len(), 1);
+        let backwards = observed(&[("b", 1, &[(2, "x"), (2, "y")])]);
+        assert_eq!(check(&[], &backwards).uid_violations.len(), 1);
+    }
+
+    #[test]
+    fn unavailability_runs_from_first_failure_to_next_success() {
+        let history = [
+            op(1, "a", 7, (0, 10), ok(1)),
+            op(2, "a", 7, (100, 200), Outcome::Unknown { reason: "timeout".into() }),
+            op(3, "a", 7, (150, 300), Outcome::Failed { reason: "refused".into() }),
+            op(4, "a", 7, (310, 900), ok(2)),
+            op(5, "b", 8, (50, 60), Outcome::Failed { reason: "refused".into() }),
+        ];
+        let windows = unavailability(&history);
+        assert_eq!(windows, vec![
+            Window { shard: 7, start_ms: 100, end_ms: 900, recovered: true },
+            Window { shard: 8, start_ms: 50, end_ms: 900, recovered: false },
+        ]);
+        assert_eq!(quantile(&mut [5, 1, 3], 0.5), 3);
+    }
+}

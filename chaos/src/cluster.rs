@@ -1,0 +1,105 @@
+//! A running cluster as a drill sees it: its nodes' configurations (from the data
+//! directory that `umsd dev` or a test harness laid out: `node-N/node.toml`), their
+//! processes (found in /proc by their `--config` argument), and their HTTP API.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use node::config::NodeConfig;
+use serde_json::Value;
+
+/// One node of the cluster under test.
+pub struct ChaosNode {
+    pub id: u64,
+    pub config: NodeConfig,
+    pub config_path: PathBuf,
+}
+
+pub struct Cluster {
+    pub nodes: Vec<ChaosNode>,
+    /// The daemon binary the nodes run (restarts use the very same one).
+    pub umsd: PathBuf,
+    pub shards: u64,
+}
+
+impl Cluster {
+    /// Reads `DIR/node-*/node.toml`; `dev` means `./data/dev`, the `umsd dev` default.
+    pub fn from_dir(dir: &Path) -> anyhow::Result<Self> {
+        let dir = if dir == Path::new("dev") { PathBuf::from("./data/dev") } else { dir.to_path_buf() };
+        let dir = dir.canonicalize().with_context(|| format!("no cluster data directory at {}", dir.display()))?;
+        let mut nodes = Vec::new();
+        for entry in std::fs::read_dir(&dir)? {
+            let config_path = entry?.path().join("node.toml");
+            if config_path.exists() {
+                let config = NodeConfig::load(&config_path)?;
+                nodes.push(ChaosNode { id: config.node_id, config, config_path });
+            }
+        }
+        nodes.sort_by_key(|n| n.id);
+        if nodes.is_empty() {
+            bail!("{} holds no node-N/node.toml: start the cluster with `umsd dev` first", dir.display());
+        }
+        let shards = nodes[0].config.shards;
+        let umsd = nodes
+            .iter()
+            .find_map(|n| pid_of(&n.config_path).and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok()))
+            .or_else(|| std::env::current_exe().ok().map(|exe| exe.with_file_name("umsd")))
+            .context("cannot find the umsd binary")?;
+        Ok(Self { nodes, umsd, shards })
+    }
+
+    pub fn node(&self, id: u64) -> &ChaosNode {
+        self.nodes.iter().find(|n| n.id == id).expect("known node id")
+    }
+
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    pub fn url(&self, id: u64, path: &str) -> String {
+        format!("http://{}{}", self.node(id).config.http_listen, path)
+    }
+
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        pid_of(&self.node(id).config_path)
+    }
+
+    pub fn is_healthy(&self, id: u64) -> bool {
+        ureq::get(&self.url(id, "/health")).timeout(Duration::from_millis(500)).call().is_ok()
+    }
+
+    /// Leader of each shard, as the first answering node sees it.
+    pub fn leaders(&self) -> BTreeMap<u64, u64> {
+        for node in &self.nodes {
+            if let Ok(response) = ureq::get(&self.url(node.id, "/api/v1/cluster")).timeout(Duration::from_secs(2)).call()
+                && let Ok(status) = response.into_json::<Value>()
+            {
+                return status["shards"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|s| Some((s["shard"].as_u64()?, s["leader"].as_u64()?)))
+                    .collect();
+            }
+        }
+        BTreeMap::new()
+    }
+}
+
+/// The process running `umsd --config <config_path>`, if any.
+pub fn pid_of(config_path: &Path) -> Option<u32> {
+    let wanted = config_path.canonicalize().ok()?;
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        let is_umsd = args.first().is_some_and(|a| a.ends_with(b"umsd"));
+        let config = args.windows(2).find(|w| w[0] == b"--config").map(|w| PathBuf::from(String::from_utf8_lossy(w[1]).into_owned()));
+        if is_umsd && config.and_then(|c| c.canonicalize().ok()).as_deref() == Some(wanted.as_path()) {
+            return Some(pid);
+        }
+    }
+    None
+}

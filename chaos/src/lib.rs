@@ -1,0 +1,17 @@
+//! Chaos drills for UMS: break a running cluster on purpose and prove with numbers that
+//! nothing acknowledged was lost, nothing was applied twice, and how long each shard
+//! was unavailable.
+//!
+//! - [`history`]: every operation's invocation and outcome (ok / failed / unknown).
+//! - [`checker`]: pure verdict over a history and the replicas' final state.
+//! - [`cluster`]: finds a cluster's nodes and processes from its data directory.
+//! - [`faults`]: undoable, timestamped faults on node processes (kill -9, SIGSTOP).
+//! - [`workload`]: unique, checkable messages at a fixed rate over the HTTP API.
+//! - [`drill`]: the scenarios and the report `umschaos drill` prints.
+
+pub mod checker;
+pub mod cluster;
+pub mod drill;
+pub mod faults;
+pub mod history;
+pub mod workload;
