@@ -1,7 +1,10 @@
 //! The history checker (pure). Given the operations and what every replica holds at
 //! the end, it reports acknowledged messages that are lost or misplaced, messages
 //! applied twice, UIDs that repeat or go backwards, replicas that disagree, and each
-//! shard's unavailability windows (from the first failed write to the next success).
+//! shard's unavailability windows: from the first write that failed, or stalled longer
+//! than a threshold, to the next write that succeeded promptly. (The service retries a
+//! write internally while a shard elects a leader, so a client sees an outage mostly
+//! as a stall, not as an error.)
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -50,14 +53,15 @@ impl Verdict {
     }
 }
 
-/// Checks a history against the replicas' final state.
-pub fn check(history: &[Operation], observed: &Observed) -> Verdict {
+/// Checks a history against the replicas' final state; a write slower than `stall_ms`
+/// counts as an unavailable moment of its shard.
+pub fn check(history: &[Operation], observed: &Observed, stall_ms: u64) -> Verdict {
     let mut verdict = Verdict {
         operations: history.len(),
         acknowledged: history.iter().filter(|o| o.is_ok()).count(),
         failed: history.iter().filter(|o| matches!(o.outcome, Outcome::Failed { .. })).count(),
         unknown: history.iter().filter(|o| matches!(o.outcome, Outcome::Unknown { .. })).count(),
-        windows: unavailability(history),
+        windows: unavailability(history, stall_ms),
         ..Default::default()
     };
     // Per replica: UID order, no repeats, no client_ref twice.
@@ -107,9 +111,9 @@ pub fn check(history: &[Operation], observed: &Observed) -> Verdict {
     verdict
 }
 
-/// Per shard: from the invocation of the first non-successful write after a success
-/// (or the start) to the completion of the next successful one.
-pub fn unavailability(history: &[Operation]) -> Vec<Window> {
+/// Per shard, in invocation order: from the invocation of the first write that failed
+/// or took longer than `stall_ms`, to the completion of the next prompt success.
+pub fn unavailability(history: &[Operation], stall_ms: u64) -> Vec<Window> {
     let mut by_shard: BTreeMap<u64, Vec<&Operation>> = BTreeMap::new();
     for operation in history {
         by_shard.entry(operation.shard).or_default().push(operation);
@@ -117,10 +121,11 @@ pub fn unavailability(history: &[Operation]) -> Vec<Window> {
     let end = history.iter().map(|o| o.completed_ms).max().unwrap_or(0);
     let mut windows = Vec::new();
     for (shard, mut operations) in by_shard {
-        operations.sort_by_key(|o| o.completed_ms);
+        operations.sort_by_key(|o| (o.invoked_ms, o.id));
         let mut open: Option<u64> = None;
         for operation in operations {
-            match (operation.is_ok(), open) {
+            let prompt = operation.is_ok() && operation.completed_ms - operation.invoked_ms <= stall_ms;
+            match (prompt, open) {
                 (false, None) => open = Some(operation.invoked_ms),
                 (true, Some(start)) => {
                     windows.push(Window { shard, start_ms: start, end_ms: operation.completed_ms, recovered: true });
@@ -170,7 +175,7 @@ mod tests {
             op(4, "a", 1, (13, 15), ok(3)),
         ];
         let state = observed(&[("a", 1, &[(1, "c1"), (2, "c2"), (3, "c4")]), ("a", 2, &[(1, "c1"), (2, "c2"), (3, "c4")])]);
-        let verdict = check(&history, &state);
+        let verdict = check(&history, &state, 1_000);
         assert_eq!(verdict.violations(), 0, "{verdict:?}");
         assert_eq!((verdict.acknowledged, verdict.unknown, verdict.unknown_applied), (2, 2, 1));
     }
@@ -180,28 +185,32 @@ mod tests {
         let history = [op(1, "a", 1, (0, 5), ok(1)), op(2, "a", 1, (6, 9), ok(2)), op(3, "a", 1, (10, 12), Outcome::Failed { reason: "refused".into() })];
         // Lost: c2 missing on node 2. Duplicate: c1 twice on node 1. Failed-but-stored: c3.
         let state = observed(&[("a", 1, &[(1, "c1"), (2, "c2"), (3, "c1"), (4, "c3")]), ("a", 2, &[(1, "c1")])]);
-        let verdict = check(&history, &state);
+        let verdict = check(&history, &state, 1_000);
         assert!(verdict.lost.iter().any(|l| l.contains("c2") && l.contains("node 2")), "{verdict:?}");
         assert!(verdict.duplicates.iter().any(|d| d.contains("c1 stored twice")), "{verdict:?}");
         assert!(verdict.duplicates.iter().any(|d| d.contains("c3 failed")), "{verdict:?}");
         assert_eq!(verdict.divergent.len(), 1);
         let backwards = observed(&[("b", 1, &[(2, "x"), (2, "y")])]);
-        assert_eq!(check(&[], &backwards).uid_violations.len(), 1);
+        assert_eq!(check(&[], &backwards, 1_000).uid_violations.len(), 1);
     }
 
     #[test]
-    fn unavailability_runs_from_first_failure_to_next_success() {
+    fn unavailability_runs_from_first_failure_or_stall_to_next_prompt_success() {
         let history = [
             op(1, "a", 7, (0, 10), ok(1)),
             op(2, "a", 7, (100, 200), Outcome::Unknown { reason: "timeout".into() }),
             op(3, "a", 7, (150, 300), Outcome::Failed { reason: "refused".into() }),
-            op(4, "a", 7, (310, 900), ok(2)),
-            op(5, "b", 8, (50, 60), Outcome::Failed { reason: "refused".into() }),
+            op(4, "a", 7, (310, 320), ok(2)),
+            op(5, "a", 7, (400, 1_400), ok(3)), // acknowledged, but after a 1 s stall
+            op(6, "a", 7, (500, 1_450), ok(4)),
+            op(7, "a", 7, (1_500, 1_510), ok(5)),
+            op(8, "b", 8, (50, 60), Outcome::Failed { reason: "refused".into() }),
         ];
-        let windows = unavailability(&history);
+        let windows = unavailability(&history, 250);
         assert_eq!(windows, vec![
-            Window { shard: 7, start_ms: 100, end_ms: 900, recovered: true },
-            Window { shard: 8, start_ms: 50, end_ms: 900, recovered: false },
+            Window { shard: 7, start_ms: 100, end_ms: 320, recovered: true },
+            Window { shard: 7, start_ms: 400, end_ms: 1_510, recovered: true },
+            Window { shard: 8, start_ms: 50, end_ms: 1_510, recovered: false },
         ]);
         assert_eq!(quantile(&mut [5, 1, 3], 0.5), 3);
     }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use node::config::NodeConfig;
+pub use node::dev::pid_of;
 use serde_json::Value;
 
 /// One node of the cluster under test.
@@ -86,20 +87,4 @@ impl Cluster {
         }
         BTreeMap::new()
     }
-}
-
-/// The process running `umsd --config <config_path>`, if any.
-pub fn pid_of(config_path: &Path) -> Option<u32> {
-    let wanted = config_path.canonicalize().ok()?;
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
-        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        let is_umsd = args.first().is_some_and(|a| a.ends_with(b"umsd"));
-        let config = args.windows(2).find(|w| w[0] == b"--config").map(|w| PathBuf::from(String::from_utf8_lossy(w[1]).into_owned()));
-        if is_umsd && config.and_then(|c| c.canonicalize().ok()).as_deref() == Some(wanted.as_path()) {
-            return Some(pid);
-        }
-    }
-    None
 }

@@ -35,6 +35,8 @@ pub struct DrillOptions {
     pub rate: u32,
     pub seed: u64,
     pub users: usize,
+    /// A write slower than this counts as its shard being unavailable.
+    pub stall_ms: u64,
 }
 
 /// What a drill found.
@@ -122,7 +124,7 @@ pub fn run(scenario: &str, cluster: &Cluster, options: &DrillOptions) -> anyhow:
     outcome?;
     healed?;
     let observed = read_replicas(cluster, &users)?;
-    Ok(report(scenario, options.seed, history, &observed, faults.events))
+    Ok(report(scenario, options, history, &observed, faults.events))
 }
 
 /// The faults of each scenario, over about `span`.
@@ -186,8 +188,9 @@ fn local_messages(cluster: &Cluster, id: u64, user: &str) -> Option<Vec<(u64, St
     )
 }
 
-fn report(scenario: &str, seed: u64, history: Vec<Operation>, observed: &Observed, faults: Vec<FaultEvent>) -> DrillReport {
-    let verdict = checker::check(&history, observed);
+fn report(scenario: &str, options: &DrillOptions, history: Vec<Operation>, observed: &Observed, faults: Vec<FaultEvent>) -> DrillReport {
+    let seed = options.seed;
+    let verdict = checker::check(&history, observed, options.stall_ms);
     let mut durations: Vec<u64> = verdict.windows.iter().map(|w| w.duration_ms()).collect();
     let unavailability_ms = Percentiles {
         windows: durations.len(),

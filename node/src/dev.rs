@@ -206,10 +206,33 @@ fn supervise(children: &mut [(NodeId, Child, PathBuf)], stop: &AtomicBool) {
     }
 }
 
+/// The process running `umsd --config <config_path>`, if any (found in /proc).
+pub fn pid_of(config_path: &Path) -> Option<u32> {
+    let wanted = config_path.canonicalize().ok()?;
+    for entry in fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        let is_umsd = args.first().is_some_and(|a| a.ends_with(b"umsd"));
+        let config = args.windows(2).find(|w| w[0] == b"--config").map(|w| PathBuf::from(String::from_utf8_lossy(w[1]).into_owned()));
+        if is_umsd && config.and_then(|c| c.canonicalize().ok()).as_deref() == Some(wanted.as_path()) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
 fn stop_children(children: &mut [(NodeId, Child, PathBuf)]) {
     println!("\nstopping the dev cluster ...");
-    for (_, child, _) in children.iter() {
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    for (_, child, log) in children.iter() {
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).stderr(Stdio::null()).status();
+        // A node restarted by someone else (a chaos drill) is not our child any more.
+        if let Some(config) = log.parent().map(|dir| dir.join("node.toml"))
+            && let Some(pid) = pid_of(&config)
+            && pid != child.id()
+        {
+            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).stderr(Stdio::null()).status();
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     for (id, child, _) in children.iter_mut() {

@@ -186,7 +186,7 @@ impl Drop for TestCluster {
                 let _ = child.wait();
             }
             // Nodes restarted by someone else (a chaos drill) are not our children.
-            if let Some(pid) = chaos::cluster::pid_of(&node.config.data_dir.join("node.toml")) {
+            if let Some(pid) = node::dev::pid_of(&node.config.data_dir.join("node.toml")) {
                 let _ = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status();
             }
         }

@@ -39,6 +39,9 @@ enum Command {
         /// Users written to.
         #[arg(long, default_value_t = 20)]
         users: usize,
+        /// A write slower than this (ms) counts as its shard being unavailable.
+        #[arg(long, default_value_t = 250)]
+        stall_ms: u64,
         /// Short runs (about 15 s per scenario) for CI.
         #[arg(long)]
         quick: bool,
@@ -60,10 +63,10 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn main() {
-    let Command::Drill { scenario, cluster, duration, rate, seed, users, quick, json } = Cli::parse().command;
+    let Command::Drill { scenario, cluster, duration, rate, seed, users, stall_ms, quick, json } = Cli::parse().command;
     let result = (|| -> anyhow::Result<bool> {
         let cluster = Cluster::from_dir(&cluster)?;
-        let options = DrillOptions { duration: if quick { Duration::from_secs(15) } else { duration }, rate: if quick { rate.min(100) } else { rate }, seed, users };
+        let options = DrillOptions { duration: if quick { Duration::from_secs(15) } else { duration }, rate: if quick { rate.min(100) } else { rate }, seed, users, stall_ms };
         let scenarios: Vec<&str> = if scenario == "all" {
             for (name, why) in NOT_YET {
                 println!("skipping {name}: {why}");
