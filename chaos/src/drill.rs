@@ -19,7 +19,7 @@ use crate::history::{FaultEvent, Operation};
 use crate::workload::{Workload, WorkloadSettings};
 
 /// Scenarios that can run against a cluster of local processes today.
-pub const AVAILABLE: [&str; 3] = ["leader-kill", "node-pause", "rolling-restart"];
+pub const AVAILABLE: [&str; 4] = ["leader-kill", "node-pause", "rolling-restart", "power-cut"];
 /// Scenarios named by the drill plan that need infrastructure this build lacks.
 pub const NOT_YET: [(&str, &str); 4] = [
     ("partition-minority", "network partitions need per-node loopback addresses (127.0.0.1N) for iptables rules; the nodes bind 127.0.0.1 today"),
@@ -142,6 +142,18 @@ fn inject(scenario: &str, cluster: &Cluster, users: &[(String, u64)], faults: &m
             std::thread::sleep(span);
             faults.resume(cluster, victim)
         }
+        "power-cut" => {
+            // Every node dies at once, as when a site loses power: only what was fsynced
+            // before an acknowledgement may be relied on.
+            for id in cluster.ids() {
+                faults.kill(cluster, id)?;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+            for id in cluster.ids() {
+                faults.restart(cluster, id)?;
+            }
+            Ok(())
+        }
         "rolling-restart" => {
             let pause = span / cluster.nodes.len() as u32;
             for id in cluster.ids() {
@@ -178,7 +190,12 @@ fn read_replicas(cluster: &Cluster, users: &[(String, u64)]) -> anyhow::Result<O
 
 fn local_messages(cluster: &Cluster, id: u64, user: &str) -> Option<Vec<(u64, String)>> {
     let url = cluster.url(id, &format!("/api/v1/users/{user}/messages?local=true&limit=10000"));
-    let body: Value = ureq::get(&url).timeout(Duration::from_secs(5)).call().ok()?.into_json().ok()?;
+    let body: Value = match ureq::get(&url).timeout(Duration::from_secs(5)).call() {
+        Ok(response) => response.into_json().ok()?,
+        // The replica does not know the user at all: it holds none of its messages.
+        Err(ureq::Error::Status(404, _)) => return Some(Vec::new()),
+        Err(_) => return None,
+    };
     Some(
         body["messages"]
             .as_array()?

@@ -34,6 +34,10 @@ pub struct NodeConfig {
     pub mailbox_idle_ms: u64,
     #[serde(default)]
     pub outbound: OutboundSettings,
+    /// DELIBERATELY UNSAFE (drill self-tests only): acknowledge without fsync, keep the
+    /// WAL in memory. A drill against such a cluster must report lost messages.
+    #[serde(default)]
+    pub unsafe_skip_fsync: bool,
 }
 
 /// Retry policy of the outbound queues.

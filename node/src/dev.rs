@@ -50,6 +50,7 @@ pub fn local_config(base: u16, id: NodeId, nodes: usize, data: &Path, cluster_id
         raft: RaftSettings::default(),
         mailbox_idle_ms: 60_000,
         outbound: Default::default(),
+        unsafe_skip_fsync: false,
     }
 }
 

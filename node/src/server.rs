@@ -30,7 +30,8 @@ const BOOTSTRAPPED_MARKER: &str = "bootstrapped";
 pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::PrometheusHandle>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let db_path = config.data_dir.join("db");
-    let engine: Engine = Arc::new(RocksEngine::open(&db_path, &RocksOptions::default()).with_context(|| format!("opening RocksDB at {}", db_path.display()))?);
+    let rocks_options = RocksOptions { unsafe_skip_fsync: config.unsafe_skip_fsync, ..RocksOptions::default() };
+    let engine: Engine = Arc::new(RocksEngine::open(&db_path, &rocks_options).with_context(|| format!("opening RocksDB at {}", db_path.display()))?);
     let mut raft = MultiRaft::open(config.node_id, config.raft_config(), engine.clone(), UmsMachine::default()).context("opening Raft groups")?;
 
     let member_ids: Vec<NodeId> = config.members.iter().map(|m| m.id).collect();

@@ -23,6 +23,10 @@ pub struct RocksOptions {
     pub min_blob_size: u64,
     /// Write buffer (memtable) size per column family.
     pub write_buffer_bytes: usize,
+    /// DELIBERATELY UNSAFE, for proving that drills catch lost writes: synced writes
+    /// are not synced, and the WAL stays in a user-space buffer (up to 4 MiB), so a
+    /// kill -9 loses recent "durable" writes. Never enable this on real data.
+    pub unsafe_skip_fsync: bool,
 }
 
 impl Default for RocksOptions {
@@ -30,6 +34,7 @@ impl Default for RocksOptions {
         Self {
             min_blob_size: 4096,
             write_buffer_bytes: 64 << 20,
+            unsafe_skip_fsync: false,
         }
     }
 }
@@ -37,6 +42,7 @@ impl Default for RocksOptions {
 /// A RocksDB database opened with every UMS column family.
 pub struct RocksEngine {
     db: Arc<DB>,
+    unsafe_skip_fsync: bool,
     writes: AtomicU64,
     syncs: AtomicU64,
 }
@@ -50,6 +56,11 @@ impl RocksEngine {
         // fdatasync is enough for the WAL and cheaper than fsync.
         db_options.set_use_fsync(false);
         db_options.increase_parallelism(2);
+        if options.unsafe_skip_fsync {
+            tracing::warn!("UNSAFE: fsync disabled and the WAL kept in memory; acknowledged writes can be lost");
+            db_options.set_manual_wal_flush(true);
+            db_options.set_writable_file_max_buffer_size(4 << 20);
+        }
 
         let families = Cf::ALL.iter().map(|&cf| {
             let mut cf_options = Options::default();
@@ -72,6 +83,7 @@ impl RocksEngine {
         let db = DB::open_cf_descriptors(&db_options, path, families)?;
         Ok(Self {
             db: Arc::new(db),
+            unsafe_skip_fsync: options.unsafe_skip_fsync,
             writes: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
         })
@@ -152,7 +164,7 @@ impl KvEngine for RocksEngine {
             }
         }
         let mut write_options = WriteOptions::default();
-        write_options.set_sync(sync);
+        write_options.set_sync(sync && !self.unsafe_skip_fsync);
         self.db.write_opt(rocks_batch, &write_options).map_err(Error::from)?;
         self.writes.fetch_add(1, Ordering::Relaxed);
         if sync {

@@ -63,6 +63,7 @@ impl TestCluster {
                     raft: RaftSettings::default(),
                     mailbox_idle_ms: 60_000,
                     outbound: Default::default(),
+                    unsafe_skip_fsync: false,
                 };
                 tweak(&mut config);
                 TestNode { id: member.id, config, child: None }

@@ -21,7 +21,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a scenario (leader-kill, node-pause, rolling-restart, or all) and print a report.
+    /// Run a scenario (leader-kill, node-pause, rolling-restart, power-cut, or all) and print a report.
     /// Exits 1 if the checker finds a lost or duplicated message, 2 on usage errors.
     Drill {
         scenario: String,
