@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use serde::Serialize;
-use serde_json::Value;
+
+use node::client::replica_messages;
 
 use crate::checker::{self, Observed, Verdict};
 use crate::cluster::Cluster;
@@ -99,7 +100,7 @@ pub fn run(scenario: &str, cluster: &Cluster, options: &DrillOptions) -> anyhow:
     let users = drill_users(options.users, cluster);
     for (user, _) in &users {
         let body = serde_json::json!({ "email": user, "name": "drill user", "password": "drill-password" });
-        node::dev::post_with_retry(&cluster.url(cluster.ids()[0], "/api/v1/users"), &body)?;
+        node::client::post_with_retry(&cluster.url(cluster.ids()[0], "/api/v1/users"), &body)?;
     }
     println!("drill {scenario}: {} s at {} writes/s over {} users (seed {})", options.duration.as_secs(), options.rate, users.len(), options.seed);
     let started = Instant::now();
@@ -173,7 +174,7 @@ fn read_replicas(cluster: &Cluster, users: &[(String, u64)]) -> anyhow::Result<O
     let mut observed = Observed::new();
     for (user, _) in users {
         loop {
-            let lists: Vec<Option<Vec<(u64, String)>>> = cluster.ids().into_iter().map(|id| local_messages(cluster, id, user)).collect();
+            let lists: Vec<Option<Vec<(u64, String)>>> = cluster.ids().into_iter().map(|id| replica_messages(&cluster.url(id, ""), user)).collect();
             let settled = lists.iter().all(Option::is_some) && lists.windows(2).all(|w| w[0] == w[1]);
             if settled || Instant::now() > deadline {
                 // After the deadline, record what is there: the checker reports divergence.
@@ -186,23 +187,6 @@ fn read_replicas(cluster: &Cluster, users: &[(String, u64)]) -> anyhow::Result<O
         }
     }
     Ok(observed)
-}
-
-fn local_messages(cluster: &Cluster, id: u64, user: &str) -> Option<Vec<(u64, String)>> {
-    let url = cluster.url(id, &format!("/api/v1/users/{user}/messages?local=true&limit=10000"));
-    let body: Value = match ureq::get(&url).timeout(Duration::from_secs(5)).call() {
-        Ok(response) => response.into_json().ok()?,
-        // The replica does not know the user at all: it holds none of its messages.
-        Err(ureq::Error::Status(404, _)) => return Some(Vec::new()),
-        Err(_) => return None,
-    };
-    Some(
-        body["messages"]
-            .as_array()?
-            .iter()
-            .map(|m| (m["uid"].as_u64().unwrap_or(0), m["client_ref"].as_str().unwrap_or("").to_string()))
-            .collect(),
-    )
 }
 
 fn report(scenario: &str, options: &DrillOptions, history: Vec<Operation>, observed: &Observed, faults: Vec<FaultEvent>) -> DrillReport {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use consensus::NodeId;
 
+use crate::client::post_with_retry;
 use crate::config::{Member, NodeConfig, RaftSettings, dev_ports, ports_in_block};
 
 /// Number of demo users (`user1@ministry.go.ke` …).
@@ -164,21 +165,6 @@ fn create_demo_users() -> anyhow::Result<()> {
         worker.join().map_err(|_| anyhow::anyhow!("demo user worker panicked"))??;
     }
     Ok(())
-}
-
-/// POSTs JSON, retrying while the cluster is still electing leaders (503).
-pub fn post_with_retry(url: &str, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match ureq::post(url).timeout(Duration::from_secs(15)).send_json(body.clone()) {
-            Ok(response) => return Ok(response.into_json()?),
-            Err(ureq::Error::Status(503, _)) | Err(ureq::Error::Transport(_)) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Err(ureq::Error::Status(code, response)) => bail!("{url}: HTTP {code}: {}", response.into_string().unwrap_or_default()),
-            Err(e) => bail!("{url}: {e}"),
-        }
-    }
 }
 
 fn print_endpoints(nodes: usize, data: &Path, cluster_id: &str) {

@@ -11,9 +11,10 @@
 //!   its shard's leader (locally or forwarded) and retries with the same request id.
 //! - [`http`]: the HTTP API, health and Prometheus metrics (actix-web).
 //! - [`server`]: starts one node from a config; [`dev`]: `umsd dev`, a local cluster
-//!   of child processes.
+//!   of child processes; [`client`]: HTTP helpers for programs that drive a cluster.
 
 pub mod actors;
+pub mod client;
 pub mod config;
 pub mod dev;
 pub mod http;

@@ -150,19 +150,12 @@ impl TestCluster {
     /// Creates a user through node 1, retrying while leaders are being elected.
     pub fn create_user(&self, email: &str) {
         let body = serde_json::json!({ "email": email, "name": email, "password": "test-password" });
-        node::dev::post_with_retry(&self.url(1, "/api/v1/users"), &body).unwrap_or_else(|e| panic!("create {email}: {e}"));
+        node::client::post_with_retry(&self.url(1, "/api/v1/users"), &body).unwrap_or_else(|e| panic!("create {email}: {e}"));
     }
 
     /// The `(uid, client_ref)` list of a user's INBOX on node `id`'s own replica.
     pub fn local_messages(&self, id: u64, email: &str) -> Option<Vec<(u64, String)>> {
-        let body = get_json(&self.url(id, &format!("/api/v1/users/{email}/messages?local=true&limit=10000"))).ok()?;
-        Some(
-            body["messages"]
-                .as_array()?
-                .iter()
-                .map(|m| (m["uid"].as_u64().unwrap_or(0), m["client_ref"].as_str().unwrap_or("").to_string()))
-                .collect(),
-        )
+        node::client::replica_messages(&self.url(id, ""), email)
     }
 
     /// Waits until every running node's replica holds the same messages for `email`.

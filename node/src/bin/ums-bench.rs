@@ -16,7 +16,8 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use consensus::NodeId;
 use node::config::ports_in_block;
-use node::dev::{local_config, post_with_retry, spawn_node};
+use node::client::post_with_retry;
+use node::dev::{local_config, spawn_node};
 use node::placement::shard_for_user;
 
 #[derive(Parser)]

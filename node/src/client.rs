@@ -1,0 +1,42 @@
+//! Small HTTP client helpers for programs that drive a UMS cluster through its API
+//! (`umsd dev`, `ums-bench`, `umschaos`, the integration tests).
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use serde_json::Value;
+
+/// POSTs JSON, retrying while the cluster is still electing leaders (503) or a node
+/// is not listening yet; returns the JSON answer.
+pub fn post_with_retry(url: &str, body: &Value) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match ureq::post(url).timeout(Duration::from_secs(15)).send_json(body.clone()) {
+            Ok(response) => return Ok(response.into_json()?),
+            Err(ureq::Error::Status(503, _)) | Err(ureq::Error::Transport(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(ureq::Error::Status(code, response)) => bail!("{url}: HTTP {code}: {}", response.into_string().unwrap_or_default()),
+            Err(e) => bail!("{url}: {e}"),
+        }
+    }
+}
+
+/// The `(uid, client_ref)` list of `user`'s INBOX as the node at `base_url` holds it
+/// in its own replica (a stale read, no leader involved). A replica that does not know
+/// the user holds none of its messages; `None` means the node did not answer.
+pub fn replica_messages(base_url: &str, user: &str) -> Option<Vec<(u64, String)>> {
+    let url = format!("{base_url}/api/v1/users/{user}/messages?local=true&limit=10000");
+    let body: Value = match ureq::get(&url).timeout(Duration::from_secs(5)).call() {
+        Ok(response) => response.into_json().ok()?,
+        Err(ureq::Error::Status(404, _)) => return Some(Vec::new()),
+        Err(_) => return None,
+    };
+    Some(
+        body["messages"]
+            .as_array()?
+            .iter()
+            .map(|m| (m["uid"].as_u64().unwrap_or(0), m["client_ref"].as_str().unwrap_or("").to_string()))
+            .collect(),
+    )
+}
