@@ -1,6 +1,8 @@
 //! `ums-bench`: end-to-end figures for a 3-node cluster of real `umsd` processes that it
 //! starts itself (ports 8100.., data under /var/tmp): 1 KB message appends over HTTP
-//! across many users with a fixed number in flight (acked/s, p50/p99 ack latency);
+//! (keep-alive connections, random nodes; the clients are tasks on one thread so they
+//! leave the cores to the cluster) across many users with a fixed number in flight
+//! (acked/s, p50/p99 ack latency);
 //! then, still under load, kill -9 of the node leading the most shards and each
 //! affected shard's write unavailability (p50/p99/max); finally idle RSS per node.
 //!
@@ -8,6 +10,7 @@
 //!                  [--failover-seconds 10] [--base-port 8000]
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,6 +22,8 @@ use node::config::ports_in_block;
 use node::client::post_with_retry;
 use node::dev::{local_config, spawn_node};
 use node::placement::shard_for_user;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream};
+use tokio::net::TcpStream;
 
 #[derive(Parser)]
 #[command(name = "ums-bench", about = "Throughput, failover and memory figures of a local 3-node UMS cluster")]
@@ -63,6 +68,80 @@ struct Shared {
     /// Per shard: instants of successful writes (for the failover phase).
     successes: Mutex<HashMap<u64, Vec<Instant>>>,
     recording: AtomicBool,
+}
+
+/// One client: appends to random users through random live nodes until told to stop.
+async fn client_task(seed: u64, shared: Arc<Shared>, users: Vec<String>, nodes: Vec<SocketAddr>, body: String) {
+    let mut connections: Vec<Option<BufStream<TcpStream>>> = nodes.iter().map(|_| None).collect();
+    let mut n = seed;
+    while !shared.stop.load(Ordering::Relaxed) {
+        n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let user = &users[(n >> 33) as usize % users.len()];
+        let mut node = (n >> 20) as usize % nodes.len();
+        if node as u64 == shared.dead.load(Ordering::Relaxed) {
+            node = (node + 1) % nodes.len();
+        }
+        let path = format!("/api/v1/users/{user}/messages?kind=email");
+        let begin = Instant::now();
+        let status = tokio::time::timeout(Duration::from_secs(10), post(&mut connections[node], nodes[node], &path, body.as_bytes())).await;
+        match status {
+            Ok(Ok(201)) => {
+                let now = Instant::now();
+                if shared.recording.load(Ordering::Relaxed) {
+                    shared.latencies.lock().unwrap().push(now - begin);
+                }
+                shared.acked.fetch_add(1, Ordering::Relaxed);
+                shared.successes.lock().unwrap().entry(shard_for_user(user, 64)).or_default().push(now);
+            }
+            other => {
+                if !matches!(other, Ok(Ok(_))) {
+                    connections[node] = None; // Broken or timed out: reconnect next time.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                shared.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// A minimal HTTP/1.1 keep-alive POST; returns the status code.
+async fn post(connection: &mut Option<BufStream<TcpStream>>, address: SocketAddr, path: &str, body: &[u8]) -> std::io::Result<u16> {
+    if connection.is_none() {
+        let stream = TcpStream::connect(address).await?;
+        stream.set_nodelay(true)?;
+        *connection = Some(BufStream::new(stream));
+    }
+    let stream = connection.as_mut().expect("connected above");
+    let head = format!("POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n", body.len());
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body).await?;
+    stream.flush().await?;
+    let mut line = String::new();
+    stream.read_line(&mut line).await?;
+    let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut length = 0usize;
+    let mut close = false;
+    loop {
+        line.clear();
+        if stream.read_line(&mut line).await? == 0 {
+            return Err(std::io::Error::other("connection closed in headers"));
+        }
+        let header = line.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        let lower = header.to_ascii_lowercase();
+        if let Some(value) = lower.strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap_or(0);
+        }
+        close |= lower.starts_with("connection:") && lower.contains("close");
+    }
+    let mut response_body = vec![0; length];
+    stream.read_exact(&mut response_body).await?;
+    if close {
+        *connection = None;
+    }
+    Ok(status)
 }
 
 fn main() -> anyhow::Result<()> {
@@ -117,39 +196,23 @@ fn run(options: &Options, http: &[String], children: &mut [std::process::Child])
         recording: AtomicBool::new(true),
     });
     let body = "x".repeat(options.size);
-    let workers: Vec<_> = (0..options.in_flight)
-        .map(|w| {
-            let (shared, users, http, body) = (Arc::clone(&shared), users.clone(), http.to_vec(), body.clone());
-            std::thread::spawn(move || {
-                // One keep-alive agent per client, as a real HTTP client would use.
-                let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
-                let mut n = w;
-                while !shared.stop.load(Ordering::Relaxed) {
-                    n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    let user = &users[(n >> 33) as usize % users.len()];
-                    let mut node = (n >> 20) as usize % NODES;
-                    if node as u64 == shared.dead.load(Ordering::Relaxed) {
-                        node = (node + 1) % NODES;
-                    }
-                    let begin = Instant::now();
-                    let response = agent.post(&format!("{}/api/v1/users/{user}/messages?kind=email", http[node])).send_string(&body);
-                    match response {
-                        Ok(r) if r.status() == 201 => {
-                            let now = Instant::now();
-                            if shared.recording.load(Ordering::Relaxed) {
-                                shared.latencies.lock().unwrap().push(now - begin);
-                            }
-                            shared.acked.fetch_add(1, Ordering::Relaxed);
-                            shared.successes.lock().unwrap().entry(shard_for_user(user, 64)).or_default().push(now);
-                        }
-                        _ => {
-                            shared.failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+    // The load generator must leave the cores to the cluster: all clients are tasks on
+    // one thread, each with its own keep-alive connection per node.
+    let addresses: Vec<SocketAddr> = (1..=NODES as NodeId).map(|id| SocketAddr::from(([127, 0, 0, 1], ports_in_block(options.base_port, id).http))).collect();
+    let load = {
+        let (shared, users, body, in_flight) = (Arc::clone(&shared), users.clone(), body.clone(), options.in_flight);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("client runtime");
+            runtime.block_on(async move {
+                let tasks: Vec<_> = (0..in_flight)
+                    .map(|w| tokio::spawn(client_task(w as u64, Arc::clone(&shared), users.clone(), addresses.clone(), body.clone())))
+                    .collect();
+                for task in tasks {
+                    let _ = task.await;
                 }
-            })
+            });
         })
-        .collect();
+    };
 
     // Phase 1: steady state.
     std::thread::sleep(Duration::from_secs(2));
@@ -181,9 +244,7 @@ fn run(options: &Options, http: &[String], children: &mut [std::process::Child])
     children[victim as usize - 1].kill()?;
     std::thread::sleep(Duration::from_secs(options.failover_seconds));
     shared.stop.store(true, Ordering::Relaxed);
-    for worker in workers {
-        let _ = worker.join();
-    }
+    let _ = load.join();
     let successes = shared.successes.lock().unwrap();
     let mut gaps: Vec<Duration> = victim_shards
         .iter()
