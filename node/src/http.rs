@@ -238,12 +238,19 @@ async fn append_message(state: State, request: HttpRequest, address: web::Path<S
         Err(response) => return response,
     };
     match state.service.deliver(&address, &mailbox, raw, &kind, &client_ref, key.as_deref()).await {
-        Ok((shard, delivered)) => HttpResponse::Created().json(json!({
-            "uid": delivered.uid,
-            "modseq": delivered.modseq,
-            "uid_validity": delivered.uid_validity,
-            "shard": shard,
-        })),
+        Ok((shard, delivered)) => {
+            let mut response = HttpResponse::Created();
+            // A hint for clients that want to skip the forwarding hop next time.
+            if let Some(leader) = state.service.raft().leader(shard).and_then(|l| state.members.iter().find(|m| m.id == l)) {
+                response.insert_header(("X-UMS-Shard-Leader", leader.http.to_string()));
+            }
+            response.json(json!({
+                "uid": delivered.uid,
+                "modseq": delivered.modseq,
+                "uid_validity": delivered.uid_validity,
+                "shard": shard,
+            }))
+        }
         Err(e) => error_response(&e),
     }
 }

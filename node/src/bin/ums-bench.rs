@@ -39,6 +39,10 @@ struct Options {
     /// Seconds of load after the kill -9, to measure recovery.
     #[arg(long, default_value_t = 10)]
     failover_seconds: u64,
+    /// Send each user's writes to the node named by the last X-UMS-Shard-Leader answer
+    /// (a leader-aware client) instead of a random node.
+    #[arg(long)]
+    leader_aware: bool,
     /// Node N uses ports BASE+100N.. (8000 keeps clear of a running `umsd dev`).
     #[arg(long, default_value_t = 8000)]
     base_port: u16,
@@ -71,13 +75,18 @@ struct Shared {
 }
 
 /// One client: appends to random users through random live nodes until told to stop.
-async fn client_task(seed: u64, shared: Arc<Shared>, users: Vec<String>, nodes: Vec<SocketAddr>, body: String) {
+async fn client_task(seed: u64, shared: Arc<Shared>, users: Vec<String>, nodes: Vec<SocketAddr>, body: String, leader_aware: bool) {
     let mut connections: Vec<Option<BufStream<TcpStream>>> = nodes.iter().map(|_| None).collect();
+    let mut leader_of_shard: HashMap<u64, usize> = HashMap::new();
     let mut n = seed;
     while !shared.stop.load(Ordering::Relaxed) {
         n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let user = &users[(n >> 33) as usize % users.len()];
+        let shard = shard_for_user(user, 64);
         let mut node = (n >> 20) as usize % nodes.len();
+        if leader_aware && let Some(&leader) = leader_of_shard.get(&shard) {
+            node = leader;
+        }
         if node as u64 == shared.dead.load(Ordering::Relaxed) {
             node = (node + 1) % nodes.len();
         }
@@ -85,17 +94,23 @@ async fn client_task(seed: u64, shared: Arc<Shared>, users: Vec<String>, nodes: 
         let begin = Instant::now();
         let status = tokio::time::timeout(Duration::from_secs(10), post(&mut connections[node], nodes[node], &path, body.as_bytes())).await;
         match status {
-            Ok(Ok(201)) => {
+            Ok(Ok((201, hint))) => {
+                if let Some(leader) = hint.and_then(|h| nodes.iter().position(|a| *a == h)) {
+                    leader_of_shard.insert(shard, leader);
+                }
                 let now = Instant::now();
                 if shared.recording.load(Ordering::Relaxed) {
                     shared.latencies.lock().unwrap().push(now - begin);
                 }
                 shared.acked.fetch_add(1, Ordering::Relaxed);
-                shared.successes.lock().unwrap().entry(shard_for_user(user, 64)).or_default().push(now);
+                shared.successes.lock().unwrap().entry(shard).or_default().push(now);
             }
             other => {
+                leader_of_shard.remove(&shard);
+                // A non-201 answer keeps the connection; a broken or timed-out one is
+                // dropped and reopened next time.
                 if !matches!(other, Ok(Ok(_))) {
-                    connections[node] = None; // Broken or timed out: reconnect next time.
+                    connections[node] = None;
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
                 shared.failed.fetch_add(1, Ordering::Relaxed);
@@ -104,8 +119,8 @@ async fn client_task(seed: u64, shared: Arc<Shared>, users: Vec<String>, nodes: 
     }
 }
 
-/// A minimal HTTP/1.1 keep-alive POST; returns the status code.
-async fn post(connection: &mut Option<BufStream<TcpStream>>, address: SocketAddr, path: &str, body: &[u8]) -> std::io::Result<u16> {
+/// A minimal HTTP/1.1 keep-alive POST; returns the status code and the leader hint.
+async fn post(connection: &mut Option<BufStream<TcpStream>>, address: SocketAddr, path: &str, body: &[u8]) -> std::io::Result<(u16, Option<SocketAddr>)> {
     if connection.is_none() {
         let stream = TcpStream::connect(address).await?;
         stream.set_nodelay(true)?;
@@ -121,6 +136,7 @@ async fn post(connection: &mut Option<BufStream<TcpStream>>, address: SocketAddr
     let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
     let mut length = 0usize;
     let mut close = false;
+    let mut leader = None;
     loop {
         line.clear();
         if stream.read_line(&mut line).await? == 0 {
@@ -135,13 +151,16 @@ async fn post(connection: &mut Option<BufStream<TcpStream>>, address: SocketAddr
             length = value.trim().parse().unwrap_or(0);
         }
         close |= lower.starts_with("connection:") && lower.contains("close");
+        if let Some(value) = lower.strip_prefix("x-ums-shard-leader:") {
+            leader = value.trim().parse().ok();
+        }
     }
     let mut response_body = vec![0; length];
     stream.read_exact(&mut response_body).await?;
     if close {
         *connection = None;
     }
-    Ok(status)
+    Ok((status, leader))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -200,12 +219,12 @@ fn run(options: &Options, http: &[String], children: &mut [std::process::Child])
     // one thread, each with its own keep-alive connection per node.
     let addresses: Vec<SocketAddr> = (1..=NODES as NodeId).map(|id| SocketAddr::from(([127, 0, 0, 1], ports_in_block(options.base_port, id).http))).collect();
     let load = {
-        let (shared, users, body, in_flight) = (Arc::clone(&shared), users.clone(), body.clone(), options.in_flight);
+        let (shared, users, body, in_flight, leader_aware) = (Arc::clone(&shared), users.clone(), body.clone(), options.in_flight, options.leader_aware);
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("client runtime");
             runtime.block_on(async move {
                 let tasks: Vec<_> = (0..in_flight)
-                    .map(|w| tokio::spawn(client_task(w as u64, Arc::clone(&shared), users.clone(), addresses.clone(), body.clone())))
+                    .map(|w| tokio::spawn(client_task(w as u64, Arc::clone(&shared), users.clone(), addresses.clone(), body.clone(), leader_aware)))
                     .collect();
                 for task in tasks {
                     let _ = task.await;
