@@ -218,6 +218,13 @@ fn transfer(node: &str, shard: u64, to: u64) -> anyhow::Result<()> {
 }
 
 fn main() {
+    // Behave like other command-line tools when piped into `head`: end quietly
+    // instead of panicking on a closed stdout.
+    // SAFETY: restoring the default disposition of SIGPIPE at start-up, before any
+    // other thread exists, has no other effect.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Status => status(&cli.node),
