@@ -9,7 +9,7 @@
 //! and lost snapshots are reported so the leader retries them.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -19,7 +19,7 @@ use consensus::{GroupId, GroupMessage, NodeId, Transport};
 use futures::{SinkExt, StreamExt};
 use prost::Message as _;
 use raft::eraftpb::{Message as RaftMessageProto, MessageType};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tracing::{debug, info, warn};
@@ -62,7 +62,16 @@ pub struct PeerNetwork {
 
 impl PeerNetwork {
     /// Starts a dialer per peer on `runtime`; frames to unknown nodes are dropped.
-    pub fn start(runtime: &tokio::runtime::Handle, node_id: NodeId, cluster_id: &str, peers: &[(NodeId, SocketAddr)], raft: RaftHandle) -> Arc<Self> {
+    /// Outbound connections leave from `local_ip` (this node's peer address), so each
+    /// node's traffic is recognisable by address, e.g. for firewall rules.
+    pub fn start(
+        runtime: &tokio::runtime::Handle,
+        node_id: NodeId,
+        cluster_id: &str,
+        local_ip: IpAddr,
+        peers: &[(NodeId, SocketAddr)],
+        raft: RaftHandle,
+    ) -> Arc<Self> {
         let mut queues = HashMap::new();
         let mut connected = HashMap::new();
         for &(peer, address) in peers.iter().filter(|(id, _)| *id != node_id) {
@@ -70,8 +79,8 @@ impl PeerNetwork {
             queues.insert(peer, sender);
             let up = Arc::new(AtomicBool::new(false));
             connected.insert(peer, Arc::clone(&up));
-            let hello = Hello { cluster_id: cluster_id.to_string(), node_id };
-            runtime.spawn(dial_loop(peer, address, hello, receiver, raft.clone(), up));
+            let dial = Dial { peer, address, local_ip, hello: Hello { cluster_id: cluster_id.to_string(), node_id } };
+            runtime.spawn(dial_loop(dial, receiver, raft.clone(), up));
         }
         Arc::new(Self { node_id, queues, connected, raft })
     }
@@ -135,11 +144,20 @@ fn report_snapshots(raft: &RaftHandle, to: NodeId, groups: &[GroupId], delivered
     }
 }
 
+/// Where and as whom a dialer connects.
+struct Dial {
+    peer: NodeId,
+    address: SocketAddr,
+    local_ip: IpAddr,
+    hello: Hello,
+}
+
 /// Keeps one outbound connection to `peer` alive and writes queued frames to it.
-async fn dial_loop(peer: NodeId, address: SocketAddr, hello: Hello, mut queue: mpsc::Receiver<Outgoing>, raft: RaftHandle, up: Arc<AtomicBool>) {
+async fn dial_loop(dial: Dial, mut queue: mpsc::Receiver<Outgoing>, raft: RaftHandle, up: Arc<AtomicBool>) {
+    let Dial { peer, address, local_ip, ref hello } = dial;
     let mut backoff = Duration::from_millis(50);
     loop {
-        match connect(address, &hello).await {
+        match connect(local_ip, address, hello).await {
             Ok(mut framed) => {
                 info!(node = hello.node_id, peer, %address, "connected to peer");
                 up.store(true, Ordering::Relaxed);
@@ -197,8 +215,12 @@ async fn dial_loop(peer: NodeId, address: SocketAddr, hello: Hello, mut queue: m
     }
 }
 
-async fn connect(address: SocketAddr, hello: &Hello) -> std::io::Result<Framed<TcpStream, LengthDelimitedCodec>> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await??;
+async fn connect(local_ip: IpAddr, address: SocketAddr, hello: &Hello) -> std::io::Result<Framed<TcpStream, LengthDelimitedCodec>> {
+    let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    if !local_ip.is_unspecified() && local_ip.is_ipv4() == address.is_ipv4() {
+        socket.bind(SocketAddr::new(local_ip, 0))?;
+    }
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, socket.connect(address)).await??;
     stream.set_nodelay(true)?;
     let mut framed = Framed::new(stream, codec());
     let hello_frame = Frame { body: Some(frame::Body::Hello(hello.clone())) }.encode_to_vec();

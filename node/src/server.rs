@@ -60,7 +60,7 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         balance_every: Duration::from_secs(5),
     };
     let (raft_handle, raft_thread) = runtime::start(raft, settings, events_tx, |handle| {
-        let started = PeerNetwork::start(io_runtime.handle(), config.node_id, &config.cluster_id, &peers, handle);
+        let started = PeerNetwork::start(io_runtime.handle(), config.node_id, &config.cluster_id, config.peer_listen.ip(), &peers, handle);
         network = Some(Arc::clone(&started));
         Box::new(PeerTransport(started))
     });

@@ -24,8 +24,9 @@ pub fn umsd_binary() -> PathBuf {
     binary("umsd")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind port 0").local_addr().expect("local addr").port()
+/// A free port on `ip`.
+fn free_port(ip: [u8; 4]) -> u16 {
+    TcpListener::bind(SocketAddr::from((ip, 0))).expect("bind port 0").local_addr().expect("local addr").port()
 }
 
 /// One `umsd` process of a [`TestCluster`].
@@ -46,7 +47,11 @@ impl TestCluster {
     pub fn start(count: usize, tweak: impl Fn(&mut NodeConfig)) -> Self {
         let dir = tempfile::Builder::new().prefix("ums-test-").tempdir_in("/var/tmp").expect("temp dir");
         let members: Vec<Member> = (1..=count as u64)
-            .map(|id| Member { id, peer: SocketAddr::from(([127, 0, 0, 1], free_port())), http: SocketAddr::from(([127, 0, 0, 1], free_port())) })
+            .map(|id| {
+                // Each node on its own loopback address (127.0.0.1N), as on separate hosts.
+                let ip = [127, 0, 0, 10 + id as u8];
+                Member { id, peer: SocketAddr::from((ip, free_port(ip))), http: SocketAddr::from((ip, free_port(ip))) }
+            })
             .collect();
         let nodes = members
             .iter()
