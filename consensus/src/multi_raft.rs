@@ -180,6 +180,11 @@ impl<M: StateMachine> MultiRaft<M> {
         })
     }
 
+    /// The status of every group hosted here.
+    pub fn statuses(&self) -> Vec<GroupStatus> {
+        self.groups.keys().filter_map(|&group| self.status(group)).collect()
+    }
+
     /// Events since the last call, oldest first.
     pub fn take_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
@@ -333,7 +338,7 @@ impl<M: StateMachine> MultiRaft<M> {
                 let (role, changed_leader) = (soft.raft_state, leader != g.leader);
                 if role != g.role || changed_leader {
                     if role == StateRole::Leader {
-                        metrics::counter!("ums_raft_leader_changes_total").increment(1);
+                        metrics::counter!("ums_leader_changes_total").increment(1);
                     }
                     g.on_soft_state(role, leader, &mut done);
                     self.events.push(Event::RoleChanged {

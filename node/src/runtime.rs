@@ -234,8 +234,7 @@ impl RaftLoop {
 /// Hands a few groups back to their preferred leaders (spreads leader work evenly,
 /// also after a failed node comes back).
 fn balance_leadership(raft: &mut MultiRaft<UmsMachine>, preferred: &BTreeMap<GroupId, NodeId>) {
-    let statuses: Vec<GroupStatus> = raft.group_ids().collect::<Vec<_>>().into_iter().filter_map(|g| raft.status(g)).collect();
-    for (group, to) in leadership_handoffs(&statuses, raft.node_id(), preferred, 4) {
+    for (group, to) in leadership_handoffs(&raft.statuses(), raft.node_id(), preferred, 4) {
         info!(node = raft.node_id(), shard = group, to, "handing leadership to the preferred leader");
         let _ = raft.transfer_leader(group, to);
     }
@@ -265,8 +264,7 @@ fn handle_input(raft: &mut MultiRaft<UmsMachine>, input: Input) -> bool {
             let _ = reply.send(raft.transfer_leader(group, to));
         }
         Input::Status { reply } => {
-            let statuses = raft.group_ids().collect::<Vec<_>>().into_iter().filter_map(|g| raft.status(g)).collect();
-            let _ = reply.send(statuses);
+            let _ = reply.send(raft.statuses());
         }
         Input::SnapshotReport { group, to, delivered } => raft.report_snapshot(group, to, delivered),
         Input::Stop => return false,
@@ -278,7 +276,6 @@ fn log_event(node: NodeId, event: &Event) {
     match event {
         Event::RoleChanged { group, role, leader, term } => {
             if *role == raft::StateRole::Leader {
-                metrics::counter!("ums_leader_changes_total").increment(1);
                 info!(node, shard = group, term, "became leader");
             } else {
                 tracing::debug!(node, shard = group, term, ?role, ?leader, "role changed");
