@@ -57,6 +57,17 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
 }
 
+/// CPU time (user + system) a process has used so far, from /proc/PID/stat.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / per_second)
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
@@ -237,8 +248,11 @@ fn run(options: &Options, http: &[String], children: &mut [std::process::Child])
     std::thread::sleep(Duration::from_secs(2));
     shared.latencies.lock().unwrap().clear();
     let acked_before = shared.acked.load(Ordering::Relaxed);
+    let cluster_cpu = || children.iter().map(|child| cpu_time(child.id())).sum::<Duration>();
+    let cpu_before = cluster_cpu();
     std::thread::sleep(Duration::from_secs(options.seconds));
     let acked = shared.acked.load(Ordering::Relaxed) - acked_before;
+    let cpu_used = cluster_cpu() - cpu_before;
     shared.recording.store(false, Ordering::Relaxed);
     let mut latencies = std::mem::take(&mut *shared.latencies.lock().unwrap());
     latencies.sort();
@@ -246,6 +260,8 @@ fn run(options: &Options, http: &[String], children: &mut [std::process::Child])
     println!("  acked appends:   {:>8.0} /s", acked as f64 / options.seconds as f64);
     println!("  ack latency p50: {:>8.2} ms", percentile(&latencies, 0.5).as_secs_f64() * 1e3);
     println!("  ack latency p99: {:>8.2} ms", percentile(&latencies, 0.99).as_secs_f64() * 1e3);
+    // Steadier than the rate on a shared 2-core machine: what each append costs the cluster.
+    println!("  cluster CPU per acked append: {:>5.0} µs", cpu_used.as_secs_f64() * 1e6 / acked.max(1) as f64);
 
     // Phase 2: kill -9 the node leading the most shards, under load.
     let status: serde_json::Value = ureq::get(&format!("{}/api/v1/cluster", http[0])).call()?.into_json()?;
