@@ -1,6 +1,7 @@
 //! The history checker (pure). Given the operations and what every replica holds at
 //! the end, it reports acknowledged messages that are lost or misplaced, messages
-//! applied twice, UIDs that repeat or go backwards, replicas that disagree, and each
+//! applied twice, UIDs that repeat or go backwards, replicas that disagree, writes an
+//! isolated node acknowledged (it cannot reach a quorum, so it must not), and each
 //! shard's unavailability windows: from the first write that failed, or stalled longer
 //! than a threshold, to the next write that succeeded promptly. (The service retries a
 //! write internally while a shard elects a leader, so a client sees an outage mostly
@@ -10,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
-use crate::history::{Operation, Outcome};
+use crate::history::{Isolation, Operation, Outcome};
 
 /// What each replica holds at the end: `(user, node)` → `(uid, client_ref)` in UID order.
 pub type Observed = BTreeMap<(String, u64), Vec<(u64, String)>>;
@@ -44,12 +45,14 @@ pub struct Verdict {
     pub duplicates: Vec<String>,
     pub uid_violations: Vec<String>,
     pub divergent: Vec<String>,
+    /// Writes acknowledged by a node while it was cut off from the majority.
+    pub isolated_acks: Vec<String>,
     pub windows: Vec<Window>,
 }
 
 impl Verdict {
     pub fn violations(&self) -> usize {
-        self.lost.len() + self.duplicates.len() + self.uid_violations.len() + self.divergent.len()
+        self.lost.len() + self.duplicates.len() + self.uid_violations.len() + self.divergent.len() + self.isolated_acks.len()
     }
 }
 
@@ -111,6 +114,26 @@ pub fn check(history: &[Operation], observed: &Observed, stall_ms: u64) -> Verdi
     verdict
 }
 
+/// Writes that a node acknowledged although it was cut off from the rest of the cluster
+/// for the whole request: invoked after the partition began and answered before it
+/// healed. A minority cannot commit, so each is an acknowledgement the cluster does not
+/// stand behind (a deposed leader still answering, say).
+pub fn acks_while_isolated(history: &[Operation], isolations: &[Isolation]) -> Vec<String> {
+    let mut found = Vec::new();
+    for isolation in isolations {
+        let to_ms = isolation.to_ms.unwrap_or(u64::MAX);
+        for operation in history {
+            if operation.node == isolation.node && operation.is_ok() && operation.invoked_ms >= isolation.from_ms && operation.completed_ms < to_ms {
+                found.push(format!(
+                    "{} acknowledged by node {} at {} ms while it was isolated ({}..{} ms)",
+                    operation.client_ref, operation.node, operation.completed_ms, isolation.from_ms, to_ms
+                ));
+            }
+        }
+    }
+    found
+}
+
 /// Per shard, in invocation order: from the invocation of the first write that failed
 /// or took longer than `stall_ms`, to the completion of the next prompt success.
 pub fn unavailability(history: &[Operation], stall_ms: u64) -> Vec<Window> {
@@ -164,6 +187,23 @@ mod tests {
 
     fn observed(rows: &[(&str, u64, &[(u64, &str)])]) -> Observed {
         rows.iter().map(|(user, node, msgs)| ((user.to_string(), *node), msgs.iter().map(|(u, r)| (*u, r.to_string())).collect())).collect()
+    }
+
+    #[test]
+    fn only_acks_from_the_isolated_node_inside_the_partition_count() {
+        let mut history = vec![
+            op(1, "a", 1, (90, 120), ok(1)),  // invoked before the partition: may commit
+            op(2, "a", 1, (110, 150), ok(2)), // inside: a violation
+            op(3, "a", 1, (150, 210), ok(3)), // answered after the heal: may commit then
+            op(4, "a", 1, (120, 130), Outcome::Unknown { reason: "timeout".into() }),
+            op(5, "a", 1, (120, 130), ok(4)), // another node: fine
+        ];
+        history[4].node = 2;
+        let isolation = Isolation { node: 1, from_ms: 100, to_ms: Some(200) };
+        let found = acks_while_isolated(&history, &[isolation]);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("c2 acknowledged by node 1"));
+        assert_eq!(acks_while_isolated(&history, &[Isolation { to_ms: None, ..isolation }]).len(), 2);
     }
 
     #[test]

@@ -16,15 +16,14 @@ use node::client::replica_messages;
 use crate::checker::{self, Observed, Verdict};
 use crate::cluster::Cluster;
 use crate::faults::Faults;
-use crate::history::{FaultEvent, Operation};
+use crate::history::{FaultEvent, Isolation, Operation};
 use crate::workload::{Workload, WorkloadSettings};
 
 /// Scenarios that can run against a cluster of local processes today.
-pub const AVAILABLE: [&str; 4] = ["leader-kill", "node-pause", "rolling-restart", "power-cut"];
+pub const AVAILABLE: [&str; 7] =
+    ["leader-kill", "node-pause", "partition-minority", "partition-leader", "packet-loss", "rolling-restart", "power-cut"];
 /// Scenarios named by the drill plan that need infrastructure this build lacks.
-pub const NOT_YET: [(&str, &str); 4] = [
-    ("partition-minority", "network partitions need per-node loopback addresses (127.0.0.1N) for iptables rules; the nodes bind 127.0.0.1 today"),
-    ("partition-leader", "network partitions need per-node loopback addresses (127.0.0.1N) for iptables rules; the nodes bind 127.0.0.1 today"),
+pub const NOT_YET: [(&str, &str); 2] = [
     ("disk-full", "needs a size-limited filesystem per node data directory"),
     ("site-loss", "needs a backup core (learner replicas at a second site); none is configured"),
 ];
@@ -71,17 +70,27 @@ fn drill_users(count: usize, cluster: &Cluster) -> Vec<(String, u64)> {
         .collect()
 }
 
-/// The node leading the most shards that `users` live on.
-fn busiest_leader(cluster: &Cluster, users: &[(String, u64)]) -> anyhow::Result<u64> {
+/// Every node with the number of the drill users' shards it leads, fewest first.
+fn nodes_by_led_shards(cluster: &Cluster, users: &[(String, u64)]) -> anyhow::Result<Vec<u64>> {
     let leaders = cluster.leaders();
+    if leaders.is_empty() {
+        bail!("no shard has a leader; is the cluster up?");
+    }
     let shards: BTreeSet<u64> = users.iter().map(|(_, s)| *s).collect();
-    let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut counts: BTreeMap<u64, usize> = cluster.ids().into_iter().map(|id| (id, 0)).collect();
     for shard in shards {
         if let Some(&leader) = leaders.get(&shard) {
             *counts.entry(leader).or_default() += 1;
         }
     }
-    counts.into_iter().max_by_key(|&(_, c)| c).map(|(n, _)| n).context("no shard has a leader; is the cluster up?")
+    let mut nodes: Vec<(u64, usize)> = counts.into_iter().collect();
+    nodes.sort_by_key(|&(id, count)| (count, id));
+    Ok(nodes.into_iter().map(|(id, _)| id).collect())
+}
+
+/// The node leading the most shards that `users` live on.
+fn busiest_leader(cluster: &Cluster, users: &[(String, u64)]) -> anyhow::Result<u64> {
+    nodes_by_led_shards(cluster, users)?.last().copied().context("the cluster has no nodes")
 }
 
 /// Runs one scenario and checks it.
@@ -125,7 +134,7 @@ pub fn run(scenario: &str, cluster: &Cluster, options: &DrillOptions) -> anyhow:
     outcome?;
     healed?;
     let observed = read_replicas(cluster, &users)?;
-    Ok(report(scenario, options, history, &observed, faults.events))
+    Ok(report(scenario, options, history, &observed, faults.events, &faults.isolations))
 }
 
 /// The faults of each scenario, over about `span`.
@@ -136,6 +145,26 @@ fn inject(scenario: &str, cluster: &Cluster, users: &[(String, u64)], faults: &m
             faults.kill(cluster, victim)?;
             std::thread::sleep(span);
             faults.restart(cluster, victim)
+        }
+        "partition-minority" => {
+            // A node leading as little as possible: the majority keeps most leaders.
+            let victim = *nodes_by_led_shards(cluster, users)?.first().context("the cluster has no nodes")?;
+            faults.isolate(cluster, victim)?;
+            std::thread::sleep(span);
+            faults.heal_network(cluster)
+        }
+        "partition-leader" => {
+            // The busiest leader is cut off with its clients still reaching it: it must
+            // stop acknowledging (checked by the checker) while the majority elects anew.
+            let victim = busiest_leader(cluster, users)?;
+            faults.isolate(cluster, victim)?;
+            std::thread::sleep(span);
+            faults.heal_network(cluster)
+        }
+        "packet-loss" => {
+            faults.packet_loss(cluster, 0.2)?;
+            std::thread::sleep(span);
+            faults.heal_network(cluster)
         }
         "node-pause" => {
             let victim = busiest_leader(cluster, users)?;
@@ -189,9 +218,17 @@ fn read_replicas(cluster: &Cluster, users: &[(String, u64)]) -> anyhow::Result<O
     Ok(observed)
 }
 
-fn report(scenario: &str, options: &DrillOptions, history: Vec<Operation>, observed: &Observed, faults: Vec<FaultEvent>) -> DrillReport {
+fn report(
+    scenario: &str,
+    options: &DrillOptions,
+    history: Vec<Operation>,
+    observed: &Observed,
+    faults: Vec<FaultEvent>,
+    isolations: &[Isolation],
+) -> DrillReport {
     let seed = options.seed;
-    let verdict = checker::check(&history, observed, options.stall_ms);
+    let mut verdict = checker::check(&history, observed, options.stall_ms);
+    verdict.isolated_acks = checker::acks_while_isolated(&history, isolations);
     let mut durations: Vec<u64> = verdict.windows.iter().map(|w| w.duration_ms()).collect();
     let unavailability_ms = Percentiles {
         windows: durations.len(),
@@ -211,8 +248,15 @@ pub fn print(report: &DrillReport) {
     let v = &report.verdict;
     println!("\n== {} (seed {}) ==", report.scenario, report.seed);
     println!("  operations {:>6}   acknowledged {:>6}   failed {:>4}   unknown {:>4} ({} of them applied)", v.operations, v.acknowledged, v.failed, v.unknown, v.unknown_applied);
-    println!("  lost acknowledged: {:>3}   duplicates: {:>3}   UID violations: {:>3}   divergent replicas: {:>3}", v.lost.len(), v.duplicates.len(), v.uid_violations.len(), v.divergent.len());
-    for line in v.lost.iter().chain(&v.duplicates).chain(&v.uid_violations).chain(&v.divergent).take(20) {
+    println!(
+        "  lost acknowledged: {:>3}   duplicates: {:>3}   UID violations: {:>3}   divergent replicas: {:>3}   acked while isolated: {:>3}",
+        v.lost.len(),
+        v.duplicates.len(),
+        v.uid_violations.len(),
+        v.divergent.len(),
+        v.isolated_acks.len()
+    );
+    for line in v.lost.iter().chain(&v.duplicates).chain(&v.uid_violations).chain(&v.divergent).chain(&v.isolated_acks).take(20) {
         println!("    ! {line}");
     }
     let u = &report.unavailability_ms;

@@ -1,13 +1,16 @@
-//! Faults on node processes, each logged with its time and each undoable:
-//! kill -9 (undone by restarting the node from its data) and SIGSTOP (undone by SIGCONT).
+//! Faults, each logged with its time and each undoable: kill -9 (undone by restarting
+//! the node from its data), SIGSTOP (undone by SIGCONT), and network partitions and
+//! packet loss between nodes' peer addresses (undone by removing the rules).
 
+use std::net::{IpAddr, SocketAddr};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
 use crate::cluster::Cluster;
-use crate::history::FaultEvent;
+use crate::history::{FaultEvent, Isolation};
+use crate::network::{self, Iptables};
 
 /// Injected faults and how to undo them.
 pub struct Faults {
@@ -15,6 +18,9 @@ pub struct Faults {
     pub events: Vec<FaultEvent>,
     killed: Vec<u64>,
     paused: Vec<u64>,
+    /// Nodes partitioned away from the majority, for the checker.
+    pub isolations: Vec<Isolation>,
+    network_faulty: bool,
 }
 
 fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
@@ -27,7 +33,7 @@ fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
 
 impl Faults {
     pub fn new(started: Instant) -> Self {
-        Self { started, events: Vec::new(), killed: Vec::new(), paused: Vec::new() }
+        Self { started, events: Vec::new(), killed: Vec::new(), paused: Vec::new(), isolations: Vec::new(), network_faulty: false }
     }
 
     fn log(&mut self, what: String) {
@@ -97,8 +103,68 @@ impl Faults {
         Ok(())
     }
 
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    /// The peer addresses of `ids`; partitions need every node on its own IP.
+    fn peer_addresses(cluster: &Cluster, ids: &[u64]) -> anyhow::Result<Vec<SocketAddr>> {
+        let all: Vec<IpAddr> = cluster.ids().iter().map(|&id| cluster.node(id).config.peer_listen.ip()).collect();
+        let mut distinct = all.clone();
+        distinct.sort();
+        distinct.dedup();
+        if distinct.len() != all.len() {
+            bail!("network faults need each node on its own peer address (umsd dev uses 127.0.0.1N); these nodes share one: {all:?}");
+        }
+        Ok(ids.iter().map(|&id| cluster.node(id).config.peer_listen).collect())
+    }
+
+    /// Drops every packet between `isolated` and the other nodes, both ways.
+    pub fn isolate(&mut self, cluster: &Cluster, isolated: u64) -> anyhow::Result<()> {
+        let others: Vec<u64> = cluster.ids().into_iter().filter(|&id| id != isolated).collect();
+        let rules = network::partition_rules(&Self::peer_addresses(cluster, &[isolated])?, &Self::peer_addresses(cluster, &others)?);
+        self.apply_rules(cluster, &rules)?;
+        self.isolations.push(Isolation { node: isolated, from_ms: self.now_ms(), to_ms: None });
+        self.log(format!("partition: node {isolated} | nodes {others:?}"));
+        Ok(())
+    }
+
+    /// Drops `probability` of the packets between every two nodes.
+    pub fn packet_loss(&mut self, cluster: &Cluster, probability: f64) -> anyhow::Result<()> {
+        let rules = network::loss_rules(&Self::peer_addresses(cluster, &cluster.ids())?, probability);
+        self.apply_rules(cluster, &rules)?;
+        self.log(format!("packet loss {:.0} % between all nodes", probability * 100.0));
+        Ok(())
+    }
+
+    fn apply_rules(&mut self, cluster: &Cluster, rules: &[network::Rule]) -> anyhow::Result<()> {
+        let iptables = Self::iptables(cluster);
+        iptables.install()?;
+        self.network_faulty = true;
+        iptables.add(rules)
+    }
+
+    fn iptables(cluster: &Cluster) -> Iptables {
+        Iptables::for_cluster(cluster.nodes[0].config.peer_listen.port())
+    }
+
+    /// Removes every network fault.
+    pub fn heal_network(&mut self, cluster: &Cluster) -> anyhow::Result<()> {
+        Self::iptables(cluster).uninstall()?;
+        self.network_faulty = false;
+        let now = self.now_ms();
+        for isolation in self.isolations.iter_mut().filter(|i| i.to_ms.is_none()) {
+            isolation.to_ms = Some(now);
+        }
+        self.log("network healed".into());
+        Ok(())
+    }
+
     /// Undoes every fault still in effect.
     pub fn heal(&mut self, cluster: &Cluster) -> anyhow::Result<()> {
+        if self.network_faulty {
+            self.heal_network(cluster)?;
+        }
         for id in self.paused.clone() {
             self.resume(cluster, id)?;
         }

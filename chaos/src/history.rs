@@ -44,3 +44,12 @@ pub struct FaultEvent {
     pub at_ms: u64,
     pub what: String,
 }
+
+/// A node cut off from the rest of the cluster, from `from_ms` until `to_ms` (None while
+/// it lasts), in drill milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Isolation {
+    pub node: u64,
+    pub from_ms: u64,
+    pub to_ms: Option<u64>,
+}

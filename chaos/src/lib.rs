@@ -5,7 +5,8 @@
 //! - [`history`]: every operation's invocation and outcome (ok / failed / unknown).
 //! - [`checker`]: pure verdict over a history and the replicas' final state.
 //! - [`cluster`]: finds a cluster's nodes and processes from its data directory.
-//! - [`faults`]: undoable, timestamped faults on node processes (kill -9, SIGSTOP).
+//! - [`faults`]: undoable, timestamped faults (kill -9, SIGSTOP, partitions, loss).
+//! - [`network`]: the iptables rules behind network faults.
 //! - [`workload`]: unique, checkable messages at a fixed rate over the HTTP API.
 //! - [`drill`]: the scenarios and the report `umschaos drill` prints.
 
@@ -14,4 +15,5 @@ pub mod cluster;
 pub mod drill;
 pub mod faults;
 pub mod history;
+pub mod network;
 pub mod workload;

@@ -30,12 +30,19 @@ pub fn dev_config(id: NodeId, nodes: usize, data: &Path, cluster_id: &str) -> No
     local_config(7000, id, nodes, data, cluster_id)
 }
 
+/// The loopback address node `id` of a local cluster uses for peer traffic (listening and
+/// dialling): 127.0.0.1N. Distinct addresses let a drill cut the network between two
+/// nodes with an iptables rule on their addresses; clients still use 127.0.0.1.
+pub fn local_peer_ip(id: NodeId) -> [u8; 4] {
+    [127, 0, 0, 10 + id as u8]
+}
+
 /// The configuration of node `id` of a local cluster whose port blocks start at `base`.
 pub fn local_config(base: u16, id: NodeId, nodes: usize, data: &Path, cluster_id: &str) -> NodeConfig {
     let members: Vec<Member> = (1..=nodes as NodeId)
         .map(|n| {
             let ports = ports_in_block(base, n);
-            Member { id: n, peer: ([127, 0, 0, 1], ports.peer).into(), http: ([127, 0, 0, 1], ports.http).into() }
+            Member { id: n, peer: (local_peer_ip(n), ports.peer).into(), http: ([127, 0, 0, 1], ports.http).into() }
         })
         .collect();
     let me = members[id as usize - 1].clone();

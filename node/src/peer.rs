@@ -7,12 +7,16 @@
 //! outbound connection. Outbound frames wait in a bounded per-peer queue; when it is
 //! full or the peer is down they are dropped, which Raft tolerates (it retransmits),
 //! and lost snapshots are reported so the leader retries them.
+//!
+//! A connection can look up while nothing crosses it (a partition that drops packets),
+//! so reachability also asks when the peer was last heard from; a node that hears from
+//! less than a majority knows it is cut off and says so instead of making clients wait.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use consensus::{GroupId, GroupMessage, NodeId, Transport};
@@ -33,6 +37,10 @@ const PEER_QUEUE: usize = 4096;
 const MAX_FRAME_BYTES: usize = 512 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// A peer not heard from for this long counts as unreachable. Leaders heartbeat every
+/// 100 ms and every node leads or follows each peer in some group, so a live peer is
+/// heard many times within it; it is above the election timeout (0.5-0.75 s).
+const PEER_SILENCE: Duration = Duration::from_secs(1);
 
 fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME_BYTES).new_codec()
@@ -57,6 +65,9 @@ pub struct PeerNetwork {
     /// Whether the outbound connection to each peer is up, so requests can fail fast
     /// (and go elsewhere) instead of waiting out a timeout on a dead node.
     connected: HashMap<NodeId, Arc<AtomicBool>>,
+    /// When each peer last sent us a frame, in milliseconds since `epoch`.
+    heard: HashMap<NodeId, AtomicU64>,
+    epoch: Instant,
     raft: RaftHandle,
 }
 
@@ -82,7 +93,9 @@ impl PeerNetwork {
             let dial = Dial { peer, address, local_ip, hello: Hello { cluster_id: cluster_id.to_string(), node_id } };
             runtime.spawn(dial_loop(dial, receiver, raft.clone(), up));
         }
-        Arc::new(Self { node_id, queues, connected, raft })
+        // Until the first frames arrive, peers count as just heard (start-up grace).
+        let heard = queues.keys().map(|&peer| (peer, AtomicU64::new(0))).collect();
+        Arc::new(Self { node_id, queues, connected, heard, epoch: Instant::now(), raft })
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -92,6 +105,26 @@ impl PeerNetwork {
     /// Whether the connection to `to` is established right now.
     pub fn is_connected(&self, to: NodeId) -> bool {
         self.connected.get(&to).is_some_and(|up| up.load(Ordering::Relaxed))
+    }
+
+    fn heard_from(&self, from: NodeId) {
+        if let Some(heard) = self.heard.get(&from) {
+            heard.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `to` can be talked to: connected, and heard from recently.
+    pub fn is_reachable(&self, to: NodeId) -> bool {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let recent = self.heard.get(&to).is_some_and(|heard| now.saturating_sub(heard.load(Ordering::Relaxed)) < PEER_SILENCE.as_millis() as u64);
+        recent && self.is_connected(to)
+    }
+
+    /// True when this node reaches less than a majority of the cluster (itself
+    /// included): nothing it is asked to write can commit until the network heals.
+    pub fn is_cut_off(&self) -> bool {
+        let reachable = self.queues.keys().filter(|&&peer| self.is_reachable(peer)).count() + 1;
+        reachable <= (self.queues.len() + 1) / 2
     }
 
     /// Queues `frame` for `to`; false if it was dropped.
@@ -239,12 +272,13 @@ async fn connect(local_ip: IpAddr, address: SocketAddr, hello: &Hello) -> std::i
 }
 
 /// Accepts peer connections and hands their frames to the Raft thread and the service.
-pub async fn listen(listener: TcpListener, cluster_id: String, node_id: NodeId, raft: RaftHandle, incoming: mpsc::Sender<Incoming>) {
+pub async fn listen(listener: TcpListener, cluster_id: String, network: Arc<PeerNetwork>, raft: RaftHandle, incoming: mpsc::Sender<Incoming>) {
+    let node_id = network.node_id();
     loop {
         match listener.accept().await {
             Ok((stream, remote)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_connection(stream, remote, cluster_id.clone(), node_id, raft.clone(), incoming.clone()));
+                tokio::spawn(serve_connection(stream, remote, cluster_id.clone(), Arc::clone(&network), raft.clone(), incoming.clone()));
             }
             Err(e) => {
                 warn!(node = node_id, error = %e, "accept failed");
@@ -254,7 +288,8 @@ pub async fn listen(listener: TcpListener, cluster_id: String, node_id: NodeId, 
     }
 }
 
-async fn serve_connection(stream: TcpStream, remote: SocketAddr, cluster_id: String, node_id: NodeId, raft: RaftHandle, incoming: mpsc::Sender<Incoming>) {
+async fn serve_connection(stream: TcpStream, remote: SocketAddr, cluster_id: String, network: Arc<PeerNetwork>, raft: RaftHandle, incoming: mpsc::Sender<Incoming>) {
+    let node_id = network.node_id();
     let mut framed = Framed::new(stream, codec());
     let from = match tokio::time::timeout(CONNECT_TIMEOUT, framed.next()).await {
         Ok(Some(Ok(bytes))) => match Frame::decode(bytes) {
@@ -275,6 +310,7 @@ async fn serve_connection(stream: TcpStream, remote: SocketAddr, cluster_id: Str
         _ => return,
     };
     while let Some(Ok(bytes)) = framed.next().await {
+        network.heard_from(from);
         let Ok(frame) = Frame::decode(bytes) else {
             warn!(node = node_id, peer = from, "undecodable frame; closing connection");
             return;

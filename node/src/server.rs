@@ -72,7 +72,7 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     let replicas_of: HashMap<_, _> = placement.into_iter().collect();
     let actors = ActorRuntime::start();
     let mailboxes = MailboxRegistry::new(actors.arbiter().clone(), raft_handle.clone(), Duration::from_millis(config.mailbox_idle_ms.max(100)));
-    let service = Service::new(config.node_id, config.shards, replicas_of, raft_handle.clone(), network, engine, mailboxes);
+    let service = Service::new(config.node_id, config.shards, replicas_of, raft_handle.clone(), Arc::clone(&network), engine, mailboxes);
     let queue_settings = QueueSettings {
         cluster_id: config.cluster_id.clone(),
         poll: Duration::from_millis(100),
@@ -93,7 +93,7 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         }
     })?;
     let (incoming_tx, incoming_rx) = mpsc::channel(4096);
-    io_runtime.spawn(peer::listen(listener, config.cluster_id.clone(), config.node_id, raft_handle.clone(), incoming_tx));
+    io_runtime.spawn(peer::listen(listener, config.cluster_id.clone(), Arc::clone(&network), raft_handle.clone(), incoming_tx));
     io_runtime.spawn(Arc::clone(&service).serve_incoming(incoming_rx));
 
     info!(node = config.node_id, peer = %config.peer_listen, http = %config.http_listen, "node started");

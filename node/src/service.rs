@@ -202,7 +202,7 @@ impl Service {
         let id = self.next_forward_id.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
         self.pending_forwards.lock().expect("pending lock").insert(id, sender);
-        let sent = self.network.is_connected(to) && self.network.send_frame(to, frame::Body::Forward(ForwardRequest { id, group, body: Some(body) }));
+        let sent = self.network.is_reachable(to) && self.network.send_frame(to, frame::Body::Forward(ForwardRequest { id, group, body: Some(body) }));
         let reply = if sent { self.await_reply(to, receiver).await } else { None };
         self.pending_forwards.lock().expect("pending lock").remove(&id);
         // No reply: the outcome is unknown; the caller retries with the same request id.
@@ -213,15 +213,15 @@ impl Service {
         }
     }
 
-    /// Waits for a forwarded request's reply, giving up early if the connection to the
-    /// node drops (it died: waiting out the timeout would only delay the failover).
+    /// Waits for a forwarded request's reply, giving up early if the node becomes
+    /// unreachable (it died or was cut off: waiting out the timeout only delays failover).
     async fn await_reply(&self, to: NodeId, mut receiver: oneshot::Receiver<ForwardReply>) -> Option<ForwardReply> {
         let deadline = tokio::time::Instant::now() + FORWARD_TIMEOUT;
         loop {
             tokio::select! {
                 reply = &mut receiver => return reply.ok(),
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {
-                    if !self.network.is_connected(to) || tokio::time::Instant::now() >= deadline {
+                    if !self.network.is_reachable(to) || tokio::time::Instant::now() >= deadline {
                         return None;
                     }
                 }
@@ -240,6 +240,13 @@ impl Service {
         let mut backoff = Duration::from_millis(20);
         let mut replica_cursor = 0usize;
         loop {
+            if self.network.is_cut_off() {
+                // A minority cannot commit: tell the client now, so it tries another node.
+                return Err(ServiceError::Unavailable(format!(
+                    "node {} cannot reach a majority of the cluster; try another node",
+                    self.node_id
+                )));
+            }
             match attempt(target).await {
                 Ok(response) => return Ok(response),
                 Err(ProposeError::NotLeader { leader: Some(leader), .. }) if leader != target => {

@@ -49,7 +49,7 @@ impl TestCluster {
         let members: Vec<Member> = (1..=count as u64)
             .map(|id| {
                 // Each node on its own loopback address (127.0.0.1N), as on separate hosts.
-                let ip = [127, 0, 0, 10 + id as u8];
+                let ip = node::dev::local_peer_ip(id);
                 Member { id, peer: SocketAddr::from((ip, free_port(ip))), http: SocketAddr::from((ip, free_port(ip))) }
             })
             .collect();

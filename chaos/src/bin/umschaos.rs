@@ -21,7 +21,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a scenario (leader-kill, node-pause, rolling-restart, power-cut, or all) and print a report.
+    /// Run a scenario (leader-kill, node-pause, partition-minority, partition-leader,
+    /// packet-loss, rolling-restart, power-cut, or all) and print a report. Network
+    /// scenarios add iptables rules (root) on the nodes' peer addresses and remove them.
     /// Exits 1 if the checker finds a lost or duplicated message, 2 on usage errors.
     Drill {
         scenario: String,
