@@ -20,11 +20,18 @@ use crate::history::{FaultEvent, Isolation, Operation};
 use crate::workload::{Workload, WorkloadSettings};
 
 /// Scenarios that can run against a cluster of local processes today.
-pub const AVAILABLE: [&str; 7] =
-    ["leader-kill", "node-pause", "partition-minority", "partition-leader", "packet-loss", "rolling-restart", "power-cut"];
+pub const AVAILABLE: [&str; 8] = [
+    "leader-kill",
+    "node-pause",
+    "partition-minority",
+    "partition-leader",
+    "packet-loss",
+    "disk-full",
+    "rolling-restart",
+    "power-cut",
+];
 /// Scenarios named by the drill plan that need infrastructure this build lacks.
-pub const NOT_YET: [(&str, &str); 2] = [
-    ("disk-full", "needs a size-limited filesystem per node data directory"),
+pub const NOT_YET: [(&str, &str); 1] = [
     ("site-loss", "needs a backup core (learner replicas at a second site); none is configured"),
 ];
 
@@ -68,6 +75,21 @@ fn drill_users(count: usize, cluster: &Cluster) -> Vec<(String, u64)> {
             (user, shard)
         })
         .collect()
+}
+
+const NO_SMALL_DISK: &str = "disk-full needs a node whose data directory is a small filesystem of its own \
+     (e.g. `mount -t tmpfs -o size=256m tmpfs DATA/node-3` before that node first starts); none has one";
+
+fn node_with_own_filesystem(cluster: &Cluster) -> Option<u64> {
+    cluster.ids().into_iter().find(|&id| crate::faults::has_own_filesystem(&cluster.node(id).config.data_dir))
+}
+
+/// Why `scenario` cannot run against `cluster`, if it cannot (`drill all` skips it).
+pub fn skip_reason(scenario: &str, cluster: &Cluster) -> Option<String> {
+    if let Some((_, why)) = NOT_YET.iter().find(|(name, _)| *name == scenario) {
+        return Some(why.to_string());
+    }
+    (scenario == "disk-full" && node_with_own_filesystem(cluster).is_none()).then(|| NO_SMALL_DISK.to_string())
 }
 
 /// Every node with the number of the drill users' shards it leads, fewest first.
@@ -166,6 +188,17 @@ fn inject(scenario: &str, cluster: &Cluster, users: &[(String, u64)], faults: &m
             std::thread::sleep(span);
             faults.heal_network(cluster)
         }
+        "disk-full" => {
+            // Needs a node whose data lives on a small filesystem of its own.
+            let victim = node_with_own_filesystem(cluster).context(NO_SMALL_DISK)?;
+            faults.fill_disk(cluster, victim)?;
+            let until = Instant::now() + span;
+            write_ballast(cluster, victim, faults, until);
+            if let Some(left) = until.checked_duration_since(Instant::now()) {
+                std::thread::sleep(left);
+            }
+            faults.free_disks(cluster)
+        }
         "node-pause" => {
             let victim = busiest_leader(cluster, users)?;
             faults.pause(cluster, victim)?;
@@ -195,6 +228,28 @@ fn inject(scenario: &str, cluster: &Cluster, users: &[(String, u64)], faults: &m
         }
         _ => unreachable!("checked by run"),
     }
+}
+
+/// Until `victim` stops or `until`: appends 1 MiB messages (through the other nodes) to a
+/// ballast mailbox, so the full disk is needed at once instead of after the space
+/// RocksDB set aside earlier runs out. Ballast is not part of the checked history.
+fn write_ballast(cluster: &Cluster, victim: u64, faults: &mut Faults, until: Instant) {
+    const BALLAST_USER: &str = "ballast@chaos.go.ke";
+    let Some(entry) = cluster.ids().into_iter().find(|&id| id != victim) else { return };
+    let user = serde_json::json!({ "email": BALLAST_USER, "name": "drill ballast", "password": "drill-password" });
+    if node::client::post_with_retry(&cluster.url(entry, "/api/v1/users"), &user).is_err() {
+        return;
+    }
+    let body = serde_json::json!({ "kind": "email", "body": "x".repeat(1 << 20) });
+    let url = cluster.url(entry, &format!("/api/v1/users/{BALLAST_USER}/messages"));
+    let mut written = 0;
+    while Instant::now() < until && cluster.pid(victim).is_some() && written < 512 {
+        if ureq::post(&url).timeout(Duration::from_secs(5)).send_json(body.clone()).is_ok() {
+            written += 1;
+        }
+    }
+    let state = if cluster.pid(victim).is_some() { "still running" } else { "stopped" };
+    faults.note(format!("wrote {written} MiB of ballast through node {entry}; node {victim} {state}"));
 }
 
 /// Waits until every node's replica of each user agrees, then returns them all.

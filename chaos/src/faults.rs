@@ -1,8 +1,13 @@
 //! Faults, each logged with its time and each undoable: kill -9 (undone by restarting
 //! the node from its data), SIGSTOP (undone by SIGCONT), and network partitions and
-//! packet loss between nodes' peer addresses (undone by removing the rules).
+//! packet loss between nodes' peer addresses (undone by removing the rules), and a
+//! full disk (a filler file on the node's own small filesystem, undone by deleting it
+//! and restarting the node if it stopped).
 
+use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -21,6 +26,8 @@ pub struct Faults {
     /// Nodes partitioned away from the majority, for the checker.
     pub isolations: Vec<Isolation>,
     network_faulty: bool,
+    /// Filler files written to fill a node's filesystem.
+    fillers: Vec<(u64, PathBuf)>,
 }
 
 fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
@@ -33,7 +40,12 @@ fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
 
 impl Faults {
     pub fn new(started: Instant) -> Self {
-        Self { started, events: Vec::new(), killed: Vec::new(), paused: Vec::new(), isolations: Vec::new(), network_faulty: false }
+        Self { started, events: Vec::new(), killed: Vec::new(), paused: Vec::new(), isolations: Vec::new(), network_faulty: false, fillers: Vec::new() }
+    }
+
+    /// Logs an observation that is not itself a fault.
+    pub fn note(&mut self, what: String) {
+        self.log(what);
     }
 
     fn log(&mut self, what: String) {
@@ -160,10 +172,53 @@ impl Faults {
         Ok(())
     }
 
+    /// Fills the filesystem holding node `id`'s data until writes fail with "no space".
+    /// Only on a filesystem of its own (see [`has_own_filesystem`]): filling a shared disk
+    /// would hit every node and the machine.
+    pub fn fill_disk(&mut self, cluster: &Cluster, id: u64) -> anyhow::Result<()> {
+        let dir = &cluster.node(id).config.data_dir;
+        if !has_own_filesystem(dir) {
+            bail!(
+                "node {id}'s data directory {} shares its filesystem; disk-full needs a small one of its own \
+                 (e.g. `mount -t tmpfs -o size=256m tmpfs {}` before the node first starts)",
+                dir.display(),
+                dir.display()
+            );
+        }
+        let path = dir.join("chaos-disk-filler");
+        let mut file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        self.fillers.push((id, path.clone()));
+        let block = vec![0xA5u8; 1 << 20];
+        let mut written_mib = 0u64;
+        // Bounded: a filesystem larger than 64 GiB is not a "small" one.
+        while written_mib < 64 << 10 && file.write_all(&block).is_ok() {
+            written_mib += 1;
+        }
+        let _ = file.sync_all();
+        self.log(format!("filled node {id}'s filesystem with {written_mib} MiB ({})", path.display()));
+        Ok(())
+    }
+
+    /// Deletes the filler files; a node that stopped on its storage failure is restarted.
+    pub fn free_disks(&mut self, cluster: &Cluster) -> anyhow::Result<()> {
+        for (id, path) in std::mem::take(&mut self.fillers) {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            self.log(format!("freed node {id}'s filesystem"));
+            if cluster.pid(id).is_none() {
+                self.log(format!("node {id} had stopped on its storage failure"));
+                self.restart(cluster, id)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Undoes every fault still in effect.
     pub fn heal(&mut self, cluster: &Cluster) -> anyhow::Result<()> {
         if self.network_faulty {
             self.heal_network(cluster)?;
+        }
+        if !self.fillers.is_empty() {
+            self.free_disks(cluster)?;
         }
         for id in self.paused.clone() {
             self.resume(cluster, id)?;
@@ -172,5 +227,15 @@ impl Faults {
             self.restart(cluster, id)?;
         }
         Ok(())
+    }
+}
+
+/// Whether `dir` is the root of its own filesystem (a mount point), so filling it leaves
+/// the other nodes and the machine alone.
+pub fn has_own_filesystem(dir: &Path) -> bool {
+    let device = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
+    match (device(dir), dir.parent().and_then(device)) {
+        (Some(own), Some(parent)) => own != parent,
+        _ => false,
     }
 }

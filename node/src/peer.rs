@@ -9,8 +9,9 @@
 //! and lost snapshots are reported so the leader retries them.
 //!
 //! A connection can look up while nothing crosses it (a partition that drops packets),
-//! so reachability also asks when the peer was last heard from; a node that hears from
-//! less than a majority knows it is cut off and says so instead of making clients wait.
+//! so every dialer also sends a Ping a few times a second and reachability asks when the
+//! peer was last heard from; a node that has lost touch with the majority knows it is
+//! cut off and says so instead of making clients wait.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -28,7 +29,7 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tracing::{debug, info, warn};
 
-use crate::proto::peer::{ForwardReply, ForwardRequest, Frame, Hello, RaftBatch, RaftMessage, frame};
+use crate::proto::peer::{ForwardReply, ForwardRequest, Frame, Hello, Ping, RaftBatch, RaftMessage, frame};
 use crate::runtime::{Input, RaftHandle};
 
 /// Frames queued per peer before new ones are dropped.
@@ -37,10 +38,11 @@ const PEER_QUEUE: usize = 4096;
 const MAX_FRAME_BYTES: usize = 512 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
-/// A peer not heard from for this long counts as unreachable. Leaders heartbeat every
-/// 100 ms and every node leads or follows each peer in some group, so a live peer is
-/// heard many times within it; it is above the election timeout (0.5-0.75 s).
-const PEER_SILENCE: Duration = Duration::from_secs(1);
+/// How often a dialer pings its peer.
+const PING_EVERY: Duration = Duration::from_millis(250);
+/// A peer heard from before but not for this long counts as unreachable: six missed
+/// pings, so a busy machine does not cut its own cluster apart.
+const PEER_SILENCE: Duration = Duration::from_millis(1500);
 
 fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME_BYTES).new_codec()
@@ -65,7 +67,8 @@ pub struct PeerNetwork {
     /// Whether the outbound connection to each peer is up, so requests can fail fast
     /// (and go elsewhere) instead of waiting out a timeout on a dead node.
     connected: HashMap<NodeId, Arc<AtomicBool>>,
-    /// When each peer last sent us a frame, in milliseconds since `epoch`.
+    /// When each peer last sent us a frame, in milliseconds since `epoch` plus one;
+    /// 0 = never heard from.
     heard: HashMap<NodeId, AtomicU64>,
     epoch: Instant,
     raft: RaftHandle,
@@ -93,7 +96,6 @@ impl PeerNetwork {
             let dial = Dial { peer, address, local_ip, hello: Hello { cluster_id: cluster_id.to_string(), node_id } };
             runtime.spawn(dial_loop(dial, receiver, raft.clone(), up));
         }
-        // Until the first frames arrive, peers count as just heard (start-up grace).
         let heard = queues.keys().map(|&peer| (peer, AtomicU64::new(0))).collect();
         Arc::new(Self { node_id, queues, connected, heard, epoch: Instant::now(), raft })
     }
@@ -109,22 +111,31 @@ impl PeerNetwork {
 
     fn heard_from(&self, from: NodeId) {
         if let Some(heard) = self.heard.get(&from) {
-            heard.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+            heard.store(self.epoch.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
         }
     }
 
     /// Whether `to` can be talked to: connected, and heard from recently.
     pub fn is_reachable(&self, to: NodeId) -> bool {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        let recent = self.heard.get(&to).is_some_and(|heard| now.saturating_sub(heard.load(Ordering::Relaxed)) < PEER_SILENCE.as_millis() as u64);
-        recent && self.is_connected(to)
+        self.is_connected(to) && !self.is_silent(to)
     }
 
-    /// True when this node reaches less than a majority of the cluster (itself
+    /// Heard from once, but not within [`PEER_SILENCE`].
+    fn is_silent(&self, peer: NodeId) -> bool {
+        let Some(heard) = self.heard.get(&peer).map(|h| h.load(Ordering::Relaxed)) else {
+            return true;
+        };
+        heard != 0 && self.epoch.elapsed().as_millis() as u64 + 1 - heard >= PEER_SILENCE.as_millis() as u64
+    }
+
+    /// True when this node has lost touch with the majority of the cluster (itself
     /// included): nothing it is asked to write can commit until the network heals.
+    /// Only evidence counts: a peer never heard from yet (the cluster is starting) is
+    /// not held against it, so start-up keeps waiting for leaders as before.
     pub fn is_cut_off(&self) -> bool {
-        let reachable = self.queues.keys().filter(|&&peer| self.is_reachable(peer)).count() + 1;
-        reachable <= (self.queues.len() + 1) / 2
+        let lost = self.queues.keys().filter(|&&peer| self.heard.get(&peer).is_some_and(|h| h.load(Ordering::Relaxed) != 0) && !self.is_reachable(peer)).count();
+        let members = self.queues.len() + 1;
+        members - lost <= members / 2
     }
 
     /// Queues `frame` for `to`; false if it was dropped.
@@ -195,6 +206,8 @@ async fn dial_loop(dial: Dial, mut queue: mpsc::Receiver<Outgoing>, raft: RaftHa
                 info!(node = hello.node_id, peer, %address, "connected to peer");
                 up.store(true, Ordering::Relaxed);
                 backoff = Duration::from_millis(50);
+                let mut ping = tokio::time::interval(PING_EVERY);
+                ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     // The peer never writes on this connection: a read that returns means it
                     // closed (e.g. the process died), which we want to know at once.
@@ -203,6 +216,7 @@ async fn dial_loop(dial: Dial, mut queue: mpsc::Receiver<Outgoing>, raft: RaftHa
                             Some(first) => first,
                             None => return,
                         },
+                        _ = ping.tick() => Outgoing { frame: ping_frame(), snapshots: Vec::new() },
                         _ = framed.next() => {
                             warn!(node = hello.node_id, peer, "peer closed the connection; reconnecting");
                             break;
@@ -246,6 +260,10 @@ async fn dial_loop(dial: Dial, mut queue: mpsc::Receiver<Outgoing>, raft: RaftHa
             return;
         }
     }
+}
+
+fn ping_frame() -> Bytes {
+    Frame { body: Some(frame::Body::Ping(Ping {})) }.encode_to_vec().into()
 }
 
 async fn connect(local_ip: IpAddr, address: SocketAddr, hello: &Hello) -> std::io::Result<Framed<TcpStream, LengthDelimitedCodec>> {
@@ -332,7 +350,8 @@ async fn serve_connection(stream: TcpStream, remote: SocketAddr, cluster_id: Str
             Some(frame::Body::Reply(reply)) => {
                 let _ = incoming.send(Incoming::Reply(reply)).await;
             }
-            Some(frame::Body::Hello(_)) | None => {}
+            // Pings only update `heard`, above.
+            Some(frame::Body::Ping(_)) | Some(frame::Body::Hello(_)) | None => {}
         }
     }
     debug!(node = node_id, peer = from, "peer connection closed");

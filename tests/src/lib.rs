@@ -40,11 +40,22 @@ pub struct TestNode {
 pub struct TestCluster {
     _dir: tempfile::TempDir,
     pub nodes: Vec<TestNode>,
+    /// Small filesystems mounted for nodes' data, unmounted on drop.
+    mounts: Vec<PathBuf>,
 }
 
 impl TestCluster {
     /// Starts `count` nodes with free ports; `tweak` adjusts every node's config.
     pub fn start(count: usize, tweak: impl Fn(&mut NodeConfig)) -> Self {
+        Self::launch(Self::configure(count, tweak))
+    }
+
+    fn start_stopped(count: usize) -> Self {
+        Self::configure(count, |_| {})
+    }
+
+    /// The cluster's directories and configurations, nothing started yet.
+    fn configure(count: usize, tweak: impl Fn(&mut NodeConfig)) -> Self {
         let dir = tempfile::Builder::new().prefix("ums-test-").tempdir_in("/var/tmp").expect("temp dir");
         let members: Vec<Member> = (1..=count as u64)
             .map(|id| {
@@ -74,7 +85,27 @@ impl TestCluster {
                 TestNode { id: member.id, config, child: None }
             })
             .collect();
-        let mut cluster = Self { _dir: dir, nodes };
+        Self { _dir: dir, nodes, mounts: Vec::new() }
+    }
+
+    /// Like [`TestCluster::start`], with node `small`'s data on a tmpfs of `mib` MiB of
+    /// its own, so a drill can fill that disk without touching anything else (root only).
+    pub fn start_with_small_disk(count: usize, small: u64, mib: u64) -> Self {
+        let mut cluster = Self::start_stopped(count);
+        let dir = cluster.nodes[small as usize - 1].config.data_dir.clone();
+        std::fs::create_dir_all(&dir).expect("data dir");
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "mounting a tmpfs at {} failed (root needed)", dir.display());
+        cluster.mounts.push(dir);
+        Self::launch(cluster)
+    }
+
+    fn launch(mut cluster: Self) -> Self {
+        let count = cluster.nodes.len();
         for id in 1..=count as u64 {
             cluster.spawn(id);
         }
@@ -188,6 +219,9 @@ impl Drop for TestCluster {
             if let Some(pid) = node::dev::pid_of(&node.config.data_dir.join("node.toml")) {
                 let _ = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status();
             }
+        }
+        for mount in &self.mounts {
+            let _ = std::process::Command::new("umount").arg("--lazy").arg(mount).status();
         }
     }
 }

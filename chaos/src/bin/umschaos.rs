@@ -22,8 +22,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a scenario (leader-kill, node-pause, partition-minority, partition-leader,
-    /// packet-loss, rolling-restart, power-cut, or all) and print a report. Network
-    /// scenarios add iptables rules (root) on the nodes' peer addresses and remove them.
+    /// packet-loss, disk-full, rolling-restart, power-cut, or all) and print a report.
+    /// Network scenarios add iptables rules (root) on the nodes' peer addresses and
+    /// remove them; disk-full fills a node's data filesystem, which must be its own.
     /// Exits 1 if the checker finds a lost or duplicated message, 2 on usage errors.
     Drill {
         scenario: String,
@@ -70,10 +71,15 @@ fn main() {
         let cluster = Cluster::from_dir(&cluster)?;
         let options = DrillOptions { duration: if quick { Duration::from_secs(15) } else { duration }, rate: if quick { rate.min(100) } else { rate }, seed, users, stall_ms };
         let scenarios: Vec<&str> = if scenario == "all" {
-            for (name, why) in NOT_YET {
-                println!("skipping {name}: {why}");
-            }
-            AVAILABLE.to_vec()
+            let all = NOT_YET.iter().map(|(name, _)| *name).chain(AVAILABLE);
+            all.filter(|name| match drill::skip_reason(name, &cluster) {
+                Some(why) => {
+                    println!("skipping {name}: {why}");
+                    false
+                }
+                None => true,
+            })
+            .collect()
         } else {
             vec![scenario.as_str()]
         };
