@@ -311,7 +311,7 @@ pub fn print(report: &DrillReport) {
         v.divergent.len(),
         v.isolated_acks.len()
     );
-    for line in v.lost.iter().chain(&v.duplicates).chain(&v.uid_violations).chain(&v.divergent).chain(&v.isolated_acks).take(20) {
+    for line in v.violation_lines().take(20) {
         println!("    ! {line}");
     }
     let u = &report.unavailability_ms;

@@ -2,18 +2,19 @@
 //! nothing acknowledged was lost, nothing was applied twice, and how long each shard
 //! was unavailable.
 //!
-//! - [`history`]: every operation's invocation and outcome (ok / failed / unknown).
-//! - [`checker`]: pure verdict over a history and the replicas' final state.
+//! - [`history`] and [`checker`] (from the `chaos-checker` crate, shared with the
+//!   consensus simulation): every operation's invocation and outcome, and the pure
+//!   verdict over a history and the replicas' final state.
 //! - [`cluster`]: finds a cluster's nodes and processes from its data directory.
 //! - [`faults`]: undoable, timestamped faults (kill -9, SIGSTOP, partitions, loss).
 //! - [`network`]: the iptables rules behind network faults.
 //! - [`workload`]: unique, checkable messages at a fixed rate over the HTTP API.
 //! - [`drill`]: the scenarios and the report `umschaos drill` prints.
 
-pub mod checker;
+pub use chaos_checker::{checker, history};
+
 pub mod cluster;
 pub mod drill;
 pub mod faults;
-pub mod history;
 pub mod network;
 pub mod workload;

@@ -14,7 +14,8 @@
 //! [`transport`] (the network interface and per-peer batching), [`state_machine`] (the
 //! apply interface), [`dedup`] (exactly-once apply of retried requests), [`group`] (one
 //! group's Raft node and pending requests), [`multi_raft`] (the round), [`sim`] (a
-//! deterministic simulated cluster with fault injection and a history checker).
+//! deterministic simulated cluster with fault injection, checked by the drills' history
+//! checker from `chaos-checker`).
 
 pub mod command;
 pub mod config;

@@ -1,7 +1,7 @@
 //! Randomized deterministic simulations of 64 groups under leader kills, partitions,
 //! message loss and crash-restarts. Each seed must end with every request acknowledged
 //! exactly once, at the position it was acknowledged with, and with identical replicas.
-//! `UMS_SIM_SEEDS` sets seeds per test (default 150, so 300 per CI run);
+//! `UMS_SIM_SEEDS` sets seeds per test (default 500, so 1,000 per CI run);
 //! `UMS_SIM_SEED` replays one seed.
 
 use consensus::sim::{WorkloadOptions, run_random};
@@ -11,7 +11,7 @@ fn seeds(offset: u64) -> Vec<u64> {
     if let Ok(seed) = std::env::var("UMS_SIM_SEED") {
         return vec![seed.parse().expect("UMS_SIM_SEED must be a number")];
     }
-    let count: u64 = std::env::var("UMS_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(150);
+    let count: u64 = std::env::var("UMS_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(500);
     (offset..offset + count).collect()
 }
 

@@ -130,10 +130,11 @@ impl PeerNetwork {
 
     /// True when this node has lost touch with the majority of the cluster (itself
     /// included): nothing it is asked to write can commit until the network heals.
-    /// Only evidence counts: a peer never heard from yet (the cluster is starting) is
-    /// not held against it, so start-up keeps waiting for leaders as before.
+    /// Only silence counts as evidence: a peer never heard from yet (the cluster is
+    /// starting) or one still talking while our own connection to it is being re-dialled
+    /// is not held against it, so start-up and restarts keep waiting for leaders.
     pub fn is_cut_off(&self) -> bool {
-        let lost = self.queues.keys().filter(|&&peer| self.heard.get(&peer).is_some_and(|h| h.load(Ordering::Relaxed) != 0) && !self.is_reachable(peer)).count();
+        let lost = self.queues.keys().filter(|&&peer| self.is_silent(peer)).count();
         let members = self.queues.len() + 1;
         members - lost <= members / 2
     }

@@ -52,7 +52,12 @@ pub struct Verdict {
 
 impl Verdict {
     pub fn violations(&self) -> usize {
-        self.lost.len() + self.duplicates.len() + self.uid_violations.len() + self.divergent.len() + self.isolated_acks.len()
+        self.violation_lines().count()
+    }
+
+    /// Every violation found, one line each.
+    pub fn violation_lines(&self) -> impl Iterator<Item = &String> {
+        self.lost.iter().chain(&self.duplicates).chain(&self.uid_violations).chain(&self.divergent).chain(&self.isolated_acks)
     }
 }
 
