@@ -71,6 +71,23 @@ impl Cluster {
         ureq::get(&self.url(id, "/health")).timeout(Duration::from_millis(500)).call().is_ok()
     }
 
+    /// Whether the nodes accept injected delays (`debug_faults = true`, as in `umsd dev`).
+    pub fn allows_debug_faults(&self) -> bool {
+        let id = self.nodes[0].id;
+        ureq::get(&self.url(id, "/api/v1/debug/faults")).timeout(Duration::from_secs(2)).call().is_ok()
+    }
+
+    /// Sets network or disk delays on node `id` through its debug API.
+    pub fn set_debug_faults(&self, id: u64, faults: &Value) -> anyhow::Result<()> {
+        match ureq::post(&self.url(id, "/api/v1/debug/faults")).timeout(Duration::from_secs(5)).send_json(faults.clone()) {
+            Ok(_) => Ok(()),
+            Err(ureq::Error::Status(404, _)) => {
+                bail!("node {id} does not accept injected faults; set debug_faults = true in its node.toml (umsd dev does)")
+            }
+            Err(e) => Err(anyhow::anyhow!("setting faults {faults} on node {id}: {e}")),
+        }
+    }
+
     /// Leader of each shard, as the first answering node sees it.
     pub fn leaders(&self) -> BTreeMap<u64, u64> {
         for node in &self.nodes {

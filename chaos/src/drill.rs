@@ -20,12 +20,14 @@ use crate::history::{FaultEvent, Isolation, Operation};
 use crate::workload::{Workload, WorkloadSettings};
 
 /// Scenarios that can run against a cluster of local processes today.
-pub const AVAILABLE: [&str; 8] = [
+pub const AVAILABLE: [&str; 10] = [
     "leader-kill",
     "node-pause",
     "partition-minority",
     "partition-leader",
     "packet-loss",
+    "slow-network",
+    "slow-disk",
     "disk-full",
     "rolling-restart",
     "power-cut",
@@ -89,7 +91,13 @@ pub fn skip_reason(scenario: &str, cluster: &Cluster) -> Option<String> {
     if let Some((_, why)) = NOT_YET.iter().find(|(name, _)| *name == scenario) {
         return Some(why.to_string());
     }
-    (scenario == "disk-full" && node_with_own_filesystem(cluster).is_none()).then(|| NO_SMALL_DISK.to_string())
+    match scenario {
+        "disk-full" if node_with_own_filesystem(cluster).is_none() => Some(NO_SMALL_DISK.to_string()),
+        "slow-network" | "slow-disk" if !cluster.allows_debug_faults() => {
+            Some("the nodes do not accept injected delays (debug_faults = true in node.toml; umsd dev sets it)".into())
+        }
+        _ => None,
+    }
 }
 
 /// Every node with the number of the drill users' shards it leads, fewest first.
@@ -159,51 +167,57 @@ pub fn run(scenario: &str, cluster: &Cluster, options: &DrillOptions) -> anyhow:
     Ok(report(scenario, options, history, &observed, faults.events, &faults.isolations))
 }
 
-/// The faults of each scenario, over about `span`.
+/// The faults of each scenario, over about `span`: most inject one fault, hold it for
+/// `span`, and undo it (`Faults::heal` undoes whatever is in effect).
 fn inject(scenario: &str, cluster: &Cluster, users: &[(String, u64)], faults: &mut Faults, span: Duration) -> anyhow::Result<()> {
+    let hold = |faults: &mut Faults| {
+        std::thread::sleep(span);
+        faults.heal(cluster)
+    };
     match scenario {
         "leader-kill" => {
-            let victim = busiest_leader(cluster, users)?;
-            faults.kill(cluster, victim)?;
-            std::thread::sleep(span);
-            faults.restart(cluster, victim)
+            faults.kill(cluster, busiest_leader(cluster, users)?)?;
+            hold(faults)
+        }
+        "node-pause" => {
+            faults.pause(cluster, busiest_leader(cluster, users)?)?;
+            hold(faults)
         }
         "partition-minority" => {
             // A node leading as little as possible: the majority keeps most leaders.
             let victim = *nodes_by_led_shards(cluster, users)?.first().context("the cluster has no nodes")?;
             faults.isolate(cluster, victim)?;
-            std::thread::sleep(span);
-            faults.heal_network(cluster)
+            hold(faults)
         }
         "partition-leader" => {
             // The busiest leader is cut off with its clients still reaching it: it must
             // stop acknowledging (checked by the checker) while the majority elects anew.
-            let victim = busiest_leader(cluster, users)?;
-            faults.isolate(cluster, victim)?;
-            std::thread::sleep(span);
-            faults.heal_network(cluster)
+            faults.isolate(cluster, busiest_leader(cluster, users)?)?;
+            hold(faults)
         }
         "packet-loss" => {
             faults.packet_loss(cluster, 0.2)?;
-            std::thread::sleep(span);
-            faults.heal_network(cluster)
+            hold(faults)
+        }
+        "slow-network" => {
+            // Every frame between nodes arrives 100 ms late (200 ms round trips): commits
+            // slow down, heartbeats still come in time, so leaders must stay put.
+            faults.slow_network(cluster, Duration::from_millis(100))?;
+            hold(faults)
+        }
+        "slow-disk" => {
+            // The busiest leader's fsyncs take 200 ms longer: its shards slow down.
+            faults.slow_disk(cluster, busiest_leader(cluster, users)?, Duration::from_millis(200))?;
+            hold(faults)
         }
         "disk-full" => {
             // Needs a node whose data lives on a small filesystem of its own.
             let victim = node_with_own_filesystem(cluster).context(NO_SMALL_DISK)?;
             faults.fill_disk(cluster, victim)?;
-            let until = Instant::now() + span;
-            write_ballast(cluster, victim, faults, until);
-            if let Some(left) = until.checked_duration_since(Instant::now()) {
-                std::thread::sleep(left);
-            }
-            faults.free_disks(cluster)
-        }
-        "node-pause" => {
-            let victim = busiest_leader(cluster, users)?;
-            faults.pause(cluster, victim)?;
-            std::thread::sleep(span);
-            faults.resume(cluster, victim)
+            let started = Instant::now();
+            write_ballast(cluster, victim, faults, started + span);
+            std::thread::sleep(span.saturating_sub(started.elapsed()));
+            faults.heal(cluster)
         }
         "power-cut" => {
             // Every node dies at once, as when a site loses power: only what was fsynced

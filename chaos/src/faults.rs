@@ -2,7 +2,8 @@
 //! the node from its data), SIGSTOP (undone by SIGCONT), and network partitions and
 //! packet loss between nodes' peer addresses (undone by removing the rules), and a
 //! full disk (a filler file on the node's own small filesystem, undone by deleting it
-//! and restarting the node if it stopped).
+//! and restarting the node if it stopped), and a slow network or disk (delays set
+//! through the nodes' debug API, undone by setting them to zero).
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -28,6 +29,8 @@ pub struct Faults {
     network_faulty: bool,
     /// Filler files written to fill a node's filesystem.
     fillers: Vec<(u64, PathBuf)>,
+    /// Nodes given network or disk delays through their debug API.
+    slowed: Vec<u64>,
 }
 
 fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
@@ -40,7 +43,7 @@ fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
 
 impl Faults {
     pub fn new(started: Instant) -> Self {
-        Self { started, events: Vec::new(), killed: Vec::new(), paused: Vec::new(), isolations: Vec::new(), network_faulty: false, fillers: Vec::new() }
+        Self { started, events: Vec::new(), killed: Vec::new(), paused: Vec::new(), isolations: Vec::new(), network_faulty: false, fillers: Vec::new(), slowed: Vec::new() }
     }
 
     /// Logs an observation that is not itself a fault.
@@ -161,7 +164,7 @@ impl Faults {
     }
 
     /// Removes every network fault.
-    pub fn heal_network(&mut self, cluster: &Cluster) -> anyhow::Result<()> {
+    fn heal_network(&mut self, cluster: &Cluster) -> anyhow::Result<()> {
         Self::iptables(cluster).uninstall()?;
         self.network_faulty = false;
         let now = self.now_ms();
@@ -200,7 +203,7 @@ impl Faults {
     }
 
     /// Deletes the filler files; a node that stopped on its storage failure is restarted.
-    pub fn free_disks(&mut self, cluster: &Cluster) -> anyhow::Result<()> {
+    fn free_disks(&mut self, cluster: &Cluster) -> anyhow::Result<()> {
         for (id, path) in std::mem::take(&mut self.fillers) {
             std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
             self.log(format!("freed node {id}'s filesystem"));
@@ -212,8 +215,41 @@ impl Faults {
         Ok(())
     }
 
+    /// Delays every frame every node sends to its peers by `delay` (one way).
+    pub fn slow_network(&mut self, cluster: &Cluster, delay: Duration) -> anyhow::Result<()> {
+        for id in cluster.ids() {
+            cluster.set_debug_faults(id, &serde_json::json!({ "peer_delay_ms": delay.as_millis() as u64 }))?;
+            self.slowed.push(id);
+        }
+        self.log(format!("every node's peer frames delayed {} ms", delay.as_millis()));
+        Ok(())
+    }
+
+    /// Makes every fsync of node `id` take `delay` longer.
+    pub fn slow_disk(&mut self, cluster: &Cluster, id: u64, delay: Duration) -> anyhow::Result<()> {
+        cluster.set_debug_faults(id, &serde_json::json!({ "fsync_delay_ms": delay.as_millis() as u64 }))?;
+        self.slowed.push(id);
+        self.log(format!("node {id}'s fsyncs slowed by {} ms", delay.as_millis()));
+        Ok(())
+    }
+
+    /// Removes every network and disk delay.
+    fn heal_slowness(&mut self, cluster: &Cluster) -> anyhow::Result<()> {
+        for id in std::mem::take(&mut self.slowed) {
+            // A node restarted since has no delays left.
+            if cluster.pid(id).is_some() {
+                cluster.set_debug_faults(id, &serde_json::json!({ "peer_delay_ms": 0, "fsync_delay_ms": 0 }))?;
+            }
+        }
+        self.log("network and disk delays removed".into());
+        Ok(())
+    }
+
     /// Undoes every fault still in effect.
     pub fn heal(&mut self, cluster: &Cluster) -> anyhow::Result<()> {
+        if !self.slowed.is_empty() {
+            self.heal_slowness(cluster)?;
+        }
         if self.network_faulty {
             self.heal_network(cluster)?;
         }

@@ -38,6 +38,10 @@ pub struct NodeConfig {
     /// WAL in memory. A drill against such a cluster must report lost messages.
     #[serde(default)]
     pub unsafe_skip_fsync: bool,
+    /// Lets `POST /api/v1/debug/faults` slow this node's peer network and fsyncs, for
+    /// drills (`umsd dev` and the tests turn it on). Off by default; never in production.
+    #[serde(default)]
+    pub debug_faults: bool,
 }
 
 /// Retry policy of the outbound queues.

@@ -59,6 +59,7 @@ pub fn local_config(base: u16, id: NodeId, nodes: usize, data: &Path, cluster_id
         mailbox_idle_ms: 60_000,
         outbound: Default::default(),
         unsafe_skip_fsync: false,
+        debug_faults: true,
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::ContentType;
@@ -14,7 +15,10 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use storage::DiskFaults;
+
 use crate::config::Member;
+use crate::peer::PeerNetwork;
 use crate::proto::state::{ListMessages, OutboundItem, User, outbound_item};
 use crate::service::{Service, ServiceError, UserInput};
 
@@ -26,6 +30,14 @@ pub struct AppState {
     pub service: Arc<Service>,
     pub members: Vec<Member>,
     pub metrics: Option<PrometheusHandle>,
+    /// Fault injection for drills; `None` unless the node runs with `debug_faults`.
+    pub debug: Option<DebugFaults>,
+}
+
+/// What `POST /api/v1/debug/faults` can slow down.
+pub struct DebugFaults {
+    pub network: Arc<PeerNetwork>,
+    pub disk: Arc<DiskFaults>,
 }
 
 type State = web::Data<AppState>;
@@ -405,6 +417,52 @@ async fn metrics(state: State) -> HttpResponse {
     }
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultsBody {
+    /// Delay of every frame this node sends to its peers.
+    peer_delay_ms: Option<u64>,
+    /// Added to every fsync of this node.
+    fsync_delay_ms: Option<u64>,
+}
+
+/// Longest delay a drill may inject (beyond it a node is simply down).
+const MAX_DEBUG_DELAY_MS: u64 = 10_000;
+
+fn faults_json(debug: &DebugFaults) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({
+        "peer_delay_ms": debug.network.delay().as_millis() as u64,
+        "fsync_delay_ms": debug.disk.fsync_delay().as_millis() as u64,
+    }))
+}
+
+fn debug_off() -> HttpResponse {
+    error_response(&ServiceError::NotFound("debug faults are off on this node (debug_faults = true in node.toml; never in production)".into()))
+}
+
+async fn get_debug_faults(state: State) -> HttpResponse {
+    state.debug.as_ref().map_or_else(debug_off, faults_json)
+}
+
+/// Slows this node's peer network and/or disk, for drills; zero turns a fault off.
+async fn set_debug_faults(state: State, body: web::Json<FaultsBody>) -> HttpResponse {
+    let Some(debug) = state.debug.as_ref() else {
+        return debug_off();
+    };
+    let requested = [body.peer_delay_ms, body.fsync_delay_ms];
+    if requested.iter().flatten().any(|&ms| ms > MAX_DEBUG_DELAY_MS) {
+        return bad_request(format!("delays are at most {MAX_DEBUG_DELAY_MS} ms"));
+    }
+    if let Some(ms) = body.peer_delay_ms {
+        debug.network.set_delay(Duration::from_millis(ms));
+    }
+    if let Some(ms) = body.fsync_delay_ms {
+        debug.disk.set_fsync_delay(Duration::from_millis(ms));
+    }
+    tracing::warn!(peer_delay_ms = ?body.peer_delay_ms, fsync_delay_ms = ?body.fsync_delay_ms, "debug faults changed");
+    faults_json(debug)
+}
+
 async fn not_found() -> HttpResponse {
     error_response(&ServiceError::NotFound("no such endpoint; see GET /api/v1/cluster, /api/v1/users/{address}, /health, /metrics".into()))
 }
@@ -430,6 +488,8 @@ pub async fn serve(listen: std::net::SocketAddr, state: AppState) -> std::io::Re
             .route("/api/v1/users/{address}/outbound", web::post().to(enqueue_outbound))
             .route("/api/v1/users/{address}/outbound", web::get().to(list_outbound))
             .route("/api/v1/shards/{shard}/transfer-leader", web::post().to(transfer_leader))
+            .route("/api/v1/debug/faults", web::get().to(get_debug_faults))
+            .route("/api/v1/debug/faults", web::post().to(set_debug_faults))
             .default_service(web::to(not_found))
     })
     .bind(listen)?

@@ -52,6 +52,14 @@ fn codec() -> LengthDelimitedCodec {
 struct Outgoing {
     frame: Bytes,
     snapshots: Vec<GroupId>,
+    /// When it was queued (an injected network delay counts from here).
+    queued_at: Instant,
+}
+
+impl Outgoing {
+    fn new(frame: Bytes, snapshots: Vec<GroupId>) -> Self {
+        Self { frame, snapshots, queued_at: Instant::now() }
+    }
 }
 
 /// Forwarded requests and replies that arrived from peers, for the service.
@@ -71,6 +79,8 @@ pub struct PeerNetwork {
     /// 0 = never heard from.
     heard: HashMap<NodeId, AtomicU64>,
     epoch: Instant,
+    /// Injected one-way delay of every outgoing frame, in ms (drills; 0 = off).
+    delay_ms: Arc<AtomicU64>,
     raft: RaftHandle,
 }
 
@@ -88,16 +98,17 @@ impl PeerNetwork {
     ) -> Arc<Self> {
         let mut queues = HashMap::new();
         let mut connected = HashMap::new();
+        let delay_ms = Arc::new(AtomicU64::new(0));
         for &(peer, address) in peers.iter().filter(|(id, _)| *id != node_id) {
             let (sender, receiver) = mpsc::channel(PEER_QUEUE);
             queues.insert(peer, sender);
             let up = Arc::new(AtomicBool::new(false));
             connected.insert(peer, Arc::clone(&up));
             let dial = Dial { peer, address, local_ip, hello: Hello { cluster_id: cluster_id.to_string(), node_id } };
-            runtime.spawn(dial_loop(dial, receiver, raft.clone(), up));
+            runtime.spawn(dial_loop(dial, receiver, raft.clone(), up, Arc::clone(&delay_ms)));
         }
         let heard = queues.keys().map(|&peer| (peer, AtomicU64::new(0))).collect();
-        Arc::new(Self { node_id, queues, connected, heard, epoch: Instant::now(), raft })
+        Arc::new(Self { node_id, queues, connected, heard, epoch: Instant::now(), delay_ms, raft })
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -107,6 +118,15 @@ impl PeerNetwork {
     /// Whether the connection to `to` is established right now.
     pub fn is_connected(&self, to: NodeId) -> bool {
         self.connected.get(&to).is_some_and(|up| up.load(Ordering::Relaxed))
+    }
+
+    /// Delays every frame sent from now on by `delay` (drills; zero turns it off).
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn delay(&self) -> Duration {
+        Duration::from_millis(self.delay_ms.load(Ordering::Relaxed))
     }
 
     fn heard_from(&self, from: NodeId) {
@@ -142,7 +162,7 @@ impl PeerNetwork {
     /// Queues `frame` for `to`; false if it was dropped.
     pub fn send_frame(&self, to: NodeId, body: frame::Body) -> bool {
         let frame = Frame { body: Some(body) }.encode_to_vec();
-        self.enqueue(to, Outgoing { frame: frame.into(), snapshots: Vec::new() })
+        self.enqueue(to, Outgoing::new(frame.into(), Vec::new()))
     }
 
     fn enqueue(&self, to: NodeId, outgoing: Outgoing) -> bool {
@@ -179,7 +199,7 @@ impl Transport for PeerTransport {
             .map(|m| RaftMessage { group: m.group, message: m.message.encode_to_vec() })
             .collect();
         let frame = Frame { body: Some(frame::Body::Raft(RaftBatch { messages })) }.encode_to_vec();
-        self.0.enqueue(to, Outgoing { frame: frame.into(), snapshots });
+        self.0.enqueue(to, Outgoing::new(frame.into(), snapshots));
     }
 }
 
@@ -198,7 +218,7 @@ struct Dial {
 }
 
 /// Keeps one outbound connection to `peer` alive and writes queued frames to it.
-async fn dial_loop(dial: Dial, mut queue: mpsc::Receiver<Outgoing>, raft: RaftHandle, up: Arc<AtomicBool>) {
+async fn dial_loop(dial: Dial, mut queue: mpsc::Receiver<Outgoing>, raft: RaftHandle, up: Arc<AtomicBool>, delay_ms: Arc<AtomicU64>) {
     let Dial { peer, address, local_ip, ref hello } = dial;
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -209,25 +229,38 @@ async fn dial_loop(dial: Dial, mut queue: mpsc::Receiver<Outgoing>, raft: RaftHa
                 backoff = Duration::from_millis(50);
                 let mut ping = tokio::time::interval(PING_EVERY);
                 ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                // A frame taken from the queue but not due yet (injected delay).
+                let mut held: Option<Outgoing> = None;
                 loop {
                     // The peer never writes on this connection: a read that returns means it
                     // closed (e.g. the process died), which we want to know at once.
-                    let first = tokio::select! {
-                        next = queue.recv() => match next {
-                            Some(first) => first,
-                            None => return,
+                    let first = match held.take() {
+                        Some(first) => first,
+                        None => tokio::select! {
+                            next = queue.recv() => match next {
+                                Some(first) => first,
+                                None => return,
+                            },
+                            _ = ping.tick() => Outgoing::new(ping_frame(), Vec::new()),
+                            _ = framed.next() => {
+                                warn!(node = hello.node_id, peer, "peer closed the connection; reconnecting");
+                                break;
+                            }
                         },
-                        _ = ping.tick() => Outgoing { frame: ping_frame(), snapshots: Vec::new() },
-                        _ = framed.next() => {
-                            warn!(node = hello.node_id, peer, "peer closed the connection; reconnecting");
-                            break;
-                        }
                     };
-                    // Write everything already queued, then flush once.
+                    let delay = Duration::from_millis(delay_ms.load(Ordering::Relaxed));
+                    if !delay.is_zero() {
+                        tokio::time::sleep_until((first.queued_at + delay).into()).await;
+                    }
+                    // Write everything already queued (and due), then flush once.
                     let mut batch = vec![first];
                     while batch.len() < 256 {
                         match queue.try_recv() {
-                            Ok(next) => batch.push(next),
+                            Ok(next) if delay.is_zero() || next.queued_at + delay <= Instant::now() => batch.push(next),
+                            Ok(next) => {
+                                held = Some(next);
+                                break;
+                            }
                             Err(_) => break,
                         }
                     }
@@ -246,6 +279,9 @@ async fn dial_loop(dial: Dial, mut queue: mpsc::Receiver<Outgoing>, raft: RaftHa
                         warn!(node = hello.node_id, peer, "peer connection lost; reconnecting");
                         break;
                     }
+                }
+                if let Some(stale) = held {
+                    report_snapshots(&raft, peer, &stale.snapshots, false);
                 }
             }
             Err(e) => debug!(node = hello.node_id, peer, %address, error = %e, "peer unreachable"),

@@ -216,7 +216,12 @@ impl RaftLoop {
             if let Err(e) = raft.handle_ready(transport) {
                 // The durable state may no longer match what Raft believes: stop serving.
                 error!(node, error = %e, "storage failure in ready round; stopping the node");
-                std::process::exit(70);
+                // _exit, not exit: exit runs RocksDB's static destructors, which can block
+                // forever behind a background job stuck on the same failure (a full disk),
+                // leaving a process that answers HTTP with a replica that no longer moves.
+                // Stopping at once is a crash, and crashes are what the log is built for.
+                // SAFETY: _exit only ends the process.
+                unsafe { libc::_exit(70) };
             }
             for event in raft.take_events() {
                 match &event {

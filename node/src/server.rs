@@ -10,13 +10,13 @@ use actix::Actor as _;
 use consensus::{Event, MultiRaft, NodeId};
 use storage::{Engine, RocksEngine, RocksOptions};
 use tokio::sync::mpsc;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::actors::ActorRuntime;
 use crate::actors::mailbox::MailboxRegistry;
 use crate::actors::queue::{Leadership, QueueSettings, QueueSupervisor};
 use crate::config::NodeConfig;
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, DebugFaults};
 use crate::peer::{self, PeerNetwork, PeerTransport};
 use crate::placement::{initial_placement, preferred_leaders};
 use crate::runtime::{self, LoopSettings};
@@ -31,7 +31,9 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let db_path = config.data_dir.join("db");
     let rocks_options = RocksOptions { unsafe_skip_fsync: config.unsafe_skip_fsync, ..RocksOptions::default() };
-    let engine: Engine = Arc::new(RocksEngine::open(&db_path, &rocks_options).with_context(|| format!("opening RocksDB at {}", db_path.display()))?);
+    let rocks = RocksEngine::open(&db_path, &rocks_options).with_context(|| format!("opening RocksDB at {}", db_path.display()))?;
+    let disk_faults = rocks.disk_faults();
+    let engine: Engine = Arc::new(rocks);
     let mut raft = MultiRaft::open(config.node_id, config.raft_config(), engine.clone(), UmsMachine::default()).context("opening Raft groups")?;
 
     let member_ids: Vec<NodeId> = config.members.iter().map(|m| m.id).collect();
@@ -97,7 +99,11 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     io_runtime.spawn(Arc::clone(&service).serve_incoming(incoming_rx));
 
     info!(node = config.node_id, peer = %config.peer_listen, http = %config.http_listen, "node started");
-    let state = AppState { service, members: config.members.clone(), metrics };
+    let debug = config.debug_faults.then(|| {
+        warn!(node = config.node_id, "debug fault injection is on (debug_faults = true): never on a production node");
+        DebugFaults { network: Arc::clone(&network), disk: disk_faults }
+    });
+    let state = AppState { service, members: config.members.clone(), metrics, debug };
     let served = actix_web::rt::System::new().block_on(http::serve(config.http_listen, state));
     info!(node = config.node_id, "stopping");
     actors.stop();

@@ -26,7 +26,7 @@ pub use engine::{Cf, Engine, EngineStats, KvEngine, KvRead, WriteBatch};
 pub use error::{Error, Result};
 pub use mem::MemEngine;
 pub use raft_log::GroupStorage;
-pub use rocks::{RocksEngine, RocksOptions};
+pub use rocks::{DiskFaults, RocksEngine, RocksOptions};
 pub use states::{ApplyState, TruncatedState};
 
 /// Identifies one Raft group (a shard, or the meta group 0) across the cluster.

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use rocksdb::{
     ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions, SnapshotWithThreadMode,
@@ -42,10 +43,29 @@ impl Default for RocksOptions {
     }
 }
 
+/// Fail points a drill turns on at run time (through the node's debug API): a slow
+/// disk as the layers above see it.
+#[derive(Debug, Default)]
+pub struct DiskFaults {
+    fsync_delay_ms: AtomicU64,
+}
+
+impl DiskFaults {
+    /// Every synced write takes this much longer (zero: off).
+    pub fn set_fsync_delay(&self, delay: Duration) {
+        self.fsync_delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn fsync_delay(&self) -> Duration {
+        Duration::from_millis(self.fsync_delay_ms.load(Ordering::Relaxed))
+    }
+}
+
 /// A RocksDB database opened with every UMS column family.
 pub struct RocksEngine {
     db: Arc<DB>,
     unsafe_skip_fsync: bool,
+    faults: Arc<DiskFaults>,
     writes: AtomicU64,
     syncs: AtomicU64,
 }
@@ -91,9 +111,17 @@ impl RocksEngine {
         Ok(Self {
             db: Arc::new(db),
             unsafe_skip_fsync: options.unsafe_skip_fsync,
+            faults: Arc::default(),
             writes: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
         })
+    }
+}
+
+impl RocksEngine {
+    /// The engine's fail points, for a drill to turn on.
+    pub fn disk_faults(&self) -> Arc<DiskFaults> {
+        Arc::clone(&self.faults)
     }
 }
 
@@ -187,6 +215,12 @@ impl KvEngine for RocksEngine {
                 Op::Put { cf, key, value } => rocks_batch.put_cf(handle(&self.db, *cf), key, value),
                 Op::Delete { cf, key } => rocks_batch.delete_cf(handle(&self.db, *cf), key),
                 Op::DeleteRange { cf, start, end } => rocks_batch.delete_range_cf(handle(&self.db, *cf), start, end),
+            }
+        }
+        if sync {
+            let delay = self.faults.fsync_delay();
+            if !delay.is_zero() {
+                std::thread::sleep(delay);
             }
         }
         let mut write_options = WriteOptions::default();

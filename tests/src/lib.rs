@@ -80,6 +80,7 @@ impl TestCluster {
                     mailbox_idle_ms: 60_000,
                     outbound: Default::default(),
                     unsafe_skip_fsync: false,
+                    debug_faults: true,
                 };
                 tweak(&mut config);
                 TestNode { id: member.id, config, child: None }

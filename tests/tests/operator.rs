@@ -104,6 +104,7 @@ fn a_node_of_another_cluster_is_refused() {
         mailbox_idle_ms: 60_000,
         outbound: Default::default(),
         unsafe_skip_fsync: false,
+        debug_faults: false,
     };
     let config_path = dir.path().join("stranger.toml");
     std::fs::write(&config_path, toml::to_string(&stranger).unwrap()).unwrap();

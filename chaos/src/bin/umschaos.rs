@@ -22,9 +22,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a scenario (leader-kill, node-pause, partition-minority, partition-leader,
-    /// packet-loss, disk-full, rolling-restart, power-cut, or all) and print a report.
-    /// Network scenarios add iptables rules (root) on the nodes' peer addresses and
-    /// remove them; disk-full fills a node's data filesystem, which must be its own.
+    /// packet-loss, slow-network, slow-disk, disk-full, rolling-restart, power-cut, or
+    /// all) and print a report. Partitions and loss add iptables rules (root) on the
+    /// nodes' peer addresses and remove them; slow-* need nodes with debug_faults (umsd
+    /// dev); disk-full fills a node's data filesystem, which must be its own.
     /// Exits 1 if the checker finds a lost or duplicated message, 2 on usage errors.
     Drill {
         scenario: String,
