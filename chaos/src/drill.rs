@@ -92,6 +92,7 @@ pub fn skip_reason(scenario: &str, cluster: &Cluster) -> Option<String> {
         return Some(why.to_string());
     }
     match scenario {
+        "partition-minority" | "partition-leader" | "packet-loss" => crate::faults::network_faults_unsupported(cluster),
         "disk-full" if node_with_own_filesystem(cluster).is_none() => Some(NO_SMALL_DISK.to_string()),
         "slow-network" | "slow-disk" if !cluster.allows_debug_faults() => {
             Some("the nodes do not accept injected delays (debug_faults = true in node.toml; umsd dev sets it)".into())
@@ -125,11 +126,12 @@ fn busiest_leader(cluster: &Cluster, users: &[(String, u64)]) -> anyhow::Result<
 
 /// Runs one scenario and checks it.
 pub fn run(scenario: &str, cluster: &Cluster, options: &DrillOptions) -> anyhow::Result<DrillReport> {
-    if let Some((_, why)) = NOT_YET.iter().find(|(name, _)| *name == scenario) {
-        bail!("scenario '{scenario}' is not available yet: {why}");
-    }
-    if !AVAILABLE.contains(&scenario) {
+    let known = AVAILABLE.contains(&scenario) || NOT_YET.iter().any(|(name, _)| *name == scenario);
+    if !known {
         bail!("unknown scenario '{scenario}'; choose one of {} or all", AVAILABLE.join(", "));
+    }
+    if let Some(why) = skip_reason(scenario, cluster) {
+        bail!("scenario '{scenario}' cannot run against this cluster: {why}");
     }
     for id in cluster.ids() {
         if !cluster.is_healthy(id) {
@@ -263,7 +265,7 @@ fn write_ballast(cluster: &Cluster, victim: u64, faults: &mut Faults, until: Ins
         }
     }
     let state = if cluster.pid(victim).is_some() { "still running" } else { "stopped" };
-    faults.note(format!("wrote {written} MiB of ballast through node {entry}; node {victim} {state}"));
+    faults.log(format!("wrote {written} MiB of ballast through node {entry}; node {victim} {state}"));
 }
 
 /// Waits until every node's replica of each user agrees, then returns them all.

@@ -46,12 +46,8 @@ impl Faults {
         Self { started, events: Vec::new(), killed: Vec::new(), paused: Vec::new(), isolations: Vec::new(), network_faulty: false, fillers: Vec::new(), slowed: Vec::new() }
     }
 
-    /// Logs an observation that is not itself a fault.
-    pub fn note(&mut self, what: String) {
-        self.log(what);
-    }
-
-    fn log(&mut self, what: String) {
+    /// Prints and records a fault, its undoing, or an observation during one.
+    pub fn log(&mut self, what: String) {
         let at_ms = self.started.elapsed().as_millis() as u64;
         println!("  {:>7.1}s  {what}", at_ms as f64 / 1000.0);
         self.events.push(FaultEvent { at_ms, what });
@@ -124,12 +120,8 @@ impl Faults {
 
     /// The peer addresses of `ids`; partitions need every node on its own IP.
     fn peer_addresses(cluster: &Cluster, ids: &[u64]) -> anyhow::Result<Vec<SocketAddr>> {
-        let all: Vec<IpAddr> = cluster.ids().iter().map(|&id| cluster.node(id).config.peer_listen.ip()).collect();
-        let mut distinct = all.clone();
-        distinct.sort();
-        distinct.dedup();
-        if distinct.len() != all.len() {
-            bail!("network faults need each node on its own peer address (umsd dev uses 127.0.0.1N); these nodes share one: {all:?}");
+        if let Some(why) = network_faults_unsupported(cluster) {
+            bail!(why);
         }
         Ok(ids.iter().map(|&id| cluster.node(id).config.peer_listen).collect())
     }
@@ -154,8 +146,8 @@ impl Faults {
 
     fn apply_rules(&mut self, cluster: &Cluster, rules: &[network::Rule]) -> anyhow::Result<()> {
         let iptables = Self::iptables(cluster);
+        self.network_faulty = true; // Before installing: removing is safe to repeat.
         iptables.install()?;
-        self.network_faulty = true;
         iptables.add(rules)
     }
 
@@ -165,12 +157,14 @@ impl Faults {
 
     /// Removes every network fault.
     fn heal_network(&mut self, cluster: &Cluster) -> anyhow::Result<()> {
-        Self::iptables(cluster).uninstall()?;
-        self.network_faulty = false;
+        // The isolation ends when healing starts: an acknowledgement after this moment
+        // may be legitimate.
         let now = self.now_ms();
         for isolation in self.isolations.iter_mut().filter(|i| i.to_ms.is_none()) {
             isolation.to_ms = Some(now);
         }
+        Self::iptables(cluster).uninstall()?;
+        self.network_faulty = false;
         self.log("network healed".into());
         Ok(())
     }
@@ -182,8 +176,8 @@ impl Faults {
         let dir = &cluster.node(id).config.data_dir;
         if !has_own_filesystem(dir) {
             bail!(
-                "node {id}'s data directory {} shares its filesystem; disk-full needs a small one of its own \
-                 (e.g. `mount -t tmpfs -o size=256m tmpfs {}` before the node first starts)",
+                "node {id}'s data directory {} is not a small filesystem of its own (at most 4 GiB, \
+                 e.g. `mount -t tmpfs -o size=256m tmpfs {}` before the node first starts)",
                 dir.display(),
                 dir.display()
             );
@@ -204,8 +198,11 @@ impl Faults {
 
     /// Deletes the filler files; a node that stopped on its storage failure is restarted.
     fn free_disks(&mut self, cluster: &Cluster) -> anyhow::Result<()> {
-        for (id, path) in std::mem::take(&mut self.fillers) {
-            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        while let Some((id, path)) = self.fillers.last().cloned() {
+            if path.exists() {
+                std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            }
+            self.fillers.pop(); // Only once undone, so a failed heal can be retried.
             self.log(format!("freed node {id}'s filesystem"));
             if cluster.pid(id).is_none() {
                 self.log(format!("node {id} had stopped on its storage failure"));
@@ -235,43 +232,76 @@ impl Faults {
 
     /// Removes every network and disk delay.
     fn heal_slowness(&mut self, cluster: &Cluster) -> anyhow::Result<()> {
-        for id in std::mem::take(&mut self.slowed) {
+        while let Some(&id) = self.slowed.last() {
             // A node restarted since has no delays left.
             if cluster.pid(id).is_some() {
                 cluster.set_debug_faults(id, &serde_json::json!({ "peer_delay_ms": 0, "fsync_delay_ms": 0 }))?;
             }
+            self.slowed.pop(); // Only once undone, so a failed heal can be retried.
         }
         self.log("network and disk delays removed".into());
         Ok(())
     }
 
-    /// Undoes every fault still in effect.
+    /// Undoes every fault still in effect. Tries every kind of undo even when one
+    /// fails (reporting the first failure), and keeps what failed for another try.
     pub fn heal(&mut self, cluster: &Cluster) -> anyhow::Result<()> {
+        let mut first_error = None;
         if !self.slowed.is_empty() {
-            self.heal_slowness(cluster)?;
+            first_error = first_error.or(self.heal_slowness(cluster).err());
         }
         if self.network_faulty {
-            self.heal_network(cluster)?;
+            first_error = first_error.or(self.heal_network(cluster).err());
         }
         if !self.fillers.is_empty() {
-            self.free_disks(cluster)?;
+            first_error = first_error.or(self.free_disks(cluster).err());
         }
         for id in self.paused.clone() {
-            self.resume(cluster, id)?;
+            first_error = first_error.or(self.resume(cluster, id).err());
         }
         for id in self.killed.clone() {
-            self.restart(cluster, id)?;
+            first_error = first_error.or(self.restart(cluster, id).err());
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 }
 
-/// Whether `dir` is the root of its own filesystem (a mount point), so filling it leaves
-/// the other nodes and the machine alone.
+/// Largest filesystem disk-full will fill: a real data volume is not a drill target.
+const MAX_FILLABLE_BYTES: u64 = 4 << 30;
+
+/// Whether `dir` is the root of a small filesystem of its own (a mount point of at most
+/// 4 GiB), so filling it leaves the other nodes and the machine alone.
 pub fn has_own_filesystem(dir: &Path) -> bool {
     let device = |p: &Path| std::fs::metadata(p).map(|m| m.dev()).ok();
-    match (device(dir), dir.parent().and_then(device)) {
+    let own_mount = match (device(dir), dir.parent().and_then(device)) {
         (Some(own), Some(parent)) => own != parent,
         _ => false,
+    };
+    own_mount && filesystem_bytes(dir).is_some_and(|bytes| bytes <= MAX_FILLABLE_BYTES)
+}
+
+/// Total size of the filesystem holding `dir`.
+fn filesystem_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs is plain data; an all-zero value is valid and is overwritten.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `stat` is a valid place to write the result.
+    let ok = unsafe { libc::statvfs(path.as_ptr(), &mut stat) } == 0;
+    ok.then(|| stat.f_blocks as u64 * stat.f_frsize as u64)
+}
+
+/// Why iptables-based faults cannot run against `cluster`, if they cannot.
+pub fn network_faults_unsupported(cluster: &Cluster) -> Option<String> {
+    let mut ips: Vec<IpAddr> = cluster.ids().iter().map(|&id| cluster.node(id).config.peer_listen.ip()).collect();
+    let count = ips.len();
+    ips.sort();
+    ips.dedup();
+    if ips.len() != count || ips.iter().any(IpAddr::is_unspecified) {
+        return Some(format!("network faults need each node on its own peer IP (umsd dev uses 127.0.0.1N); these nodes have {ips:?}"));
     }
+    if !Iptables::available() {
+        return Some("network faults need iptables and root (scripts/setup installs iptables)".into());
+    }
+    None
 }

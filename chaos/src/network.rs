@@ -83,6 +83,11 @@ impl Iptables {
         Ok(())
     }
 
+    /// Whether iptables can be run here (installed, and we may change rules).
+    pub fn available() -> bool {
+        Self::run(&["-S", "INPUT"]).is_ok_and(|output| output.status.success())
+    }
+
     /// Creates the chain (emptied if it existed) and the jump to it from INPUT.
     pub fn install(&self) -> anyhow::Result<()> {
         let chain = self.chain.as_str();

@@ -39,7 +39,8 @@ pub struct NodeConfig {
     #[serde(default)]
     pub unsafe_skip_fsync: bool,
     /// Lets `POST /api/v1/debug/faults` slow this node's peer network and fsyncs, for
-    /// drills (`umsd dev` and the tests turn it on). Off by default; never in production.
+    /// drills (`umsd dev`, `ums-bench` and the tests turn it on). Off by default; never
+    /// in production.
     #[serde(default)]
     pub debug_faults: bool,
 }
@@ -137,6 +138,25 @@ pub enum ConfigError {
 }
 
 impl NodeConfig {
+    /// A member `me` of a cluster of `members`, every optional setting at its default.
+    pub fn new(me: &Member, cluster_id: &str, data_dir: PathBuf, members: Vec<Member>) -> Self {
+        Self {
+            node_id: me.id,
+            cluster_id: cluster_id.to_string(),
+            data_dir,
+            peer_listen: me.peer,
+            http_listen: me.http,
+            members,
+            shards: default_shards(),
+            replicas: default_replicas(),
+            raft: RaftSettings::default(),
+            mailbox_idle_ms: default_mailbox_idle_ms(),
+            outbound: OutboundSettings::default(),
+            unsafe_skip_fsync: false,
+            debug_faults: false,
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
         let config: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;

@@ -14,7 +14,7 @@ use anyhow::{Context, bail, ensure};
 use consensus::NodeId;
 
 use crate::client::post_with_retry;
-use crate::config::{Member, NodeConfig, RaftSettings, dev_ports, ports_in_block};
+use crate::config::{Member, NodeConfig, dev_ports, ports_in_block};
 
 /// Number of demo users (`user1@ministry.go.ke` …).
 pub const DEMO_USERS: u32 = 100;
@@ -46,21 +46,7 @@ pub fn local_config(base: u16, id: NodeId, nodes: usize, data: &Path, cluster_id
         })
         .collect();
     let me = members[id as usize - 1].clone();
-    NodeConfig {
-        node_id: id,
-        cluster_id: cluster_id.to_string(),
-        data_dir: data.join(format!("node-{id}")),
-        peer_listen: me.peer,
-        http_listen: me.http,
-        members,
-        shards: 64,
-        replicas: nodes.min(3),
-        raft: RaftSettings::default(),
-        mailbox_idle_ms: 60_000,
-        outbound: Default::default(),
-        unsafe_skip_fsync: false,
-        debug_faults: true,
-    }
+    NodeConfig { replicas: nodes.min(3), debug_faults: true, ..NodeConfig::new(&me, cluster_id, data.join(format!("node-{id}")), members) }
 }
 
 fn read_or_create(path: &Path, create: impl FnOnce() -> String) -> anyhow::Result<String> {

@@ -426,8 +426,9 @@ struct FaultsBody {
     fsync_delay_ms: Option<u64>,
 }
 
-/// Longest delay a drill may inject (beyond it a node is simply down).
-const MAX_DEBUG_DELAY_MS: u64 = 10_000;
+/// Longest delay a drill may inject: below the silence after which peers count a node
+/// as cut off (1.5 s), so a slow network stays a slow network, not a partition.
+const MAX_DEBUG_DELAY_MS: u64 = 1_000;
 
 fn faults_json(debug: &DebugFaults) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({

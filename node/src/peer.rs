@@ -145,18 +145,18 @@ impl PeerNetwork {
         let Some(heard) = self.heard.get(&peer).map(|h| h.load(Ordering::Relaxed)) else {
             return true;
         };
-        heard != 0 && self.epoch.elapsed().as_millis() as u64 + 1 - heard >= PEER_SILENCE.as_millis() as u64
+        heard != 0 && (self.epoch.elapsed().as_millis() as u64 + 1).saturating_sub(heard) >= PEER_SILENCE.as_millis() as u64
     }
 
-    /// True when this node has lost touch with the majority of the cluster (itself
-    /// included): nothing it is asked to write can commit until the network heals.
-    /// Only silence counts as evidence: a peer never heard from yet (the cluster is
-    /// starting) or one still talking while our own connection to it is being re-dialled
-    /// is not held against it, so start-up and restarts keep waiting for leaders.
-    pub fn is_cut_off(&self) -> bool {
-        let lost = self.queues.keys().filter(|&&peer| self.is_silent(peer)).count();
-        let members = self.queues.len() + 1;
-        members - lost <= members / 2
+    /// True when this node has lost touch with a majority of `replicas` (a shard's
+    /// members, maybe including this node): nothing it is asked to write to that shard
+    /// can commit until the network heals. Only silence counts as evidence: a peer never
+    /// heard from yet (the cluster is starting) or one still talking while our own
+    /// connection to it is being re-dialled is not held against it, so start-up and
+    /// restarts keep waiting for leaders.
+    pub fn is_cut_off_from(&self, replicas: &[NodeId]) -> bool {
+        let in_touch = replicas.iter().filter(|&&node| node == self.node_id || !self.is_silent(node)).count();
+        in_touch <= replicas.len() / 2
     }
 
     /// Queues `frame` for `to`; false if it was dropped.

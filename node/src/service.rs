@@ -240,7 +240,7 @@ impl Service {
         let mut backoff = Duration::from_millis(20);
         let mut replica_cursor = 0usize;
         loop {
-            if self.network.is_cut_off() {
+            if self.replicas_of.get(&group).is_some_and(|replicas| self.network.is_cut_off_from(replicas)) {
                 // A minority cannot commit: tell the client now, so it tries another node.
                 return Err(ServiceError::Unavailable(format!(
                     "node {} cannot reach a majority of the cluster; try another node",

@@ -79,6 +79,11 @@ impl RocksEngine {
         // fdatasync is enough for the WAL and cheaper than fsync.
         db_options.set_use_fsync(false);
         db_options.increase_parallelism(2);
+        // Bound the WAL: a log file can only go once every family with data in it has
+        // flushed, and the small families flush rarely, so without a bound the WAL grew
+        // to hundreds of MiB behind a stream of large messages (RocksDB's default is four
+        // times all write buffers). Beyond this, RocksDB flushes the laggards.
+        db_options.set_max_total_wal_size(64 << 20);
         if options.unsafe_skip_fsync {
             tracing::warn!("UNSAFE: fsync disabled and the WAL kept in memory; acknowledged writes can be lost");
             db_options.set_manual_wal_flush(true);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use node::config::{Member, NodeConfig, RaftSettings};
+use node::config::{Member, NodeConfig};
 use serde_json::Value;
 
 /// Finds a workspace binary (`umsd`, `umsctl`) in the target directory of this test.
@@ -67,20 +67,12 @@ impl TestCluster {
         let nodes = members
             .iter()
             .map(|member| {
+                let data_dir = dir.path().join(format!("node-{}", member.id));
                 let mut config = NodeConfig {
-                    node_id: member.id,
-                    cluster_id: "test-cluster".into(),
-                    data_dir: dir.path().join(format!("node-{}", member.id)),
-                    peer_listen: member.peer,
-                    http_listen: member.http,
-                    members: members.clone(),
                     shards: 8,
                     replicas: count.min(3),
-                    raft: RaftSettings::default(),
-                    mailbox_idle_ms: 60_000,
-                    outbound: Default::default(),
-                    unsafe_skip_fsync: false,
                     debug_faults: true,
+                    ..NodeConfig::new(member, "test-cluster", data_dir, members.clone())
                 };
                 tweak(&mut config);
                 TestNode { id: member.id, config, child: None }

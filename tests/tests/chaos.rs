@@ -29,12 +29,12 @@ fn drill_expecting(cluster: &TestCluster, scenario: &str, args: &[&str], expect_
 const SHORT: [&str; 6] = ["--duration", "9s", "--rate", "60", "--users", "8"];
 
 /// `umschaos drill all --quick`, as an SRE would run it, on a cluster whose node 3 keeps
-/// its data on a small filesystem of its own (so disk-full can fill it): every scenario
+/// its data on a small filesystem of its own (512 MiB) (so disk-full can fill it): every scenario
 /// runs, passes with real traffic, logs its faults and their undoing; partitioned nodes
 /// acknowledge nothing; the drill leaves no iptables rules behind.
 #[test]
 fn drill_all_quick_passes_every_scenario() {
-    let cluster = TestCluster::start_with_small_disk(3, 3, 256);
+    let cluster = TestCluster::start_with_small_disk(3, 3, 512);
     let reports = drill_expecting(&cluster, "all", &["--quick"], true);
     let scenarios: Vec<&str> = reports.iter().map(|r| r["scenario"].as_str().unwrap()).collect();
     assert_eq!(scenarios, chaos::drill::AVAILABLE, "every available scenario ran");

@@ -4,7 +4,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use node::config::{Member, NodeConfig, RaftSettings};
+use node::config::{Member, NodeConfig};
 use tests::{TestCluster, binary, get_json};
 
 fn umsctl(cluster: &TestCluster, args: &[&str]) -> (i32, String, String) {
@@ -91,21 +91,9 @@ fn a_node_of_another_cluster_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let http = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let stranger = NodeConfig {
-        node_id: 2,
-        cluster_id: "another-cluster".into(),
-        data_dir: dir.path().join("stranger"),
-        peer_listen: peer,
-        http_listen: http,
-        members: vec![Member { id: 1, peer: target.peer_listen, http: target.http_listen }, Member { id: 2, peer, http }],
-        shards: 8,
-        replicas: 2,
-        raft: RaftSettings::default(),
-        mailbox_idle_ms: 60_000,
-        outbound: Default::default(),
-        unsafe_skip_fsync: false,
-        debug_faults: false,
-    };
+    let me = Member { id: 2, peer, http };
+    let members = vec![Member { id: 1, peer: target.peer_listen, http: target.http_listen }, me.clone()];
+    let stranger = NodeConfig { shards: 8, replicas: 2, ..NodeConfig::new(&me, "another-cluster", dir.path().join("stranger"), members) };
     let config_path = dir.path().join("stranger.toml");
     std::fs::write(&config_path, toml::to_string(&stranger).unwrap()).unwrap();
     let mut child = Command::new(binary("umsd")).arg("--config").arg(&config_path).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();

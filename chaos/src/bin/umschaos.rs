@@ -26,7 +26,8 @@ enum Command {
     /// all) and print a report. Partitions and loss add iptables rules (root) on the
     /// nodes' peer addresses and remove them; slow-* need nodes with debug_faults (umsd
     /// dev); disk-full fills a node's data filesystem, which must be its own.
-    /// Exits 1 if the checker finds a lost or duplicated message, 2 on usage errors.
+    /// Exits 1 if the checker finds a lost or duplicated message, 2 on usage errors or
+    /// when a drill cannot run (cluster not up, fault could not be injected).
     Drill {
         scenario: String,
         /// The cluster's data directory (`dev` = ./data/dev from `umsd dev`).
