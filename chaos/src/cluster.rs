@@ -67,6 +67,11 @@ impl Cluster {
         pid_of(&self.node(id).config_path)
     }
 
+    /// The pid of node `id`, or an error saying it is not running.
+    pub fn running_pid(&self, id: u64) -> anyhow::Result<u32> {
+        self.pid(id).with_context(|| format!("node {id} is not running"))
+    }
+
     pub fn is_healthy(&self, id: u64) -> bool {
         ureq::get(&self.url(id, "/health")).timeout(Duration::from_millis(500)).call().is_ok()
     }

@@ -48,14 +48,14 @@ impl Faults {
 
     /// Prints and records a fault, its undoing, or an observation during one.
     pub fn log(&mut self, what: String) {
-        let at_ms = self.started.elapsed().as_millis() as u64;
+        let at_ms = self.now_ms();
         println!("  {:>7.1}s  {what}", at_ms as f64 / 1000.0);
         self.events.push(FaultEvent { at_ms, what });
     }
 
     /// kill -9: the node loses everything not fsynced, like a power cut.
     pub fn kill(&mut self, cluster: &Cluster, id: u64) -> anyhow::Result<()> {
-        let pid = cluster.pid(id).with_context(|| format!("node {id} is not running"))?;
+        let pid = cluster.running_pid(id)?;
         signal(pid, "KILL")?;
         self.killed.push(id);
         self.log(format!("kill -9 node {id} (pid {pid})"));
@@ -81,7 +81,7 @@ impl Faults {
     /// SIGSTOP: the node freezes with its connections open, like a long GC pause or a
     /// hung VM.
     pub fn pause(&mut self, cluster: &Cluster, id: u64) -> anyhow::Result<()> {
-        let pid = cluster.pid(id).with_context(|| format!("node {id} is not running"))?;
+        let pid = cluster.running_pid(id)?;
         signal(pid, "STOP")?;
         self.paused.push(id);
         self.log(format!("SIGSTOP node {id}"));
@@ -99,7 +99,7 @@ impl Faults {
 
     /// A graceful stop (SIGTERM) for rolling restarts.
     pub fn stop(&mut self, cluster: &Cluster, id: u64) -> anyhow::Result<()> {
-        let pid = cluster.pid(id).with_context(|| format!("node {id} is not running"))?;
+        let pid = cluster.running_pid(id)?;
         signal(pid, "TERM")?;
         let deadline = Instant::now() + Duration::from_secs(15);
         while cluster.pid(id).is_some() {
@@ -118,18 +118,14 @@ impl Faults {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// The peer addresses of `ids`; partitions need every node on its own IP.
-    fn peer_addresses(cluster: &Cluster, ids: &[u64]) -> anyhow::Result<Vec<SocketAddr>> {
-        if let Some(why) = network_faults_unsupported(cluster) {
-            bail!(why);
-        }
-        Ok(ids.iter().map(|&id| cluster.node(id).config.peer_listen).collect())
+    fn peer_addresses(cluster: &Cluster, ids: &[u64]) -> Vec<SocketAddr> {
+        ids.iter().map(|&id| cluster.node(id).config.peer_listen).collect()
     }
 
     /// Drops every packet between `isolated` and the other nodes, both ways.
     pub fn isolate(&mut self, cluster: &Cluster, isolated: u64) -> anyhow::Result<()> {
         let others: Vec<u64> = cluster.ids().into_iter().filter(|&id| id != isolated).collect();
-        let rules = network::partition_rules(&Self::peer_addresses(cluster, &[isolated])?, &Self::peer_addresses(cluster, &others)?);
+        let rules = network::partition_rules(&Self::peer_addresses(cluster, &[isolated]), &Self::peer_addresses(cluster, &others));
         self.apply_rules(cluster, &rules)?;
         self.isolations.push(Isolation { node: isolated, from_ms: self.now_ms(), to_ms: None });
         self.log(format!("partition: node {isolated} | nodes {others:?}"));
@@ -138,13 +134,18 @@ impl Faults {
 
     /// Drops `probability` of the packets between every two nodes.
     pub fn packet_loss(&mut self, cluster: &Cluster, probability: f64) -> anyhow::Result<()> {
-        let rules = network::loss_rules(&Self::peer_addresses(cluster, &cluster.ids())?, probability);
+        let rules = network::loss_rules(&Self::peer_addresses(cluster, &cluster.ids()), probability);
         self.apply_rules(cluster, &rules)?;
         self.log(format!("packet loss {:.0} % between all nodes", probability * 100.0));
         Ok(())
     }
 
+    /// Installs `rules`, once the cluster is known to support them (every node on its
+    /// own peer IP, iptables usable).
     fn apply_rules(&mut self, cluster: &Cluster, rules: &[network::Rule]) -> anyhow::Result<()> {
+        if let Some(why) = network_faults_unsupported(cluster) {
+            bail!(why);
+        }
         let iptables = Self::iptables(cluster);
         self.network_faulty = true; // Before installing: removing is safe to repeat.
         iptables.install()?;
@@ -187,8 +188,8 @@ impl Faults {
         self.fillers.push((id, path.clone()));
         let block = vec![0xA5u8; 1 << 20];
         let mut written_mib = 0u64;
-        // Bounded: a filesystem larger than 64 GiB is not a "small" one.
-        while written_mib < 64 << 10 && file.write_all(&block).is_ok() {
+        // Never more than the largest filesystem we agree to fill, even if space keeps freeing up.
+        while written_mib << 20 < MAX_FILLABLE_BYTES && file.write_all(&block).is_ok() {
             written_mib += 1;
         }
         let _ = file.sync_all();

@@ -129,9 +129,14 @@ impl PeerNetwork {
         Duration::from_millis(self.delay_ms.load(Ordering::Relaxed))
     }
 
+    /// Now, on the clock of `heard` (never 0, which means "never heard from").
+    fn clock_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
     fn heard_from(&self, from: NodeId) {
         if let Some(heard) = self.heard.get(&from) {
-            heard.store(self.epoch.elapsed().as_millis() as u64 + 1, Ordering::Relaxed);
+            heard.store(self.clock_ms(), Ordering::Relaxed);
         }
     }
 
@@ -145,7 +150,7 @@ impl PeerNetwork {
         let Some(heard) = self.heard.get(&peer).map(|h| h.load(Ordering::Relaxed)) else {
             return true;
         };
-        heard != 0 && (self.epoch.elapsed().as_millis() as u64 + 1).saturating_sub(heard) >= PEER_SILENCE.as_millis() as u64
+        heard != 0 && self.clock_ms().saturating_sub(heard) >= PEER_SILENCE.as_millis() as u64
     }
 
     /// True when this node has lost touch with a majority of `replicas` (a shard's

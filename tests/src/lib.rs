@@ -50,10 +50,6 @@ impl TestCluster {
         Self::launch(Self::configure(count, tweak))
     }
 
-    fn start_stopped(count: usize) -> Self {
-        Self::configure(count, |_| {})
-    }
-
     /// The cluster's directories and configurations, nothing started yet.
     fn configure(count: usize, tweak: impl Fn(&mut NodeConfig)) -> Self {
         let dir = tempfile::Builder::new().prefix("ums-test-").tempdir_in("/var/tmp").expect("temp dir");
@@ -84,7 +80,7 @@ impl TestCluster {
     /// Like [`TestCluster::start`], with node `small`'s data on a tmpfs of `mib` MiB of
     /// its own, so a drill can fill that disk without touching anything else (root only).
     pub fn start_with_small_disk(count: usize, small: u64, mib: u64) -> Self {
-        let mut cluster = Self::start_stopped(count);
+        let mut cluster = Self::configure(count, |_| {});
         let dir = cluster.nodes[small as usize - 1].config.data_dir.clone();
         std::fs::create_dir_all(&dir).expect("data dir");
         let status = std::process::Command::new("mount")
