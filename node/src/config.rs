@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use consensus::NodeId;
+use gateways::smtp::SmtpSettings;
 use serde::{Deserialize, Serialize};
 
 /// One node's configuration.
@@ -34,6 +35,9 @@ pub struct NodeConfig {
     pub mailbox_idle_ms: u64,
     #[serde(default)]
     pub outbound: OutboundSettings,
+    /// SMTP MX and submission listeners (none unless configured).
+    #[serde(default)]
+    pub smtp: SmtpSettings,
     /// DELIBERATELY UNSAFE (drill self-tests only): acknowledge without fsync, keep the
     /// WAL in memory. A drill against such a cluster must report lost messages.
     #[serde(default)]
@@ -152,6 +156,7 @@ impl NodeConfig {
             raft: RaftSettings::default(),
             mailbox_idle_ms: default_mailbox_idle_ms(),
             outbound: OutboundSettings::default(),
+            smtp: SmtpSettings::default(),
             unsafe_skip_fsync: false,
             debug_faults: false,
         }
@@ -190,6 +195,7 @@ impl NodeConfig {
         if self.raft.max_election_tick <= self.raft.election_tick {
             return invalid("raft: max_election_tick must exceed election_tick".into());
         }
+        self.smtp.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

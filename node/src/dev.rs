@@ -15,6 +15,7 @@ use consensus::NodeId;
 
 use crate::client::post_with_retry;
 use crate::config::{Member, NodeConfig, dev_ports, ports_in_block};
+use gateways::smtp::SmtpSettings;
 
 /// Number of demo users (`user1@ministry.go.ke` …).
 pub const DEMO_USERS: u32 = 100;
@@ -46,7 +47,30 @@ pub fn local_config(base: u16, id: NodeId, nodes: usize, data: &Path, cluster_id
         })
         .collect();
     let me = members[id as usize - 1].clone();
-    NodeConfig { replicas: nodes.min(3), debug_faults: true, ..NodeConfig::new(&me, cluster_id, data.join(format!("node-{id}")), members) }
+    let ports = ports_in_block(base, id);
+    let (cert, key) = dev_tls_files(data);
+    let smtp = SmtpSettings {
+        listen: Some(([127, 0, 0, 1], ports.smtp).into()),
+        submission_listen: Some(([127, 0, 0, 1], ports.submission).into()),
+        hostname: format!("node{id}.ums.localhost"),
+        tls_cert: Some(cert),
+        tls_key: Some(key),
+        ..SmtpSettings::default()
+    };
+    NodeConfig { replicas: nodes.min(3), debug_faults: true, smtp, ..NodeConfig::new(&me, cluster_id, data.join(format!("node-{id}")), members) }
+}
+
+/// Where a local cluster under `data` keeps its self-signed TLS certificate and key.
+pub fn dev_tls_files(data: &Path) -> (PathBuf, PathBuf) {
+    (data.join("tls/cert.pem"), data.join("tls/key.pem"))
+}
+
+/// Creates the local cluster's self-signed certificate unless it exists (clients must
+/// be told to accept it, e.g. `swaks --tls` does, Python needs an unverified context).
+pub fn ensure_dev_certificate(data: &Path) -> anyhow::Result<()> {
+    let (cert, key) = dev_tls_files(data);
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    gateways::tls::ensure_self_signed(&cert, &key, &names).context("creating the dev TLS certificate")
 }
 
 fn read_or_create(path: &Path, create: impl FnOnce() -> String) -> anyhow::Result<String> {
@@ -74,6 +98,7 @@ pub fn run(nodes: usize, data: &Path) -> anyhow::Result<()> {
     let flag = Arc::clone(&stop);
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
 
+    ensure_dev_certificate(&data)?;
     let mut children: Vec<(NodeId, Child, PathBuf)> = Vec::new();
     for id in 1..=nodes as NodeId {
         let config = dev_config(id, nodes, &data, &cluster_id);
@@ -163,14 +188,24 @@ fn create_demo_users() -> anyhow::Result<()> {
 
 fn print_endpoints(nodes: usize, data: &Path, cluster_id: &str) {
     println!("\nUMS dev cluster '{cluster_id}' is up: {nodes} nodes, data in {}", data.display());
-    println!("  node  peer             HTTP API / metrics");
+    println!("  node  peer           SMTP (MX)        submission       HTTP API / metrics");
     for id in 1..=nodes as NodeId {
         let ports = dev_ports(id);
-        println!("  {id:>4}  127.0.0.1:{:<6}  http://127.0.0.1:{}/api/v1/cluster  (/metrics, /health)", ports.peer, ports.http);
+        println!(
+            "  {id:>4}  {}:{:<5}  127.0.0.1:{:<5}  127.0.0.1:{:<5}  http://127.0.0.1:{}/api/v1/cluster  (/metrics, /health)",
+            std::net::Ipv4Addr::from(local_peer_ip(id)),
+            ports.peer,
+            ports.smtp,
+            ports.submission,
+            ports.http
+        );
     }
     let (email, password, msisdn) = demo_user(1);
     println!("\ndemo users: user1..user{DEMO_USERS}@{DEMO_DOMAIN}, e.g. {email} / {password} / {msisdn}");
     println!("try: curl -s -XPOST -H 'content-type: application/json' -d '{{\"kind\":\"sms\",\"body\":\"hello\"}}' http://127.0.0.1:7180/api/v1/users/{email}/messages");
+    println!("send mail: swaks --server 127.0.0.1:7125 --to {email} --from citizen@example.org");
+    println!("submit mail: swaks --server 127.0.0.1:7187 --tls --auth PLAIN --auth-user {email} --auth-password {password} --from {email} --to someone@example.org");
+    println!("STARTTLS uses the self-signed certificate {}/tls/cert.pem.", data.display());
     println!("logs: {}/node-N/umsd.log; Ctrl-C stops the cluster.", data.display());
 }
 

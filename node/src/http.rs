@@ -120,6 +120,27 @@ async fn cluster(state: State) -> HttpResponse {
     }))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DomainBody {
+    domain: String,
+}
+
+/// Accept mail for a domain (also local once any user in it exists).
+async fn add_domain(state: State, body: web::Json<DomainBody>) -> HttpResponse {
+    match state.service.add_domain(&body.domain).await {
+        Ok(domain) => HttpResponse::Created().json(json!({ "domain": domain, "local": true })),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn get_domain(state: State, domain: web::Path<String>) -> HttpResponse {
+    match state.service.is_local_domain(&domain).await {
+        Ok(local) => HttpResponse::Ok().json(json!({ "domain": domain.to_lowercase(), "local": local })),
+        Err(e) => error_response(&e),
+    }
+}
+
 /// A user as the API shows it (never the password hash).
 fn user_view(service: &Service, user: &User) -> serde_json::Value {
     json!({
@@ -303,6 +324,8 @@ async fn list_messages(state: State, address: web::Path<String>, query: web::Que
                     });
                     if query.bodies.unwrap_or(false) {
                         view["body"] = json!(String::from_utf8_lossy(&m.raw));
+                        // The exact bytes (8-bit mail is not always UTF-8).
+                        view["body_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(&m.raw));
                     }
                     view
                 })
@@ -483,6 +506,8 @@ pub async fn serve(listen: std::net::SocketAddr, state: AppState) -> std::io::Re
             .route("/metrics", web::get().to(metrics))
             .route("/api/v1/cluster", web::get().to(cluster))
             .route("/api/v1/users", web::post().to(upsert_user))
+            .route("/api/v1/domains", web::post().to(add_domain))
+            .route("/api/v1/domains/{domain}", web::get().to(get_domain))
             .route("/api/v1/users/{address}", web::get().to(get_user))
             .route("/api/v1/users/{address}/messages", web::post().to(append_message))
             .route("/api/v1/users/{address}/messages", web::get().to(list_messages))

@@ -18,6 +18,7 @@ pub mod client;
 pub mod config;
 pub mod dev;
 pub mod http;
+pub mod mail;
 pub mod peer;
 pub mod placement;
 pub mod runtime;

@@ -1,5 +1,5 @@
-//! Starts one node from its configuration: storage, Raft thread, peer network, service
-//! and HTTP API; stops them in order on SIGINT/SIGTERM.
+//! Starts one node from its configuration: storage, Raft thread, peer network, service,
+//! SMTP gateways and HTTP API; stops them in order on SIGINT/SIGTERM.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -81,6 +81,7 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         retry_base: Duration::from_millis(config.outbound.retry_base_ms.max(1)),
         max_attempts: config.outbound.max_attempts.max(1),
         batch: 64,
+        relay: gateways::smtp::relay::RelayTarget { relay_host: config.smtp.relay_host.clone(), hostname: config.smtp.hostname.clone() },
     };
     let supervisor = {
         let (service, settings) = (Arc::clone(&service), queue_settings);
@@ -97,6 +98,9 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     let (incoming_tx, incoming_rx) = mpsc::channel(4096);
     io_runtime.spawn(peer::listen(listener, config.cluster_id.clone(), Arc::clone(&network), raft_handle.clone(), incoming_tx));
     io_runtime.spawn(Arc::clone(&service).serve_incoming(incoming_rx));
+
+    let mail: Arc<dyn gateways::service::MailService> = Arc::clone(&service) as _;
+    io_runtime.block_on(gateways::smtp::start(config.smtp.clone(), mail)).context("starting SMTP")?;
 
     info!(node = config.node_id, peer = %config.peer_listen, http = %config.http_listen, "node started");
     let debug = config.debug_faults.then(|| {

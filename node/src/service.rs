@@ -19,7 +19,7 @@ use crate::peer::{Incoming, PeerNetwork};
 use crate::placement::{META_GROUP, shard_for_user, stable_hash};
 use crate::proto::peer::{ForwardReply, ForwardRequest, ServiceError as WireError, forward_request, frame, service_error};
 use crate::proto::state::{
-    ClaimAddresses, Command as StateCommand, CommandResult, Deliver, Delivered, Enqueue, GetUser, ListMessages, ListOutbound,
+    AddDomain, ClaimAddresses, Command as StateCommand, CommandResult, Deliver, Delivered, Enqueue, GetUser, ListMessages, ListOutbound, LocalDomain,
     OutboundAttempt, OutboundItem, PutUser, Query, QueryResult, ResolveAddress, User, command, command_result::Status, query,
 };
 use crate::runtime::RaftHandle;
@@ -30,30 +30,16 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 /// How long a forwarded request waits for the leader's reply before retrying.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Why a request failed, in terms an API client can act on.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ServiceError {
-    /// No leader could be reached in time; retry later (HTTP 503 with Retry-After).
-    #[error("{0}")]
-    Unavailable(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("internal error: {0}")]
-    Internal(String),
-}
+/// Why a request failed, in terms a client can act on (shared with the gateways).
+pub use gateways::service::ServiceError;
 
-impl ServiceError {
-    fn from_status(status: i32, error: String) -> Result<(), ServiceError> {
-        match Status::from_i32(status).unwrap_or(Status::Invalid) {
-            Status::Ok => Ok(()),
-            Status::NotFound => Err(ServiceError::NotFound(error)),
-            Status::Conflict => Err(ServiceError::Conflict(error)),
-            Status::Invalid => Err(ServiceError::Invalid(error)),
-        }
+/// The error a non-OK state-machine status stands for.
+fn error_from_status(status: i32, error: String) -> Result<(), ServiceError> {
+    match Status::from_i32(status).unwrap_or(Status::Invalid) {
+        Status::Ok => Ok(()),
+        Status::NotFound => Err(ServiceError::NotFound(error)),
+        Status::Conflict => Err(ServiceError::Conflict(error)),
+        Status::Invalid => Err(ServiceError::Invalid(error)),
     }
 }
 
@@ -418,6 +404,23 @@ impl Service {
         })
     }
 
+    /// Accepts mail for `domain` from now on.
+    pub async fn add_domain(&self, domain: &str) -> Result<String, ServiceError> {
+        let domain = normalize_domain(domain)?;
+        self.propose(META_GROUP, command::Op::AddDomain(AddDomain { domain: domain.clone() })).await?;
+        Ok(domain)
+    }
+
+    /// Whether mail for `domain` is accepted here.
+    pub async fn is_local_domain(&self, domain: &str) -> Result<bool, ServiceError> {
+        let domain = normalize_domain(domain)?;
+        match self.query(META_GROUP, query::Q::LocalDomain(LocalDomain { domain })).await {
+            Ok(_) => Ok(true),
+            Err(ServiceError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Delivers a message to the user owning `address`, returning its UID once the
     /// message is replicated and applied.
     pub async fn deliver(&self, address: &str, mailbox: &str, raw: Vec<u8>, kind: &str, client_ref: &str, idempotency_key: Option<&str>) -> Result<(GroupId, Delivered), ServiceError> {
@@ -486,7 +489,11 @@ impl Service {
 fn mailbox_user(op: &command::Op) -> Option<String> {
     match op {
         command::Op::Deliver(deliver) => Some(deliver.user_id.clone()),
-        command::Op::PutUser(_) | command::Op::ClaimAddresses(_) | command::Op::Enqueue(_) | command::Op::OutboundAttempt(_) => None,
+        command::Op::PutUser(_)
+        | command::Op::ClaimAddresses(_)
+        | command::Op::Enqueue(_)
+        | command::Op::OutboundAttempt(_)
+        | command::Op::AddDomain(_) => None,
     }
 }
 
@@ -510,7 +517,7 @@ impl Reply for QueryResult {
 /// Turns a non-OK status into the matching error.
 fn checked<R: Reply>(reply: R) -> Result<R, ServiceError> {
     let (status, error) = reply.status();
-    ServiceError::from_status(status, error.to_string())?;
+    error_from_status(status, error.to_string())?;
     Ok(reply)
 }
 
@@ -555,6 +562,16 @@ pub fn normalize_address(address: &str) -> Result<String, ServiceError> {
         return Ok(address.to_lowercase());
     }
     normalize_phone(address).map_err(ServiceError::Invalid)
+}
+
+/// Domains compare case-insensitively: `Health.GO.ke` is `health.go.ke`.
+pub fn normalize_domain(domain: &str) -> Result<String, ServiceError> {
+    let domain = domain.trim().trim_end_matches('.').to_lowercase();
+    let label_ok = |l: &str| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_alphanumeric() || c == '-');
+    if domain.len() > 253 || !domain.contains('.') || !domain.split('.').all(label_ok) {
+        return Err(ServiceError::Invalid(format!("'{domain}' is not a domain name")));
+    }
+    Ok(domain)
 }
 
 /// Accepts E.164 numbers with optional spaces or dashes: `+254 700-000001`.

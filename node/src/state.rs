@@ -8,6 +8,8 @@
 //!   family under the same key
 //! - `a\0{address}`: the user id owning an address (meta group)
 //! - `c\0{user}`: the addresses a user claimed (meta group), to release old ones
+//! - `d\0{domain}`: a domain we accept mail for (meta group); recorded when an e-mail
+//!   address in it is claimed, or added by an operator
 //! - `o\0{user}\0{seq:be64}`: an [`OutboundItem`]; `p\0{seq:be64}` → user id indexes
 //!   the pending ones for the shard's queue actor; `q` holds the next sequence number
 //!
@@ -21,7 +23,7 @@ use prost::Message;
 use storage::{Cf, KvRead};
 
 use crate::proto::state::{
-    ClaimAddresses, Command, CommandResult, Deliver, Delivered, Enqueue, ListMessages, ListOutbound, Mailbox, MessageMeta,
+    AddDomain, ClaimAddresses, Command, CommandResult, Deliver, Delivered, Enqueue, ListMessages, ListOutbound, Mailbox, MessageMeta,
     OutboundAttempt, OutboundItem, PutUser, Query, QueryResult, StoredMessage, User, command, command_result::Status,
     outbound_item, query,
 };
@@ -53,6 +55,10 @@ fn message_key(user: &str, mailbox: &str, uid: u32) -> Vec<u8> {
 
 fn address_key(address: &str) -> Vec<u8> {
     key(&[b"a", address.as_bytes()])
+}
+
+fn domain_key(domain: &str) -> Vec<u8> {
+    key(&[b"d", domain.as_bytes()])
 }
 
 fn claims_key(user: &str) -> Vec<u8> {
@@ -145,6 +151,7 @@ impl StateMachine for UmsMachine {
                 command::Op::Deliver(deliver) => deliver_message(ctx, cache, deliver),
                 command::Op::Enqueue(enqueue) => enqueue_outbound(ctx, enqueue),
                 command::Op::OutboundAttempt(attempt) => record_attempt(ctx, attempt),
+                command::Op::AddDomain(add) => add_domain(ctx, add),
             },
             Ok(Command { op: None }) => result(Status::Invalid, "empty command"),
             Err(e) => result(Status::Invalid, format!("undecodable command: {e}")),
@@ -193,8 +200,19 @@ fn claim_addresses(ctx: &mut ApplyContext<'_>, claim: ClaimAddresses) -> Command
     }
     for address in &claim.addresses {
         ctx.put(Cf::Data, &address_key(address), claim.user_id.as_bytes().to_vec());
+        if let Some((_, domain)) = address.rsplit_once('@') {
+            ctx.put(Cf::Data, &domain_key(domain), Vec::new());
+        }
     }
     ctx.put(Cf::Data, &claims_key(&claim.user_id), claim.encode_to_vec());
+    CommandResult::default()
+}
+
+fn add_domain(ctx: &mut ApplyContext<'_>, add: AddDomain) -> CommandResult {
+    if !valid_name(&add.domain) || add.domain.contains('@') {
+        return result(Status::Invalid, format!("invalid domain '{}'", add.domain));
+    }
+    ctx.put(Cf::Data, &domain_key(&add.domain), Vec::new());
     CommandResult::default()
 }
 
@@ -322,6 +340,10 @@ pub fn execute_query(engine: &dyn KvRead, group: GroupId, query: &Query) -> stor
         },
         Some(query::Q::ListMessages(list)) => list_messages(engine, group, list)?,
         Some(query::Q::ListOutbound(list)) => list_outbound(engine, group, list)?,
+        Some(query::Q::LocalDomain(local)) => match read(&domain_key(&local.domain))? {
+            Some(_) => QueryResult::default(),
+            None => not_found(format!("{} is not a local domain", local.domain)),
+        },
         None => QueryResult {
             status: Status::Invalid as i32,
             error: "empty query".into(),

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use gateways::smtp::SmtpSettings;
 use node::config::{Member, NodeConfig};
 use serde_json::Value;
 
@@ -53,6 +54,8 @@ impl TestCluster {
     /// The cluster's directories and configurations, nothing started yet.
     fn configure(count: usize, tweak: impl Fn(&mut NodeConfig)) -> Self {
         let dir = tempfile::Builder::new().prefix("ums-test-").tempdir_in("/var/tmp").expect("temp dir");
+        node::dev::ensure_dev_certificate(dir.path()).expect("test TLS certificate");
+        let (tls_cert, tls_key) = node::dev::dev_tls_files(dir.path());
         let members: Vec<Member> = (1..=count as u64)
             .map(|id| {
                 // Each node on its own loopback address (127.0.0.1N), as on separate hosts.
@@ -64,10 +67,20 @@ impl TestCluster {
             .iter()
             .map(|member| {
                 let data_dir = dir.path().join(format!("node-{}", member.id));
+                let ip = node::dev::local_peer_ip(member.id);
+                let smtp = SmtpSettings {
+                    listen: Some(SocketAddr::from((ip, free_port(ip)))),
+                    submission_listen: Some(SocketAddr::from((ip, free_port(ip)))),
+                    hostname: format!("node{}.test", member.id),
+                    tls_cert: Some(tls_cert.clone()),
+                    tls_key: Some(tls_key.clone()),
+                    ..SmtpSettings::default()
+                };
                 let mut config = NodeConfig {
                     shards: 8,
                     replicas: count.min(3),
                     debug_faults: true,
+                    smtp,
                     ..NodeConfig::new(member, "test-cluster", data_dir, members.clone())
                 };
                 tweak(&mut config);
@@ -138,6 +151,16 @@ impl TestCluster {
         self.nodes[id as usize - 1].child.is_some()
     }
 
+    /// Node `id`'s SMTP MX address (host:port).
+    pub fn smtp(&self, id: u64) -> String {
+        self.nodes[id as usize - 1].config.smtp.listen.expect("SMTP configured").to_string()
+    }
+
+    /// Node `id`'s SMTP submission address (host:port).
+    pub fn submission(&self, id: u64) -> String {
+        self.nodes[id as usize - 1].config.smtp.submission_listen.expect("submission configured").to_string()
+    }
+
     pub fn url(&self, id: u64, path: &str) -> String {
         format!("http://{}{}", self.nodes[id as usize - 1].config.http_listen, path)
     }
@@ -181,6 +204,15 @@ impl TestCluster {
     /// The `(uid, client_ref)` list of a user's INBOX on node `id`'s own replica.
     pub fn local_messages(&self, id: u64, email: &str) -> Option<Vec<(u64, String)>> {
         node::client::replica_messages(&self.url(id, ""), email)
+    }
+
+    /// The `(uid, raw message)` list of a user's INBOX on node `id`'s own replica.
+    pub fn local_bodies(&self, id: u64, email: &str) -> Option<Vec<(u64, Vec<u8>)>> {
+        use base64::Engine as _;
+        let url = self.url(id, &format!("/api/v1/users/{email}/messages?local=true&bodies=true&limit=10000"));
+        let body = get_json(&url).ok()?;
+        let decode = |m: &Value| base64::engine::general_purpose::STANDARD.decode(m["body_base64"].as_str().unwrap_or("")).unwrap_or_default();
+        Some(body["messages"].as_array()?.iter().map(|m| (m["uid"].as_u64().unwrap_or(0), decode(m))).collect())
     }
 
     /// Waits until every running node's replica holds the same messages for `email`.

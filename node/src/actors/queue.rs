@@ -15,6 +15,9 @@ use actix::prelude::*;
 use consensus::GroupId;
 use tracing::{debug, info, warn};
 
+use gateways::smtp::dsn::{self, Bounce};
+use gateways::smtp::relay::{self, RelayOutcome, RelayTarget};
+
 use crate::placement::META_GROUP;
 use crate::proto::state::{OutboundAttempt, OutboundItem};
 use crate::service::{Service, now_ms};
@@ -31,6 +34,8 @@ pub struct QueueSettings {
     pub max_attempts: u32,
     /// Items attempted per poll.
     pub batch: usize,
+    /// Where outbound e-mail (channel `smtp`) goes.
+    pub relay: RelayTarget,
 }
 
 /// What one delivery attempt came to.
@@ -116,20 +121,49 @@ async fn work_queue(service: Arc<Service>, shard: GroupId, settings: QueueSettin
     let now = now_ms();
     for item in items.into_iter().filter(|i| i.next_attempt_ms <= now) {
         let key = format!("{}:{shard}:{}", settings.cluster_id, item.seq);
-        let outcome = {
-            let item = item.clone();
-            tokio::task::spawn_blocking(move || deliver_webhook(&item, &key)).await.unwrap_or_else(|e| Outcome::Retry(e.to_string()))
+        let outcome = match item.channel.as_str() {
+            "smtp" => match relay::send(&settings.relay, &item.mail_from, &item.target, &item.payload).await {
+                RelayOutcome::Delivered => Outcome::Delivered,
+                RelayOutcome::Retry(e) => Outcome::Retry(e),
+                RelayOutcome::Refused(e) => Outcome::Refused(e),
+            },
+            _ => {
+                let (item, key) = (item.clone(), key.clone());
+                tokio::task::spawn_blocking(move || deliver_webhook(&item, &key)).await.unwrap_or_else(|e| Outcome::Retry(e.to_string()))
+            }
         };
         let report = attempt_report(&settings, &item, &outcome, now_ms());
-        metrics::counter!("ums_outbound_attempts_total").increment(1);
+        metrics::counter!("ums_outbound_attempts_total", "channel" => item.channel.clone()).increment(1);
         if report.give_up {
             warn!(shard, seq = item.seq, error = %report.error, "outbound item failed for good");
+            if item.channel == "smtp"
+                && !item.mail_from.is_empty()
+                && let Err(e) = bounce(&service, &settings, &item, &report.error, key).await
+            {
+                // Not recorded as failed yet: the next pass (here or on the next leader) retries.
+                return warn!(shard, seq = item.seq, error = %e, "could not deliver a bounce");
+            }
         }
         if let Err(e) = service.record_attempt(shard, report).await {
             // Leadership moved or the cluster is busy: the next leader retries the item.
             return warn!(shard, seq = item.seq, error = %e, "could not record an outbound attempt");
         }
     }
+}
+
+/// Tells the sender of an undeliverable e-mail, in their own INBOX. The bounce is keyed
+/// by the item, so a retried pass never delivers it twice.
+async fn bounce(service: &Service, settings: &QueueSettings, item: &OutboundItem, error: &str, key: String) -> Result<(), crate::service::ServiceError> {
+    let message = dsn::build(&Bounce {
+        hostname: &settings.relay.hostname,
+        to: &item.mail_from,
+        recipient: &item.target,
+        error,
+        attempts: item.attempts + 1,
+        original: &item.payload,
+    });
+    let key = format!("bounce:{key}");
+    service.deliver(&item.user_id, "INBOX", message, "email", &key, Some(&key)).await.map(|_| ())
 }
 
 /// Leadership news from the Raft thread.
@@ -201,7 +235,14 @@ mod tests {
     use super::*;
 
     fn settings() -> QueueSettings {
-        QueueSettings { cluster_id: "c".into(), poll: Duration::from_millis(100), retry_base: Duration::from_secs(1), max_attempts: 3, batch: 10 }
+        QueueSettings {
+            cluster_id: "c".into(),
+            poll: Duration::from_millis(100),
+            retry_base: Duration::from_secs(1),
+            max_attempts: 3,
+            batch: 10,
+            relay: RelayTarget { relay_host: None, hostname: "node.test".into() },
+        }
     }
 
     #[test]

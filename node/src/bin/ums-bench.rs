@@ -182,6 +182,7 @@ fn main() -> anyhow::Result<()> {
     }
     let data = std::path::Path::new("/var/tmp").join(format!("ums-bench-{}", std::process::id()));
     let cluster_id = format!("bench-{}", std::process::id());
+    node::dev::ensure_dev_certificate(&data)?;
     let mut children = Vec::new();
     for id in 1..=NODES as NodeId {
         let config = local_config(options.base_port, id, NODES, &data, &cluster_id);

@@ -36,6 +36,20 @@ enum Command {
         #[command(subcommand)]
         command: LeaderCommand,
     },
+    /// Manage the mail domains the MX accepts (a domain is also local once any user in
+    /// it exists).
+    Domain {
+        #[command(subcommand)]
+        command: DomainCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DomainCommand {
+    /// Accept mail for DOMAIN, e.g. `health.go.ke`, before any user in it exists.
+    Add { domain: String },
+    /// Say whether the MX accepts mail for DOMAIN.
+    Show { domain: String },
 }
 
 #[derive(Subcommand)]
@@ -217,6 +231,23 @@ fn transfer(node: &str, shard: u64, to: u64) -> anyhow::Result<()> {
     bail!("leadership of shard {shard} kept moving; retry")
 }
 
+fn domain(node: &str, command: DomainCommand) -> anyhow::Result<()> {
+    let (code, body) = match &command {
+        DomainCommand::Add { domain } => call(ureq::post(&url(node, "/api/v1/domains")), Some(json!({ "domain": domain })))?,
+        DomainCommand::Show { domain } => call(ureq::get(&url(node, &format!("/api/v1/domains/{domain}"))), None)?,
+    };
+    if !(200..300).contains(&code) {
+        bail!("{} (HTTP {code})", error_text(&body));
+    }
+    let name = body["domain"].as_str().unwrap_or("");
+    match (command, body["local"].as_bool()) {
+        (DomainCommand::Add { .. }, _) => println!("{name}: mail accepted"),
+        (DomainCommand::Show { .. }, Some(true)) => println!("{name}: local (mail accepted)"),
+        (DomainCommand::Show { .. }, _) => println!("{name}: not local (mail refused with 550 5.7.1)"),
+    }
+    Ok(())
+}
+
 fn main() {
     // Behave like other command-line tools when piped into `head`: end quietly
     // instead of panicking on a closed stdout.
@@ -242,6 +273,7 @@ fn main() {
         }
         Command::User { command: UserCommand::Import { file } } => import(&cli.node, &file),
         Command::Leader { command: LeaderCommand::Transfer { shard, to } } => transfer(&cli.node, shard, to),
+        Command::Domain { command } => domain(&cli.node, command),
     };
     if let Err(error) = result {
         eprintln!("umsctl: {error:#}");

@@ -1,0 +1,282 @@
+//! The SMTP listeners: accept connections (within per-IP limits), drive a
+//! [`Session`] over the socket, and carry out what it asks for through the
+//! [`MailService`]: recipient checks, logins, storing and queueing messages.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use futures::future::join_all;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+use super::message::{fingerprint, received_header};
+use super::session::{Delivery as Outcome, Envelope, Event, Mode, Policy, Recipient, Session};
+use super::settings::SmtpSettings;
+use crate::limits::{IpLimiter, LoginThrottle, Refusal};
+use crate::service::{Delivery, MailService, Relay};
+
+/// How long a domain's local/remote answer is reused (saves a meta-group read per RCPT).
+const DOMAIN_CACHE_TTL: Duration = Duration::from_secs(10);
+/// Read buffer per connection.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Everything the connections of one node share.
+struct Gateway {
+    settings: SmtpSettings,
+    service: Arc<dyn MailService>,
+    tls: Option<TlsAcceptor>,
+    logins: Arc<LoginThrottle>,
+    domains: Mutex<HashMap<String, (bool, Instant)>>,
+}
+
+/// Binds the configured SMTP listeners and serves them on the current tokio runtime.
+/// Fails if a port cannot be bound or the TLS files cannot be loaded.
+pub async fn start(settings: SmtpSettings, service: Arc<dyn MailService>) -> anyhow::Result<()> {
+    settings.validate().map_err(anyhow::Error::msg)?;
+    let tls = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let logins = LoginThrottle::new(settings.logins.clone());
+    let listeners = [(settings.listen, Mode::Mx), (settings.submission_listen, Mode::Submission)];
+    let gateway = Arc::new(Gateway { settings, service, tls, logins, domains: Mutex::new(HashMap::new()) });
+    for (address, mode) in listeners {
+        let Some(address) = address else { continue };
+        let listener = TcpListener::bind(address).await.with_context(|| format!("binding SMTP {mode:?} on {address}"))?;
+        info!(%address, ?mode, "SMTP listening");
+        tokio::spawn(accept_loop(listener, mode, Arc::clone(&gateway)));
+    }
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, mode: Mode, gateway: Arc<Gateway>) {
+    let limiter = IpLimiter::new(gateway.settings.connections.clone());
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors, typically: back off instead of spinning.
+                warn!(error = %e, "SMTP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let gateway = Arc::clone(&gateway);
+        match limiter.admit(peer.ip(), Instant::now()) {
+            Ok(permit) => {
+                tokio::spawn(async move {
+                    serve_connection(stream, peer, mode, &gateway).await;
+                    drop(permit);
+                });
+            }
+            Err(refusal) => {
+                metrics::counter!("ums_smtp_connections_refused_total").increment(1);
+                debug!(%peer, ?refusal, "SMTP connection refused");
+                tokio::spawn(refuse(stream, refusal, gateway.settings.hostname.clone()));
+            }
+        }
+    }
+}
+
+/// Tells a client over its limit to come back later (RFC 5321: 421 then close).
+async fn refuse(mut stream: TcpStream, refusal: Refusal, hostname: String) {
+    let why = match refusal {
+        Refusal::TooManyConnections => "Too many connections from your address",
+        Refusal::TooManyNewConnections => "Too many new connections from your address",
+    };
+    let line = format!("421 4.7.0 {hostname} {why}, try again later\r\n");
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(line.as_bytes())).await;
+}
+
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, mode: Mode, gateway: &Gateway) {
+    metrics::counter!("ums_smtp_connections_total").increment(1);
+    let settings = &gateway.settings;
+    let policy = Policy {
+        hostname: settings.hostname.clone(),
+        mode,
+        max_message_bytes: settings.max_message_bytes,
+        max_recipients: settings.max_recipients,
+        tls_available: gateway.tls.is_some(),
+        allow_insecure_auth: settings.allow_insecure_auth,
+        max_errors: settings.max_errors,
+        max_auth_failures: settings.max_auth_failures,
+    };
+    let mut session = Session::new(policy, peer.ip());
+    let plain = match converse(stream, &mut session, peer, gateway).await {
+        Ok(Some(plain)) => plain,
+        Ok(None) => return,
+        Err(e) => return debug!(%peer, error = %e, "SMTP connection ended"),
+    };
+    let acceptor = gateway.tls.as_ref().expect("STARTTLS is only offered with a certificate");
+    match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(plain)).await {
+        Ok(Ok(encrypted)) => {
+            session.tls_started();
+            if let Err(e) = converse(encrypted, &mut session, peer, gateway).await {
+                debug!(%peer, error = %e, "SMTP connection ended");
+            }
+        }
+        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+/// Runs the session over `stream` until it closes, or returns the stream when the
+/// client asked for STARTTLS.
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, session: &mut Session, peer: SocketAddr, gateway: &Gateway) -> std::io::Result<Option<S>> {
+    let timeout = Duration::from_secs(gateway.settings.command_timeout_secs);
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        match session.next_event() {
+            Event::Reply(text) => out.extend_from_slice(text.as_bytes()),
+            Event::NeedInput => {
+                // Replies to pipelined commands go out together, when the input is used up.
+                flush(&mut stream, &mut out).await?;
+                match tokio::time::timeout(timeout, stream.read(&mut buf)).await {
+                    Ok(Ok(0)) => return Ok(None),
+                    Ok(Ok(n)) => session.receive(&buf[..n]),
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => {
+                        let line = format!("421 4.4.2 {} Timeout, closing connection\r\n", gateway.settings.hostname);
+                        let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(line.as_bytes())).await;
+                        debug!(%peer, in_data = session.in_data(), "SMTP client timed out");
+                        return Ok(None);
+                    }
+                }
+            }
+            Event::StartTls => {
+                flush(&mut stream, &mut out).await?;
+                return Ok(Some(stream));
+            }
+            Event::CheckRecipient { address, domain } => {
+                let verdict = check_recipient(gateway, &address, &domain).await;
+                session.recipient_checked(verdict);
+            }
+            Event::Authenticate { login, password } => {
+                let result = authenticate(gateway, peer, &login, &password).await;
+                session.authenticated(result);
+            }
+            Event::Deliver(envelope) => {
+                let outcome = deliver(gateway, envelope).await;
+                session.delivered(outcome);
+            }
+            Event::Close => {
+                flush(&mut stream, &mut out).await?;
+                let _ = stream.shutdown().await;
+                return Ok(None);
+            }
+        }
+    }
+}
+
+async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, out: &mut Vec<u8>) -> std::io::Result<()> {
+    if !out.is_empty() {
+        stream.write_all(out).await?;
+        stream.flush().await?;
+        out.clear();
+    }
+    Ok(())
+}
+
+async fn check_recipient(gateway: &Gateway, address: &str, domain: &str) -> Recipient {
+    match is_local_domain(gateway, domain).await {
+        Ok(false) => Recipient::Remote,
+        Ok(true) => match gateway.service.find_user(address).await {
+            Ok(Some(account)) => Recipient::Local { user_id: account.user_id },
+            Ok(None) => Recipient::Unknown,
+            Err(e) => {
+                warn!(address, error = %e, "recipient lookup failed");
+                Recipient::Unavailable
+            }
+        },
+        Err(e) => {
+            warn!(domain, error = %e, "domain lookup failed");
+            Recipient::Unavailable
+        }
+    }
+}
+
+async fn is_local_domain(gateway: &Gateway, domain: &str) -> Result<bool, crate::service::ServiceError> {
+    if let Some(&(local, at)) = gateway.domains.lock().unwrap().get(domain)
+        && at.elapsed() < DOMAIN_CACHE_TTL
+    {
+        return Ok(local);
+    }
+    let local = gateway.service.is_local_domain(domain).await?;
+    let mut domains = gateway.domains.lock().unwrap();
+    if domains.len() > 10_000 {
+        domains.clear();
+    }
+    domains.insert(domain.to_string(), (local, Instant::now()));
+    Ok(local)
+}
+
+async fn authenticate(gateway: &Gateway, peer: SocketAddr, login: &str, password: &str) -> Result<Option<String>, String> {
+    if !gateway.logins.allows(peer.ip(), login, Instant::now()) {
+        metrics::counter!("ums_smtp_logins_throttled_total").increment(1);
+        return Err("too many failed logins, try again later".into());
+    }
+    match gateway.service.verify_login(login, password).await {
+        Ok(Some(account)) => {
+            gateway.logins.record_success(peer.ip(), login);
+            Ok(Some(account.user_id))
+        }
+        Ok(None) => {
+            gateway.logins.record_failure(peer.ip(), login, Instant::now());
+            metrics::counter!("ums_smtp_login_failures_total").increment(1);
+            Ok(None)
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Stores the message in every local recipient's INBOX and queues it for every remote
+/// one, all at once; `250` only if every one of them was replicated and applied.
+async fn deliver(gateway: &Gateway, envelope: Envelope) -> Outcome {
+    let fingerprint = fingerprint(&envelope.mail_from, &envelope.data);
+    let id = fingerprint[..12].to_string();
+    let header = received_header(&envelope.trace, &gateway.settings.hostname, &id, SystemTime::now());
+    let mut message = Vec::with_capacity(header.len() + envelope.data.len());
+    message.extend_from_slice(header.as_bytes());
+    message.extend_from_slice(&envelope.data);
+    let service = &gateway.service;
+    let stores = envelope.local.iter().map(|recipient| {
+        service.deliver(Delivery {
+            user_id: recipient.user_id.clone(),
+            mailbox: "INBOX".into(),
+            raw: message.clone(),
+            kind: "email".into(),
+            client_ref: format!("smtp:{id}"),
+            idempotency_key: format!("smtp:{fingerprint}:{}", recipient.user_id),
+        })
+    });
+    let sender = envelope.trace.authenticated.clone().unwrap_or_default();
+    let relays = envelope.remote.iter().map(|recipient| {
+        service.enqueue_relay(Relay {
+            user_id: sender.clone(),
+            mail_from: envelope.mail_from.clone(),
+            recipient: recipient.clone(),
+            raw: message.clone(),
+            idempotency_key: format!("smtp-relay:{fingerprint}:{recipient}"),
+        })
+    });
+    let (stored, queued) = futures::join!(join_all(stores), join_all(relays));
+    let first_error = stored.into_iter().filter_map(Result::err).chain(queued.into_iter().filter_map(Result::err)).next();
+    match first_error {
+        None => {
+            metrics::counter!("ums_smtp_messages_accepted_total").increment(1);
+            Outcome::Done { id }
+        }
+        Some(e) => {
+            metrics::counter!("ums_smtp_messages_deferred_total").increment(1);
+            warn!(id, error = %e, "message not accepted; the client will retry");
+            Outcome::Failed { reason: e.to_string() }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+//! TLS for the gateways (STARTTLS): loading a PEM certificate and key into rustls, and a
+//! self-signed certificate for development clusters.
+
+use std::io::BufReader;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio_rustls::TlsAcceptor;
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("cannot generate a certificate: {0}")]
+    Generate(String),
+}
+
+/// A TLS acceptor for the certificate chain and private key in these PEM files.
+pub fn acceptor(cert_path: &Path, key_path: &Path) -> Result<TlsAcceptor, TlsError> {
+    let read = |path: &Path| std::fs::read(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source });
+    let invalid = |path: &Path, message: String| TlsError::Invalid { path: path.display().to_string(), message };
+    let cert_pem = read(cert_path)?;
+    let key_pem = read(key_path)?;
+    let certs = rustls_pemfile::certs(&mut BufReader::new(cert_pem.as_slice()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| invalid(cert_path, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(invalid(cert_path, "no certificate in the file".into()));
+    }
+    let key = rustls_pemfile::private_key(&mut BufReader::new(key_pem.as_slice()))
+        .map_err(|e| invalid(key_path, e.to_string()))?
+        .ok_or_else(|| invalid(key_path, "no private key in the file".into()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| invalid(cert_path, e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| invalid(cert_path, e.to_string()))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Writes a self-signed certificate for `names` to the two paths unless both exist
+/// (development clusters: clients must be told to accept it).
+pub fn ensure_self_signed(cert_path: &Path, key_path: &Path, names: &[String]) -> Result<(), TlsError> {
+    if cert_path.exists() && key_path.exists() {
+        return Ok(());
+    }
+    let generated = rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| TlsError::Generate(e.to_string()))?;
+    let write = |path: &Path, text: String| {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| TlsError::Read { path: dir.display().to_string(), source })?;
+        }
+        std::fs::write(path, text).map_err(|source| TlsError::Read { path: path.display().to_string(), source })
+    };
+    write(key_path, generated.key_pair.serialize_pem())?;
+    write(cert_path, generated.cert.pem())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generated_certificate_loads_and_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("tls/cert.pem"), dir.path().join("tls/key.pem"));
+        ensure_self_signed(&cert, &key, &["localhost".into()]).unwrap();
+        let first = std::fs::read(&cert).unwrap();
+        ensure_self_signed(&cert, &key, &["localhost".into()]).unwrap();
+        assert_eq!(std::fs::read(&cert).unwrap(), first, "an existing certificate is kept");
+        acceptor(&cert, &key).unwrap();
+        std::fs::write(&key, "not a key").unwrap();
+        let error = acceptor(&cert, &key).err().expect("a broken key is refused");
+        assert!(error.to_string().contains("no private key"), "{error}");
+    }
+}
