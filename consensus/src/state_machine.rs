@@ -66,6 +66,15 @@ impl ApplyBatch {
         self.overlay.insert((cf, key), None);
     }
 
+    /// Staged writes of `cf` in `[start, end)` (engine keys), for merging into a scan.
+    fn staged_in(&self, cf: Cf, start: &[u8], end: &[u8]) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        self.overlay
+            .iter()
+            .filter(|((c, k), _)| *c == cf && k.as_slice() >= start && k.as_slice() < end)
+            .map(|((_, k), v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     pub(crate) fn take_batch(&mut self) -> WriteBatch {
         self.overlay.clear();
         std::mem::take(&mut self.batch)
@@ -104,6 +113,36 @@ impl ApplyContext<'_> {
         self.staged
             .get(self.engine, cf, &state_machine_key(self.group, key))
             .unwrap_or_else(|e| panic!("group {}: read during apply failed: {e}", self.group))
+    }
+
+    /// Visits the group's keys in `[start, end)` in order, with their values, including
+    /// writes staged earlier in this round; keys are relative to the group, as `get`
+    /// takes them. `visit` returns false to stop early.
+    ///
+    /// # Panics
+    /// Panics if the engine fails, like [`ApplyContext::get`].
+    pub fn scan(&self, cf: Cf, start: &[u8], end: &[u8], visit: &mut dyn FnMut(&[u8], &[u8]) -> bool) {
+        assert_state_machine_cf(cf);
+        let (start, end) = (state_machine_key(self.group, start), state_machine_key(self.group, end));
+        let mut merged = std::collections::BTreeMap::new();
+        self.engine
+            .scan(cf, &start, &end, &mut |k, v| {
+                merged.insert(k.to_vec(), v.to_vec());
+                true
+            })
+            .unwrap_or_else(|e| panic!("group {}: scan during apply failed: {e}", self.group));
+        for (key, staged) in self.staged.staged_in(cf, &start, &end) {
+            match staged {
+                Some(value) => merged.insert(key, value),
+                None => merged.remove(&key),
+            };
+        }
+        let prefix = state_machine_key(self.group, &[]).len();
+        for (key, value) in &merged {
+            if !visit(&key[prefix..], value) {
+                return;
+            }
+        }
     }
 
     pub fn put(&mut self, cf: Cf, key: &[u8], value: Vec<u8>) {

@@ -36,7 +36,7 @@ pub struct Account {
 }
 
 /// A message to store in one user's mailbox.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Delivery {
     pub user_id: String,
     pub mailbox: String,
@@ -46,7 +46,64 @@ pub struct Delivery {
     /// The submitter's reference, kept with the message.
     pub client_ref: String,
     /// Names the request cluster-wide: the same key again is applied at most once.
-    pub idempotency_key: String,
+    pub idempotency_key: Option<String>,
+    /// Initial flags (IMAP APPEND).
+    pub flags: Vec<String>,
+    /// The internal date; `None` means now.
+    pub internal_date_ms: Option<u64>,
+    /// Fail with `NotFound` instead of creating a missing mailbox (IMAP APPEND).
+    pub existing_mailbox: bool,
+}
+
+/// A mailbox's counters, as IMAP SELECT and STATUS report them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MailboxState {
+    pub name: String,
+    pub uid_validity: u32,
+    pub uid_next: u32,
+    pub highest_modseq: u64,
+    pub messages: u32,
+    /// Only filled in by [`MailService::mailboxes`].
+    pub unseen: u32,
+    pub subscribed: bool,
+}
+
+/// One message's metadata, and its bytes when asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MessageInfo {
+    pub uid: u32,
+    pub modseq: u64,
+    pub flags: Vec<String>,
+    pub internal_date_ms: u64,
+    pub size: u64,
+    pub raw: Option<Vec<u8>>,
+}
+
+/// How STORE changes flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlagChange {
+    Add,
+    Remove,
+    Replace,
+}
+
+/// What a STORE did.
+#[derive(Clone, Debug, Default)]
+pub struct FlagsStored {
+    /// The targeted messages with their flags and modseq after the change.
+    pub messages: Vec<MessageInfo>,
+    /// UIDs skipped because they changed after UNCHANGEDSINCE (CONDSTORE).
+    pub modified: Vec<u32>,
+}
+
+/// What a COPY or MOVE did (for UIDPLUS's COPYUID).
+#[derive(Clone, Debug, Default)]
+pub struct Copied {
+    pub uid_validity: u32,
+    pub source_uids: Vec<u32>,
+    pub dest_uids: Vec<u32>,
+    /// MOVE: the UIDs removed from the source.
+    pub expunged: Vec<u32>,
 }
 
 /// Where a delivered message landed.
@@ -83,4 +140,29 @@ pub trait MailService: Send + Sync + 'static {
     async fn deliver(&self, delivery: Delivery) -> Result<Stored, ServiceError>;
     /// Queues a message for delivery to another domain.
     async fn enqueue_relay(&self, relay: Relay) -> Result<(), ServiceError>;
+
+    // Mailboxes (IMAP). Names are full paths with "/" between levels; "INBOX" is INBOX.
+
+    /// Every mailbox of a user, with counters and unseen counts.
+    async fn mailboxes(&self, user_id: &str) -> Result<Vec<MailboxState>, ServiceError>;
+    /// One mailbox's counters; `local` reads this node's replica (cheap, maybe stale).
+    async fn mailbox(&self, user_id: &str, mailbox: &str, local: bool) -> Result<MailboxState, ServiceError>;
+    async fn create_mailbox(&self, user_id: &str, mailbox: &str) -> Result<(), ServiceError>;
+    async fn delete_mailbox(&self, user_id: &str, mailbox: &str) -> Result<(), ServiceError>;
+    async fn rename_mailbox(&self, user_id: &str, from: &str, to: &str) -> Result<(), ServiceError>;
+    async fn subscribe(&self, user_id: &str, mailbox: &str, subscribed: bool) -> Result<(), ServiceError>;
+    /// Messages of a mailbox in UID order: all, or only `uids`; with bodies if asked.
+    async fn messages(&self, user_id: &str, mailbox: &str, uids: Option<&[u32]>, bodies: bool) -> Result<Vec<MessageInfo>, ServiceError>;
+    async fn store_flags(
+        &self,
+        user_id: &str,
+        mailbox: &str,
+        uids: &[u32],
+        change: FlagChange,
+        flags: &[String],
+        unchanged_since: Option<u64>,
+    ) -> Result<FlagsStored, ServiceError>;
+    /// Removes messages flagged \Deleted (among `uids`, or all); returns their UIDs.
+    async fn expunge(&self, user_id: &str, mailbox: &str, uids: Option<&[u32]>) -> Result<Vec<u32>, ServiceError>;
+    async fn copy_messages(&self, user_id: &str, from: &str, to: &str, uids: &[u32], remove: bool) -> Result<Copied, ServiceError>;
 }

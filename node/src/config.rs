@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use consensus::NodeId;
+use gateways::imap::ImapSettings;
 use gateways::smtp::SmtpSettings;
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +39,9 @@ pub struct NodeConfig {
     /// SMTP MX and submission listeners (none unless configured).
     #[serde(default)]
     pub smtp: SmtpSettings,
+    /// IMAP listener (none unless configured).
+    #[serde(default)]
+    pub imap: ImapSettings,
     /// DELIBERATELY UNSAFE (drill self-tests only): acknowledge without fsync, keep the
     /// WAL in memory. A drill against such a cluster must report lost messages.
     #[serde(default)]
@@ -157,6 +161,7 @@ impl NodeConfig {
             mailbox_idle_ms: default_mailbox_idle_ms(),
             outbound: OutboundSettings::default(),
             smtp: SmtpSettings::default(),
+            imap: ImapSettings::default(),
             unsafe_skip_fsync: false,
             debug_faults: false,
         }
@@ -196,6 +201,7 @@ impl NodeConfig {
             return invalid("raft: max_election_tick must exceed election_tick".into());
         }
         self.smtp.validate().map_err(ConfigError::Invalid)?;
+        self.imap.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

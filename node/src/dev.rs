@@ -15,6 +15,7 @@ use consensus::NodeId;
 
 use crate::client::post_with_retry;
 use crate::config::{Member, NodeConfig, dev_ports, ports_in_block};
+use gateways::imap::ImapSettings;
 use gateways::smtp::SmtpSettings;
 
 /// Number of demo users (`user1@ministry.go.ke` …).
@@ -53,11 +54,12 @@ pub fn local_config(base: u16, id: NodeId, nodes: usize, data: &Path, cluster_id
         listen: Some(([127, 0, 0, 1], ports.smtp).into()),
         submission_listen: Some(([127, 0, 0, 1], ports.submission).into()),
         hostname: format!("node{id}.ums.localhost"),
-        tls_cert: Some(cert),
-        tls_key: Some(key),
+        tls_cert: Some(cert.clone()),
+        tls_key: Some(key.clone()),
         ..SmtpSettings::default()
     };
-    NodeConfig { replicas: nodes.min(3), debug_faults: true, smtp, ..NodeConfig::new(&me, cluster_id, data.join(format!("node-{id}")), members) }
+    let imap = ImapSettings { listen: Some(([127, 0, 0, 1], ports.imap).into()), tls_cert: Some(cert), tls_key: Some(key), ..ImapSettings::default() };
+    NodeConfig { replicas: nodes.min(3), debug_faults: true, smtp, imap, ..NodeConfig::new(&me, cluster_id, data.join(format!("node-{id}")), members) }
 }
 
 /// Where a local cluster under `data` keeps its self-signed TLS certificate and key.
@@ -188,15 +190,16 @@ fn create_demo_users() -> anyhow::Result<()> {
 
 fn print_endpoints(nodes: usize, data: &Path, cluster_id: &str) {
     println!("\nUMS dev cluster '{cluster_id}' is up: {nodes} nodes, data in {}", data.display());
-    println!("  node  peer           SMTP (MX)        submission       HTTP API / metrics");
+    println!("  node  peer           SMTP (MX)        submission       IMAP             HTTP API / metrics");
     for id in 1..=nodes as NodeId {
         let ports = dev_ports(id);
         println!(
-            "  {id:>4}  {}:{:<5}  127.0.0.1:{:<5}  127.0.0.1:{:<5}  http://127.0.0.1:{}/api/v1/cluster  (/metrics, /health)",
+            "  {id:>4}  {}:{:<5}  127.0.0.1:{:<5}  127.0.0.1:{:<5}  127.0.0.1:{:<5}  http://127.0.0.1:{}/api/v1/cluster  (/metrics, /health)",
             std::net::Ipv4Addr::from(local_peer_ip(id)),
             ports.peer,
             ports.smtp,
             ports.submission,
+            ports.imap,
             ports.http
         );
     }

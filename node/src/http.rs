@@ -305,6 +305,7 @@ async fn list_messages(state: State, address: web::Path<String>, query: web::Que
         after_uid: query.after_uid.unwrap_or(0),
         limit: query.limit.unwrap_or(1000).min(10_000),
         with_bodies: query.bodies.unwrap_or(false),
+        uids: Vec::new(),
     };
     match state.service.list_messages(&address, list, query.local.unwrap_or(false)).await {
         Ok(result) => {

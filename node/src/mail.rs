@@ -2,10 +2,38 @@
 //! implemented on top of [`Service`] (routing to shard leaders, replicated writes).
 
 use async_trait::async_trait;
-use gateways::service::{Account, Delivery, MailService, Relay, ServiceError, Stored};
+use gateways::service::{
+    Account, Copied, Delivery, FlagChange, FlagsStored, MailService, MailboxState, MessageInfo, Relay, ServiceError, Stored,
+};
 
-use crate::proto::state::OutboundItem;
-use crate::service::{Service, verify_password};
+use crate::proto::state::{
+    CopyMessages, CreateMailbox, Deliver, DeleteMailbox, Expunge, GetMailbox, ListMailboxes, ListMessages, Mailbox, MessageMeta,
+    OutboundItem, RenameMailbox, StoreFlags, Subscribe, command, query, store_flags,
+};
+use crate::service::{Service, now_ms, verify_password};
+
+fn state_of(name: &str, mailbox: &Mailbox, unseen: u32) -> MailboxState {
+    MailboxState {
+        name: name.to_string(),
+        uid_validity: mailbox.uid_validity,
+        uid_next: mailbox.next_uid,
+        highest_modseq: mailbox.highest_modseq,
+        messages: mailbox.exists,
+        unseen,
+        subscribed: mailbox.subscribed,
+    }
+}
+
+fn info_of(meta: MessageMeta, raw: Option<Vec<u8>>) -> MessageInfo {
+    MessageInfo { uid: meta.uid, modseq: meta.modseq, flags: meta.flags, internal_date_ms: meta.internal_date_ms, size: meta.size, raw }
+}
+
+impl Service {
+    /// Proposes a mailbox operation on the user's shard.
+    async fn on_mailboxes(&self, user_id: &str, op: command::Op) -> Result<crate::proto::state::CommandResult, ServiceError> {
+        self.propose(self.shard_of(user_id), op).await
+    }
+}
 
 #[async_trait]
 impl MailService for Service {
@@ -36,16 +64,17 @@ impl MailService for Service {
     }
 
     async fn deliver(&self, delivery: Delivery) -> Result<Stored, ServiceError> {
-        let (_, delivered) = Service::deliver(
-            self,
-            &delivery.user_id,
-            &delivery.mailbox,
-            delivery.raw,
-            &delivery.kind,
-            &delivery.client_ref,
-            Some(&delivery.idempotency_key),
-        )
-        .await?;
+        let deliver = Deliver {
+            user_id: delivery.user_id,
+            mailbox: delivery.mailbox,
+            raw: delivery.raw,
+            kind: delivery.kind,
+            internal_date_ms: delivery.internal_date_ms.unwrap_or_else(now_ms),
+            flags: delivery.flags,
+            client_ref: delivery.client_ref,
+            existing_mailbox: delivery.existing_mailbox,
+        };
+        let (_, delivered) = self.deliver_to_user(deliver, delivery.idempotency_key.as_deref()).await?;
         Ok(Stored { uid: delivered.uid, uid_validity: delivered.uid_validity, modseq: delivered.modseq })
     }
 
@@ -60,5 +89,104 @@ impl MailService for Service {
             ..Default::default()
         };
         self.enqueue_outbound(&relay.user_id, item, Some(&relay.idempotency_key)).await.map(|_| ())
+    }
+
+    async fn mailboxes(&self, user_id: &str) -> Result<Vec<MailboxState>, ServiceError> {
+        let result = self.query(self.shard_of(user_id), query::Q::ListMailboxes(ListMailboxes { user_id: user_id.to_string() })).await?;
+        Ok(result.mailboxes.iter().map(|m| state_of(&m.name, &m.mailbox.clone().unwrap_or_default(), m.unseen)).collect())
+    }
+
+    async fn mailbox(&self, user_id: &str, mailbox: &str, local: bool) -> Result<MailboxState, ServiceError> {
+        let get = query::Q::GetMailbox(GetMailbox { user_id: user_id.to_string(), mailbox: mailbox.to_string() });
+        let shard = self.shard_of(user_id);
+        let result = if local { self.query_local(shard, get).await? } else { self.query(shard, get).await? };
+        Ok(state_of(mailbox, &result.mailbox.unwrap_or_default(), 0))
+    }
+
+    async fn create_mailbox(&self, user_id: &str, mailbox: &str) -> Result<(), ServiceError> {
+        let op = command::Op::CreateMailbox(CreateMailbox { user_id: user_id.to_string(), mailbox: mailbox.to_string() });
+        self.on_mailboxes(user_id, op).await.map(|_| ())
+    }
+
+    async fn delete_mailbox(&self, user_id: &str, mailbox: &str) -> Result<(), ServiceError> {
+        let op = command::Op::DeleteMailbox(DeleteMailbox { user_id: user_id.to_string(), mailbox: mailbox.to_string() });
+        self.on_mailboxes(user_id, op).await.map(|_| ())
+    }
+
+    async fn rename_mailbox(&self, user_id: &str, from: &str, to: &str) -> Result<(), ServiceError> {
+        let op = command::Op::RenameMailbox(RenameMailbox { user_id: user_id.to_string(), from: from.to_string(), to: to.to_string() });
+        self.on_mailboxes(user_id, op).await.map(|_| ())
+    }
+
+    async fn subscribe(&self, user_id: &str, mailbox: &str, subscribed: bool) -> Result<(), ServiceError> {
+        let op = command::Op::Subscribe(Subscribe { user_id: user_id.to_string(), mailbox: mailbox.to_string(), subscribed });
+        self.on_mailboxes(user_id, op).await.map(|_| ())
+    }
+
+    async fn messages(&self, user_id: &str, mailbox: &str, uids: Option<&[u32]>, bodies: bool) -> Result<Vec<MessageInfo>, ServiceError> {
+        if uids.is_some_and(<[u32]>::is_empty) {
+            return Ok(Vec::new());
+        }
+        let list = ListMessages {
+            user_id: user_id.to_string(),
+            mailbox: mailbox.to_string(),
+            after_uid: 0,
+            limit: 0,
+            with_bodies: bodies,
+            uids: uids.map(<[u32]>::to_vec).unwrap_or_default(),
+        };
+        let result = self.query(self.shard_of(user_id), query::Q::ListMessages(list)).await?;
+        if result.mailbox.is_none() {
+            return Err(ServiceError::NotFound(format!("no mailbox {mailbox}")));
+        }
+        Ok(result.messages.into_iter().map(|m| info_of(m.meta.unwrap_or_default(), bodies.then_some(m.raw))).collect())
+    }
+
+    async fn store_flags(
+        &self,
+        user_id: &str,
+        mailbox: &str,
+        uids: &[u32],
+        change: FlagChange,
+        flags: &[String],
+        unchanged_since: Option<u64>,
+    ) -> Result<FlagsStored, ServiceError> {
+        let mode = match change {
+            FlagChange::Add => store_flags::Mode::Add,
+            FlagChange::Remove => store_flags::Mode::Remove,
+            FlagChange::Replace => store_flags::Mode::Replace,
+        };
+        let op = command::Op::StoreFlags(StoreFlags {
+            user_id: user_id.to_string(),
+            mailbox: mailbox.to_string(),
+            uids: uids.to_vec(),
+            mode: mode as i32,
+            flags: flags.to_vec(),
+            unchanged_since: unchanged_since.unwrap_or(0),
+        });
+        let result = self.on_mailboxes(user_id, op).await?;
+        Ok(FlagsStored { messages: result.changed.into_iter().map(|m| info_of(m, None)).collect(), modified: result.modified })
+    }
+
+    async fn expunge(&self, user_id: &str, mailbox: &str, uids: Option<&[u32]>) -> Result<Vec<u32>, ServiceError> {
+        let op = command::Op::Expunge(Expunge {
+            user_id: user_id.to_string(),
+            mailbox: mailbox.to_string(),
+            uids: uids.map(<[u32]>::to_vec).unwrap_or_default(),
+            all_deleted: uids.is_none(),
+        });
+        Ok(self.on_mailboxes(user_id, op).await?.expunged)
+    }
+
+    async fn copy_messages(&self, user_id: &str, from: &str, to: &str, uids: &[u32], remove: bool) -> Result<Copied, ServiceError> {
+        let op = command::Op::CopyMessages(CopyMessages {
+            user_id: user_id.to_string(),
+            from: from.to_string(),
+            to: to.to_string(),
+            uids: uids.to_vec(),
+            r#move: remove,
+        });
+        let result = self.on_mailboxes(user_id, op).await?;
+        Ok(Copied { uid_validity: result.dest_uid_validity, source_uids: result.source_uids, dest_uids: result.dest_uids, expunged: result.expunged })
     }
 }

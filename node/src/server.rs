@@ -1,5 +1,5 @@
 //! Starts one node from its configuration: storage, Raft thread, peer network, service,
-//! SMTP gateways and HTTP API; stops them in order on SIGINT/SIGTERM.
+//! SMTP and IMAP gateways and HTTP API; stops them in order on SIGINT/SIGTERM.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -100,7 +100,8 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     io_runtime.spawn(Arc::clone(&service).serve_incoming(incoming_rx));
 
     let mail: Arc<dyn gateways::service::MailService> = Arc::clone(&service) as _;
-    io_runtime.block_on(gateways::smtp::start(config.smtp.clone(), mail)).context("starting SMTP")?;
+    io_runtime.block_on(gateways::smtp::start(config.smtp.clone(), Arc::clone(&mail))).context("starting SMTP")?;
+    io_runtime.block_on(gateways::imap::start(config.imap.clone(), mail)).context("starting IMAP")?;
 
     info!(node = config.node_id, peer = %config.peer_listen, http = %config.http_listen, "node started");
     let debug = config.debug_faults.then(|| {

@@ -425,16 +425,21 @@ impl Service {
     /// message is replicated and applied.
     pub async fn deliver(&self, address: &str, mailbox: &str, raw: Vec<u8>, kind: &str, client_ref: &str, idempotency_key: Option<&str>) -> Result<(GroupId, Delivered), ServiceError> {
         let user_id = self.resolve(address).await?;
-        let shard = self.shard_of(&user_id);
         let deliver = Deliver {
             user_id,
             mailbox: mailbox.to_string(),
             raw,
             kind: kind.to_string(),
             internal_date_ms: now_ms(),
-            flags: Vec::new(),
             client_ref: client_ref.to_string(),
+            ..Default::default()
         };
+        self.deliver_to_user(deliver, idempotency_key).await
+    }
+
+    /// Proposes a prepared delivery on the user's shard.
+    pub async fn deliver_to_user(&self, deliver: Deliver, idempotency_key: Option<&str>) -> Result<(GroupId, Delivered), ServiceError> {
+        let shard = self.shard_of(&deliver.user_id);
         let result = self.propose_once(shard, command::Op::Deliver(deliver), idempotency_key).await?;
         let delivered = result.delivered.ok_or_else(|| ServiceError::Internal("deliver returned no UID".into()))?;
         Ok((shard, delivered))
@@ -489,6 +494,13 @@ impl Service {
 fn mailbox_user(op: &command::Op) -> Option<String> {
     match op {
         command::Op::Deliver(deliver) => Some(deliver.user_id.clone()),
+        command::Op::CreateMailbox(op) => Some(op.user_id.clone()),
+        command::Op::DeleteMailbox(op) => Some(op.user_id.clone()),
+        command::Op::RenameMailbox(op) => Some(op.user_id.clone()),
+        command::Op::Subscribe(op) => Some(op.user_id.clone()),
+        command::Op::StoreFlags(op) => Some(op.user_id.clone()),
+        command::Op::Expunge(op) => Some(op.user_id.clone()),
+        command::Op::CopyMessages(op) => Some(op.user_id.clone()),
         command::Op::PutUser(_)
         | command::Op::ClaimAddresses(_)
         | command::Op::Enqueue(_)

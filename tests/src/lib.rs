@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
+use gateways::imap::ImapSettings;
 use gateways::smtp::SmtpSettings;
 use node::config::{Member, NodeConfig};
 use serde_json::Value;
@@ -76,11 +77,18 @@ impl TestCluster {
                     tls_key: Some(tls_key.clone()),
                     ..SmtpSettings::default()
                 };
+                let imap = ImapSettings {
+                    listen: Some(SocketAddr::from((ip, free_port(ip)))),
+                    tls_cert: Some(tls_cert.clone()),
+                    tls_key: Some(tls_key.clone()),
+                    ..ImapSettings::default()
+                };
                 let mut config = NodeConfig {
                     shards: 8,
                     replicas: count.min(3),
                     debug_faults: true,
                     smtp,
+                    imap,
                     ..NodeConfig::new(member, "test-cluster", data_dir, members.clone())
                 };
                 tweak(&mut config);
@@ -154,6 +162,11 @@ impl TestCluster {
     /// Node `id`'s SMTP MX address (host:port).
     pub fn smtp(&self, id: u64) -> String {
         self.nodes[id as usize - 1].config.smtp.listen.expect("SMTP configured").to_string()
+    }
+
+    /// Node `id`'s IMAP address (host:port).
+    pub fn imap(&self, id: u64) -> String {
+        self.nodes[id as usize - 1].config.imap.listen.expect("IMAP configured").to_string()
     }
 
     /// Node `id`'s SMTP submission address (host:port).

@@ -270,6 +270,16 @@ fn mail_acknowledged_with_250_survives_kill_9_of_a_shard_leader() {
             assert!(copies.get(reference).copied().unwrap_or(0) <= 1, "{user}: unacknowledged {reference} stored twice");
         }
         assert!(copies.values().all(|&n| n == 1), "{user}: a message stored twice: {copies:?}");
+
+        // What a mail client sees over IMAP, through another node: every acknowledged
+        // message once, UIDs unique and increasing.
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/imap_client.py");
+        let listing = json_of(&Command::new(PYTHON).arg(script).args(["refs", &cluster.imap(2), user, "test-password"]).output().unwrap());
+        let listing: Vec<(u64, String)> = listing.as_array().unwrap().iter().map(|p| (p[0].as_u64().unwrap(), p[1].as_str().unwrap().to_string())).collect();
+        assert!(listing.windows(2).all(|w| w[0].0 < w[1].0), "{user}: IMAP UIDs not increasing");
+        for (_, reference) in acked.iter().filter(|(u, _)| u == user) {
+            assert_eq!(listing.iter().filter(|(_, r)| r == reference).count(), 1, "{user}: {reference} over IMAP");
+        }
     }
 }
 

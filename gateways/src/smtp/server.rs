@@ -253,7 +253,8 @@ async fn deliver(gateway: &Gateway, envelope: Envelope) -> Outcome {
             raw: message.clone(),
             kind: "email".into(),
             client_ref: format!("smtp:{id}"),
-            idempotency_key: format!("smtp:{fingerprint}:{}", recipient.user_id),
+            idempotency_key: Some(format!("smtp:{fingerprint}:{}", recipient.user_id)),
+            ..Delivery::default()
         })
     });
     let sender = envelope.trace.authenticated.clone().unwrap_or_default();

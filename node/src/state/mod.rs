@@ -3,7 +3,8 @@
 //! Records inside a group (all keys relative to the group, see
 //! [`consensus::state_machine_key`]):
 //! - `u\0{user}`: [`User`] (shard groups)
-//! - `m\0{user}\0{mailbox}`: [`Mailbox`] counters: UIDVALIDITY, next UID, highest modseq
+//! - `m\0{user}\0{mailbox}`: [`Mailbox`] counters: UIDVALIDITY, next UID, highest modseq,
+//!   subscription (IMAP folder operations are in [`folders`])
 //! - `i\0{user}\0{mailbox}\0{uid:be32}`: [`MessageMeta`]; the raw message is in the blob
 //!   family under the same key
 //! - `a\0{address}`: the user id owning an address (meta group)
@@ -15,6 +16,8 @@
 //!
 //! UIDs and modseqs are allocated here, during apply, so they are identical on every
 //! replica and survive failover. Apply is deterministic: times come in the command.
+
+mod folders;
 
 use std::collections::HashMap;
 
@@ -122,6 +125,11 @@ impl RecordCache {
         self.records.insert(key, value);
     }
 
+    fn delete(&mut self, ctx: &mut ApplyContext<'_>, key: &[u8]) {
+        ctx.delete(Cf::Data, key);
+        self.records.remove(&(ctx.group(), key.to_vec()));
+    }
+
     fn forget_group(&mut self, group: GroupId) {
         self.records.retain(|(g, _), _| *g != group);
     }
@@ -152,6 +160,13 @@ impl StateMachine for UmsMachine {
                 command::Op::Enqueue(enqueue) => enqueue_outbound(ctx, enqueue),
                 command::Op::OutboundAttempt(attempt) => record_attempt(ctx, attempt),
                 command::Op::AddDomain(add) => add_domain(ctx, add),
+                command::Op::CreateMailbox(create) => folders::create(ctx, cache, create),
+                command::Op::DeleteMailbox(delete) => folders::delete(ctx, cache, delete),
+                command::Op::RenameMailbox(rename) => folders::rename(ctx, cache, rename),
+                command::Op::Subscribe(subscribe) => folders::subscribe(ctx, cache, subscribe),
+                command::Op::StoreFlags(store) => folders::store(ctx, cache, store),
+                command::Op::Expunge(expunge) => folders::expunge(ctx, cache, expunge),
+                command::Op::CopyMessages(copy) => folders::copy(ctx, cache, copy),
             },
             Ok(Command { op: None }) => result(Status::Invalid, "empty command"),
             Err(e) => result(Status::Invalid, format!("undecodable command: {e}")),
@@ -172,6 +187,13 @@ fn put_user(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, put: PutUser) -
         return result(Status::Invalid, "invalid user id");
     }
     cache.put(ctx, &user_key(&user.id), user.encode_to_vec());
+    // Every user has an INBOX from the start, so its UIDVALIDITY never changes under an
+    // IMAP client that selected it before the first message arrived.
+    let inbox = mailbox_key(&user.id, folders::INBOX);
+    if cache.get(ctx, &inbox).is_none() {
+        let mailbox = Mailbox { subscribed: true, ..folders::new_mailbox(ctx) };
+        cache.put(ctx, &inbox, mailbox.encode_to_vec());
+    }
     CommandResult {
         user: Some(user),
         ..Default::default()
@@ -225,13 +247,10 @@ fn deliver_message(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, deliver:
     }
     let box_key = mailbox_key(&deliver.user_id, &deliver.mailbox);
     let stored = cache.get(ctx, &box_key).and_then(|bytes| Mailbox::decode(bytes.as_slice()).ok());
-    let mut mailbox = stored.unwrap_or_else(|| Mailbox {
-        // Log indexes only grow, so a re-created mailbox gets a larger UIDVALIDITY.
-        uid_validity: (ctx.index() as u32).max(1),
-        next_uid: 1,
-        highest_modseq: 0,
-        exists: 0,
-    });
+    if stored.is_none() && deliver.existing_mailbox {
+        return result(Status::NotFound, format!("{} has no mailbox {}", deliver.user_id, deliver.mailbox));
+    }
+    let mut mailbox = stored.unwrap_or_else(|| folders::new_mailbox(ctx));
     let uid = mailbox.next_uid;
     mailbox.next_uid += 1;
     mailbox.highest_modseq += 1;
@@ -340,6 +359,11 @@ pub fn execute_query(engine: &dyn KvRead, group: GroupId, query: &Query) -> stor
         },
         Some(query::Q::ListMessages(list)) => list_messages(engine, group, list)?,
         Some(query::Q::ListOutbound(list)) => list_outbound(engine, group, list)?,
+        Some(query::Q::ListMailboxes(list)) => folders::list(engine, group, list)?,
+        Some(query::Q::GetMailbox(get)) => match read(&mailbox_key(&get.user_id, &get.mailbox))? {
+            Some(bytes) => QueryResult { mailbox: Mailbox::decode(bytes.as_slice()).ok(), ..Default::default() },
+            None => not_found(format!("{} has no mailbox {}", get.user_id, get.mailbox)),
+        },
         Some(query::Q::LocalDomain(local)) => match read(&domain_key(&local.domain))? {
             Some(_) => QueryResult::default(),
             None => not_found(format!("{} is not a local domain", local.domain)),
@@ -368,12 +392,24 @@ fn list_messages(engine: &dyn KvRead, group: GroupId, list: &ListMessages) -> st
     let end = state_machine_key(group, &key(&[b"i", list.user_id.as_bytes(), list.mailbox.as_bytes(), &[0xff; 5]]));
     let limit = if list.limit == 0 { usize::MAX } else { list.limit as usize };
     let mut metas = Vec::new();
-    engine.scan(Cf::Data, &start, &end, &mut |k, v| {
-        if let Ok(meta) = MessageMeta::decode(v) {
-            metas.push((k.to_vec(), meta));
+    if list.uids.is_empty() {
+        engine.scan(Cf::Data, &start, &end, &mut |k, v| {
+            if let Ok(meta) = MessageMeta::decode(v) {
+                metas.push((k.to_vec(), meta));
+            }
+            metas.len() < limit
+        })?;
+    } else {
+        let mut uids = list.uids.clone();
+        uids.sort_unstable();
+        uids.dedup();
+        for uid in uids.into_iter().filter(|&uid| uid > list.after_uid).take(limit) {
+            let message_key = state_machine_key(group, &message_key(&list.user_id, &list.mailbox, uid));
+            if let Some(meta) = engine.get(Cf::Data, &message_key)?.and_then(|v| MessageMeta::decode(v.as_slice()).ok()) {
+                metas.push((message_key, meta));
+            }
         }
-        metas.len() < limit
-    })?;
+    }
     let mut messages = Vec::with_capacity(metas.len());
     for (message_key, meta) in metas {
         let raw = if list.with_bodies { engine.get(Cf::Blobs, &message_key)?.unwrap_or_default() } else { Vec::new() };

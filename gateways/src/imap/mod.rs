@@ -1,0 +1,11 @@
+//! IMAP4rev1 for staff mail clients: a session per connection over the replicated
+//! mailboxes, with commands parsed and responses encoded by imap-codec.
+
+pub mod server;
+pub mod session;
+pub mod sets;
+pub mod settings;
+pub mod structure;
+
+pub use server::start;
+pub use settings::ImapSettings;

@@ -1,0 +1,255 @@
+//! The IMAP listener: per-IP admission, framing with imap-codec's `Fragmentizer`
+//! (literals: `+` continuation for synchronizing ones, a size limit for all), STARTTLS,
+//! AUTHENTICATE PLAIN's exchange, IDLE's wait (polling for changes), autologout.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer, LiteralAnnouncement};
+use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
+use imap_types::auth::{AuthMechanism, AuthenticateData};
+use imap_types::command::CommandBody;
+use imap_types::core::{LiteralMode, Tag};
+use imap_types::IntoStatic;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+use super::session::{After, Session, bye};
+use super::settings::ImapSettings;
+use crate::limits::{IpLimiter, LoginThrottle};
+use crate::service::MailService;
+
+const READ_CHUNK: usize = 64 * 1024;
+/// Bad commands before a connection is closed.
+const MAX_ERRORS: u32 = 20;
+
+struct Gateway {
+    settings: ImapSettings,
+    service: Arc<dyn MailService>,
+    tls: Option<TlsAcceptor>,
+    logins: Arc<LoginThrottle>,
+}
+
+/// Binds the IMAP listener (if configured) and serves it on the current tokio runtime.
+pub async fn start(settings: ImapSettings, service: Arc<dyn MailService>) -> anyhow::Result<()> {
+    settings.validate().map_err(anyhow::Error::msg)?;
+    let Some(address) = settings.listen else { return Ok(()) };
+    let tls = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
+        _ => None,
+    };
+    let logins = LoginThrottle::new(settings.logins.clone());
+    let listener = TcpListener::bind(address).await.with_context(|| format!("binding IMAP on {address}"))?;
+    info!(%address, "IMAP listening");
+    let gateway = Arc::new(Gateway { settings, service, tls, logins });
+    tokio::spawn(accept_loop(listener, gateway));
+    Ok(())
+}
+
+async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>) {
+    let limiter = IpLimiter::new(gateway.settings.connections.clone());
+    loop {
+        let (mut stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(error = %e, "IMAP accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        match limiter.admit(peer.ip(), Instant::now()) {
+            Ok(permit) => {
+                let gateway = Arc::clone(&gateway);
+                tokio::spawn(async move {
+                    serve_connection(stream, peer, &gateway).await;
+                    drop(permit);
+                });
+            }
+            Err(refusal) => {
+                metrics::counter!("ums_imap_connections_refused_total").increment(1);
+                debug!(%peer, ?refusal, "IMAP connection refused");
+                tokio::spawn(async move {
+                    let line = bye("Too many connections from your address, try again later");
+                    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&line)).await;
+                });
+            }
+        }
+    }
+}
+
+async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, gateway: &Gateway) {
+    metrics::counter!("ums_imap_connections_total").increment(1);
+    let settings = &gateway.settings;
+    let mut session = Session::new(
+        Arc::clone(&gateway.service),
+        Arc::clone(&gateway.logins),
+        peer.ip(),
+        gateway.tls.is_some(),
+        settings.allow_insecure_auth,
+        settings.max_auth_failures,
+    );
+    if stream.write_all(&session.greeting()).await.is_err() {
+        return;
+    }
+    let plain = match converse(stream, &mut session, gateway).await {
+        Ok(Some(plain)) => plain,
+        Ok(None) => return,
+        Err(e) => return debug!(%peer, error = %e, "IMAP connection ended"),
+    };
+    let acceptor = gateway.tls.as_ref().expect("STARTTLS is only offered with a certificate");
+    match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(plain)).await {
+        Ok(Ok(encrypted)) => {
+            session.tls_started();
+            if let Err(e) = converse(encrypted, &mut session, gateway).await {
+                debug!(%peer, error = %e, "IMAP connection ended");
+            }
+        }
+        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+/// What the connection is reading next.
+enum Reading {
+    Command,
+    /// AUTHENTICATE PLAIN's response line for this tag.
+    AuthData(Tag<'static>),
+    /// IDLE's DONE for this tag.
+    IdleDone(Tag<'static>),
+}
+
+/// Runs the session until the connection closes, or returns the stream for STARTTLS.
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, session: &mut Session, gateway: &Gateway) -> std::io::Result<Option<S>> {
+    let settings = &gateway.settings;
+    let autologout = Duration::from_secs(settings.autologout_secs);
+    let idle_poll = Duration::from_millis(settings.idle_poll_ms);
+    // Room for the largest literal plus its command line.
+    let mut fragmentizer = Fragmentizer::new(settings.max_literal_bytes.saturating_add(64 * 1024));
+    let mut reading = Reading::Command;
+    let mut errors = 0;
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        let Some(info) = fragmentizer.progress() else {
+            let read = if let Reading::IdleDone(_) = reading {
+                // While idling, look for changes between reads.
+                tokio::select! {
+                    read = stream.read(&mut buf) => Some(read),
+                    () = tokio::time::sleep(idle_poll) => None,
+                }
+            } else {
+                match tokio::time::timeout(autologout, stream.read(&mut buf)).await {
+                    Ok(read) => Some(read),
+                    Err(_) => {
+                        let _ = stream.write_all(&bye("Autologout; idle for too long")).await;
+                        return Ok(None);
+                    }
+                }
+            };
+            match read {
+                Some(Ok(0)) => return Ok(None),
+                Some(Ok(n)) => fragmentizer.enqueue_bytes(&buf[..n]),
+                Some(Err(e)) => return Err(e),
+                None => {
+                    let mut out = Vec::new();
+                    session.idle_tick(&mut out).await;
+                    if !out.is_empty() {
+                        stream.write_all(&out).await?;
+                    }
+                }
+            }
+            continue;
+        };
+        if let FragmentInfo::Line { announcement: Some(LiteralAnnouncement { mode, length }), .. } = info {
+            if length > settings.max_literal_bytes {
+                match fragmentizer.decode_tag() {
+                    Some(tag) => {
+                        let line = format!("{} NO [TOOBIG] Literal larger than {} bytes\r\n", tag.as_ref(), settings.max_literal_bytes);
+                        fragmentizer.skip_message();
+                        // A non-synchronizing literal's bytes follow anyway; skipping drops them.
+                        stream.write_all(line.as_bytes()).await?;
+                    }
+                    None => fragmentizer.poison_message(),
+                }
+            } else if mode == LiteralMode::Sync {
+                stream.write_all(b"+ Ready for literal data\r\n").await?;
+            }
+            continue;
+        }
+        if !fragmentizer.is_message_complete() {
+            continue;
+        }
+        let (out, after) = match std::mem::replace(&mut reading, Reading::Command) {
+            Reading::Command => match fragmentizer.decode_message(&CommandCodec::default()) {
+                Ok(command) => match command.body {
+                    CommandBody::Authenticate { mechanism, initial_response } => {
+                        let tag = command.tag.into_static();
+                        match (mechanism, initial_response) {
+                            (AuthMechanism::Plain, Some(response)) => plain_login(session, &tag, response.declassify()).await,
+                            (AuthMechanism::Plain, None) => {
+                                reading = Reading::AuthData(tag);
+                                (b"+ \r\n".to_vec(), After::Continue)
+                            }
+                            _ => (format!("{} NO Unsupported authentication mechanism\r\n", tag.as_ref()).into_bytes(), After::Continue),
+                        }
+                    }
+                    _ => {
+                        let tag = command.tag.clone().into_static();
+                        let (out, after) = session.handle(command).await;
+                        if after == After::Idle {
+                            reading = Reading::IdleDone(tag);
+                        }
+                        (out, after)
+                    }
+                },
+                Err(error) => {
+                    errors += 1;
+                    debug!(?error, "undecodable IMAP command");
+                    let line = match fragmentizer.decode_tag() {
+                        Some(tag) => format!("{} BAD Invalid command or arguments\r\n", tag.as_ref()),
+                        None => "* BAD Invalid command\r\n".to_string(),
+                    };
+                    if errors >= MAX_ERRORS {
+                        let mut out = line.into_bytes();
+                        out.extend(bye("Too many errors"));
+                        (out, After::Close)
+                    } else {
+                        (line.into_bytes(), After::Continue)
+                    }
+                }
+            },
+            Reading::AuthData(tag) => match fragmentizer.decode_message(&AuthenticateDataCodec::default()) {
+                Ok(AuthenticateData::Continue(response)) => plain_login(session, &tag, response.declassify()).await,
+                Ok(AuthenticateData::Cancel) => (format!("{} BAD Authentication cancelled\r\n", tag.as_ref()).into_bytes(), After::Continue),
+                Err(_) => (format!("{} BAD Invalid base64\r\n", tag.as_ref()).into_bytes(), After::Continue),
+            },
+            Reading::IdleDone(tag) => match fragmentizer.decode_message(&IdleDoneCodec::default()) {
+                Ok(_) => (format!("{} OK IDLE terminated\r\n", tag.as_ref()).into_bytes(), After::Continue),
+                Err(_) => (format!("{} BAD Expected DONE\r\n", tag.as_ref()).into_bytes(), After::Continue),
+            },
+        };
+        stream.write_all(&out).await?;
+        match after {
+            After::Continue | After::Idle => {}
+            After::StartTls => return Ok(Some(stream)),
+            After::Close => {
+                let _ = stream.shutdown().await;
+                return Ok(None);
+            }
+        }
+    }
+}
+
+/// AUTHENTICATE PLAIN: `authzid NUL authcid NUL password` (acting as another user is not offered).
+async fn plain_login(session: &mut Session, tag: &Tag<'_>, response: &[u8]) -> (Vec<u8>, After) {
+    let text = String::from_utf8_lossy(response);
+    let parts: Vec<&str> = text.split('\0').collect();
+    match parts.as_slice() {
+        [authzid, login, password] if authzid.is_empty() || authzid.eq_ignore_ascii_case(login) => session.login(tag, login, password).await,
+        _ => (format!("{} BAD Malformed PLAIN response\r\n", tag.as_ref()).into_bytes(), After::Continue),
+    }
+}

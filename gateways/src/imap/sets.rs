@@ -1,0 +1,151 @@
+//! Pure helpers of the IMAP session: sequence sets against a mailbox's UIDs, LIST
+//! patterns, message sections (header, text, chosen header fields).
+
+use imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
+
+/// Whether `value` is in `set`, where `*` stands for `largest`. Never expands ranges, so
+/// `1:4294967295` costs nothing.
+pub fn contains(set: &SequenceSet, value: u32, largest: u32) -> bool {
+    let resolve = |s: &SeqOrUid| match s {
+        SeqOrUid::Value(v) => v.get(),
+        SeqOrUid::Asterisk => largest,
+    };
+    set.0.as_ref().iter().any(|sequence| match sequence {
+        Sequence::Single(s) => resolve(s) == value,
+        Sequence::Range(a, b) => {
+            let (a, b) = (resolve(a), resolve(b));
+            a.min(b) <= value && value <= a.max(b)
+        }
+    })
+}
+
+/// The `(sequence number, UID)` pairs of `uids` (a mailbox in UID order) that `set`
+/// names, by UID or by sequence number.
+pub fn select(set: &SequenceSet, uids: &[u32], by_uid: bool) -> Vec<(u32, u32)> {
+    if by_uid {
+        let largest = uids.last().copied().unwrap_or(0);
+        uids.iter().enumerate().filter(|&(_, &uid)| contains(set, uid, largest)).map(|(i, &uid)| (i as u32 + 1, uid)).collect()
+    } else {
+        let largest = uids.len() as u32;
+        uids.iter().enumerate().filter(|&(i, _)| contains(set, i as u32 + 1, largest)).map(|(i, &uid)| (i as u32 + 1, uid)).collect()
+    }
+}
+
+/// Whether a sequence-number set names a message beyond the last one (a client error).
+pub fn beyond(set: &SequenceSet, exists: u32) -> bool {
+    set.0.as_ref().iter().any(|sequence| {
+        let over = |s: &SeqOrUid| matches!(s, SeqOrUid::Value(v) if v.get() > exists);
+        match sequence {
+            Sequence::Single(s) => over(s),
+            Sequence::Range(a, b) => over(a) && over(b),
+        }
+    })
+}
+
+/// LIST pattern matching with `*` (anything) and `%` (anything but the delimiter `/`).
+pub fn matches(pattern: &str, name: &str) -> bool {
+    fn go(p: &[char], n: &[char]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some(('*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..])),
+            Some(('%', rest)) => (0..=n.len()).take_while(|&i| i == 0 || n[i - 1] != '/').any(|i| go(rest, &n[i..])),
+            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
+        }
+    }
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    // INBOX matches case-insensitively.
+    if name == "INBOX" {
+        return go(&pattern.to_uppercase().chars().collect::<Vec<_>>(), &n);
+    }
+    go(&p, &n)
+}
+
+/// Where a message's header section ends (after the empty line), or its length.
+fn header_end(raw: &[u8]) -> usize {
+    raw.windows(4).position(|w| w == b"\r\n\r\n").map_or_else(
+        || raw.windows(2).position(|w| w == b"\n\n").map_or(raw.len(), |p| p + 2),
+        |p| p + 4,
+    )
+}
+
+/// The header section, including the empty line that ends it.
+pub fn header(raw: &[u8]) -> &[u8] {
+    &raw[..header_end(raw)]
+}
+
+/// The body after the header section.
+pub fn text(raw: &[u8]) -> &[u8] {
+    &raw[header_end(raw)..]
+}
+
+/// The header fields named (or, with `exclude`, not named) in `names`, with their
+/// continuation lines, followed by the empty line (RFC 3501 HEADER.FIELDS).
+pub fn header_fields(raw: &[u8], names: &[String], exclude: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut keep = false;
+    for line in header(raw).split_inclusive(|&b| b == b'\n') {
+        if line == b"\r\n" || line == b"\n" {
+            break;
+        }
+        if !line.starts_with(b" ") && !line.starts_with(b"\t") {
+            let name = line.split(|&b| b == b':').next().unwrap_or_default();
+            let named = names.iter().any(|n| n.as_bytes().eq_ignore_ascii_case(name.trim_ascii()));
+            keep = named != exclude;
+        }
+        if keep {
+            out.extend_from_slice(line);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// `<origin.length>` of a partial fetch.
+pub fn partial(data: &[u8], origin: u32, length: u32) -> &[u8] {
+    let start = (origin as usize).min(data.len());
+    let end = start.saturating_add(length as usize).min(data.len());
+    &data[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(text: &str) -> SequenceSet {
+        SequenceSet::try_from(text).unwrap()
+    }
+
+    #[test]
+    fn sets_select_by_uid_and_by_sequence_number() {
+        let uids = [3, 5, 9, 12];
+        assert_eq!(select(&set("1:*"), &uids, true), [(1, 3), (2, 5), (3, 9), (4, 12)]);
+        assert_eq!(select(&set("6:10"), &uids, true), [(3, 9)]);
+        assert_eq!(select(&set("*"), &uids, true), [(4, 12)]);
+        assert_eq!(select(&set("2,4"), &uids, false), [(2, 5), (4, 12)]);
+        assert_eq!(select(&set("3:*"), &uids, false), [(3, 9), (4, 12)]);
+        assert_eq!(select(&set("1:4294967295"), &uids, true).len(), 4, "huge ranges are not expanded");
+        assert!(select(&set("1:*"), &[], true).is_empty());
+        assert!(beyond(&set("5"), 4) && !beyond(&set("1:*"), 4) && !beyond(&set("4"), 4));
+    }
+
+    #[test]
+    fn list_patterns() {
+        assert!(matches("*", "Archive/2025"));
+        assert!(!matches("%", "Archive/2025"));
+        assert!(matches("%", "Archive"));
+        assert!(matches("Archive/%", "Archive/2025"));
+        assert!(matches("inbox", "INBOX"));
+        assert!(!matches("Sent", "Sent Items"));
+    }
+
+    #[test]
+    fn sections() {
+        let raw = b"Subject: hi\r\nX-Long: a\r\n b\r\nFrom: x@y\r\n\r\nbody\r\n";
+        assert_eq!(header(raw), b"Subject: hi\r\nX-Long: a\r\n b\r\nFrom: x@y\r\n\r\n");
+        assert_eq!(text(raw), b"body\r\n");
+        assert_eq!(header_fields(raw, &["x-long".into()], false), b"X-Long: a\r\n b\r\n\r\n");
+        assert_eq!(header_fields(raw, &["X-Long".into()], true), b"Subject: hi\r\nFrom: x@y\r\n\r\n");
+        assert_eq!(partial(b"0123456789", 2, 3), b"234");
+        assert_eq!(partial(b"0123", 10, 3), b"");
+    }
+}

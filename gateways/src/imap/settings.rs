@@ -1,0 +1,60 @@
+//! The `[imap]` section of a node's configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::limits::{ConnectionLimits, LoginLimits};
+
+/// The IMAP listener and its limits. Without `listen` the node runs no IMAP service.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ImapSettings {
+    /// e.g. 127.0.0.1:7143.
+    pub listen: Option<SocketAddr>,
+    /// PEM certificate chain and private key: STARTTLS is offered when both are set.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// LOGIN and AUTHENTICATE without TLS (development only).
+    pub allow_insecure_auth: bool,
+    /// Largest APPEND literal in bytes (default 35 MB, like the SMTP SIZE).
+    pub max_literal_bytes: u32,
+    /// An idle client is logged out after this long (RFC 3501: at least 30 minutes).
+    pub autologout_secs: u64,
+    /// How often an IDLE session looks for changes to its mailbox.
+    pub idle_poll_ms: u64,
+    /// Failed LOGIN/AUTHENTICATE attempts before a connection is closed.
+    pub max_auth_failures: u32,
+    pub connections: ConnectionLimits,
+    pub logins: LoginLimits,
+}
+
+impl Default for ImapSettings {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            tls_cert: None,
+            tls_key: None,
+            allow_insecure_auth: false,
+            max_literal_bytes: 35 * 1024 * 1024,
+            autologout_secs: 30 * 60,
+            idle_poll_ms: 250,
+            max_auth_failures: 3,
+            connections: ConnectionLimits::default(),
+            logins: LoginLimits::default(),
+        }
+    }
+}
+
+impl ImapSettings {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("imap: tls_cert and tls_key go together".into());
+        }
+        if self.max_literal_bytes == 0 || self.autologout_secs == 0 || self.idle_poll_ms == 0 {
+            return Err("imap: max_literal_bytes, autologout_secs and idle_poll_ms must be positive".into());
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,297 @@
+//! IMAP folder operations of the replicated state: create, delete, rename and subscribe
+//! mailboxes, store flags, expunge, copy and move messages, and the mailbox list query.
+//!
+//! Like every apply, these are deterministic: the proposer chooses nothing but the
+//! request; UIDs and modseqs are allocated here from the mailbox records.
+
+use consensus::{ApplyContext, GroupId, state_machine_key};
+use prost::Message;
+use storage::{Cf, KvRead};
+
+use super::{RecordCache, key, mailbox_key, message_key, result, valid_name};
+use crate::proto::state::{
+    CommandResult, CopyMessages, CreateMailbox, DeleteMailbox, Expunge, ListMailboxes, Mailbox, MailboxInfo, MessageMeta, QueryResult,
+    RenameMailbox, StoreFlags, Subscribe, command_result::Status, store_flags::Mode,
+};
+
+pub const INBOX: &str = "INBOX";
+const DELETED: &str = "\\Deleted";
+const SEEN: &str = "\\Seen";
+
+/// A fresh mailbox. Log indexes only grow, so a mailbox created again under an old
+/// name gets a larger UIDVALIDITY than before.
+pub(super) fn new_mailbox(ctx: &ApplyContext<'_>) -> Mailbox {
+    Mailbox { uid_validity: (ctx.index() as u32).max(1), next_uid: 1, highest_modseq: 0, exists: 0, subscribed: false }
+}
+
+fn load(ctx: &ApplyContext<'_>, cache: &mut RecordCache, user: &str, mailbox: &str) -> Option<Mailbox> {
+    cache.get(ctx, &mailbox_key(user, mailbox)).and_then(|bytes| Mailbox::decode(bytes.as_slice()).ok())
+}
+
+fn save(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, user: &str, name: &str, mailbox: &Mailbox) {
+    cache.put(ctx, &mailbox_key(user, name), mailbox.encode_to_vec());
+}
+
+/// Every message of a mailbox, in UID order.
+fn messages(ctx: &ApplyContext<'_>, user: &str, mailbox: &str) -> Vec<MessageMeta> {
+    let (start, end) = (message_key(user, mailbox, 0), key(&[b"i", user.as_bytes(), mailbox.as_bytes(), &[0xff; 5]]));
+    let mut metas = Vec::new();
+    ctx.scan(Cf::Data, &start, &end, &mut |_, v| {
+        if let Ok(meta) = MessageMeta::decode(v) {
+            metas.push(meta);
+        }
+        true
+    });
+    metas
+}
+
+/// The listed messages that exist, in UID order.
+fn selected(ctx: &ApplyContext<'_>, user: &str, mailbox: &str, uids: &[u32]) -> Vec<MessageMeta> {
+    let mut uids = uids.to_vec();
+    uids.sort_unstable();
+    uids.dedup();
+    uids.into_iter()
+        .filter_map(|uid| ctx.get(Cf::Data, &message_key(user, mailbox, uid)))
+        .filter_map(|bytes| MessageMeta::decode(bytes.as_slice()).ok())
+        .collect()
+}
+
+fn remove_message(ctx: &mut ApplyContext<'_>, user: &str, mailbox: &str, uid: u32) {
+    let message = message_key(user, mailbox, uid);
+    ctx.delete(Cf::Data, &message);
+    ctx.delete(Cf::Blobs, &message);
+}
+
+fn not_found(user: &str, mailbox: &str) -> CommandResult {
+    result(Status::NotFound, format!("{user} has no mailbox {mailbox}"))
+}
+
+fn names_valid(user: &str, names: &[&str]) -> bool {
+    valid_name(user) && names.iter().all(|n| valid_name(n))
+}
+
+pub(super) fn create(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, create: CreateMailbox) -> CommandResult {
+    if !names_valid(&create.user_id, &[&create.mailbox]) {
+        return result(Status::Invalid, "invalid user or mailbox name");
+    }
+    if load(ctx, cache, &create.user_id, &create.mailbox).is_some() {
+        return result(Status::Conflict, format!("mailbox {} exists", create.mailbox));
+    }
+    let mailbox = Mailbox { subscribed: true, ..new_mailbox(ctx) };
+    save(ctx, cache, &create.user_id, &create.mailbox, &mailbox);
+    CommandResult { mailbox: Some(mailbox), ..Default::default() }
+}
+
+pub(super) fn delete(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, delete: DeleteMailbox) -> CommandResult {
+    let (user, name) = (&delete.user_id, &delete.mailbox);
+    if !names_valid(user, &[name]) || name == INBOX {
+        return result(Status::Invalid, "INBOX cannot be deleted");
+    }
+    if load(ctx, cache, user, name).is_none() {
+        return not_found(user, name);
+    }
+    for meta in messages(ctx, user, name) {
+        remove_message(ctx, user, name, meta.uid);
+    }
+    cache.delete(ctx, &mailbox_key(user, name));
+    CommandResult::default()
+}
+
+/// Renames `from` (and the mailboxes below it) to `to`; see [`RenameMailbox`].
+pub(super) fn rename(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, rename: RenameMailbox) -> CommandResult {
+    let (user, from, to) = (&rename.user_id, &rename.from, &rename.to);
+    if !names_valid(user, &[from, to]) || to == INBOX || to.starts_with(&format!("{from}/")) {
+        return result(Status::Invalid, format!("cannot rename {from} to {to}"));
+    }
+    if load(ctx, cache, user, from).is_none() {
+        return not_found(user, from);
+    }
+    let mut moves = vec![(from.clone(), to.clone())];
+    if from != INBOX {
+        // Inferior names move along: a/b becomes c/b when a becomes c.
+        let prefix = format!("{from}/");
+        let (start, end) = (mailbox_key(user, &prefix), key(&[b"m", user.as_bytes(), format!("{from}0").as_bytes()]));
+        ctx.scan(Cf::Data, &start, &end, &mut |k, _| {
+            let name = String::from_utf8_lossy(&k[mailbox_key(user, "").len()..]).into_owned();
+            moves.push((name.clone(), format!("{to}{}", &name[from.len()..])));
+            true
+        });
+    }
+    if moves.iter().any(|(_, target)| load(ctx, cache, user, target).is_some()) {
+        return result(Status::Conflict, format!("mailbox {to} exists"));
+    }
+    for (old, new) in moves {
+        let source = load(ctx, cache, user, &old).expect("listed above");
+        let target = Mailbox { uid_validity: new_mailbox(ctx).uid_validity, ..source.clone() };
+        for meta in messages(ctx, user, &old) {
+            let blob = ctx.get(Cf::Blobs, &message_key(user, &old, meta.uid)).unwrap_or_default();
+            remove_message(ctx, user, &old, meta.uid);
+            ctx.put(Cf::Data, &message_key(user, &new, meta.uid), meta.encode_to_vec());
+            ctx.put(Cf::Blobs, &message_key(user, &new, meta.uid), blob);
+        }
+        save(ctx, cache, user, &new, &target);
+        if old == INBOX {
+            // INBOX stays, empty; its UIDs are never reused.
+            save(ctx, cache, user, &old, &Mailbox { exists: 0, highest_modseq: source.highest_modseq + 1, ..source });
+        } else {
+            cache.delete(ctx, &mailbox_key(user, &old));
+        }
+    }
+    CommandResult::default()
+}
+
+pub(super) fn subscribe(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, subscribe: Subscribe) -> CommandResult {
+    let Some(mut mailbox) = load(ctx, cache, &subscribe.user_id, &subscribe.mailbox) else {
+        return not_found(&subscribe.user_id, &subscribe.mailbox);
+    };
+    mailbox.subscribed = subscribe.subscribed;
+    save(ctx, cache, &subscribe.user_id, &subscribe.mailbox, &mailbox);
+    CommandResult::default()
+}
+
+/// The flags after applying a STORE.
+fn new_flags(current: &[String], mode: Mode, flags: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = match mode {
+        Mode::Replace => Vec::new(),
+        Mode::Add | Mode::Remove => current.to_vec(),
+    };
+    match mode {
+        Mode::Add | Mode::Replace => {
+            for flag in flags {
+                if !out.iter().any(|f| f.eq_ignore_ascii_case(flag)) {
+                    out.push(flag.clone());
+                }
+            }
+        }
+        Mode::Remove => out.retain(|f| !flags.iter().any(|r| r.eq_ignore_ascii_case(f))),
+    }
+    out
+}
+
+pub(super) fn store(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, store: StoreFlags) -> CommandResult {
+    let (user, name) = (&store.user_id, &store.mailbox);
+    let Some(mut mailbox) = load(ctx, cache, user, name) else {
+        return not_found(user, name);
+    };
+    let mode = Mode::from_i32(store.mode).unwrap_or(Mode::Add);
+    let mut out = CommandResult::default();
+    for mut meta in selected(ctx, user, name, &store.uids) {
+        if store.unchanged_since != 0 && meta.modseq > store.unchanged_since {
+            out.modified.push(meta.uid);
+            continue;
+        }
+        let flags = new_flags(&meta.flags, mode, &store.flags);
+        if flags != meta.flags {
+            mailbox.highest_modseq += 1;
+            meta.flags = flags;
+            meta.modseq = mailbox.highest_modseq;
+            ctx.put(Cf::Data, &message_key(user, name, meta.uid), meta.encode_to_vec());
+        }
+        out.changed.push(meta);
+    }
+    save(ctx, cache, user, name, &mailbox);
+    out.mailbox = Some(mailbox);
+    out
+}
+
+pub(super) fn expunge(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, expunge: Expunge) -> CommandResult {
+    let (user, name) = (&expunge.user_id, &expunge.mailbox);
+    let Some(mut mailbox) = load(ctx, cache, user, name) else {
+        return not_found(user, name);
+    };
+    let candidates = if expunge.all_deleted { messages(ctx, user, name) } else { selected(ctx, user, name, &expunge.uids) };
+    let mut out = CommandResult::default();
+    for meta in candidates.into_iter().filter(|m| m.flags.iter().any(|f| f.eq_ignore_ascii_case(DELETED))) {
+        remove_message(ctx, user, name, meta.uid);
+        mailbox.exists = mailbox.exists.saturating_sub(1);
+        out.expunged.push(meta.uid);
+    }
+    if !out.expunged.is_empty() {
+        mailbox.highest_modseq += 1;
+        save(ctx, cache, user, name, &mailbox);
+    }
+    out.mailbox = Some(mailbox);
+    out
+}
+
+pub(super) fn copy(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, copy: CopyMessages) -> CommandResult {
+    let (user, from, to) = (&copy.user_id, &copy.from, &copy.to);
+    let Some(mut source) = load(ctx, cache, user, from) else {
+        return not_found(user, from);
+    };
+    let Some(mut target) = load(ctx, cache, user, to) else {
+        return not_found(user, to);
+    };
+    if from == to && copy.r#move {
+        return result(Status::Invalid, "cannot move messages into the mailbox they are in");
+    }
+    let mut out = CommandResult { dest_uid_validity: target.uid_validity, ..Default::default() };
+    for meta in selected(ctx, user, from, &copy.uids) {
+        let blob = ctx.get(Cf::Blobs, &message_key(user, from, meta.uid)).unwrap_or_default();
+        let uid = target.next_uid;
+        target.next_uid += 1;
+        target.highest_modseq += 1;
+        target.exists += 1;
+        let copied = MessageMeta { uid, modseq: target.highest_modseq, ..meta.clone() };
+        ctx.put(Cf::Data, &message_key(user, to, uid), copied.encode_to_vec());
+        ctx.put(Cf::Blobs, &message_key(user, to, uid), blob);
+        out.source_uids.push(meta.uid);
+        out.dest_uids.push(uid);
+        if copy.r#move {
+            remove_message(ctx, user, from, meta.uid);
+            source.exists = source.exists.saturating_sub(1);
+            out.expunged.push(meta.uid);
+        }
+    }
+    save(ctx, cache, user, to, &target);
+    if !out.expunged.is_empty() {
+        source.highest_modseq += 1;
+        save(ctx, cache, user, from, &source);
+    }
+    out.mailbox = Some(if from == to { target } else { source });
+    out
+}
+
+/// A user's mailboxes, with the number of unseen messages in each.
+pub(super) fn list(engine: &dyn KvRead, group: GroupId, list: &ListMailboxes) -> storage::Result<QueryResult> {
+    let user = list.user_id.as_bytes();
+    let prefix_len = state_machine_key(group, &key(&[b"m", user, b""])).len();
+    let (start, end) = (state_machine_key(group, &key(&[b"m", user, b""])), state_machine_key(group, &key(&[b"m", user, &[0xff]])));
+    let mut mailboxes = Vec::new();
+    engine.scan(Cf::Data, &start, &end, &mut |k, v| {
+        if let Ok(mailbox) = Mailbox::decode(v) {
+            mailboxes.push(MailboxInfo { name: String::from_utf8_lossy(&k[prefix_len..]).into_owned(), mailbox: Some(mailbox), unseen: 0 });
+        }
+        true
+    })?;
+    for info in &mut mailboxes {
+        let start = state_machine_key(group, &message_key(&list.user_id, &info.name, 0));
+        let end = state_machine_key(group, &key(&[b"i", user, info.name.as_bytes(), &[0xff; 5]]));
+        let mut unseen = 0;
+        engine.scan(Cf::Data, &start, &end, &mut |_, v| {
+            if MessageMeta::decode(v).is_ok_and(|m| !m.flags.iter().any(|f| f.eq_ignore_ascii_case(SEEN))) {
+                unseen += 1;
+            }
+            true
+        })?;
+        info.unseen = unseen;
+    }
+    Ok(QueryResult { mailboxes, ..Default::default() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn store_modes() {
+        let current = flags(&["\\Seen", "work"]);
+        assert_eq!(new_flags(&current, Mode::Add, &flags(&["\\Flagged", "\\seen"])), flags(&["\\Seen", "work", "\\Flagged"]));
+        assert_eq!(new_flags(&current, Mode::Remove, &flags(&["\\SEEN"])), flags(&["work"]));
+        assert_eq!(new_flags(&current, Mode::Replace, &flags(&["\\Answered"])), flags(&["\\Answered"]));
+    }
+}

@@ -1,0 +1,176 @@
+#!/usr/bin/env python3
+"""Real-client IMAP checks for the UMS tests, with Python's imaplib.
+
+  imap_client.py conformance IMAP MX USER PASSWORD
+      A mail client's day against IMAP (host:port), asserting what a client relies on;
+      MX is used to deliver a message while the session IDLEs. Prints JSON with what
+      it saw.
+
+  imap_client.py refs IMAP USER PASSWORD
+      Logs in (STARTTLS) and prints JSON [[uid, X-UMS-Test-Ref], ...] for the INBOX.
+"""
+
+import json
+import re
+import smtplib
+import ssl
+import sys
+import time
+import imaplib
+
+
+def hostport(text):
+    host, port = text.rsplit(":", 1)
+    return host, int(port)
+
+
+def connect(address, user, password):
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    imap = imaplib.IMAP4(*hostport(address), timeout=30)
+    imap.starttls(ssl_context=context)
+    imap.login(user, password)
+    return imap
+
+
+def ok(result):
+    typ, data = result
+    assert typ == "OK", (typ, data)
+    return data
+
+
+def refs(address, user, password):
+    imap = connect(address, user, password)
+    ok(imap.select("INBOX", readonly=True))
+    data = ok(imap.uid("FETCH", "1:*", "(UID BODY.PEEK[HEADER.FIELDS (X-UMS-Test-Ref)])"))
+    out = []
+    for item in data:
+        if isinstance(item, tuple):
+            uid = int(re.search(rb"UID (\d+)", item[0]).group(1))
+            header = item[1].decode(errors="replace").strip()
+            out.append([uid, header.split(":", 1)[1].strip() if ":" in header else ""])
+    imap.logout()
+    print(json.dumps(out))
+
+
+def conformance(address, mx, user, password):
+    seen = {}
+    # Before TLS: LOGIN is disabled, STARTTLS offered.
+    plain = imaplib.IMAP4(*hostport(address), timeout=30)
+    assert "LOGINDISABLED" in plain.capabilities and "STARTTLS" in plain.capabilities, plain.capabilities
+    try:
+        plain.login(user, password)
+        raise AssertionError("LOGIN without TLS must fail")
+    except imaplib.IMAP4.error:
+        pass
+    plain.logout()
+
+    imap = connect(address, user, password)
+    caps = ok(imap.capability())[0].decode().upper().split()
+    for cap in ["IMAP4REV1", "IDLE", "UIDPLUS", "MOVE", "NAMESPACE", "LITERAL+", "ENABLE", "CONDSTORE"]:
+        assert cap in caps, (cap, caps)
+    assert b"INBOX" in b" ".join(ok(imap.list()))
+    ok(imap.namespace())
+
+    data = ok(imap.select("INBOX"))
+    exists = int(data[0])
+    seen["inbox_exists"] = exists
+    uidvalidity = int(imap.untagged_responses["UIDVALIDITY"][0])
+    seen["uidvalidity"] = uidvalidity
+    fetched = ok(imap.fetch("1:*", "(UID FLAGS RFC822.SIZE BODY.PEEK[])")) if exists else []
+    bodies = [item for item in fetched if isinstance(item, tuple)]
+    assert len(bodies) == exists, (len(bodies), exists)
+    for meta, body in bodies:
+        size = int(re.search(rb"RFC822\.SIZE (\d+)", meta).group(1))
+        assert size == len(body), (size, len(body))
+        assert b"\\Seen" not in meta, "BODY.PEEK must not set \\Seen"
+
+    # What a mail client shows in its message list: ENVELOPE and BODYSTRUCTURE.
+    if exists:
+        data = ok(imap.fetch("1", "(ENVELOPE BODYSTRUCTURE)"))
+        text = data[0] if isinstance(data[0], bytes) else data[0][0]
+        assert b'"letter 0"' in text and b'"citizen0" "example.org"' in text, text
+        assert b'BODYSTRUCTURE ("TEXT" "plain"' in text, text
+
+    # Folders: CREATE, APPEND (APPENDUID), LIST, STATUS.
+    ok(imap.create("Archive"))
+    typ, _ = imap.create("Archive")
+    assert typ == "NO", "CREATE of an existing mailbox"
+    message = b"From: a@example.org\r\nSubject: appended draft\r\n\r\nDraft body.\r\n"
+    typ, data = imap.append("Archive", "(\\Draft)", None, message)
+    assert typ == "OK" and b"APPENDUID" in data[0], data
+    typ, data = imap.append("Nowhere", None, None, message)
+    assert typ == "NO" and b"TRYCREATE" in data[0], data
+    status = ok(imap.status("Archive", "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN)"))[0].decode()
+    assert "MESSAGES 1" in status and "UNSEEN 1" in status, status
+
+    # Flags: STORE, FETCH FLAGS, SEARCH.
+    if exists:
+        first_uid = int(re.search(rb"UID (\d+)", bodies[0][0]).group(1))
+        data = ok(imap.uid("STORE", str(first_uid), "+FLAGS", "(\\Flagged \\Seen)"))
+        assert b"\\Flagged" in data[0] and b"\\Seen" in data[0], data
+        flagged = ok(imap.uid("SEARCH", None, "FLAGGED"))[0].split()
+        assert flagged == [str(first_uid).encode()], flagged
+        unseen = ok(imap.search(None, "UNSEEN"))[0].split()
+        assert len(unseen) == exists - 1, unseen
+        # FETCH BODY[] (not PEEK) marks a message read.
+        if exists > 1:
+            ok(imap.fetch("2", "(BODY[HEADER])"))
+            flags = ok(imap.fetch("2", "(FLAGS)"))[0]
+            assert b"\\Seen" in flags, flags
+
+    # COPY (COPYUID) and MOVE between folders, EXPUNGE.
+    if exists:
+        typ, data = imap.uid("COPY", "1:*", "Archive")
+        # imaplib files the tagged response's [COPYUID ...] code under its name.
+        assert typ == "OK" and "COPYUID" in imap.untagged_responses, (typ, imap.untagged_responses)
+        ok(imap.select("Archive"))
+        archived = int(imap.untagged_responses.get("EXISTS", [b"0"])[-1])
+        assert archived == exists + 1, (archived, exists)
+        ok(imap.create("Archive/2026"))
+        typ, data = imap.uid("MOVE", "1:*", "Archive/2026")
+        assert typ == "OK", (typ, data)
+        ok(imap.select("Archive"))
+        assert int(imap.untagged_responses["EXISTS"][-1]) == 0
+        status = ok(imap.status("Archive/2026", "(MESSAGES)"))[0].decode()
+        assert f"MESSAGES {exists + 1}" in status, status
+        ok(imap.select("Archive/2026"))
+        ok(imap.store("1", "+FLAGS", "(\\Deleted)"))
+        data = ok(imap.expunge())
+        assert data[0] == b"1", data
+        ok(imap.rename("Archive", "Old"))
+        names = b" ".join(ok(imap.list()))
+        assert b"Old/2026" in names and b'"Archive"' not in names, names
+        ok(imap.delete("Old/2026"))
+
+    # IDLE: a message delivered over SMTP shows up as EXISTS while idling.
+    ok(imap.select("INBOX"))
+    before = int(imap.untagged_responses["EXISTS"][-1])
+    tag = imap._new_tag().decode()
+    imap.send(f"{tag} IDLE\r\n".encode())
+    assert imap.readline().startswith(b"+"), "IDLE continuation"
+    with smtplib.SMTP(*hostport(mx), timeout=30) as s:
+        s.sendmail("citizen@example.org", [user], b"Subject: while idling\r\n\r\nhello\r\n")
+    deadline, line = time.time() + 10, b""
+    while time.time() < deadline:
+        line = imap.readline()
+        if line.endswith(b"EXISTS\r\n"):
+            break
+    assert line == f"* {before + 1} EXISTS\r\n".encode(), line
+    imap.send(b"DONE\r\n")
+    assert imap.readline().startswith(f"{tag} OK".encode())
+    seen["idle_saw_new_mail"] = True
+
+    assert imap.logout()[0] == "BYE"  # imaplib reports the untagged BYE
+    print(json.dumps(seen))
+
+
+if __name__ == "__main__":
+    command, args = sys.argv[1], sys.argv[2:]
+    if command == "conformance":
+        conformance(*args)
+    elif command == "refs":
+        refs(*args)
+    else:
+        sys.exit(f"unknown command {command}; see the docstring")

@@ -1,0 +1,93 @@
+//! The IMAP gateway with a real client (Python imaplib) against real `umsd` processes:
+//! a mail client's day (STARTTLS, folders, APPEND, flags, COPY/MOVE, EXPUNGE, SEARCH,
+//! IDLE seeing new mail) and the same UIDs from every node.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::Value;
+use tests::TestCluster;
+
+fn imap_client(args: &[&str]) -> Output {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/imap_client.py");
+    Command::new("/usr/bin/python3").arg(script).args(args).output().expect("run python3 (scripts/setup installs it)")
+}
+
+fn json_of(output: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "client failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("bad JSON from the client ({e}): {stdout}"))
+}
+
+#[test]
+fn a_mail_client_works_against_any_node_with_the_same_uids() {
+    let cluster = TestCluster::start(3, |_| {});
+    let user = "reader@ministry.go.ke";
+    let body = serde_json::json!({ "email": user, "name": "Reader", "password": "reader-password" });
+    node::client::post_with_retry(&cluster.url(1, "/api/v1/users"), &body).unwrap();
+    for n in 0..3 {
+        let message = format!("From: citizen{n}@example.org\r\nSubject: letter {n}\r\nX-UMS-Test-Ref: letter-{n}\r\n\r\nDear sir, {n}.\r\n");
+        node::client::post_with_retry(&cluster.url(2, &format!("/api/v1/users/{user}/messages?kind=email")), &serde_json::json!({ "kind": "email", "body": message })).unwrap();
+    }
+    cluster.converged_messages(user, Duration::from_secs(10));
+
+    // The same mailbox through every node: same UIDs, same UIDVALIDITY.
+    let listings: Vec<Value> = (1..=3).map(|id| json_of(&imap_client(&["refs", &cluster.imap(id), user, "reader-password"]))).collect();
+    assert_eq!(listings[0].as_array().unwrap().len(), 3, "{}", listings[0]);
+    assert!(listings.windows(2).all(|w| w[0] == w[1]), "{listings:?}");
+
+    let seen = json_of(&imap_client(&["conformance", &cluster.imap(3), &cluster.smtp(1), user, "reader-password"]));
+    assert_eq!(seen["inbox_exists"], 3, "{seen}");
+    assert_eq!(seen["idle_saw_new_mail"], true);
+}
+
+#[test]
+fn mbsync_mirrors_a_mailbox_into_a_maildir() {
+    let cluster = TestCluster::start(3, |_| {});
+    let user = "archivist@ministry.go.ke";
+    let body = serde_json::json!({ "email": user, "name": "Archivist", "password": "archive-password" });
+    node::client::post_with_retry(&cluster.url(1, "/api/v1/users"), &body).unwrap();
+    let mut sent = Vec::new();
+    for n in 0..5 {
+        let message = format!("From: citizen{n}@example.org\r\nSubject: request {n}\r\n\r\nPlease reply, {n}.\r\n");
+        node::client::post_with_retry(&cluster.url(1, &format!("/api/v1/users/{user}/messages")), &serde_json::json!({ "kind": "email", "body": message })).unwrap();
+        sent.push(message);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (host, port) = cluster.imap(2).rsplit_once(':').map(|(h, p)| (h.to_string(), p.to_string())).unwrap();
+    let (cert, _) = node::dev::dev_tls_files(cluster.data_dir());
+    let maildir = dir.path().join("mail");
+    std::fs::create_dir_all(&maildir).unwrap();
+    // isync 1.4: the test cluster's self-signed certificate is trusted as a listed peer certificate.
+    let config = format!(
+        "IMAPAccount ums\nHost {host}\nPort {port}\nUser {user}\nPass archive-password\nSSLType STARTTLS\nCertificateFile {cert}\nAuthMechs LOGIN\n\n\
+         IMAPStore remote\nAccount ums\n\n\
+         MaildirStore local\nPath {maildir}/\nInbox {maildir}/INBOX\nSubFolders Verbatim\n\n\
+         Channel ums\nFar :remote:\nNear :local:\nPatterns *\nCreate Near\nSync Pull\nSyncState *\n",
+        cert = cert.display(),
+        maildir = maildir.display(),
+    );
+    let config_path = dir.path().join("mbsyncrc");
+    std::fs::write(&config_path, config).unwrap();
+    let run = || Command::new("mbsync").arg("-c").arg(&config_path).arg("-a").output().expect("run mbsync (scripts/setup installs isync)");
+    let output = run();
+    assert!(output.status.success(), "mbsync failed:\n{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let files = |dir: &std::path::Path| -> Vec<Vec<u8>> {
+        ["new", "cur"].iter().flat_map(|sub| std::fs::read_dir(dir.join(sub)).into_iter().flatten()).map(|e| std::fs::read(e.unwrap().path()).unwrap()).collect()
+    };
+    let mirrored = files(&maildir.join("INBOX"));
+    assert_eq!(mirrored.len(), sent.len(), "every message mirrored once");
+    // Maildir files use the local line ending (LF), and mbsync adds its X-TUID tracking
+    // header; otherwise the bytes are the same.
+    let without_tuid = |m: &Vec<u8>| String::from_utf8_lossy(m).lines().filter(|l| !l.starts_with("X-TUID: ")).map(|l| format!("{l}\n")).collect::<String>();
+    let mirrored: Vec<String> = mirrored.iter().map(without_tuid).collect();
+    for message in &sent {
+        let local = message.replace("\r\n", "\n");
+        assert_eq!(mirrored.iter().filter(|m| **m == local).count(), 1, "exact copy of {message:?} in {mirrored:?}");
+    }
+    // A second run finds nothing new, and a new message arrives on the next one.
+    node::client::post_with_retry(&cluster.url(3, &format!("/api/v1/users/{user}/messages")), &serde_json::json!({ "kind": "email", "body": "Subject: late\r\n\r\nlate\r\n" })).unwrap();
+    let output = run();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(files(&maildir.join("INBOX")).len(), sent.len() + 1);
+}
