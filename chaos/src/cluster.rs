@@ -1,6 +1,7 @@
 //! A running cluster as a drill sees it: its nodes' configurations (from the data
-//! directory that `umsd dev` or a test harness laid out: `node-N/node.toml`), their
-//! processes (found in /proc by their `--config` argument), and their HTTP API.
+//! directory that `umsd dev` or a test harness laid out: `node-N/node.toml`, or from the
+//! `umsd` processes serving the HTTP addresses given with `--nodes`), their processes
+//! (found in /proc by their `--config` argument), and their HTTP API.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use node::config::NodeConfig;
 pub use node::dev::pid_of;
+use node::dev::umsd_processes;
 use serde_json::Value;
 
 /// One node of the cluster under test.
@@ -38,10 +40,47 @@ impl Cluster {
                 nodes.push(ChaosNode { id: config.node_id, config, config_path });
             }
         }
-        nodes.sort_by_key(|n| n.id);
         if nodes.is_empty() {
             bail!("{} holds no node-N/node.toml: start the cluster with `umsd dev` first", dir.display());
         }
+        Self::from_nodes_list(nodes)
+    }
+
+    /// The cluster of the `umsd` processes on this machine that serve HTTP at
+    /// `addresses` (`host:port`, e.g. `127.0.0.1:7180`), with every other member of
+    /// their cluster. Drills kill and restart nodes, so all of them must run here.
+    pub fn from_addresses(addresses: &[String]) -> anyhow::Result<Self> {
+        use std::net::ToSocketAddrs;
+        let running: Vec<(PathBuf, NodeConfig)> =
+            umsd_processes().into_iter().filter_map(|(_, path)| NodeConfig::load(&path).ok().map(|config| (path, config))).collect();
+        let mut cluster_id = None;
+        for address in addresses {
+            let wanted: Vec<std::net::SocketAddr> = address.to_socket_addrs().with_context(|| format!("'{address}' is not host:port"))?.collect();
+            let Some((_, config)) = running.iter().find(|(_, c)| wanted.contains(&c.http_listen)) else {
+                bail!("no umsd process on this machine serves HTTP at {address} (drills kill and restart nodes, so the cluster must run here)");
+            };
+            match &cluster_id {
+                None => cluster_id = Some(config.cluster_id.clone()),
+                Some(id) if *id != config.cluster_id => bail!("{address} belongs to cluster {}, not {id}", config.cluster_id),
+                Some(_) => {}
+            }
+        }
+        let cluster_id = cluster_id.context("--nodes needs at least one address")?;
+        let nodes: Vec<ChaosNode> = running
+            .into_iter()
+            .filter(|(_, c)| c.cluster_id == cluster_id)
+            .map(|(config_path, config)| ChaosNode { id: config.node_id, config, config_path })
+            .collect();
+        let missing: Vec<u64> = nodes[0].config.members.iter().map(|m| m.id).filter(|id| !nodes.iter().any(|n| n.id == *id)).collect();
+        if !missing.is_empty() {
+            bail!("nodes {missing:?} of cluster {cluster_id} are not running on this machine; start the whole cluster before a drill");
+        }
+        Self::from_nodes_list(nodes)
+    }
+
+    fn from_nodes_list(mut nodes: Vec<ChaosNode>) -> anyhow::Result<Self> {
+        nodes.sort_by_key(|n| n.id);
+        nodes.dedup_by_key(|n| n.id);
         let shards = nodes[0].config.shards;
         let umsd = nodes
             .iter()

@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use node::client::replica_messages;
 
 use crate::checker::{self, Observed, Verdict};
 use crate::cluster::Cluster;
 use crate::faults::Faults;
 use crate::history::{FaultEvent, Isolation, Operation};
-use crate::workload::{Workload, WorkloadSettings};
+use crate::outbound::{Delivery, OutboundVerdict, check_outbound};
+use crate::sink::Sink;
+use crate::workload::{Protocol, Workload, WorkloadSettings};
 
 /// Scenarios that can run against a cluster of local processes today.
 pub const AVAILABLE: [&str; 10] = [
@@ -46,6 +47,8 @@ pub struct DrillOptions {
     pub users: usize,
     /// A write slower than this counts as its shard being unavailable.
     pub stall_ms: u64,
+    /// Which public endpoints the workload writes through.
+    pub protocol: Protocol,
 }
 
 /// What a drill found.
@@ -55,6 +58,8 @@ pub struct DrillReport {
     pub seed: u64,
     pub faults: Vec<FaultEvent>,
     pub verdict: Verdict,
+    /// Outbound webhook items queued during the drill, against what arrived.
+    pub outbound: OutboundVerdict,
     pub unavailability_ms: Percentiles,
     /// From the first fault to the moment every shard hit by it took writes again.
     pub recovery_ms: Option<u64>,
@@ -143,15 +148,26 @@ pub fn run(scenario: &str, cluster: &Cluster, options: &DrillOptions) -> anyhow:
         let body = serde_json::json!({ "email": user, "name": "drill user", "password": "drill-password" });
         node::client::post_with_retry(&cluster.url(cluster.ids()[0], "/api/v1/users"), &body)?;
     }
-    println!("drill {scenario}: {} s at {} writes/s over {} users (seed {})", options.duration.as_secs(), options.rate, users.len(), options.seed);
+    println!(
+        "drill {scenario}: {} s at {} writes/s over {} users through {} (seed {})",
+        options.duration.as_secs(),
+        options.rate,
+        users.len(),
+        options.protocol,
+        options.seed
+    );
+    let sink = Sink::start().context("starting the outbound sink")?;
     let started = Instant::now();
     let workload = Workload::start(
         WorkloadSettings {
             nodes: cluster.ids().into_iter().map(|id| (id, format!("http://{}", cluster.node(id).config.http_listen))).collect(),
+            smtp: cluster.ids().into_iter().filter_map(|id| cluster.node(id).config.smtp.listen.map(|a| (id, a.to_string()))).collect(),
+            protocol: options.protocol,
             users: users.clone(),
             rate: options.rate,
             seed: options.seed,
             run_tag: format!("{scenario}-{}-{}", options.seed, std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())),
+            outbound_target: Some(sink.url.clone()),
         },
         started,
     );
@@ -166,7 +182,27 @@ pub fn run(scenario: &str, cluster: &Cluster, options: &DrillOptions) -> anyhow:
     outcome?;
     healed?;
     let observed = read_replicas(cluster, &users)?;
-    Ok(report(scenario, options, history, &observed, faults.events, &faults.isolations))
+    let outbound = check_outbound(&history.outbound, &await_deliveries(&sink, &history.outbound));
+    let mut found = report(scenario, options, history.messages, &observed, faults.events, &faults.isolations);
+    found.passed &= outbound.violation_lines().next().is_none();
+    found.outbound = outbound;
+    Ok(found)
+}
+
+/// What the sink got once every queued item arrived, or after a minute (retries back
+/// off; an item that never arrives is the checker's to report).
+fn await_deliveries(sink: &Sink, queued: &[Operation]) -> Vec<Delivery> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let deliveries = sink.deliveries();
+        let arrived: std::collections::HashSet<&str> = deliveries.iter().map(|d| d.client_ref.as_str()).collect();
+        if queued.iter().filter(|o| o.is_ok()).all(|o| arrived.contains(o.client_ref.as_str())) || Instant::now() > deadline {
+            // A moment longer, for redeliveries already on their way.
+            std::thread::sleep(Duration::from_millis(500));
+            return sink.deliveries();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The faults of each scenario, over about `span`: most inject one fault, hold it for
@@ -268,13 +304,33 @@ fn write_ballast(cluster: &Cluster, victim: u64, faults: &mut Faults, until: Ins
     faults.log(format!("wrote {written} MiB of ballast through node {entry}; node {victim} {state}"));
 }
 
+/// A node's own replica of a mailbox as `(UID, drill reference)`: the client reference
+/// of an HTTP append, the `X-UMS-Drill-Ref` header of mail that came in over SMTP.
+fn replica_refs(base_url: &str, user: &str) -> Option<Vec<(u64, String)>> {
+    let url = format!("{base_url}/api/v1/users/{user}/messages?local=true&limit=10000&bodies=true");
+    let body: serde_json::Value = match ureq::get(&url).timeout(Duration::from_secs(10)).call() {
+        Ok(response) => response.into_json().ok()?,
+        Err(ureq::Error::Status(404, _)) => return Some(Vec::new()),
+        Err(_) => return None,
+    };
+    let reference = |m: &serde_json::Value| {
+        let client_ref = m["client_ref"].as_str().unwrap_or_default();
+        if !client_ref.starts_with("smtp:") {
+            return client_ref.to_string();
+        }
+        let text = m["body"].as_str().unwrap_or_default();
+        text.lines().find_map(|l| l.strip_prefix("X-UMS-Drill-Ref: ")).unwrap_or(client_ref).trim().to_string()
+    };
+    Some(body["messages"].as_array()?.iter().map(|m| (m["uid"].as_u64().unwrap_or(0), reference(m))).collect())
+}
+
 /// Waits until every node's replica of each user agrees, then returns them all.
 fn read_replicas(cluster: &Cluster, users: &[(String, u64)]) -> anyhow::Result<Observed> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut observed = Observed::new();
     for (user, _) in users {
         loop {
-            let lists: Vec<Option<Vec<(u64, String)>>> = cluster.ids().into_iter().map(|id| replica_messages(&cluster.url(id, ""), user)).collect();
+            let lists: Vec<Option<Vec<(u64, String)>>> = cluster.ids().into_iter().map(|id| replica_refs(&cluster.url(id, ""), user)).collect();
             let settled = lists.iter().all(Option::is_some) && lists.windows(2).all(|w| w[0] == w[1]);
             if settled || Instant::now() > deadline {
                 // After the deadline, record what is there: the checker reports divergence.
@@ -311,7 +367,7 @@ fn report(
         verdict.windows.iter().filter(|w| w.end_ms >= first.at_ms).map(|w| w.end_ms - first.at_ms).max().unwrap_or(0)
     });
     let passed = verdict.violations() == 0 && verdict.windows.iter().all(|w| w.recovered);
-    DrillReport { scenario: scenario.to_string(), seed, faults, verdict, unavailability_ms, recovery_ms, passed }
+    DrillReport { scenario: scenario.to_string(), seed, faults, verdict, outbound: OutboundVerdict::default(), unavailability_ms, recovery_ms, passed }
 }
 
 /// The human-readable report.
@@ -327,7 +383,16 @@ pub fn print(report: &DrillReport) {
         v.divergent.len(),
         v.isolated_acks.len()
     );
-    for line in v.violation_lines().take(20) {
+    let o = &report.outbound;
+    println!(
+        "  outbound webhooks: queued {}   delivered {}   never delivered: {:>3}   duplicated: {:>3}   redelivered under the same key (at-least-once): {}",
+        o.queued,
+        o.delivered,
+        o.undelivered.len(),
+        o.duplicated.len(),
+        o.redelivered
+    );
+    for line in v.violation_lines().chain(o.violation_lines()).take(20) {
         println!("    ! {line}");
     }
     let u = &report.unavailability_ms;

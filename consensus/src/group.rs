@@ -23,6 +23,8 @@ pub(crate) struct PendingRead {
     pub(crate) id: u64,
     pub(crate) index: Option<u64>,
     pub(crate) callback: ReadCallback,
+    /// Ticks spent waiting for the read index.
+    pub(crate) ticks: u32,
 }
 
 /// A finished request whose callback runs once the round's apply batch is written.
@@ -135,6 +137,22 @@ impl Group {
         for read in self.reads.drain(..) {
             if read.index.is_some_and(|index| index <= applied) {
                 done.push(Completion::Read(read.callback, Ok(())));
+            } else {
+                waiting.push_back(read);
+            }
+        }
+        self.reads = waiting;
+    }
+
+    /// Fails reads that got no read index within `limit` ticks, so their callers retry
+    /// instead of waiting forever for an answer Raft will never give.
+    pub(crate) fn expire_reads(&mut self, limit: u32) {
+        let mut waiting = VecDeque::with_capacity(self.reads.len());
+        for mut read in self.reads.drain(..) {
+            read.ticks += 1;
+            if read.index.is_none() && read.ticks > limit {
+                metrics::counter!("ums_raft_reads_expired_total").increment(1);
+                (read.callback)(Err(ProposeError::Dropped { group: self.id }));
             } else {
                 waiting.push_back(read);
             }

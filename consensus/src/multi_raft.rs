@@ -17,6 +17,10 @@ use tracing::{debug, info, warn};
 
 use crate::command::Command;
 use crate::config::RaftConfig;
+
+/// Ticks a read may wait for its read index (at least two election timeouts): a leader
+/// that lost its quorum without noticing yet never answers, and the caller should retry.
+const READ_INDEX_TICKS: u32 = 40;
 use crate::dedup;
 use crate::error::{Error, ProposeError, Result};
 use crate::group::{Completion, Group, PendingProposal, PendingRead};
@@ -192,8 +196,12 @@ impl<M: StateMachine> MultiRaft<M> {
 
     /// Advances every group's logical clock by one tick (one timer for all groups).
     pub fn tick(&mut self) {
+        let limit = READ_INDEX_TICKS.max(2 * self.config.election_tick as u32);
         for group in self.groups.values_mut() {
             group.raw.tick();
+            if !group.reads.is_empty() {
+                group.expire_reads(limit);
+            }
         }
     }
 
@@ -267,6 +275,11 @@ impl<M: StateMachine> MultiRaft<M> {
         if !g.is_leader() {
             return callback(Err(g.not_leader()));
         }
+        if !g.raw.raft.commit_to_current_term() {
+            // A new leader answers no read until its first entry of the term commits;
+            // raft-rs drops such a request without a word, so refuse it: retry shortly.
+            return callback(Err(ProposeError::Dropped { group }));
+        }
         let id = self.next_read_id;
         self.next_read_id += 1;
         g.raw.read_index(id.to_be_bytes().to_vec());
@@ -274,6 +287,7 @@ impl<M: StateMachine> MultiRaft<M> {
             id,
             index: None,
             callback,
+            ticks: 0,
         });
     }
 

@@ -228,17 +228,30 @@ fn supervise(children: &mut [(NodeId, Child, PathBuf)], stop: &AtomicBool) {
 /// The process running `umsd --config <config_path>`, if any (found in /proc).
 pub fn pid_of(config_path: &Path) -> Option<u32> {
     let wanted = config_path.canonicalize().ok()?;
-    for entry in fs::read_dir("/proc").ok()?.flatten() {
+    umsd_processes().into_iter().find(|(_, config)| *config == wanted).map(|(pid, _)| pid)
+}
+
+/// Every `umsd --config FILE` process on this machine, with its config file's canonical
+/// path (relative paths resolved against the process's working directory).
+pub fn umsd_processes() -> Vec<(u32, PathBuf)> {
+    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
         let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else { continue };
         let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        let is_umsd = args.first().is_some_and(|a| a.ends_with(b"umsd"));
-        let config = args.windows(2).find(|w| w[0] == b"--config").map(|w| PathBuf::from(String::from_utf8_lossy(w[1]).into_owned()));
-        if is_umsd && config.and_then(|c| c.canonicalize().ok()).as_deref() == Some(wanted.as_path()) {
-            return Some(pid);
+        if !args.first().is_some_and(|a| a.ends_with(b"umsd")) {
+            continue;
+        }
+        let Some(config) = args.windows(2).find(|w| w[0] == b"--config").map(|w| PathBuf::from(String::from_utf8_lossy(w[1]).into_owned())) else {
+            continue;
+        };
+        let config = if config.is_relative() { PathBuf::from(format!("/proc/{pid}/cwd")).join(config) } else { config };
+        if let Ok(canonical) = config.canonicalize() {
+            found.push((pid, canonical));
         }
     }
-    None
+    found
 }
 
 fn stop_children(children: &mut [(NodeId, Child, PathBuf)]) {

@@ -30,8 +30,9 @@ const SHORT: [&str; 6] = ["--duration", "9s", "--rate", "60", "--users", "8"];
 
 /// `umschaos drill all --quick`, as an SRE would run it, on a cluster whose node 3 keeps
 /// its data on a small filesystem of its own (512 MiB) (so disk-full can fill it): every scenario
-/// runs, passes with real traffic, logs its faults and their undoing; partitioned nodes
-/// acknowledge nothing; the drill leaves no iptables rules behind.
+/// runs, passes with real traffic (HTTP, SMTP, outbound webhooks), logs its faults and their
+/// undoing; partitioned nodes acknowledge nothing; every queued webhook arrives, under one
+/// key; the drill leaves no iptables rules behind.
 #[test]
 fn drill_all_quick_passes_every_scenario() {
     let cluster = TestCluster::start_with_small_disk(3, 3, 512);
@@ -46,6 +47,11 @@ fn drill_all_quick_passes_every_scenario() {
             assert_eq!(verdict[violations].as_array().unwrap().len(), 0, "{scenario}: {violations}: {verdict}");
         }
         assert!(report["faults"].as_array().unwrap().len() >= 2, "the fault and its undoing are logged: {report}");
+        let outbound = &report["outbound"];
+        assert!(outbound["queued"].as_u64().unwrap() > 50, "{scenario}: outbound items queued: {outbound}");
+        for violations in ["undelivered", "duplicated"] {
+            assert_eq!(outbound[violations].as_array().unwrap().len(), 0, "{scenario}: outbound {violations}: {outbound}");
+        }
     }
     assert!(cluster.log(3).contains("storage failure"), "disk-full stopped node 3 on its full disk");
     let rules = Command::new("iptables").arg("-S").output().expect("iptables");
@@ -74,4 +80,30 @@ fn power_cut_catches_acknowledgements_without_fsync() {
     let report = &drill_expecting(&reckless, "power-cut", &SHORT, false)[0];
     let lost = report["verdict"]["lost"].as_array().unwrap().len();
     assert!(lost > 0, "acknowledged-but-unsynced writes must show up as lost: {report}");
+}
+
+/// A drill aimed at a running cluster by one node's HTTP address (`--nodes`), writing
+/// only over SMTP: the other members are found, the leader is killed and restarted, and
+/// every message that got `250` is stored exactly once.
+#[test]
+fn a_drill_over_smtp_finds_the_cluster_from_one_address() {
+    let cluster = TestCluster::start(3, |_| {});
+    let entry = cluster.url(2, "").trim_start_matches("http://").to_string();
+    let json = cluster.data_dir().join("smtp.json");
+    let output = Command::new(binary("umschaos"))
+        .args(["drill", "leader-kill", "--nodes", &entry, "--workload", "smtp", "--duration", "9s", "--rate", "60", "--users", "8", "--json"])
+        .arg(&json)
+        .output()
+        .expect("run umschaos");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("through SMTP"), "{stdout}");
+    let report: Vec<Value> = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let verdict = &report[0]["verdict"];
+    assert!(verdict["acknowledged"].as_u64().unwrap() > 200, "{verdict}");
+    assert!(report[0]["faults"].to_string().contains("kill"), "{}", report[0]["faults"]);
+    // A node that is not running here cannot be drilled.
+    let output = Command::new(binary("umschaos")).args(["drill", "leader-kill", "--nodes", "127.0.0.1:1"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no umsd process"), "{}", String::from_utf8_lossy(&output.stderr));
 }

@@ -105,6 +105,10 @@ pub fn check(history: &[Operation], observed: &Observed, stall_ms: u64) -> Verdi
                     "{} acknowledged with UID {uid} but node {node} has it at {found:?}",
                     operation.client_ref
                 )),
+                Outcome::Accepted if found.is_empty() => verdict.lost.push(format!("{} acknowledged but node {node} does not have it", operation.client_ref)),
+                Outcome::Accepted if found.len() > 1 => {
+                    verdict.duplicates.push(format!("{} acknowledged once but node {node} has it at {found:?}", operation.client_ref))
+                }
                 Outcome::Failed { reason } if !found.is_empty() => verdict.duplicates.push(format!(
                     "{} failed ({reason}) yet node {node} stored it",
                     operation.client_ref
@@ -223,6 +227,18 @@ mod tests {
         let verdict = check(&history, &state, 1_000);
         assert_eq!(verdict.violations(), 0, "{verdict:?}");
         assert_eq!((verdict.acknowledged, verdict.unknown, verdict.unknown_applied), (2, 2, 1));
+    }
+
+    #[test]
+    fn smtp_acceptances_must_be_stored_exactly_once() {
+        let history = [op(1, "a", 1, (0, 5), Outcome::Accepted), op(2, "a", 1, (6, 9), Outcome::Accepted), op(3, "a", 1, (6, 9), Outcome::Accepted)];
+        // c1 stored once (fine), c2 missing, c3 twice.
+        let state = observed(&[("a", 1, &[(1, "c1"), (2, "c3"), (3, "c3")])]);
+        let verdict = check(&history, &state, 1_000);
+        assert_eq!(verdict.acknowledged, 3);
+        assert!(verdict.lost.iter().any(|l| l.contains("c2")), "{verdict:?}");
+        assert!(verdict.duplicates.iter().any(|d| d.contains("c3")), "{verdict:?}");
+        assert!(!verdict.lost.iter().chain(&verdict.duplicates).any(|v| v.contains("c1")), "{verdict:?}");
     }
 
     #[test]

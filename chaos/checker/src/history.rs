@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 pub enum Outcome {
     /// Acknowledged (HTTP 201) with this UID: it must be in the mailbox exactly once.
     Ok { uid: u64 },
+    /// Acknowledged without a UID (SMTP 250): it must be in the mailbox exactly once.
+    Accepted,
     /// Definitely not applied (connection refused, 4xx).
     Failed { reason: String },
     /// May or may not have been applied.
@@ -34,7 +36,7 @@ pub struct Operation {
 
 impl Operation {
     pub fn is_ok(&self) -> bool {
-        matches!(self.outcome, Outcome::Ok { .. })
+        matches!(self.outcome, Outcome::Ok { .. } | Outcome::Accepted)
     }
 }
 

@@ -5,6 +5,8 @@
 //! - [`history`]: operations (invocation, completion, outcome ok/failed/unknown), fault
 //!   events, isolation windows.
 //! - [`checker`]: the verdict over a history and the replicas' final state.
+//! - [`outbound`]: queued outbound items against what the receiving end got.
 
 pub mod checker;
 pub mod history;
+pub mod outbound;

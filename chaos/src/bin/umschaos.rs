@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chaos::cluster::Cluster;
 use chaos::drill::{self, AVAILABLE, DrillOptions, NOT_YET};
+use chaos::workload::Protocol;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -31,8 +32,12 @@ enum Command {
     Drill {
         scenario: String,
         /// The cluster's data directory (`dev` = ./data/dev from `umsd dev`).
-        #[arg(long, default_value = "dev")]
+        #[arg(long, default_value = "dev", conflicts_with = "nodes")]
         cluster: PathBuf,
+        /// Or the cluster by its nodes' HTTP addresses, e.g. 127.0.0.1:7180,127.0.0.1:7280
+        /// (their umsd processes must run on this machine; the other members are found too).
+        #[arg(long, value_delimiter = ',')]
+        nodes: Vec<String>,
         /// How long the workload runs, e.g. 60s, 2m, 500ms.
         #[arg(long, value_parser = parse_duration, default_value = "60s")]
         duration: Duration,
@@ -47,6 +52,9 @@ enum Command {
         /// A write slower than this (ms) counts as its shard being unavailable.
         #[arg(long, default_value_t = 250)]
         stall_ms: u64,
+        /// Write through the HTTP API, SMTP (the nodes' MX ports), or both in turn.
+        #[arg(long, default_value = "mixed")]
+        workload: Protocol,
         /// Short runs (about 15 s per scenario) for CI.
         #[arg(long)]
         quick: bool,
@@ -68,10 +76,20 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn main() {
-    let Command::Drill { scenario, cluster, duration, rate, seed, users, stall_ms, quick, json } = Cli::parse().command;
+    let Command::Drill { scenario, cluster, nodes, duration, rate, seed, users, stall_ms, workload, quick, json } = Cli::parse().command;
     let result = (|| -> anyhow::Result<bool> {
-        let cluster = Cluster::from_dir(&cluster)?;
-        let options = DrillOptions { duration: if quick { Duration::from_secs(15) } else { duration }, rate: if quick { rate.min(100) } else { rate }, seed, users, stall_ms };
+        let cluster = if nodes.is_empty() { Cluster::from_dir(&cluster)? } else { Cluster::from_addresses(&nodes)? };
+        let options = DrillOptions {
+            duration: if quick { Duration::from_secs(15) } else { duration },
+            rate: if quick { rate.min(100) } else { rate },
+            seed,
+            users,
+            stall_ms,
+            protocol: workload,
+        };
+        if workload != Protocol::Http && cluster.ids().iter().any(|&id| cluster.node(id).config.smtp.listen.is_none()) {
+            anyhow::bail!("this workload writes over SMTP, which needs every node's SMTP listener ([smtp] listen in node.toml); use --workload http");
+        }
         let scenarios: Vec<&str> = if scenario == "all" {
             let all = NOT_YET.iter().map(|(name, _)| *name).chain(AVAILABLE);
             all.filter(|name| match drill::skip_reason(name, &cluster) {
