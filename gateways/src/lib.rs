@@ -3,6 +3,7 @@
 
 pub mod imap;
 pub mod limits;
+pub mod listener;
 pub mod service;
 pub mod smtp;
 pub mod tls;

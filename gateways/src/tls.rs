@@ -43,6 +43,22 @@ pub fn acceptor(cert_path: &Path, key_path: &Path) -> Result<TlsAcceptor, TlsErr
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// The server side of a STARTTLS handshake, bounded in time; `None` (logged) if the
+/// client fails it.
+pub async fn upgrade(acceptor: &TlsAcceptor, plain: tokio::net::TcpStream, peer: std::net::SocketAddr) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+    match tokio::time::timeout(std::time::Duration::from_secs(30), acceptor.accept(plain)).await {
+        Ok(Ok(encrypted)) => Some(encrypted),
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
 /// Writes a self-signed certificate for `names` to the two paths unless both exist
 /// (development clusters: clients must be told to accept it).
 pub fn ensure_self_signed(cert_path: &Path, key_path: &Path, names: &[String]) -> Result<(), TlsError> {

@@ -84,8 +84,8 @@ fn read_or_create(path: &Path, create: impl FnOnce() -> String) -> anyhow::Resul
     Ok(value)
 }
 
-/// Runs the dev cluster until Ctrl-C.
-pub fn run(nodes: usize, data: &Path) -> anyhow::Result<()> {
+/// Runs the dev cluster until Ctrl-C; `insecure_auth` lets mail clients log in without TLS.
+pub fn run(nodes: usize, data: &Path, insecure_auth: bool) -> anyhow::Result<()> {
     ensure!((1..=9).contains(&nodes), "--nodes must be between 1 and 9 (node N uses ports 7N00-7N99)");
     fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let data = data.canonicalize()?;
@@ -103,7 +103,9 @@ pub fn run(nodes: usize, data: &Path) -> anyhow::Result<()> {
     ensure_dev_certificate(&data)?;
     let mut children: Vec<(NodeId, Child, PathBuf)> = Vec::new();
     for id in 1..=nodes as NodeId {
-        let config = dev_config(id, nodes, &data, &cluster_id);
+        let mut config = dev_config(id, nodes, &data, &cluster_id);
+        config.smtp.allow_insecure_auth = insecure_auth;
+        config.imap.allow_insecure_auth = insecure_auth;
         let (child, log_path) = spawn_node(&exe, &config).with_context(|| format!("starting node {id}"))?;
         children.push((id, child, log_path));
     }

@@ -8,6 +8,10 @@
 
   imap_client.py refs IMAP USER PASSWORD
       Logs in (STARTTLS) and prints JSON [[uid, X-UMS-Test-Ref], ...] for the INBOX.
+
+  imap_client.py guess IMAP USER RIGHT_PASSWORD ATTEMPTS
+      Tries ATTEMPTS wrong passwords, then the right one (each on a new connection), and
+      prints JSON with the server's answers.
 """
 
 import json
@@ -166,11 +170,24 @@ def conformance(address, mx, user, password):
     print(json.dumps(seen))
 
 
+def guess(address, user, right, attempts):
+    answers = []
+    for password in [f"wrong-{n}" for n in range(int(attempts))] + [right]:
+        try:
+            connect(address, user, password).logout()
+            answers.append("OK")
+        except imaplib.IMAP4.error as e:
+            answers.append(str(e))
+    print(json.dumps(answers))
+
+
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     if command == "conformance":
         conformance(*args)
     elif command == "refs":
         refs(*args)
+    elif command == "guess":
+        guess(*args)
     else:
         sys.exit(f"unknown command {command}; see the docstring")

@@ -26,9 +26,14 @@ pub fn umsd_binary() -> PathBuf {
     binary("umsd")
 }
 
-/// A free port on `ip`.
-fn free_port(ip: [u8; 4]) -> u16 {
-    TcpListener::bind(SocketAddr::from((ip, 0))).expect("bind port 0").local_addr().expect("local addr").port()
+/// The ports one node listens on: peer, HTTP, SMTP, submission, IMAP.
+const PORTS_PER_NODE: usize = 5;
+
+/// `PORTS_PER_NODE` distinct free ports on `ip`: all are held until all are chosen, so the
+/// system cannot hand the same one out twice.
+fn free_ports(ip: [u8; 4]) -> [u16; PORTS_PER_NODE] {
+    let held: Vec<TcpListener> = (0..PORTS_PER_NODE).map(|_| TcpListener::bind(SocketAddr::from((ip, 0))).expect("bind port 0")).collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("local addr").port())
 }
 
 /// One `umsd` process of a [`TestCluster`].
@@ -49,7 +54,21 @@ pub struct TestCluster {
 impl TestCluster {
     /// Starts `count` nodes with free ports; `tweak` adjusts every node's config.
     pub fn start(count: usize, tweak: impl Fn(&mut NodeConfig)) -> Self {
-        Self::launch(Self::configure(count, tweak))
+        Self::launch_with_fresh_ports(|| Self::configure(count, &tweak))
+    }
+
+    /// Launches the cluster `make` lays out; if a node finds a port taken (another test
+    /// process may grab a port between our choosing it and the node binding it), starts
+    /// over with new ports.
+    fn launch_with_fresh_ports(make: impl Fn() -> Self) -> Self {
+        for _ in 0..3 {
+            match Self::try_launch(make()) {
+                Ok(cluster) => return cluster,
+                Err(log) if log.contains("Address already in use") => eprintln!("a port was taken; starting over with new ports"),
+                Err(log) => panic!("{log}"),
+            }
+        }
+        panic!("ports kept being taken; is something binding many loopback ports?");
     }
 
     /// The cluster's directories and configurations, nothing started yet.
@@ -57,11 +76,12 @@ impl TestCluster {
         let dir = tempfile::Builder::new().prefix("ums-test-").tempdir_in("/var/tmp").expect("temp dir");
         node::dev::ensure_dev_certificate(dir.path()).expect("test TLS certificate");
         let (tls_cert, tls_key) = node::dev::dev_tls_files(dir.path());
+        let ports: std::collections::HashMap<u64, [u16; PORTS_PER_NODE]> = (1..=count as u64).map(|id| (id, free_ports(node::dev::local_peer_ip(id)))).collect();
         let members: Vec<Member> = (1..=count as u64)
             .map(|id| {
                 // Each node on its own loopback address (127.0.0.1N), as on separate hosts.
                 let ip = node::dev::local_peer_ip(id);
-                Member { id, peer: SocketAddr::from((ip, free_port(ip))), http: SocketAddr::from((ip, free_port(ip))) }
+                Member { id, peer: SocketAddr::from((ip, ports[&id][0])), http: SocketAddr::from((ip, ports[&id][1])) }
             })
             .collect();
         let nodes = members
@@ -70,15 +90,15 @@ impl TestCluster {
                 let data_dir = dir.path().join(format!("node-{}", member.id));
                 let ip = node::dev::local_peer_ip(member.id);
                 let smtp = SmtpSettings {
-                    listen: Some(SocketAddr::from((ip, free_port(ip)))),
-                    submission_listen: Some(SocketAddr::from((ip, free_port(ip)))),
+                    listen: Some(SocketAddr::from((ip, ports[&member.id][2]))),
+                    submission_listen: Some(SocketAddr::from((ip, ports[&member.id][3]))),
                     hostname: format!("node{}.test", member.id),
                     tls_cert: Some(tls_cert.clone()),
                     tls_key: Some(tls_key.clone()),
                     ..SmtpSettings::default()
                 };
                 let imap = ImapSettings {
-                    listen: Some(SocketAddr::from((ip, free_port(ip)))),
+                    listen: Some(SocketAddr::from((ip, ports[&member.id][4]))),
                     tls_cert: Some(tls_cert.clone()),
                     tls_key: Some(tls_key.clone()),
                     ..ImapSettings::default()
@@ -111,18 +131,19 @@ impl TestCluster {
             .expect("run mount");
         assert!(status.success(), "mounting a tmpfs at {} failed (root needed)", dir.display());
         cluster.mounts.push(dir);
-        Self::launch(cluster)
+        Self::try_launch(cluster).unwrap_or_else(|log| panic!("{log}"))
     }
 
-    fn launch(mut cluster: Self) -> Self {
+    /// Starts every node and waits until all are healthy; the failure's log otherwise.
+    fn try_launch(mut cluster: Self) -> Result<Self, String> {
         let count = cluster.nodes.len();
         for id in 1..=count as u64 {
             cluster.spawn(id);
         }
         for id in 1..=count as u64 {
-            cluster.wait_healthy(id);
+            cluster.try_wait_healthy(id)?;
         }
-        cluster
+        Ok(cluster)
     }
 
     /// The directory holding `node-N/node.toml` of every node (what `umschaos --cluster` reads).
@@ -179,17 +200,21 @@ impl TestCluster {
     }
 
     pub fn wait_healthy(&mut self, id: u64) {
+        self.try_wait_healthy(id).unwrap_or_else(|log| panic!("{log}"));
+    }
+
+    fn try_wait_healthy(&mut self, id: u64) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(Ok(Some(status))) = self.node(id).child.as_mut().map(Child::try_wait) {
-                panic!("node {id} exited during start ({status}):\n{}", self.log_tail(id));
+                return Err(format!("node {id} exited during start ({status}):\n{}", self.log_tail(id)));
             }
             if ureq::get(&self.url(id, "/health")).timeout(Duration::from_secs(1)).call().is_ok() {
-                return;
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("node {id} not healthy within 30 s:\n{}", self.log_tail(id));
+        Err(format!("node {id} not healthy within 30 s:\n{}", self.log_tail(id)))
     }
 
     /// Node `id`'s whole log.

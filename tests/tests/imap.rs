@@ -91,3 +91,37 @@ fn mbsync_mirrors_a_mailbox_into_a_maildir() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(files(&maildir.join("INBOX")).len(), sent.len() + 1);
 }
+
+#[test]
+fn a_client_whose_node_dies_reconnects_elsewhere_and_sees_everything_acknowledged() {
+    let mut cluster = TestCluster::start(3, |c| c.imap.logins.max_failures_per_account = 3);
+    let user = "clerk@ministry.go.ke";
+    let body = serde_json::json!({ "email": user, "name": "Clerk", "password": "clerk-password" });
+    node::client::post_with_retry(&cluster.url(1, "/api/v1/users"), &body).unwrap();
+    let deliver = |cluster: &TestCluster, node: u64, n: u32| {
+        let message = format!("Subject: memo {n}\r\nX-UMS-Test-Ref: memo-{n}\r\n\r\nmemo {n}\r\n");
+        node::client::post_with_retry(&cluster.url(node, &format!("/api/v1/users/{user}/messages")), &serde_json::json!({ "kind": "email", "body": message })).unwrap();
+    };
+    for n in 0..5 {
+        deliver(&cluster, 2, n);
+    }
+    let before = json_of(&imap_client(&["refs", &cluster.imap(1), user, "clerk-password"]));
+    assert_eq!(before.as_array().unwrap().len(), 5, "{before}");
+
+    // The node the client used dies; the client reconnects to another one.
+    cluster.kill(1);
+    for n in 5..8 {
+        deliver(&cluster, 2, n);
+    }
+    let after = json_of(&imap_client(&["refs", &cluster.imap(3), user, "clerk-password"]));
+    let after = after.as_array().unwrap();
+    assert_eq!(after.len(), 8, "{after:?}");
+    assert_eq!(&after[..5], before.as_array().unwrap().as_slice(), "the same UIDs after the failover");
+    assert!(after.windows(2).all(|w| w[0][0].as_u64() < w[1][0].as_u64()), "UIDs keep increasing: {after:?}");
+
+    // Password guessing: after 3 failures for the account, even the right password is refused for a while.
+    let answers = json_of(&imap_client(&["guess", &cluster.imap(2), user, "clerk-password", "3"]));
+    let answers: Vec<&str> = answers.as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(answers[..3].iter().all(|a| a.contains("AUTHENTICATIONFAILED")), "{answers:?}");
+    assert!(answers[3].contains("Too many failed logins"), "{answers:?}");
+}

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer, LiteralAnnouncement};
@@ -16,11 +16,12 @@ use imap_types::IntoStatic;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::session::{After, Session, bye};
 use super::settings::ImapSettings;
-use crate::limits::{IpLimiter, LoginThrottle};
+use crate::limits::LoginThrottle;
+use crate::listener;
 use crate::service::MailService;
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -43,47 +44,19 @@ pub async fn start(settings: ImapSettings, service: Arc<dyn MailService>) -> any
         _ => None,
     };
     let logins = LoginThrottle::new(settings.logins.clone());
-    let listener = TcpListener::bind(address).await.with_context(|| format!("binding IMAP on {address}"))?;
+    let socket = TcpListener::bind(address).await.with_context(|| format!("binding IMAP on {address}"))?;
     info!(%address, "IMAP listening");
+    let limits = settings.connections.clone();
     let gateway = Arc::new(Gateway { settings, service, tls, logins });
-    tokio::spawn(accept_loop(listener, gateway));
+    let serve = move |stream, peer| {
+        let gateway = Arc::clone(&gateway);
+        async move { serve_connection(stream, peer, &gateway).await }
+    };
+    tokio::spawn(listener::accept_loop(socket, limits, "imap", |refusal| bye(listener::refusal_text(refusal)), serve));
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, gateway: Arc<Gateway>) {
-    let limiter = IpLimiter::new(gateway.settings.connections.clone());
-    loop {
-        let (mut stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                warn!(error = %e, "IMAP accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        match limiter.admit(peer.ip(), Instant::now()) {
-            Ok(permit) => {
-                let gateway = Arc::clone(&gateway);
-                tokio::spawn(async move {
-                    serve_connection(stream, peer, &gateway).await;
-                    drop(permit);
-                });
-            }
-            Err(refusal) => {
-                metrics::counter!("ums_imap_connections_refused_total").increment(1);
-                debug!(%peer, ?refusal, "IMAP connection refused");
-                tokio::spawn(async move {
-                    let line = bye("Too many connections from your address, try again later");
-                    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(&line)).await;
-                });
-            }
-        }
-    }
-}
-
 async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, gateway: &Gateway) {
-    metrics::counter!("ums_imap_connections_total").increment(1);
     let settings = &gateway.settings;
     let mut session = Session::new(
         Arc::clone(&gateway.service),
@@ -102,15 +75,10 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, gateway: &Gat
         Err(e) => return debug!(%peer, error = %e, "IMAP connection ended"),
     };
     let acceptor = gateway.tls.as_ref().expect("STARTTLS is only offered with a certificate");
-    match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(plain)).await {
-        Ok(Ok(encrypted)) => {
-            session.tls_started();
-            if let Err(e) = converse(encrypted, &mut session, gateway).await {
-                debug!(%peer, error = %e, "IMAP connection ended");
-            }
-        }
-        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-        Err(_) => debug!(%peer, "TLS handshake timed out"),
+    let Some(encrypted) = crate::tls::upgrade(acceptor, plain, peer).await else { return };
+    session.tls_started();
+    if let Err(e) = converse(encrypted, &mut session, gateway).await {
+        debug!(%peer, error = %e, "IMAP connection ended");
     }
 }
 

@@ -436,9 +436,7 @@ impl Session {
                 self.fetch(tag, &sequence_set, macro_or_item_names, uid, changed_since, out).await?
             }
             CommandBody::Store { sequence_set, kind, response, flags, uid, modifiers } => {
-                let unchanged_since = modifiers.iter().find_map(|m| match m {
-                    imap_types::command::StoreModifier::UnchangedSince(since) => Some(*since),
-                });
+                let unchanged_since = modifiers.iter().map(|imap_types::command::StoreModifier::UnchangedSince(since)| *since).next();
                 let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
                 self.store(tag, &sequence_set, kind, response == StoreResponse::Silent, &flags, uid, unchanged_since, out).await?
             }
@@ -509,7 +507,7 @@ impl Session {
             let Some(name) = mailbox_of(&mailbox.name) else { continue };
             let has_children = mailboxes.iter().any(|m| m.name.starts_with(&format!("{}/", mailbox.name)));
             let attribute = if has_children { "\\HasChildren" } else { "\\HasNoChildren" };
-            let items = vec![imap_types::flag::FlagNameAttribute::try_from(imap_types::core::Atom::unvalidated(&attribute[1..])).unwrap_or_else(|_| imap_types::flag::FlagNameAttribute::Noselect)];
+            let items = vec![imap_types::flag::FlagNameAttribute::from(imap_types::core::Atom::unvalidated(&attribute[1..]))];
             let delimiter = Some(imap_types::core::QuotedChar::unvalidated('/'));
             out.extend(data(if subscribed_only { Data::Lsub { items, delimiter, mailbox: name } } else { Data::List { items, delimiter, mailbox: name } }));
         }

@@ -1,8 +1,7 @@
-//! Outbound SMTP: hands one queued message to the recipient domain's mail server, or to
-//! a configured smart host, with lettre's SMTP client (STARTTLS when offered).
-//!
-//! Without a smart host the message goes to port 25 of the recipient's domain itself
-//! (RFC 5321's implicit MX); MX records are not looked up yet.
+//! Outbound SMTP: hands one queued message to the recipient domain's mail servers (its
+//! MX records, most preferred first; the domain itself when it has none, RFC 5321
+//! section 5.1; none for a null MX, RFC 7505), or to a configured smart host, with
+//! lettre's SMTP client (STARTTLS when offered).
 
 use std::time::Duration;
 
@@ -33,27 +32,69 @@ pub enum RelayOutcome {
 /// How long one SMTP exchange may take before the attempt counts as failed.
 const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The server to connect to for `recipient`.
-pub fn next_hop(target: &RelayTarget, recipient: &str) -> Result<(String, u16), String> {
-    let hop = match &target.relay_host {
-        Some(host) => host.clone(),
-        None => match recipient.rsplit_once('@') {
-            Some((_, domain)) if !domain.is_empty() => format!("{domain}:25"),
-            _ => return Err(format!("'{recipient}' has no domain")),
-        },
-    };
+/// `host:port` (port 25 when left out).
+fn host_port(hop: &str) -> Result<(String, u16), String> {
     match hop.rsplit_once(':') {
         Some((host, port)) => port.parse().map(|port| (host.to_string(), port)).map_err(|_| format!("bad port in '{hop}'")),
-        None => Ok((hop, 25)),
+        None => Ok((hop.to_string(), 25)),
     }
 }
 
-/// Sends `raw` from `mail_from` (empty: a bounce, null reverse path) to `recipient`.
-pub async fn send(target: &RelayTarget, mail_from: &str, recipient: &str, raw: &[u8]) -> RelayOutcome {
-    let (host, port) = match next_hop(target, recipient) {
-        Ok(hop) => hop,
-        Err(e) => return RelayOutcome::Refused(e),
+/// The recipient's domain.
+fn domain_of(recipient: &str) -> Result<&str, String> {
+    match recipient.rsplit_once('@') {
+        Some((_, domain)) if !domain.is_empty() => Ok(domain),
+        _ => Err(format!("'{recipient}' has no domain")),
+    }
+}
+
+/// The mail servers of `domain` from its MX records `(preference, exchange)`, most
+/// preferred first; the domain itself without records; an error for a null MX.
+pub fn exchangers(domain: &str, mut records: Vec<(u16, String)>) -> Result<Vec<String>, String> {
+    if records.is_empty() {
+        return Ok(vec![domain.to_string()]);
+    }
+    records.sort_by_key(|(preference, _)| *preference);
+    let hosts: Vec<String> = records.into_iter().map(|(_, host)| host.trim_end_matches('.').to_string()).filter(|h| !h.is_empty()).collect();
+    if hosts.is_empty() {
+        return Err(format!("{domain} accepts no mail (null MX)"));
+    }
+    Ok(hosts)
+}
+
+/// Where to connect for `recipient`: the smart host, or the domain's mail servers.
+async fn next_hops(target: &RelayTarget, recipient: &str) -> Result<Vec<(String, u16)>, RelayOutcome> {
+    if let Some(host) = &target.relay_host {
+        return host_port(host).map(|hop| vec![hop]).map_err(RelayOutcome::Refused);
+    }
+    let domain = domain_of(recipient).map_err(RelayOutcome::Refused)?;
+    let resolver = hickory_resolver::TokioAsyncResolver::tokio_from_system_conf().map_err(|e| RelayOutcome::Retry(format!("DNS resolver: {e}")))?;
+    let records = match resolver.mx_lookup(domain).await {
+        Ok(lookup) => lookup.iter().map(|mx| (mx.preference(), mx.exchange().to_utf8())).collect(),
+        Err(e) if matches!(e.kind(), hickory_resolver::error::ResolveErrorKind::NoRecordsFound { .. }) => Vec::new(),
+        Err(e) => return Err(RelayOutcome::Retry(format!("MX lookup for {domain}: {e}"))),
     };
+    Ok(exchangers(domain, records).map_err(RelayOutcome::Refused)?.into_iter().map(|host| (host, 25)).collect())
+}
+
+/// Sends `raw` from `mail_from` (empty: a bounce, null reverse path) to `recipient`,
+/// trying the recipient's mail servers in order until one answers.
+pub async fn send(target: &RelayTarget, mail_from: &str, recipient: &str, raw: &[u8]) -> RelayOutcome {
+    let hops = match next_hops(target, recipient).await {
+        Ok(hops) => hops,
+        Err(outcome) => return outcome,
+    };
+    let mut outcome = RelayOutcome::Retry("no mail server".into());
+    for (host, port) in hops {
+        outcome = send_to(target, &host, port, mail_from, recipient, raw).await;
+        if !matches!(outcome, RelayOutcome::Retry(_)) {
+            break;
+        }
+    }
+    outcome
+}
+
+async fn send_to(target: &RelayTarget, host: &str, port: u16, mail_from: &str, recipient: &str, raw: &[u8]) -> RelayOutcome {
     let to: Address = match recipient.parse() {
         Ok(address) => address,
         Err(e) => return RelayOutcome::Refused(format!("recipient '{recipient}': {e}")),
@@ -69,11 +110,11 @@ pub async fn send(target: &RelayTarget, mail_from: &str, recipient: &str, raw: &
         Ok(envelope) => envelope,
         Err(e) => return RelayOutcome::Refused(e.to_string()),
     };
-    let tls = match TlsParameters::new(host.clone()) {
+    let tls = match TlsParameters::new(host.to_string()) {
         Ok(parameters) => Tls::Opportunistic(parameters),
         Err(e) => return RelayOutcome::Retry(format!("TLS setup: {e}")),
     };
-    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
+    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
         .port(port)
         .tls(tls)
         .hello_name(ClientId::Domain(target.hostname.clone()))
@@ -91,13 +132,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_next_hop_is_the_smart_host_or_the_domain() {
-        let direct = RelayTarget { relay_host: None, hostname: "mx.gov".into() };
-        assert_eq!(next_hop(&direct, "a@example.org").unwrap(), ("example.org".to_string(), 25));
-        assert!(next_hop(&direct, "nodomain").is_err());
+    fn mail_servers_come_from_mx_records_by_preference() {
+        let records = vec![(20, "backup.example.org.".to_string()), (10, "mx1.example.org.".to_string())];
+        assert_eq!(exchangers("example.org", records).unwrap(), ["mx1.example.org", "backup.example.org"]);
+        assert_eq!(exchangers("example.org", Vec::new()).unwrap(), ["example.org"], "no MX: the domain itself");
+        assert!(exchangers("example.org", vec![(0, ".".to_string())]).unwrap_err().contains("null MX"));
+        assert_eq!(host_port("127.0.0.1:2525").unwrap(), ("127.0.0.1".to_string(), 2525));
+        assert_eq!(host_port("relay.gov").unwrap(), ("relay.gov".to_string(), 25));
+        assert!(domain_of("nodomain").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_smart_host_is_used_as_given() {
         let smart = RelayTarget { relay_host: Some("127.0.0.1:2525".into()), hostname: "mx.gov".into() };
-        assert_eq!(next_hop(&smart, "a@example.org").unwrap(), ("127.0.0.1".to_string(), 2525));
-        let default_port = RelayTarget { relay_host: Some("relay.gov".into()), ..smart };
-        assert_eq!(next_hop(&default_port, "a@example.org").unwrap(), ("relay.gov".to_string(), 25));
+        assert_eq!(next_hops(&smart, "a@example.org").await.unwrap(), [("127.0.0.1".to_string(), 2525)]);
+        let broken = RelayTarget { relay_host: Some("relay.gov:x".into()), hostname: "mx.gov".into() };
+        assert!(matches!(next_hops(&broken, "a@example.org").await, Err(RelayOutcome::Refused(_))));
     }
 }

@@ -1,4 +1,4 @@
-//! The SMTP listeners: accept connections (within per-IP limits), drive a
+//! The SMTP listeners: accept connections (within per-IP limits, see [`listener`]), drive a
 //! [`Session`] over the socket, and carry out what it asks for through the
 //! [`MailService`]: recipient checks, logins, storing and queueing messages.
 
@@ -17,7 +17,8 @@ use tracing::{debug, info, warn};
 use super::message::{fingerprint, received_header};
 use super::session::{Delivery as Outcome, Envelope, Event, Mode, Policy, Recipient, Session};
 use super::settings::SmtpSettings;
-use crate::limits::{IpLimiter, LoginThrottle, Refusal};
+use crate::limits::LoginThrottle;
+use crate::listener;
 use crate::service::{Delivery, MailService, Relay};
 
 /// How long a domain's local/remote answer is reused (saves a meta-group read per RCPT).
@@ -47,55 +48,22 @@ pub async fn start(settings: SmtpSettings, service: Arc<dyn MailService>) -> any
     let gateway = Arc::new(Gateway { settings, service, tls, logins, domains: Mutex::new(HashMap::new()) });
     for (address, mode) in listeners {
         let Some(address) = address else { continue };
-        let listener = TcpListener::bind(address).await.with_context(|| format!("binding SMTP {mode:?} on {address}"))?;
+        let socket = TcpListener::bind(address).await.with_context(|| format!("binding SMTP {mode:?} on {address}"))?;
         info!(%address, ?mode, "SMTP listening");
-        tokio::spawn(accept_loop(listener, mode, Arc::clone(&gateway)));
+        let (gateway, hostname) = (Arc::clone(&gateway), gateway.settings.hostname.clone());
+        let limits = gateway.settings.connections.clone();
+        // RFC 5321: 421, then close.
+        let refusal = move |refusal| format!("421 4.7.0 {hostname} {}\r\n", listener::refusal_text(refusal)).into_bytes();
+        let serve = move |stream, peer| {
+            let gateway = Arc::clone(&gateway);
+            async move { serve_connection(stream, peer, mode, &gateway).await }
+        };
+        tokio::spawn(listener::accept_loop(socket, limits, "smtp", refusal, serve));
     }
     Ok(())
 }
 
-async fn accept_loop(listener: TcpListener, mode: Mode, gateway: Arc<Gateway>) {
-    let limiter = IpLimiter::new(gateway.settings.connections.clone());
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors, typically: back off instead of spinning.
-                warn!(error = %e, "SMTP accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let gateway = Arc::clone(&gateway);
-        match limiter.admit(peer.ip(), Instant::now()) {
-            Ok(permit) => {
-                tokio::spawn(async move {
-                    serve_connection(stream, peer, mode, &gateway).await;
-                    drop(permit);
-                });
-            }
-            Err(refusal) => {
-                metrics::counter!("ums_smtp_connections_refused_total").increment(1);
-                debug!(%peer, ?refusal, "SMTP connection refused");
-                tokio::spawn(refuse(stream, refusal, gateway.settings.hostname.clone()));
-            }
-        }
-    }
-}
-
-/// Tells a client over its limit to come back later (RFC 5321: 421 then close).
-async fn refuse(mut stream: TcpStream, refusal: Refusal, hostname: String) {
-    let why = match refusal {
-        Refusal::TooManyConnections => "Too many connections from your address",
-        Refusal::TooManyNewConnections => "Too many new connections from your address",
-    };
-    let line = format!("421 4.7.0 {hostname} {why}, try again later\r\n");
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.write_all(line.as_bytes())).await;
-}
-
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, mode: Mode, gateway: &Gateway) {
-    metrics::counter!("ums_smtp_connections_total").increment(1);
     let settings = &gateway.settings;
     let policy = Policy {
         hostname: settings.hostname.clone(),
@@ -114,15 +82,10 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, mode: Mode, gatew
         Err(e) => return debug!(%peer, error = %e, "SMTP connection ended"),
     };
     let acceptor = gateway.tls.as_ref().expect("STARTTLS is only offered with a certificate");
-    match tokio::time::timeout(Duration::from_secs(30), acceptor.accept(plain)).await {
-        Ok(Ok(encrypted)) => {
-            session.tls_started();
-            if let Err(e) = converse(encrypted, &mut session, peer, gateway).await {
-                debug!(%peer, error = %e, "SMTP connection ended");
-            }
-        }
-        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-        Err(_) => debug!(%peer, "TLS handshake timed out"),
+    let Some(encrypted) = crate::tls::upgrade(acceptor, plain, peer).await else { return };
+    session.tls_started();
+    if let Err(e) = converse(encrypted, &mut session, peer, gateway).await {
+        debug!(%peer, error = %e, "SMTP connection ended");
     }
 }
 

@@ -318,7 +318,7 @@ impl Session {
             Err(ParseError::InvalidSenderAddress) => self.error(501, "5.1.7", "Bad sender address syntax"),
             Err(ParseError::InvalidRecipientAddress) => self.error(501, "5.1.3", "Bad recipient address syntax"),
             Err(ParseError::UnsupportedParameter { param }) => self.error(555, "5.5.4", &format!("Unsupported parameter {}", printable(&param))),
-            Err(ParseError::InvalidParameter { param }) => self.error(501, "5.5.4", &format!("Invalid parameter {}", printable(&param))),
+            Err(ParseError::InvalidParameter { param }) => self.error(501, "5.5.4", &format!("Invalid parameter {}", printable(param))),
             Err(ParseError::SyntaxError { syntax }) => self.error(501, "5.5.2", &format!("Syntax error, expected: {syntax}")),
             Err(other) => self.error(500, "5.5.2", &format!("Syntax error: {other}")),
         }

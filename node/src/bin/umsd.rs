@@ -31,6 +31,11 @@ enum Command {
         /// Data directory of the dev cluster.
         #[arg(long, default_value = "./data/dev")]
         data: PathBuf,
+        /// Let mail clients log in without STARTTLS (SMTP AUTH, IMAP LOGIN): passwords in
+        /// clear text over loopback. For clients that cannot take the self-signed
+        /// certificate; development only.
+        #[arg(long)]
+        insecure_auth: bool,
     },
 }
 
@@ -46,7 +51,7 @@ fn main() {
             let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok();
             node::server::run(config, metrics)
         }),
-        (None, Some(Command::Dev { nodes, data })) => node::dev::run(nodes, &data),
+        (None, Some(Command::Dev { nodes, data, insecure_auth })) => node::dev::run(nodes, &data, insecure_auth),
         (Some(_), Some(_)) => Err(anyhow::anyhow!("use either --config FILE or a subcommand, not both")),
         (None, None) => Err(anyhow::anyhow!("nothing to do: run `umsd --config node.toml` or `umsd dev` (see --help)")),
     };
