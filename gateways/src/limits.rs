@@ -137,7 +137,8 @@ impl LoginThrottle {
     }
 
     fn keys(ip: IpAddr, account: &str) -> [String; 2] {
-        [format!("ip:{ip}"), format!("account:{}", account.to_lowercase())]
+        // Spelled as the directory would resolve it, so " Alice@x" is still alice@x.
+        [format!("ip:{ip}"), format!("account:{}", account.trim().to_lowercase())]
     }
 
     /// Whether a login attempt from `ip` for `account` may go ahead now.

@@ -36,6 +36,12 @@ fn a_mail_client_works_against_any_node_with_the_same_uids() {
     assert_eq!(listings[0].as_array().unwrap().len(), 3, "{}", listings[0]);
     assert!(listings.windows(2).all(|w| w[0] == w[1]), "{listings:?}");
 
+    let sessions = json_of(&imap_client(&["two-sessions", &cluster.imap(1), user, "reader-password"]));
+    assert_eq!(sessions["ok"], true);
+    // The two-session check expunged letter 0; deliver it again for the client's day.
+    let message = "From: citizen0@example.org\r\nSubject: letter 0\r\nX-UMS-Test-Ref: letter-0\r\n\r\nDear sir, 0.\r\n";
+    node::client::post_with_retry(&cluster.url(2, &format!("/api/v1/users/{user}/messages")), &serde_json::json!({ "kind": "email", "body": message })).unwrap();
+
     let seen = json_of(&imap_client(&["conformance", &cluster.imap(3), &cluster.smtp(1), user, "reader-password"]));
     assert_eq!(seen["inbox_exists"], 3, "{seen}");
     assert_eq!(seen["idle_saw_new_mail"], true);

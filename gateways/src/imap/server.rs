@@ -99,6 +99,8 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, session: &mu
     // Room for the largest literal plus its command line.
     let mut fragmentizer = Fragmentizer::new(settings.max_literal_bytes.saturating_add(64 * 1024));
     let mut reading = Reading::Command;
+    // When the current IDLE began (it ends by autologout too, like any silence).
+    let mut idling_since: Option<std::time::Instant> = None;
     let mut errors = 0;
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
@@ -124,9 +126,15 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, session: &mu
                 Some(Err(e)) => return Err(e),
                 None => {
                     let mut out = Vec::new();
-                    session.idle_tick(&mut out).await;
+                    let alive = session.idle_tick(&mut out).await;
                     if !out.is_empty() {
                         stream.write_all(&out).await?;
+                    }
+                    if !alive || idling_since.is_some_and(|since| since.elapsed() > autologout) {
+                        if alive {
+                            stream.write_all(&bye("Autologout; idle for too long")).await?;
+                        }
+                        return Ok(None);
                     }
                 }
             }
@@ -134,14 +142,19 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, session: &mu
         };
         if let FragmentInfo::Line { announcement: Some(LiteralAnnouncement { mode, length }), .. } = info {
             if length > settings.max_literal_bytes {
-                match fragmentizer.decode_tag() {
-                    Some(tag) => {
-                        let line = format!("{} NO [TOOBIG] Literal larger than {} bytes\r\n", tag.as_ref(), settings.max_literal_bytes);
+                let too_big = format!("Literal larger than {} bytes", settings.max_literal_bytes);
+                match (fragmentizer.decode_tag().map(|t| t.as_ref().to_string()), mode) {
+                    // The client waits for our go-ahead: refuse, and it sends nothing.
+                    (Some(tag), LiteralMode::Sync) => {
                         fragmentizer.skip_message();
-                        // A non-synchronizing literal's bytes follow anyway; skipping drops them.
-                        stream.write_all(line.as_bytes()).await?;
+                        stream.write_all(format!("{tag} NO [TOOBIG] {too_big}\r\n").as_bytes()).await?;
                     }
-                    None => fragmentizer.poison_message(),
+                    // A non-synchronizing literal's bytes are already on their way and would
+                    // be read as commands: the only safe answer is to hang up.
+                    _ => {
+                        stream.write_all(&bye(&too_big)).await?;
+                        return Ok(None);
+                    }
                 }
             } else if mode == LiteralMode::Sync {
                 stream.write_all(b"+ Ready for literal data\r\n").await?;
@@ -154,6 +167,9 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, session: &mu
         let (out, after) = match std::mem::replace(&mut reading, Reading::Command) {
             Reading::Command => match fragmentizer.decode_message(&CommandCodec::default()) {
                 Ok(command) => match command.body {
+                    CommandBody::Authenticate { .. } if session.is_authenticated() => {
+                        (format!("{} BAD Already authenticated\r\n", command.tag.as_ref()).into_bytes(), After::Continue)
+                    }
                     CommandBody::Authenticate { mechanism, initial_response } => {
                         let tag = command.tag.into_static();
                         match (mechanism, initial_response) {
@@ -170,6 +186,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, session: &mu
                         let (out, after) = session.handle(command).await;
                         if after == After::Idle {
                             reading = Reading::IdleDone(tag);
+                            idling_since = Some(std::time::Instant::now());
                         }
                         (out, after)
                     }
@@ -195,10 +212,13 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, session: &mu
                 Ok(AuthenticateData::Cancel) => (format!("{} BAD Authentication cancelled\r\n", tag.as_ref()).into_bytes(), After::Continue),
                 Err(_) => (format!("{} BAD Invalid base64\r\n", tag.as_ref()).into_bytes(), After::Continue),
             },
-            Reading::IdleDone(tag) => match fragmentizer.decode_message(&IdleDoneCodec::default()) {
-                Ok(_) => (format!("{} OK IDLE terminated\r\n", tag.as_ref()).into_bytes(), After::Continue),
-                Err(_) => (format!("{} BAD Expected DONE\r\n", tag.as_ref()).into_bytes(), After::Continue),
-            },
+            Reading::IdleDone(tag) => {
+                idling_since = None;
+                match fragmentizer.decode_message(&IdleDoneCodec::default()) {
+                    Ok(_) => (format!("{} OK IDLE terminated\r\n", tag.as_ref()).into_bytes(), After::Continue),
+                    Err(_) => (format!("{} BAD Expected DONE\r\n", tag.as_ref()).into_bytes(), After::Continue),
+                }
+            }
         };
         stream.write_all(&out).await?;
         match after {

@@ -46,6 +46,9 @@ pub enum After {
 struct Selected {
     name: String,
     read_only: bool,
+    /// The mailbox's UIDVALIDITY when selected: a different one means it was deleted and
+    /// created again, and this session's UIDs mean nothing any more.
+    uid_validity: u32,
     /// UIDs in order: message sequence number n is `uids[n - 1]`.
     uids: Vec<u32>,
     highest_modseq: u64,
@@ -169,6 +172,10 @@ impl Session {
         untagged_ok(Code::Capability(self.capabilities()), "UMS IMAP4rev1 ready")
     }
 
+    pub fn is_authenticated(&self) -> bool {
+        self.user.is_some()
+    }
+
     pub fn tls_started(&mut self) {
         self.tls = true;
     }
@@ -203,15 +210,26 @@ impl Session {
         Vec1::try_from(caps).expect("not empty")
     }
 
-    /// One IDLE poll: a cheap look at this node's replica of the selected mailbox, and a
-    /// refresh (from the leader) when anything changed.
-    pub async fn idle_tick(&mut self, out: &mut Vec<u8>) {
-        let (Some(user), Some(selected)) = (self.user.clone(), self.selected.as_ref()) else { return };
-        let Ok(state) = self.service.mailbox(&user, &selected.name, true).await else { return };
+    /// One IDLE poll: a cheap look at this node's replica of the selected mailbox (the
+    /// leader's, if this node holds no replica of it), and a refresh when anything
+    /// changed. False when the mailbox is gone: the session must end.
+    pub async fn idle_tick(&mut self, out: &mut Vec<u8>) -> bool {
+        let (Some(user), Some(selected)) = (self.user.clone(), self.selected.as_ref()) else { return true };
+        let state = match self.service.mailbox(&user, &selected.name, true).await {
+            Err(ServiceError::NotFound(_)) => self.service.mailbox(&user, &selected.name, false).await,
+            local => local,
+        };
+        let state = match state {
+            Ok(state) => state,
+            Err(ServiceError::NotFound(_)) => return self.refresh(out).await,
+            Err(_) => return true,
+        };
         let known_last = selected.uids.last().copied().unwrap_or(0);
-        if state.highest_modseq > selected.highest_modseq || state.uid_next.saturating_sub(1) > known_last || state.messages as usize != selected.uids.len() {
-            self.refresh(out).await;
-        }
+        let changed = state.uid_validity != selected.uid_validity
+            || state.highest_modseq > selected.highest_modseq
+            || state.uid_next.saturating_sub(1) > known_last
+            || state.messages as usize != selected.uids.len();
+        !changed || self.refresh(out).await
     }
 
     /// Checks credentials (throttled per IP and account); the user id or why not.
@@ -286,8 +304,8 @@ impl Session {
                 out.extend(ok(tag, None, "Capabilities listed"));
             }
             CommandBody::Noop | CommandBody::Check => {
-                if self.selected.is_some() {
-                    self.refresh(out).await;
+                if !self.refresh(out).await {
+                    return Ok(After::Close);
                 }
                 out.extend(ok(tag, None, "Done"));
             }
@@ -404,8 +422,8 @@ impl Session {
                 match self.service.deliver(delivery).await {
                     Ok(stored) => {
                         let code = Code::AppendUid { uid_validity: nz(stored.uid_validity), uid: nz(stored.uid) };
-                        if self.selected.as_ref().is_some_and(|s| s.name == name) {
-                            self.refresh(out).await;
+                        if self.selected.as_ref().is_some_and(|s| s.name == name) && !self.refresh(out).await {
+                            return Ok(After::Close);
                         }
                         out.extend(ok(tag, Some(code), "Appended"));
                     }
@@ -481,11 +499,13 @@ impl Session {
         let mut permanent: Vec<FlagPerm<'static>> = SYSTEM_FLAGS.iter().cloned().map(FlagPerm::Flag).collect();
         permanent.push(FlagPerm::Asterisk);
         out.extend(untagged_ok(Code::PermanentFlags(if read_only { Vec::new() } else { permanent }), "Flags permitted"));
-        out.extend(untagged_ok(Code::UidNext(nz(state.uid_next)), "Predicted next UID"));
+        // Two reads: a message may have arrived between them.
+        let uid_next = state.uid_next.max(uids.last().map_or(1, |&u| u + 1));
+        out.extend(untagged_ok(Code::UidNext(nz(uid_next)), "Predicted next UID"));
         out.extend(untagged_ok(Code::UidValidity(nz(state.uid_validity)), "UIDs valid"));
         let highest_modseq = messages.iter().map(|m| m.modseq).max().unwrap_or(0).max(state.highest_modseq);
         out.extend(untagged_ok(Code::HighestModSeq(NonZeroU64::new(highest_modseq.max(1)).expect("nonzero")), "Highest"));
-        self.selected = Some(Selected { name: name.to_string(), read_only, uids, highest_modseq });
+        self.selected = Some(Selected { name: name.to_string(), read_only, uid_validity: state.uid_validity, uids, highest_modseq });
         let code = if read_only { Code::ReadOnly } else { Code::ReadWrite };
         out.extend(ok(tag, Some(code), if read_only { "EXAMINE completed" } else { "SELECT completed" }));
         Ok(After::Continue)
@@ -552,11 +572,21 @@ impl Session {
     }
 
     /// Brings the selected mailbox up to date: EXPUNGE for messages gone, EXISTS for new
-    /// ones, FETCH FLAGS for messages changed elsewhere.
-    pub async fn refresh(&mut self, out: &mut Vec<u8>) {
-        let (Some(user), Some(selected)) = (self.user.clone(), self.selected.as_ref()) else { return };
+    /// ones, FETCH FLAGS for messages changed elsewhere. False (with a BYE in `out`) when
+    /// the mailbox was deleted, or deleted and created again: the session must end
+    /// (RFC 3501 7.1.1: UIDVALIDITY may only change between sessions).
+    pub async fn refresh(&mut self, out: &mut Vec<u8>) -> bool {
+        let (Some(user), Some(selected)) = (self.user.clone(), self.selected.as_ref()) else { return true };
         let name = selected.name.clone();
-        let Ok(messages) = self.service.messages(&user, &name, None, false).await else { return };
+        match self.service.mailbox(&user, &name, false).await {
+            Ok(state) if state.uid_validity == selected.uid_validity => {}
+            Ok(_) | Err(ServiceError::NotFound(_)) => {
+                out.extend(bye("The selected mailbox was deleted or replaced"));
+                return false;
+            }
+            Err(_) => return true,
+        }
+        let Ok(messages) = self.service.messages(&user, &name, None, false).await else { return true };
         let current: Vec<u32> = messages.iter().map(|m| m.uid).collect();
         let gone: Vec<u32> = selected.uids.iter().filter(|u| current.binary_search(u).is_err()).copied().collect();
         self.report_expunged(&gone, out);
@@ -578,6 +608,7 @@ impl Session {
             }
         }
         selected.highest_modseq = messages.iter().map(|m| m.modseq).max().unwrap_or(0).max(before);
+        true
     }
 
     async fn fetch(
@@ -701,9 +732,8 @@ impl Session {
                 out.extend(data(Data::Fetch { seq: nz(seq), items }));
             }
         }
-        if let Some(selected) = self.selected.as_mut() {
-            selected.highest_modseq = stored.messages.iter().map(|m| m.modseq).max().unwrap_or(0).max(selected.highest_modseq);
-        }
+        // highest_modseq stays: only a refresh may advance it, or changes made by other
+        // sessions in between would never be reported.
         match SequenceSet::try_from(stored.modified.iter().map(|&u| nz(u)).collect::<Vec<_>>()) {
             Ok(modified) => out.extend(ok(tag, Some(Code::Modified(modified)), "Conditional STORE failed for some messages")),
             Err(_) => out.extend(ok(tag, None, "STORE completed")),
@@ -746,21 +776,22 @@ impl Session {
         let selected = self.selected(tag)?;
         let name = selected.name.clone();
         let needs_body = criteria.iter().any(needs_text);
-        let messages = self.service.messages(&user, &name, None, needs_body).await.map_err(|e| no(tag, None, &unavailable(&e)))?;
-        let uids: Vec<u32> = messages.iter().map(|m| m.uid).collect();
+        // Sequence numbers are the session's: messages it has not been told about yet
+        // (or that are gone) are not searched.
+        let uids = selected.uids.clone();
+        let messages = self.service.messages(&user, &name, Some(&uids), needs_body).await.map_err(|e| no(tag, None, &unavailable(&e)))?;
         let mut hits = Vec::new();
-        for (i, message) in messages.iter().enumerate() {
-            let seq = i as u32 + 1;
+        let mut highest_modseq = 0;
+        for message in &messages {
+            let Ok(position) = uids.binary_search(&message.uid) else { continue };
+            let seq = position as u32 + 1;
             if criteria.iter().all(|key| matches_key(key, message, seq, &uids)) {
                 hits.push(nz(if by_uid { message.uid } else { seq }));
+                highest_modseq = highest_modseq.max(message.modseq);
             }
         }
-        let modseq = criteria
-            .iter()
-            .any(|k| matches!(k, SearchKey::ModSequence { .. }))
-            .then(|| messages.iter().filter(|m| hits.iter().any(|h| h.get() == if by_uid { m.uid } else { 0 })).map(|m| m.modseq).max())
-            .flatten()
-            .and_then(NonZeroU64::new);
+        // RFC 7162: a search by MODSEQ reports the highest modseq of what it found.
+        let modseq = criteria.iter().any(|k| matches!(k, SearchKey::ModSequence { .. })).then_some(highest_modseq).and_then(NonZeroU64::new);
         out.extend(data(Data::Search(hits, modseq)));
         out.extend(ok(tag, None, "SEARCH completed"));
         Ok(())

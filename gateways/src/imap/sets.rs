@@ -42,22 +42,27 @@ pub fn beyond(set: &SequenceSet, exists: u32) -> bool {
     })
 }
 
-/// LIST pattern matching with `*` (anything) and `%` (anything but the delimiter `/`).
+/// LIST pattern matching with `*` (anything) and `%` (anything but the delimiter `/`),
+/// by dynamic programming: pattern length × name length, whatever the wildcards.
 pub fn matches(pattern: &str, name: &str) -> bool {
-    fn go(p: &[char], n: &[char]) -> bool {
-        match p.split_first() {
-            None => n.is_empty(),
-            Some(('*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..])),
-            Some(('%', rest)) => (0..=n.len()).take_while(|&i| i == 0 || n[i - 1] != '/').any(|i| go(rest, &n[i..])),
-            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
-        }
-    }
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
     // INBOX matches case-insensitively.
-    if name == "INBOX" {
-        return go(&pattern.to_uppercase().chars().collect::<Vec<_>>(), &n);
+    let pattern: Vec<char> = if name == "INBOX" { pattern.to_uppercase().chars().collect() } else { pattern.chars().collect() };
+    let name: Vec<char> = name.chars().collect();
+    // reach[j]: the pattern so far matches the first j characters of the name.
+    let mut reach = vec![false; name.len() + 1];
+    reach[0] = true;
+    for &p in &pattern {
+        let mut next = vec![false; name.len() + 1];
+        for j in 0..=name.len() {
+            next[j] = match p {
+                '*' => reach[j] || (j > 0 && next[j - 1]),
+                '%' => reach[j] || (j > 0 && name[j - 1] != '/' && next[j - 1]),
+                c => j > 0 && reach[j - 1] && name[j - 1] == c,
+            };
+        }
+        reach = next;
     }
-    go(&p, &n)
+    reach[name.len()]
 }
 
 /// Where a message's header section ends (after the empty line), or its length.
@@ -136,6 +141,10 @@ mod tests {
         assert!(matches("Archive/%", "Archive/2025"));
         assert!(matches("inbox", "INBOX"));
         assert!(!matches("Sent", "Sent Items"));
+        assert!(matches("A%/%", "A1/b") && !matches("A%", "A1/b"));
+        // Many wildcards against a long name: no exponential backtracking.
+        let name = "a".repeat(200);
+        assert!(!matches(&format!("{}b", "*a".repeat(30)), &name));
     }
 
     #[test]

@@ -74,9 +74,14 @@ pub fn envelope(raw: &[u8]) -> Envelope<'static> {
 /// The BODYSTRUCTURE of a message (without extension data).
 pub fn body_structure(raw: &[u8]) -> BodyStructure<'static> {
     match parse(raw) {
-        Some(message) => structure_of(&message, 0),
+        Some(message) => structure_of(&message, 0, 0),
         None => plain_text(raw.len(), raw.iter().filter(|&&b| b == b'\n').count()),
     }
+}
+
+fn opaque(size: u32) -> BodyStructure<'static> {
+    let basic = BasicFields { parameter_list: Vec::new(), id: NString::NIL, description: NString::NIL, content_transfer_encoding: istring("7bit"), size };
+    BodyStructure::Single { body: Body { basic, specific: SpecificFields::Basic { r#type: istring("application"), subtype: istring("octet-stream") } }, extension_data: None }
 }
 
 fn plain_text(size: usize, lines: usize) -> BodyStructure<'static> {
@@ -90,8 +95,15 @@ fn plain_text(size: usize, lines: usize) -> BodyStructure<'static> {
     BodyStructure::Single { body: Body { basic, specific: SpecificFields::Text { subtype: istring("plain"), number_of_lines: lines as u32 } }, extension_data: None }
 }
 
-fn structure_of(message: &Message<'_>, id: u32) -> BodyStructure<'static> {
+/// Deepest MIME nesting described; deeper parts are shown as opaque data (a message
+/// nested thousands deep must not exhaust the stack).
+const MAX_DEPTH: usize = 32;
+
+fn structure_of(message: &Message<'_>, id: u32, depth: usize) -> BodyStructure<'static> {
     let Some(part) = message.part(id) else { return plain_text(0, 0) };
+    if depth >= MAX_DEPTH {
+        return opaque(part.offset_end.saturating_sub(part.offset_body));
+    }
     let content_type = part.content_type();
     let kind = content_type.map_or(Cow::Borrowed("text"), |c| Cow::Owned(c.c_type.to_lowercase()));
     let default_subtype = if kind == "text" { "plain" } else { "octet-stream" };
@@ -101,7 +113,7 @@ fn structure_of(message: &Message<'_>, id: u32) -> BodyStructure<'static> {
         .map(|attributes| attributes.iter().map(|a| (istring(&a.name.to_lowercase()), istring(&a.value))).collect())
         .unwrap_or_default();
     if let PartType::Multipart(children) = &part.body {
-        let bodies: Vec<BodyStructure<'static>> = children.iter().map(|&child| structure_of(message, child)).collect();
+        let bodies: Vec<BodyStructure<'static>> = children.iter().map(|&child| structure_of(message, child, depth + 1)).collect();
         return match Vec1::try_from(bodies) {
             Ok(bodies) => BodyStructure::Multi { bodies, subtype: istring(&subtype), extension_data: None },
             Err(_) => plain_text(0, 0),
@@ -124,7 +136,7 @@ fn structure_of(message: &Message<'_>, id: u32) -> BodyStructure<'static> {
     let specific = match (&part.body, kind.as_ref()) {
         (PartType::Message(inner), _) => SpecificFields::Message {
             envelope: Box::new(envelope_of(inner)),
-            body_structure: Box::new(structure_of(inner, 0)),
+            body_structure: Box::new(structure_of(inner, 0, depth + 1)),
             number_of_lines: lines,
         },
         (_, "text") => SpecificFields::Text { subtype: istring(&subtype), number_of_lines: lines },
@@ -137,6 +149,9 @@ fn structure_of(message: &Message<'_>, id: u32) -> BodyStructure<'static> {
 /// as in `BODY[2.1]`); `None` if there is no such part.
 pub fn part_bytes(raw: &[u8], path: &[u32], mime: bool) -> Option<Vec<u8>> {
     let message = parse(raw)?;
+    if path.len() > MAX_DEPTH {
+        return None;
+    }
     let (message, id) = descend(&message, 0, path)?;
     let part = message.part(id)?;
     let bytes = message.raw_message();
@@ -194,6 +209,23 @@ mod tests {
         assert!(text.contains("(\"TEXT\" \"plain\" (\"charset\" \"utf-8\") NIL NIL \"7bit\" 12 1)"), "{text}");
         assert!(text.contains("(\"application\" \"pdf\" (\"name\" \"r.pdf\") NIL NIL \"base64\""), "{text}");
         assert!(text.contains(" \"mixed\")"), "{text}");
+    }
+
+    #[test]
+    fn deep_nesting_is_cut_off_not_a_crash() {
+        let depth = 2_000;
+        let mut raw = String::from("Subject: deep\r\n");
+        for level in 0..depth {
+            raw.push_str(&format!("Content-Type: multipart/mixed; boundary=\"b{level}\"\r\n\r\n--b{level}\r\n"));
+        }
+        raw.push_str("Content-Type: text/plain\r\n\r\nbottom\r\n");
+        for level in (0..depth).rev() {
+            raw.push_str(&format!("--b{level}--\r\n"));
+        }
+        let text = encoded(MessageDataItem::BodyStructure(body_structure(raw.as_bytes())));
+        assert!(text.contains("octet-stream"), "the depth limit applies");
+        let path = vec![1; depth];
+        assert!(part_bytes(raw.as_bytes(), &path, false).is_none());
     }
 
     #[test]

@@ -33,7 +33,16 @@ struct Gateway {
     tls: Option<TlsAcceptor>,
     logins: Arc<LoginThrottle>,
     domains: Mutex<HashMap<String, (bool, Instant)>>,
+    /// Bytes of message copies being replicated right now, in KiB permits: one message
+    /// to many recipients is one copy each, so without a bound a few clients could make
+    /// the node hold gigabytes.
+    in_flight: tokio::sync::Semaphore,
 }
+
+/// Message bytes (KiB) a node replicates at once from SMTP; more waits its turn.
+const IN_FLIGHT_KIB: u32 = 512 * 1024;
+/// How long a delivery waits for room before the client is told to come back (451).
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(30);
 
 /// Binds the configured SMTP listeners and serves them on the current tokio runtime.
 /// Fails if a port cannot be bound or the TLS files cannot be loaded.
@@ -45,7 +54,8 @@ pub async fn start(settings: SmtpSettings, service: Arc<dyn MailService>) -> any
     };
     let logins = LoginThrottle::new(settings.logins.clone());
     let listeners = [(settings.listen, Mode::Mx), (settings.submission_listen, Mode::Submission)];
-    let gateway = Arc::new(Gateway { settings, service, tls, logins, domains: Mutex::new(HashMap::new()) });
+    let in_flight = tokio::sync::Semaphore::new(IN_FLIGHT_KIB as usize);
+    let gateway = Arc::new(Gateway { settings, service, tls, logins, domains: Mutex::new(HashMap::new()), in_flight });
     for (address, mode) in listeners {
         let Some(address) = address else { continue };
         let socket = TcpListener::bind(address).await.with_context(|| format!("binding SMTP {mode:?} on {address}"))?;
@@ -158,6 +168,7 @@ async fn check_recipient(gateway: &Gateway, address: &str, domain: &str) -> Reci
                 Recipient::Unavailable
             }
         },
+        Err(crate::service::ServiceError::Invalid(_)) => Recipient::BadAddress,
         Err(e) => {
             warn!(domain, error = %e, "domain lookup failed");
             Recipient::Unavailable
@@ -208,6 +219,12 @@ async fn deliver(gateway: &Gateway, envelope: Envelope) -> Outcome {
     let mut message = Vec::with_capacity(header.len() + envelope.data.len());
     message.extend_from_slice(header.as_bytes());
     message.extend_from_slice(&envelope.data);
+    let copies = (envelope.local.len() + envelope.remote.len()).max(1);
+    let kib = (message.len() * copies).div_ceil(1024).min(IN_FLIGHT_KIB as usize) as u32;
+    let Ok(Ok(_room)) = tokio::time::timeout(IN_FLIGHT_WAIT, gateway.in_flight.acquire_many(kib)).await else {
+        metrics::counter!("ums_smtp_messages_deferred_total").increment(1);
+        return Outcome::Failed { reason: "too much mail in flight on this node".into() };
+    };
     let service = &gateway.service;
     let stores = envelope.local.iter().map(|recipient| {
         service.deliver(Delivery {

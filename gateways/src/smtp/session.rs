@@ -74,6 +74,8 @@ pub enum Recipient {
     Remote,
     /// A local domain without such a user.
     Unknown,
+    /// Not an address we can deliver to at all (a bad domain name, an address literal).
+    BadAddress,
     /// The directory could not answer now.
     Unavailable,
 }
@@ -463,6 +465,7 @@ impl Session {
             }
             Recipient::Remote => self.error(550, "5.7.1", "Relaying denied: we do not accept mail for that domain"),
             Recipient::Unknown => self.error(550, "5.1.1", "Mailbox unavailable: no such user here"),
+            Recipient::BadAddress => self.error(501, "5.1.3", "Bad recipient address: not a deliverable domain"),
             Recipient::Unavailable => self.out.push_back(reply(451, "4.4.3", "Directory temporarily unavailable, try again later")),
         }
     }
