@@ -162,7 +162,7 @@ impl MailService for Service {
             uids: uids.to_vec(),
             mode: mode as i32,
             flags: flags.to_vec(),
-            unchanged_since: unchanged_since.unwrap_or(0),
+            unchanged_since,
         });
         let result = self.on_mailboxes(user_id, op).await?;
         Ok(FlagsStored { messages: result.changed.into_iter().map(|m| info_of(m, None)).collect(), modified: result.modified })

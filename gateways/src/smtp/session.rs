@@ -41,6 +41,8 @@ pub struct Policy {
     pub max_auth_failures: u32,
 }
 
+/// What the DATA receiver is primed with (and what is taken off the message again).
+const DATA_START: &[u8] = b"\r\n";
 /// Longest command line accepted (RFC 5321 says 512 octets; extensions add parameters).
 const MAX_COMMAND_LINE: usize = 2048;
 /// Longest AUTH response line (base64 of a long login and password).
@@ -284,8 +286,9 @@ impl Session {
             Step::Parsed(parsed) => self.on_parsed(parsed),
             Step::LineSkipped => self.state = State::Command(RequestReceiver::default()),
             Step::DataEnded(data) if data.len() > self.policy.max_message_bytes => self.refuse_too_big(),
-            Step::DataEnded(data) => {
+            Step::DataEnded(mut data) => {
                 self.state = State::Command(RequestReceiver::default());
+                data.drain(..DATA_START.len());
                 self.data_complete(data);
             }
             Step::DataTooBig(discard) => self.state = State::DataTooBig(discard),
@@ -475,7 +478,11 @@ impl Session {
             None => self.error(503, "5.5.1", "Need MAIL command first"),
             Some(t) if t.recipients() == 0 => self.error(554, "5.5.1", "No valid recipients"),
             Some(_) => {
-                self.state = State::Data { receiver: DataReceiver::new(), data: Vec::new() };
+                // The receiver recognises "." and ".." only after a line break; DATA's own
+                // line ended in one, so start it as if it had just seen it.
+                let (mut receiver, mut data) = (DataReceiver::new(), Vec::new());
+                receiver.ingest(&mut DATA_START.iter(), &mut data);
+                self.state = State::Data { receiver, data };
                 self.out.push_back(reply(354, "2.0.0", "Start mail input; end with <CRLF>.<CRLF>"));
             }
         }
@@ -756,6 +763,23 @@ mod tests {
                     assert_eq!(envelope.trace.protocol, "SMTP");
                     return;
                 }
+                Event::NeedInput => panic!("no delivery"),
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn a_dot_on_the_first_line_ends_or_is_unstuffed() {
+        let mut s = Session::new(policy(Mode::Mx), ip());
+        converse(&mut s, "EHLO c\r\nMAIL FROM:<x@y>\r\nRCPT TO:<a@local.test>\r\nDATA\r\n");
+        let sent = converse(&mut s, ".\r\n");
+        assert!(sent.starts_with("<deliver 0 bytes>"), "an empty message: {sent}");
+        converse(&mut s, "MAIL FROM:<x@y>\r\nRCPT TO:<a@local.test>\r\nDATA\r\n");
+        s.receive(b"..starts with a dot\r\n.\r\n");
+        loop {
+            match s.next_event() {
+                Event::Deliver(envelope) => return assert_eq!(envelope.data, b".starts with a dot\r\n"),
                 Event::NeedInput => panic!("no delivery"),
                 _ => {}
             }

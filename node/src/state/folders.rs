@@ -176,7 +176,7 @@ pub(super) fn store(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, store: 
     let mode = Mode::from_i32(store.mode).unwrap_or(Mode::Add);
     let mut out = CommandResult::default();
     for mut meta in selected(ctx, user, name, &store.uids) {
-        if store.unchanged_since != 0 && meta.modseq > store.unchanged_since {
+        if store.unchanged_since.is_some_and(|since| meta.modseq > since) {
             out.modified.push(meta.uid);
             continue;
         }
