@@ -622,10 +622,7 @@ impl Session {
     ) -> Result<(), Vec<u8>> {
         let user = self.user(tag)?;
         let selected = self.selected(tag)?;
-        if !by_uid && sets::beyond(set, selected.uids.len() as u32) {
-            return Err(bad(tag, "Invalid message sequence number"));
-        }
-        let targets = sets::select(set, &selected.uids, by_uid);
+        let targets = resolve_set(tag, selected, set, by_uid)?;
         let (name, read_only) = (selected.name.clone(), selected.read_only);
         let mut names: Vec<MessageDataItemName<'_>> = match names {
             MacroOrMessageDataItemNames::Macro(m) => {
@@ -700,10 +697,7 @@ impl Session {
     ) -> Result<(), Vec<u8>> {
         let user = self.user(tag)?;
         let selected = self.writable(tag)?;
-        if !by_uid && sets::beyond(set, selected.uids.len() as u32) {
-            return Err(bad(tag, "Invalid message sequence number"));
-        }
-        let targets = sets::select(set, &selected.uids, by_uid);
+        let targets = resolve_set(tag, selected, set, by_uid)?;
         let name = selected.name.clone();
         let uids: Vec<u32> = targets.iter().map(|&(_, uid)| uid).collect();
         let change = match kind {
@@ -744,10 +738,7 @@ impl Session {
     async fn copy(&mut self, tag: &Tag<'_>, set: &SequenceSet, to: &str, by_uid: bool, remove: bool, out: &mut Vec<u8>) -> Result<(), Vec<u8>> {
         let user = self.user(tag)?;
         let selected = if remove { self.writable(tag)? } else { self.selected(tag)? };
-        if !by_uid && sets::beyond(set, selected.uids.len() as u32) {
-            return Err(bad(tag, "Invalid message sequence number"));
-        }
-        let uids: Vec<u32> = sets::select(set, &selected.uids, by_uid).into_iter().map(|(_, uid)| uid).collect();
+        let uids: Vec<u32> = resolve_set(tag, selected, set, by_uid)?.into_iter().map(|(_, uid)| uid).collect();
         let from = selected.name.clone();
         let copied = match self.service.copy_messages(&user, &from, to, &uids, remove).await {
             Ok(copied) => copied,
@@ -796,6 +787,15 @@ impl Session {
         out.extend(ok(tag, None, "SEARCH completed"));
         Ok(())
     }
+}
+
+/// The `(sequence number, UID)` pairs a command's set names in the selected mailbox; BAD
+/// for a sequence number beyond the last message.
+fn resolve_set(tag: &Tag<'_>, selected: &Selected, set: &SequenceSet, by_uid: bool) -> Result<Vec<(u32, u32)>, Vec<u8>> {
+    if !by_uid && sets::beyond(set, selected.uids.len() as u32) {
+        return Err(bad(tag, "Invalid message sequence number"));
+    }
+    Ok(sets::select(set, &selected.uids, by_uid))
 }
 
 /// One FETCH item of one message, if it can be given.
