@@ -26,6 +26,27 @@ pub fn umsd_binary() -> PathBuf {
     binary("umsd")
 }
 
+/// Debian's python3: scripts/setup installs it with the modules the helper scripts use.
+pub const PYTHON: &str = "/usr/bin/python3";
+
+/// A helper script in `tests/python`.
+pub fn python_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("python").join(name)
+}
+
+/// The JSON a finished helper printed; panics with its output if it failed.
+pub fn json_printed(output: &std::process::Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "client failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("bad JSON from the client ({e}): {stdout}"))
+}
+
+/// Runs helper `script` (in `tests/python`) with `args` to the end and returns its JSON.
+pub fn run_python(script: &str, args: &[&str]) -> Value {
+    let output = std::process::Command::new(PYTHON).arg(python_script(script)).args(args).output().expect("run python3 (scripts/setup installs it)");
+    json_printed(&output)
+}
+
 /// The ports one node listens on: peer, HTTP, SMTP, submission, IMAP.
 const PORTS_PER_NODE: usize = 5;
 
@@ -233,10 +254,33 @@ impl TestCluster {
         get_json(&self.url(id, "/api/v1/cluster")).expect("cluster status")
     }
 
-    /// Creates a user through node 1, retrying while leaders are being elected.
+    /// Creates a user (password `test-password`) through node 1, retrying while leaders
+    /// are being elected.
     pub fn create_user(&self, email: &str) {
-        let body = serde_json::json!({ "email": email, "name": email, "password": "test-password" });
+        self.create_user_with_password(email, "test-password");
+    }
+
+    pub fn create_user_with_password(&self, email: &str, password: &str) {
+        let body = serde_json::json!({ "email": email, "name": email, "password": password });
         node::client::post_with_retry(&self.url(1, "/api/v1/users"), &body).unwrap_or_else(|e| panic!("create {email}: {e}"));
+    }
+
+    /// Appends the e-mail `raw` to `email`'s INBOX through node `id`'s HTTP API.
+    pub fn deliver_email(&self, id: u64, email: &str, raw: &str) {
+        let body = serde_json::json!({ "kind": "email", "body": raw });
+        node::client::post_with_retry(&self.url(id, &format!("/api/v1/users/{email}/messages")), &body).unwrap_or_else(|e| panic!("deliver to {email}: {e}"));
+    }
+
+    /// The node that leads the most shards, as node `observer` sees it.
+    pub fn busiest_leader(&self, observer: u64) -> u64 {
+        let status = self.cluster_status(observer);
+        let mut counts: std::collections::BTreeMap<u64, usize> = std::collections::BTreeMap::new();
+        for shard in status["shards"].as_array().expect("shards") {
+            if let Some(leader) = shard["leader"].as_u64() {
+                *counts.entry(leader).or_default() += 1;
+            }
+        }
+        counts.into_iter().max_by_key(|&(_, c)| c).map(|(n, _)| n).expect("some shard has a leader")
     }
 
     /// The `(uid, client_ref)` list of a user's INBOX on node `id`'s own replica.

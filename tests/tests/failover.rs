@@ -3,7 +3,7 @@
 //! present exactly once on every replica, with its acknowledged UID; a failed or
 //! timed-out request's message may appear at most once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,18 +17,6 @@ const WRITERS: usize = 16;
 
 fn email(n: usize) -> String {
     format!("user{n}@failover.go.ke")
-}
-
-/// The node that leads the most shards, as node `observer` sees it.
-fn busiest_leader(cluster: &TestCluster, observer: u64) -> u64 {
-    let status = cluster.cluster_status(observer);
-    let mut counts: BTreeMap<u64, usize> = BTreeMap::new();
-    for shard in status["shards"].as_array().unwrap() {
-        if let Some(leader) = shard["leader"].as_u64() {
-            *counts.entry(leader).or_default() += 1;
-        }
-    }
-    counts.into_iter().max_by_key(|&(_, c)| c).map(|(n, _)| n).expect("some shard has a leader")
 }
 
 #[test]
@@ -63,7 +51,7 @@ fn acknowledged_appends_survive_kill_9_of_the_leader() {
     while outcomes.lock().unwrap().len() < MESSAGES / 3 {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let victim = busiest_leader(&cluster, 1);
+    let victim = cluster.busiest_leader(1);
     cluster.kill(victim);
     eprintln!("killed node {victim} after {} appends", outcomes.lock().unwrap().len());
     std::thread::sleep(Duration::from_millis(1500));

@@ -2,47 +2,35 @@
 //! a mail client's day (STARTTLS, folders, APPEND, flags, COPY/MOVE, EXPUNGE, SEARCH,
 //! IDLE seeing new mail) and the same UIDs from every node.
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use tests::TestCluster;
-
-fn imap_client(args: &[&str]) -> Output {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/imap_client.py");
-    Command::new("/usr/bin/python3").arg(script).args(args).output().expect("run python3 (scripts/setup installs it)")
-}
-
-fn json_of(output: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "client failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("bad JSON from the client ({e}): {stdout}"))
-}
+use tests::{TestCluster, run_python};
 
 #[test]
 fn a_mail_client_works_against_any_node_with_the_same_uids() {
     let cluster = TestCluster::start(3, |_| {});
     let user = "reader@ministry.go.ke";
-    let body = serde_json::json!({ "email": user, "name": "Reader", "password": "reader-password" });
-    node::client::post_with_retry(&cluster.url(1, "/api/v1/users"), &body).unwrap();
+    cluster.create_user_with_password(user, "reader-password");
     for n in 0..3 {
         let message = format!("From: citizen{n}@example.org\r\nSubject: letter {n}\r\nX-UMS-Test-Ref: letter-{n}\r\n\r\nDear sir, {n}.\r\n");
-        node::client::post_with_retry(&cluster.url(2, &format!("/api/v1/users/{user}/messages?kind=email")), &serde_json::json!({ "kind": "email", "body": message })).unwrap();
+        cluster.deliver_email(2, user, &message);
     }
     cluster.converged_messages(user, Duration::from_secs(10));
 
     // The same mailbox through every node: same UIDs, same UIDVALIDITY.
-    let listings: Vec<Value> = (1..=3).map(|id| json_of(&imap_client(&["refs", &cluster.imap(id), user, "reader-password"]))).collect();
+    let listings: Vec<Value> = (1..=3).map(|id| run_python("imap_client.py", &["refs", &cluster.imap(id), user, "reader-password"])).collect();
     assert_eq!(listings[0].as_array().unwrap().len(), 3, "{}", listings[0]);
     assert!(listings.windows(2).all(|w| w[0] == w[1]), "{listings:?}");
 
-    let sessions = json_of(&imap_client(&["two-sessions", &cluster.imap(1), user, "reader-password"]));
+    let sessions = run_python("imap_client.py", &["two-sessions", &cluster.imap(1), user, "reader-password"]);
     assert_eq!(sessions["ok"], true);
     // The two-session check expunged letter 0; deliver it again for the client's day.
     let message = "From: citizen0@example.org\r\nSubject: letter 0\r\nX-UMS-Test-Ref: letter-0\r\n\r\nDear sir, 0.\r\n";
-    node::client::post_with_retry(&cluster.url(2, &format!("/api/v1/users/{user}/messages")), &serde_json::json!({ "kind": "email", "body": message })).unwrap();
+    cluster.deliver_email(2, user, message);
 
-    let seen = json_of(&imap_client(&["conformance", &cluster.imap(3), &cluster.smtp(1), user, "reader-password"]));
+    let seen = run_python("imap_client.py", &["conformance", &cluster.imap(3), &cluster.smtp(1), user, "reader-password"]);
     assert_eq!(seen["inbox_exists"], 3, "{seen}");
     assert_eq!(seen["idle_saw_new_mail"], true);
 }
@@ -51,12 +39,11 @@ fn a_mail_client_works_against_any_node_with_the_same_uids() {
 fn mbsync_mirrors_a_mailbox_into_a_maildir() {
     let cluster = TestCluster::start(3, |_| {});
     let user = "archivist@ministry.go.ke";
-    let body = serde_json::json!({ "email": user, "name": "Archivist", "password": "archive-password" });
-    node::client::post_with_retry(&cluster.url(1, "/api/v1/users"), &body).unwrap();
+    cluster.create_user_with_password(user, "archive-password");
     let mut sent = Vec::new();
     for n in 0..5 {
         let message = format!("From: citizen{n}@example.org\r\nSubject: request {n}\r\n\r\nPlease reply, {n}.\r\n");
-        node::client::post_with_retry(&cluster.url(1, &format!("/api/v1/users/{user}/messages")), &serde_json::json!({ "kind": "email", "body": message })).unwrap();
+        cluster.deliver_email(1, user, &message);
         sent.push(message);
     }
     let dir = tempfile::tempdir().unwrap();
@@ -92,7 +79,7 @@ fn mbsync_mirrors_a_mailbox_into_a_maildir() {
         assert_eq!(mirrored.iter().filter(|m| **m == local).count(), 1, "exact copy of {message:?} in {mirrored:?}");
     }
     // A second run finds nothing new, and a new message arrives on the next one.
-    node::client::post_with_retry(&cluster.url(3, &format!("/api/v1/users/{user}/messages")), &serde_json::json!({ "kind": "email", "body": "Subject: late\r\n\r\nlate\r\n" })).unwrap();
+    cluster.deliver_email(3, user, "Subject: late\r\n\r\nlate\r\n");
     let output = run();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(files(&maildir.join("INBOX")).len(), sent.len() + 1);
@@ -102,16 +89,15 @@ fn mbsync_mirrors_a_mailbox_into_a_maildir() {
 fn a_client_whose_node_dies_reconnects_elsewhere_and_sees_everything_acknowledged() {
     let mut cluster = TestCluster::start(3, |c| c.imap.logins.max_failures_per_account = 3);
     let user = "clerk@ministry.go.ke";
-    let body = serde_json::json!({ "email": user, "name": "Clerk", "password": "clerk-password" });
-    node::client::post_with_retry(&cluster.url(1, "/api/v1/users"), &body).unwrap();
+    cluster.create_user_with_password(user, "clerk-password");
     let deliver = |cluster: &TestCluster, node: u64, n: u32| {
         let message = format!("Subject: memo {n}\r\nX-UMS-Test-Ref: memo-{n}\r\n\r\nmemo {n}\r\n");
-        node::client::post_with_retry(&cluster.url(node, &format!("/api/v1/users/{user}/messages")), &serde_json::json!({ "kind": "email", "body": message })).unwrap();
+        cluster.deliver_email(node, user, &message);
     };
     for n in 0..5 {
         deliver(&cluster, 2, n);
     }
-    let before = json_of(&imap_client(&["refs", &cluster.imap(1), user, "clerk-password"]));
+    let before = run_python("imap_client.py", &["refs", &cluster.imap(1), user, "clerk-password"]);
     assert_eq!(before.as_array().unwrap().len(), 5, "{before}");
 
     // The node the client used dies; the client reconnects to another one.
@@ -119,14 +105,14 @@ fn a_client_whose_node_dies_reconnects_elsewhere_and_sees_everything_acknowledge
     for n in 5..8 {
         deliver(&cluster, 2, n);
     }
-    let after = json_of(&imap_client(&["refs", &cluster.imap(3), user, "clerk-password"]));
+    let after = run_python("imap_client.py", &["refs", &cluster.imap(3), user, "clerk-password"]);
     let after = after.as_array().unwrap();
     assert_eq!(after.len(), 8, "{after:?}");
     assert_eq!(&after[..5], before.as_array().unwrap().as_slice(), "the same UIDs after the failover");
     assert!(after.windows(2).all(|w| w[0][0].as_u64() < w[1][0].as_u64()), "UIDs keep increasing: {after:?}");
 
     // Password guessing: after 3 failures for the account, even the right password is refused for a while.
-    let answers = json_of(&imap_client(&["guess", &cluster.imap(2), user, "clerk-password", "3"]));
+    let answers = run_python("imap_client.py", &["guess", &cluster.imap(2), user, "clerk-password", "3"]);
     let answers: Vec<&str> = answers.as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     assert!(answers[..3].iter().all(|a| a.contains("AUTHENTICATIONFAILED")), "{answers:?}");
     assert!(answers[3].contains("Too many failed logins"), "{answers:?}");

@@ -2,32 +2,14 @@
 //! processes: protocol conformance and byte-exact storage, bad input and abuse limits,
 //! and kill -9 of a shard leader while mail flows through every node.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
-use tests::TestCluster;
-
-const PYTHON: &str = "/usr/bin/python3";
-
-fn smtp_client(args: &[&str]) -> Output {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/smtp_client.py");
-    Command::new(PYTHON).arg(script).args(args).output().expect("run python3 (scripts/setup installs it)")
-}
-
-fn json_of(output: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "client failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("bad JSON from the client ({e}): {stdout}"))
-}
-
-fn create_user(cluster: &TestCluster, email: &str, password: &str) {
-    let body = serde_json::json!({ "email": email, "name": email, "password": password });
-    node::client::post_with_retry(&cluster.url(1, "/api/v1/users"), &body).unwrap_or_else(|e| panic!("create {email}: {e}"));
-}
+use tests::{PYTHON, TestCluster, json_printed, python_script, run_python};
 
 /// Asserts that every running replica holds `raw` exactly once in `email`'s INBOX, as
 /// sent plus one Received header on top, and returns how many messages it holds.
@@ -52,12 +34,11 @@ fn smtp_conformance_with_smtplib_and_swaks() {
     const MAX_BYTES: usize = 1024 * 1024;
     let cluster = TestCluster::start(3, |c| c.smtp.max_message_bytes = MAX_BYTES);
     let (user1, user2) = ("user1@ministry.go.ke", "user2@health.go.ke");
-    create_user(&cluster, user1, "password-one");
-    create_user(&cluster, user2, "password-two");
+    cluster.create_user_with_password(user1, "password-one");
+    cluster.create_user_with_password(user2, "password-two");
 
     // smtplib against node 2's MX (and node 1's, for a resend) and node 3's submission port.
-    let output = smtp_client(&["conformance", &cluster.smtp(2), &cluster.smtp(1), &cluster.submission(3), user1, user2, "password-one", &MAX_BYTES.to_string()]);
-    let report = json_of(&output);
+    let report = run_python("smtp_client.py", &["conformance", &cluster.smtp(2), &cluster.smtp(1), &cluster.submission(3), user1, user2, "password-one", &MAX_BYTES.to_string()]);
     let stored = report["stored"].as_array().unwrap();
     assert_eq!(stored.len(), 6, "{report}");
 
@@ -153,7 +134,7 @@ fn bad_input_and_floods_get_protocol_errors_and_the_node_stays_up() {
         c.smtp.logins.max_failures_per_account = 3;
     });
     let user = "clerk@ministry.go.ke";
-    create_user(&cluster, user, "right-password");
+    cluster.create_user_with_password(user, "right-password");
     let mx = cluster.smtp(1);
 
     // An over-long command line is refused and skipped; the session goes on.
@@ -220,12 +201,11 @@ fn mail_acknowledged_with_250_survives_kill_9_of_a_shard_leader() {
     let mut cluster = TestCluster::start(3, |_| {});
     let users: Vec<String> = (1..=6).map(|n| format!("staff{n}@failover.go.ke")).collect();
     for user in &users {
-        create_user(&cluster, user, "test-password");
+        cluster.create_user_with_password(user, "test-password");
     }
     let nodes: Vec<String> = (1..=3).map(|id| cluster.smtp(id)).collect();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/smtp_client.py");
     let client = Command::new(PYTHON)
-        .arg(script)
+        .arg(python_script("smtp_client.py"))
         .args(["send-many", "14", &users.join(",")])
         .args(&nodes)
         .stdout(std::process::Stdio::piped())
@@ -233,19 +213,12 @@ fn mail_acknowledged_with_250_survives_kill_9_of_a_shard_leader() {
         .spawn()
         .expect("run python3");
     std::thread::sleep(Duration::from_secs(4));
-    let status = cluster.cluster_status(1);
-    let mut leads: BTreeMap<u64, usize> = BTreeMap::new();
-    for shard in status["shards"].as_array().unwrap() {
-        if let Some(leader) = shard["leader"].as_u64() {
-            *leads.entry(leader).or_default() += 1;
-        }
-    }
-    let victim = leads.into_iter().max_by_key(|&(_, n)| n).map(|(id, _)| id).unwrap();
+    let victim = cluster.busiest_leader(1);
     cluster.kill(victim);
     eprintln!("killed node {victim}");
     std::thread::sleep(Duration::from_secs(3));
     cluster.restart(victim);
-    let report = json_of(&client.wait_with_output().unwrap());
+    let report = json_printed(&client.wait_with_output().unwrap());
 
     let refs = |key: &str| -> Vec<(String, String)> {
         report[key].as_array().unwrap().iter().map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_str().unwrap().to_string())).collect()
@@ -273,8 +246,7 @@ fn mail_acknowledged_with_250_survives_kill_9_of_a_shard_leader() {
 
         // What a mail client sees over IMAP, through another node: every acknowledged
         // message once, UIDs unique and increasing.
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/imap_client.py");
-        let listing = json_of(&Command::new(PYTHON).arg(script).args(["refs", &cluster.imap(2), user, "test-password"]).output().unwrap());
+        let listing = run_python("imap_client.py", &["refs", &cluster.imap(2), user, "test-password"]);
         let listing: Vec<(u64, String)> = listing.as_array().unwrap().iter().map(|p| (p[0].as_u64().unwrap(), p[1].as_str().unwrap().to_string())).collect();
         assert!(listing.windows(2).all(|w| w[0].0 < w[1].0), "{user}: IMAP UIDs not increasing");
         for (_, reference) in acked.iter().filter(|(u, _)| u == user) {
@@ -294,9 +266,8 @@ impl Sink {
     fn start(delay_secs: f64) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let file = tempfile::NamedTempFile::new().unwrap();
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/smtp_sink.py");
         let mut child = Command::new(PYTHON)
-            .arg(script)
+            .arg(python_script("smtp_sink.py"))
             .args([&port.to_string(), file.path().to_str().unwrap(), &delay_secs.to_string()])
             .stdout(std::process::Stdio::piped())
             .spawn()
@@ -350,9 +321,9 @@ fn submitted_mail_reaches_the_outside_once_across_a_leader_kill_and_refusals_bou
         c.outbound.max_attempts = 3;
     });
     let sender = "sender@ministry.go.ke";
-    create_user(&cluster, sender, "sender-password");
+    cluster.create_user_with_password(sender, "sender-password");
     let recipients: Vec<String> = (0..40).map(|n| format!("citizen{n}@example.org")).collect();
-    let report = json_of(&smtp_client(&["submit", &cluster.submission(1), sender, "sender-password", &recipients.join(",")]));
+    let report = run_python("smtp_client.py", &["submit", &cluster.submission(1), sender, "sender-password", &recipients.join(",")]);
     assert_eq!(report["acked"].as_array().unwrap().len(), recipients.len());
 
     // Kill the sender shard's leader while its queue actor is relaying.
@@ -398,7 +369,7 @@ fn submitted_mail_reaches_the_outside_once_across_a_leader_kill_and_refusals_bou
     eprintln!("{} relayed, {} repeated in the failover window", first_seen.len(), repeats.len());
 
     // A recipient the outside server refuses: the item fails and the sender gets a bounce.
-    json_of(&smtp_client(&["submit", &cluster.submission(2), sender, "sender-password", "refuse-me@example.org"]));
+    run_python("smtp_client.py", &["submit", &cluster.submission(2), sender, "sender-password", "refuse-me@example.org"]);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let bounces: Vec<_> = cluster
