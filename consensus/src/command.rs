@@ -1,5 +1,6 @@
 //! The envelope of every normal log entry: who asked (client and request id, for
-//! exactly-once apply) and the state-machine payload.
+//! exactly-once apply) and the state-machine payload; or the group's own request to
+//! compact its log.
 
 use prost::Message;
 
@@ -15,6 +16,11 @@ pub struct Command {
     pub request_id: u64,
     #[prost(bytes = "vec", tag = "3")]
     pub payload: Vec<u8>,
+    /// Not zero: no client request but the leader asking every replica to compact its
+    /// log up to this index (which every member had when it was proposed). Never
+    /// reaches the state machine.
+    #[prost(uint64, tag = "4")]
+    pub compact_log_to: u64,
 }
 
 impl Command {
@@ -23,6 +29,15 @@ impl Command {
             client_id,
             request_id,
             payload,
+            compact_log_to: 0,
+        }
+    }
+
+    /// The leader's request to compact every replica's log up to `index`.
+    pub fn compact_log(index: u64) -> Self {
+        Self {
+            compact_log_to: index,
+            ..Self::default()
         }
     }
 }

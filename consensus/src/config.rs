@@ -16,10 +16,16 @@ pub struct RaftConfig {
     pub max_size_per_msg: u64,
     /// Append messages in flight per follower.
     pub max_inflight_msgs: usize,
-    /// Compact a group's log once this many applied entries sit in it.
+    /// A leader proposes compacting the log (on every replica) once this many entries
+    /// beyond the log's start are on every member. Small, so entries are deleted while
+    /// still in RocksDB's memtable and never flushed or compacted as files.
+    pub compact_every: u64,
+    /// Once this many applied entries sit in a log anyway (a member is down or far
+    /// behind, so the leader does not compact), compact regardless: that member will
+    /// catch up by snapshot. Also each replica's own limit should no leader compact.
     pub compact_threshold: u64,
-    /// Applied entries kept after compaction so briefly lagging followers catch up from
-    /// the log rather than by snapshot.
+    /// Applied entries kept by such a forced compaction, so a briefly lagging member
+    /// still catches up from the log rather than by snapshot.
     pub compact_keep: u64,
     /// How many log entries a request id is remembered after it was applied. A client
     /// retry later than this may apply twice; it is sized far beyond any retry timeout.
@@ -34,6 +40,7 @@ impl Default for RaftConfig {
             max_election_tick: None,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
+            compact_every: 256,
             compact_threshold: 10_000,
             compact_keep: 1_000,
             dedup_window: 1_000_000,
@@ -42,6 +49,11 @@ impl Default for RaftConfig {
 }
 
 impl RaftConfig {
+    /// The range raft-rs draws election timeouts from, in ticks: `[min, max)`.
+    pub(crate) fn election_range(&self) -> (usize, usize) {
+        (self.election_tick, self.max_election_tick.unwrap_or(2 * self.election_tick))
+    }
+
     /// The raft-rs configuration of this node's replica in one group.
     pub(crate) fn raft_config(&self, node_id: u64, applied: u64) -> raft::Config {
         raft::Config {

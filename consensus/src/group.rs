@@ -55,6 +55,13 @@ pub(crate) struct Group {
     pub(crate) leader: Option<NodeId>,
     /// Set when a conf change removed this node; the group is destroyed after the round.
     pub(crate) removed: bool,
+    /// The highest compaction index the leader asked for in the log (applied here).
+    pub(crate) compact_requested: u64,
+    /// As leader: the highest compaction index this replica proposed, so it does not
+    /// propose the same again while the first is on its way.
+    pub(crate) compact_proposed: u64,
+    /// Log index up to which old dedup records were last collected.
+    pub(crate) dedup_collected: u64,
 }
 
 impl Group {
@@ -69,6 +76,9 @@ impl Group {
             role: StateRole::Follower,
             leader: None,
             removed: false,
+            compact_requested: 0,
+            compact_proposed: 0,
+            dedup_collected: 0,
         }
     }
 

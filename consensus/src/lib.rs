@@ -18,6 +18,8 @@
 //! checker from `chaos-checker`).
 
 pub mod command;
+mod compaction;
+mod election;
 pub mod config;
 pub mod dedup;
 pub mod error;

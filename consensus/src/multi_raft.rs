@@ -16,6 +16,8 @@ use storage::{ApplyState, Cf, Engine, GroupStorage, WriteBatch, keys};
 use tracing::{debug, info, warn};
 
 use crate::command::Command;
+use crate::compaction::{self, LogPosition};
+use crate::election;
 use crate::config::RaftConfig;
 
 /// Ticks a read may wait for its read index (at least two election timeouts): a leader
@@ -194,13 +196,20 @@ impl<M: StateMachine> MultiRaft<M> {
         std::mem::take(&mut self.events)
     }
 
-    /// Advances every group's logical clock by one tick (one timer for all groups).
+    /// Advances every group's logical clock by one tick (one timer for all groups); a
+    /// leader proposes compacting its group's log when the policy says so.
     pub fn tick(&mut self) {
         let limit = READ_INDEX_TICKS.max(2 * self.config.election_tick as u32);
         for group in self.groups.values_mut() {
+            if group.role == StateRole::Follower {
+                order_successors(&self.config, group, self.node_id);
+            }
             group.raw.tick();
             if !group.reads.is_empty() {
                 group.expire_reads(limit);
+            }
+            if group.is_leader() {
+                propose_compaction(&self.config, group);
             }
         }
     }
@@ -490,7 +499,15 @@ fn apply_entries<M: StateMachine>(
         );
         let response = match entry.entry_type() {
             EntryType::EntryNormal if entry.data.is_empty() => Vec::new(), // a new leader's no-op
-            EntryType::EntryNormal => apply_command(g.id, &entry, state_machine, engine, staged)?,
+            EntryType::EntryNormal => {
+                let command = Command::decode(entry.data.as_slice()).map_err(decode_error(g.id))?;
+                if command.compact_log_to > 0 {
+                    g.compact_requested = g.compact_requested.max(command.compact_log_to);
+                    Vec::new()
+                } else {
+                    apply_command(g.id, &entry, command, state_machine, engine, staged)?
+                }
+            }
             EntryType::EntryConfChange => {
                 let change = ConfChange::decode(entry.data.as_slice()).map_err(decode_error(g.id))?;
                 conf_changed = true;
@@ -532,11 +549,11 @@ fn decode_error(group: GroupId) -> impl Fn(prost::DecodeError) -> Error {
 fn apply_command<M: StateMachine>(
     group: GroupId,
     entry: &Entry,
+    command: Command,
     state_machine: &mut M,
     engine: &dyn storage::KvRead,
     staged: &mut ApplyBatch,
 ) -> Result<Vec<u8>> {
-    let command = Command::decode(entry.data.as_slice()).map_err(decode_error(group))?;
     let deduplicated = command.client_id != 0;
     if deduplicated {
         if let Some(response) = dedup::lookup(staged, engine, group, command.client_id, command.request_id)? {
@@ -579,16 +596,50 @@ fn apply_conf_change(node_id: NodeId, g: &mut Group, change: &impl raft_proto::C
     }
 }
 
-/// Compacts the log once enough applied entries accumulated, and forgets dedup records
-/// older than the window.
+/// Gives this follower its place in the order of successors (see [`crate::election`]).
+fn order_successors(config: &RaftConfig, g: &mut Group, me: NodeId) {
+    let Some(leader) = g.leader else { return };
+    let raft = &mut g.raw.raft;
+    let voters: Vec<NodeId> = raft.prs().conf().voters().ids().iter().collect();
+    let (min, max) = config.election_range();
+    if let Some(timeout) = election::follower_timeout(g.id, &voters, leader, me, min, max)
+        && raft.randomized_election_timeout() != timeout
+    {
+        raft.set_randomized_election_timeout(timeout);
+    }
+}
+
+fn log_position(g: &Group) -> LogPosition {
+    LogPosition {
+        truncated: g.raw.store().truncated().index,
+        applied: g.applied_index,
+    }
+}
+
+/// As leader: proposes compacting every replica's log (see [`crate::compaction`]). No
+/// one waits for it; a proposal lost to a leader change is made again later.
+fn propose_compaction(config: &RaftConfig, g: &mut Group) {
+    let replicated = g.raw.raft.prs().iter().map(|(_, progress)| progress.matched).min().unwrap_or(0);
+    let Some(index) = compaction::leader_proposal(config, log_position(g), replicated, g.compact_proposed) else {
+        return;
+    };
+    if g.raw.propose(Vec::new(), Command::compact_log(index).encode_to_vec()).is_ok() {
+        g.compact_proposed = index;
+    }
+}
+
+/// Compacts the log as the leader asked or the local limit demands, and now and then
+/// forgets dedup records older than the window.
 fn maybe_compact(config: &RaftConfig, g: &mut Group, engine: &dyn storage::KvRead, batch: &mut WriteBatch) -> Result<()> {
-    let truncated = g.raw.store().truncated().index;
-    if g.applied_index < truncated + config.compact_threshold {
+    let Some(target) = compaction::replica_target(config, log_position(g), g.compact_requested) else {
+        return Ok(());
+    };
+    if !g.raw.mut_store().compact(target, batch)? {
         return Ok(());
     }
-    let target = g.applied_index.saturating_sub(config.compact_keep);
-    if g.raw.mut_store().compact(target, batch)? {
-        debug!(shard = g.id, index = target, "log compacted");
+    debug!(shard = g.id, index = target, "log compacted");
+    if compaction::collect_dedup_now(config, target, g.dedup_collected) {
+        g.dedup_collected = target;
         if let Some(before) = target.checked_sub(config.dedup_window) {
             dedup::collect_garbage(engine, g.id, before, batch)?;
         }

@@ -1,6 +1,7 @@
 //! Membership changes, leader transfer and ReadIndex on the simulated cluster: a learner
 //! joins a group whose log is compacted (so it needs a snapshot), is promoted, the old
-//! leader hands over and is removed, and the group keeps every acknowledged write.
+//! leader hands over and is removed, and the group keeps every acknowledged write; the
+//! leader compacts every log to what all members hold, and waits for a member that is down.
 
 use consensus::sim::sequence::position_of;
 use consensus::sim::{SimCluster, SimOptions};
@@ -62,6 +63,10 @@ fn learner_joins_by_snapshot_is_promoted_and_old_leader_leaves() {
     let learner = cluster.node(4).unwrap().status(GROUP).unwrap();
     assert_eq!(learner.learners, vec![4]);
     change(&mut cluster, ConfChangeType::AddNode, 4);
+    // The leader answers once it applied the promotion; node 4 ignores a hand-over
+    // until it applied it too.
+    let promoted = |c: &SimCluster| c.node(4).and_then(|r| r.status(GROUP)).is_some_and(|s| s.voters.contains(&4));
+    assert!(cluster.run_until(LIMIT_MS, promoted), "node 4 never applied its promotion");
 
     // Hand leadership to the new member, then remove the old leader.
     let result = cluster.node_mut(first_leader).unwrap().transfer_leader(GROUP, 4);
@@ -158,4 +163,34 @@ fn a_read_on_a_brand_new_leader_is_refused_or_served_never_lost() {
         served = cluster.call(next, 200, |raft, done| raft.read_index(GROUP, done)) == Some(Ok(()));
     }
     assert!(served, "reads are served once the new leader committed in its term");
+}
+
+fn first_index(cluster: &SimCluster, node: NodeId) -> u64 {
+    cluster.node(node).unwrap().status(GROUP).unwrap().first_index
+}
+
+#[test]
+fn the_leader_compacts_every_log_to_what_all_members_hold_and_waits_for_a_member_that_is_down() {
+    // sim_raft_config: compact every 16 entries held everywhere, regardless at 40.
+    let mut cluster = SimCluster::new(&SimOptions { seed: 7, nodes: 3, replicas: 3, groups: 1 });
+    for id in 1..=30 {
+        write(&mut cluster, id);
+    }
+    let all_compacted = |c: &SimCluster| [1, 2, 3].iter().all(|&n| first_index(c, n) > 16);
+    assert!(cluster.run_until(LIMIT_MS, all_compacted), "30 entries on every member, below the forced threshold, yet no compaction");
+
+    // A member goes down: the others keep what it lacks, until the forced threshold.
+    let leader = wait_for_leader(&mut cluster);
+    let down = [1, 2, 3].into_iter().find(|&n| n != leader).unwrap();
+    let held_by_down = cluster.node(down).unwrap().status(GROUP).unwrap().last_index;
+    cluster.crash(down);
+    for id in 31..=50 {
+        write(&mut cluster, id);
+    }
+    cluster.run_until(200, |_| false);
+    for n in [1, 2, 3].into_iter().filter(|&n| n != down) {
+        assert!(first_index(&cluster, n) <= held_by_down + 1, "node {n} compacted past what the down member holds");
+    }
+    cluster.restart(down);
+    assert!(cluster.run_until(LIMIT_MS, |c| caught_up(c, down)), "the member did not catch up from the log");
 }

@@ -93,16 +93,25 @@ pub struct RaftSettings {
     #[serde(default = "default_max_election_tick")]
     pub max_election_tick: usize,
     pub heartbeat_tick: usize,
-    /// Compact a shard's log after this many applied entries.
+    /// A shard's leader compacts the log on every replica once this many entries
+    /// beyond its start are on every member.
+    #[serde(default = "default_compact_every")]
+    pub compact_every: u64,
+    /// Compact a shard's log after this many applied entries even when a member is
+    /// behind (it then catches up by snapshot).
     #[serde(default = "default_compact_threshold")]
     pub compact_threshold: u64,
-    /// Applied entries kept after compaction for briefly lagging followers.
+    /// Applied entries kept after such a compaction for briefly lagging followers.
     #[serde(default = "default_compact_keep")]
     pub compact_keep: u64,
 }
 
 fn default_max_election_tick() -> usize {
     15
+}
+
+fn default_compact_every() -> u64 {
+    consensus::RaftConfig::default().compact_every
 }
 
 fn default_compact_threshold() -> u64 {
@@ -120,6 +129,7 @@ impl Default for RaftSettings {
             election_tick: 10,
             max_election_tick: default_max_election_tick(),
             heartbeat_tick: 2,
+            compact_every: default_compact_every(),
             compact_threshold: default_compact_threshold(),
             compact_keep: default_compact_keep(),
         }
@@ -215,6 +225,7 @@ impl NodeConfig {
             election_tick: self.raft.election_tick,
             max_election_tick: Some(self.raft.max_election_tick),
             heartbeat_tick: self.raft.heartbeat_tick,
+            compact_every: self.raft.compact_every,
             compact_threshold: self.raft.compact_threshold,
             compact_keep: self.raft.compact_keep,
             ..Default::default()

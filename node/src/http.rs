@@ -503,6 +503,13 @@ pub async fn serve(listen: std::net::SocketAddr, state: AppState) -> std::io::Re
                 let message = error.to_string();
                 actix_web::error::InternalError::from_response(error, bad_request(message)).into()
             }))
+            // The hot path first: routes with a `{name}` are matched by regular
+            // expression, one after another until one fits.
+            .service(
+                web::resource("/api/v1/users/{address}/messages")
+                    .route(web::post().to(append_message))
+                    .route(web::get().to(list_messages)),
+            )
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(metrics))
             .route("/api/v1/cluster", web::get().to(cluster))
@@ -510,8 +517,6 @@ pub async fn serve(listen: std::net::SocketAddr, state: AppState) -> std::io::Re
             .route("/api/v1/domains", web::post().to(add_domain))
             .route("/api/v1/domains/{domain}", web::get().to(get_domain))
             .route("/api/v1/users/{address}", web::get().to(get_user))
-            .route("/api/v1/users/{address}/messages", web::post().to(append_message))
-            .route("/api/v1/users/{address}/messages", web::get().to(list_messages))
             .route("/api/v1/users/{address}/outbound", web::post().to(enqueue_outbound))
             .route("/api/v1/users/{address}/outbound", web::get().to(list_outbound))
             .route("/api/v1/shards/{shard}/transfer-leader", web::post().to(transfer_leader))

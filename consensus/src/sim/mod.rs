@@ -42,6 +42,7 @@ pub fn sim_raft_config() -> RaftConfig {
         max_election_tick: Some(11),
         max_size_per_msg: 64 << 10,
         max_inflight_msgs: 64,
+        compact_every: 16,
         compact_threshold: 40,
         compact_keep: 10,
         dedup_window: 1_000_000,
