@@ -36,6 +36,8 @@ pub struct NodeConfig {
     pub mailbox_idle_ms: u64,
     #[serde(default)]
     pub outbound: OutboundSettings,
+    #[serde(default)]
+    pub threads: ThreadSettings,
     /// SMTP MX and submission listeners (none unless configured).
     #[serde(default)]
     pub smtp: SmtpSettings,
@@ -71,6 +73,35 @@ impl Default for OutboundSettings {
 
 fn default_mailbox_idle_ms() -> u64 {
     60_000
+}
+
+/// Worker threads of the node's runtimes (the Raft thread and RocksDB's own come on
+/// top). 0 means one per CPU core; nodes sharing a machine should divide the cores.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThreadSettings {
+    /// HTTP API workers.
+    #[serde(default)]
+    pub http_workers: usize,
+    /// Peer transport and SMTP/IMAP gateways.
+    #[serde(default)]
+    pub io_threads: usize,
+}
+
+impl ThreadSettings {
+    /// `count`, or one per CPU core for 0.
+    pub fn resolve(count: usize) -> usize {
+        if count > 0 {
+            return count;
+        }
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    /// An equal share of this machine's cores for each of `nodes` local nodes.
+    pub fn share_of_machine(nodes: usize) -> Self {
+        let each = (Self::resolve(0) / nodes.max(1)).max(1);
+        Self { http_workers: each, io_threads: each }
+    }
 }
 
 /// A cluster member as the others reach it.
@@ -170,6 +201,7 @@ impl NodeConfig {
             raft: RaftSettings::default(),
             mailbox_idle_ms: default_mailbox_idle_ms(),
             outbound: OutboundSettings::default(),
+            threads: ThreadSettings::default(),
             smtp: SmtpSettings::default(),
             imap: ImapSettings::default(),
             unsafe_skip_fsync: false,

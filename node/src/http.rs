@@ -493,7 +493,7 @@ async fn not_found() -> HttpResponse {
 }
 
 /// Serves the API until the server is stopped (SIGINT/SIGTERM stop it gracefully).
-pub async fn serve(listen: std::net::SocketAddr, state: AppState) -> std::io::Result<()> {
+pub async fn serve(listen: std::net::SocketAddr, workers: usize, state: AppState) -> std::io::Result<()> {
     let state = web::Data::new(state);
     HttpServer::new(move || {
         App::new()
@@ -524,6 +524,7 @@ pub async fn serve(listen: std::net::SocketAddr, state: AppState) -> std::io::Re
             .route("/api/v1/debug/faults", web::post().to(set_debug_faults))
             .default_service(web::to(not_found))
     })
+    .workers(workers)
     .bind(listen)?
     .run()
     .await

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 use crate::actors::ActorRuntime;
 use crate::actors::mailbox::MailboxRegistry;
 use crate::actors::queue::{Leadership, QueueSettings, QueueSupervisor};
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, ThreadSettings};
 use crate::http::{self, AppState, DebugFaults};
 use crate::peer::{self, PeerNetwork, PeerTransport};
 use crate::placement::{initial_placement, preferred_leaders};
@@ -52,7 +52,7 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     }
     info!(node = config.node_id, groups = raft.group_ids().count(), "replicas loaded");
 
-    let io_runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("ums-io").enable_all().build()?;
+    let io_runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(ThreadSettings::resolve(config.threads.io_threads)).thread_name("ums-io").enable_all().build()?;
     let peers: Vec<_> = config.members.iter().map(|m| (m.id, m.peer)).collect();
     let mut network = None;
     let (events_tx, events_rx) = crossbeam_channel::bounded(4096);
@@ -109,7 +109,8 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         DebugFaults { network: Arc::clone(&network), disk: disk_faults }
     });
     let state = AppState { service, members: config.members.clone(), metrics, debug };
-    let served = actix_web::rt::System::new().block_on(http::serve(config.http_listen, state));
+    let workers = ThreadSettings::resolve(config.threads.http_workers);
+    let served = actix_web::rt::System::new().block_on(http::serve(config.http_listen, workers, state));
     info!(node = config.node_id, "stopping");
     actors.stop();
     raft_handle.stop();
