@@ -34,7 +34,7 @@ pub(crate) fn leader_proposal(config: &RaftConfig, log: LogPosition, replicated:
     }
     // Forced compaction counts from what was already proposed, so the leader asks once
     // per threshold rather than on every tick as the log grows.
-    forced_target(config, LogPosition { truncated: start, ..log })
+    forced_target(config, LogPosition { truncated: start, ..log }).filter(|&target| target > start)
 }
 
 /// The index this replica compacts to after an apply round, if any: what the leader
@@ -50,10 +50,14 @@ fn forced_target(config: &RaftConfig, log: LogPosition) -> Option<u64> {
     (log.applied >= log.truncated + config.compact_threshold).then(|| log.applied.saturating_sub(config.compact_keep))
 }
 
-/// Whether dedup records should be collected now: the scan reads the group's whole
-/// dedup table, so it runs once per `compact_threshold` entries, not per compaction.
-pub(crate) fn collect_dedup_now(config: &RaftConfig, compacted_to: u64, last_collected: u64) -> bool {
-    compacted_to >= last_collected + config.compact_threshold
+/// Whether dedup records should be collected with a compaction from `from` to `to`:
+/// the scan reads the group's whole dedup table, so it runs when the log start passes
+/// a multiple of `compact_threshold`, not on every compaction. Stateless, so a restart
+/// does not rescan every group at once, and replicas compacting at the same indexes
+/// (the leader's requests) collect at the same points.
+pub(crate) fn collect_dedup_now(config: &RaftConfig, from: u64, to: u64) -> bool {
+    let every = config.compact_threshold.max(1);
+    to / every > from / every
 }
 
 #[cfg(test)]
@@ -103,8 +107,9 @@ mod tests {
     #[test]
     fn dedup_records_are_collected_once_per_threshold() {
         let config = config();
-        assert!(!collect_dedup_now(&config, 999, 0));
-        assert!(collect_dedup_now(&config, 1_000, 0));
-        assert!(!collect_dedup_now(&config, 1_500, 1_000));
+        assert!(!collect_dedup_now(&config, 0, 999));
+        assert!(collect_dedup_now(&config, 990, 1_000));
+        assert!(!collect_dedup_now(&config, 1_000, 1_500));
+        assert!(collect_dedup_now(&config, 1_500, 3_700), "one scan however far the start moved");
     }
 }

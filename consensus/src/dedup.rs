@@ -33,13 +33,16 @@ fn dedup_key(group: GroupId, client_id: u64, request_id: u64) -> Vec<u8> {
     keys::data_key(group, &inner)
 }
 
-/// The stored response if this request was applied before.
+/// The stored response if this request was applied within `window` entries before
+/// `index`. An older record counts as gone whether or not it was collected yet, so
+/// every replica decides alike although each collects at its own pace.
 pub(crate) fn lookup(
     staged: &ApplyBatch,
     engine: &dyn KvRead,
     group: GroupId,
-    client_id: u64,
-    request_id: u64,
+    (client_id, request_id): (u64, u64),
+    index: u64,
+    window: u64,
 ) -> storage::Result<Option<Vec<u8>>> {
     let Some(bytes) = staged.get(engine, Cf::Data, &dedup_key(group, client_id, request_id))? else {
         return Ok(None);
@@ -49,7 +52,7 @@ pub(crate) fn lookup(
         what: "dedup record",
         detail: e.to_string(),
     })?;
-    Ok(Some(record.response))
+    Ok((record.index.saturating_add(window) > index).then_some(record.response))
 }
 
 /// Remembers that the request was applied at `index` with `response`.
@@ -99,20 +102,22 @@ mod tests {
     fn records_are_found_staged_and_committed_and_collected_by_age() {
         let engine = MemEngine::new();
         let mut staged = ApplyBatch::default();
-        assert_eq!(lookup(&staged, &engine, 3, 7, 1).unwrap(), None);
+        let window = 1_000;
+        assert_eq!(lookup(&staged, &engine, 3, (7, 1), 100, window).unwrap(), None);
         record(&mut staged, 3, 7, 1, 100, b"first");
         record(&mut staged, 3, 7, 2, 200, b"second");
         // Visible before the batch is written, so a duplicate in the same round is caught.
-        assert_eq!(lookup(&staged, &engine, 3, 7, 1).unwrap(), Some(b"first".to_vec()));
+        assert_eq!(lookup(&staged, &engine, 3, (7, 1), 101, window).unwrap(), Some(b"first".to_vec()));
         engine.write(&staged.take_batch(), true).unwrap();
         let staged = ApplyBatch::default();
-        assert_eq!(lookup(&staged, &engine, 3, 7, 2).unwrap(), Some(b"second".to_vec()));
-        assert_eq!(lookup(&staged, &engine, 4, 7, 2).unwrap(), None, "other group");
+        assert_eq!(lookup(&staged, &engine, 3, (7, 2), 300, window).unwrap(), Some(b"second".to_vec()));
+        assert_eq!(lookup(&staged, &engine, 4, (7, 2), 300, window).unwrap(), None, "other group");
+        assert_eq!(lookup(&staged, &engine, 3, (7, 1), 1_100, window).unwrap(), None, "outside the window, collected or not");
 
         let mut batch = WriteBatch::new();
         assert_eq!(collect_garbage(&engine, 3, 150, &mut batch).unwrap(), 1);
         engine.write(&batch, true).unwrap();
-        assert_eq!(lookup(&staged, &engine, 3, 7, 1).unwrap(), None);
-        assert_eq!(lookup(&staged, &engine, 3, 7, 2).unwrap(), Some(b"second".to_vec()));
+        assert_eq!(lookup(&staged, &engine, 3, (7, 1), 300, window).unwrap(), None);
+        assert_eq!(lookup(&staged, &engine, 3, (7, 2), 300, window).unwrap(), Some(b"second".to_vec()));
     }
 }

@@ -57,11 +57,9 @@ pub(crate) struct Group {
     pub(crate) removed: bool,
     /// The highest compaction index the leader asked for in the log (applied here).
     pub(crate) compact_requested: u64,
-    /// As leader: the highest compaction index this replica proposed, so it does not
-    /// propose the same again while the first is on its way.
+    /// As leader: the highest compaction index this replica proposed in its current
+    /// term, so it does not propose the same again while the first is on its way.
     pub(crate) compact_proposed: u64,
-    /// Log index up to which old dedup records were last collected.
-    pub(crate) dedup_collected: u64,
 }
 
 impl Group {
@@ -78,7 +76,6 @@ impl Group {
             removed: false,
             compact_requested: 0,
             compact_proposed: 0,
-            dedup_collected: 0,
         }
     }
 
@@ -101,6 +98,10 @@ impl Group {
         let was_leader = self.role == StateRole::Leader;
         self.role = role;
         self.leader = leader;
+        if role == StateRole::Leader && !was_leader {
+            // A proposal of an earlier term may have been overwritten: start afresh.
+            self.compact_proposed = 0;
+        }
         if was_leader && role != StateRole::Leader {
             let error = self.not_leader();
             for proposal in self.proposals.drain(..) {

@@ -19,9 +19,9 @@
 
 pub mod command;
 mod compaction;
-mod election;
 pub mod config;
 pub mod dedup;
+mod election;
 pub mod error;
 pub mod group;
 pub mod multi_raft;

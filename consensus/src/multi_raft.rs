@@ -17,8 +17,8 @@ use tracing::{debug, info, warn};
 
 use crate::command::Command;
 use crate::compaction::{self, LogPosition};
-use crate::election;
 use crate::config::RaftConfig;
+use crate::election;
 
 /// Ticks a read may wait for its read index (at least two election timeouts): a leader
 /// that lost its quorum without noticing yet never answers, and the caller should retry.
@@ -201,9 +201,7 @@ impl<M: StateMachine> MultiRaft<M> {
     pub fn tick(&mut self) {
         let limit = READ_INDEX_TICKS.max(2 * self.config.election_tick as u32);
         for group in self.groups.values_mut() {
-            if group.role == StateRole::Follower {
-                order_successors(&self.config, group, self.node_id);
-            }
+            order_successors(&self.config, group, self.node_id);
             group.raw.tick();
             if !group.reads.is_empty() {
                 group.expire_reads(limit);
@@ -237,6 +235,10 @@ impl<M: StateMachine> MultiRaft<M> {
     /// Proposes `command` to `group`. The callback gets the state machine's response
     /// after the entry is committed, persisted and applied here; or an error.
     pub fn propose(&mut self, group: GroupId, command: &Command, callback: ProposalCallback) {
+        if command.compact_log_to != 0 {
+            // Only the group's leader asks for compaction, from what all members hold.
+            return callback(Err(ProposeError::Invalid("compact_log_to is for the group itself".into())));
+        }
         let data = command.encode_to_vec();
         self.propose_with(group, callback, |raw| raw.propose(Vec::new(), data));
     }
@@ -419,7 +421,7 @@ impl<M: StateMachine> MultiRaft<M> {
             committed.extend(light.take_committed_entries());
             if !committed.is_empty() {
                 apply_entries(
-                    self.node_id,
+                    &self.config,
                     g,
                     &mut self.state_machine,
                     &*self.engine,
@@ -477,7 +479,7 @@ fn creates_replica(message: &Message) -> bool {
 
 /// Applies one group's committed entries into `staged` and resolves their proposals.
 fn apply_entries<M: StateMachine>(
-    node_id: NodeId,
+    config: &RaftConfig,
     g: &mut Group,
     state_machine: &mut M,
     engine: &dyn storage::KvRead,
@@ -485,6 +487,8 @@ fn apply_entries<M: StateMachine>(
     entries: Vec<Entry>,
     done: &mut Vec<Completion>,
 ) -> Result<()> {
+    let node_id = g.raw.raft.id;
+    let dedup_window = config.dedup_window;
     let mut conf_changed = false;
     for entry in entries {
         if entry.index <= g.applied_index {
@@ -505,7 +509,7 @@ fn apply_entries<M: StateMachine>(
                     g.compact_requested = g.compact_requested.max(command.compact_log_to);
                     Vec::new()
                 } else {
-                    apply_command(g.id, &entry, command, state_machine, engine, staged)?
+                    apply_command(g.id, &entry, command, dedup_window, state_machine, engine, staged)?
                 }
             }
             EntryType::EntryConfChange => {
@@ -550,13 +554,15 @@ fn apply_command<M: StateMachine>(
     group: GroupId,
     entry: &Entry,
     command: Command,
+    dedup_window: u64,
     state_machine: &mut M,
     engine: &dyn storage::KvRead,
     staged: &mut ApplyBatch,
 ) -> Result<Vec<u8>> {
     let deduplicated = command.client_id != 0;
     if deduplicated {
-        if let Some(response) = dedup::lookup(staged, engine, group, command.client_id, command.request_id)? {
+        let request = (command.client_id, command.request_id);
+        if let Some(response) = dedup::lookup(staged, engine, group, request, entry.index, dedup_window)? {
             debug!(shard = group, client = command.client_id, request = command.request_id, "replayed request not applied again");
             return Ok(response);
         }
@@ -596,10 +602,15 @@ fn apply_conf_change(node_id: NodeId, g: &mut Group, change: &impl raft_proto::C
     }
 }
 
-/// Gives this follower its place in the order of successors (see [`crate::election`]).
+/// Gives a follower of a known leader its place in the order of successors (see
+/// [`crate::election`]); reads raft-rs's own state, which is current, unlike the
+/// role last reported in a ready.
 fn order_successors(config: &RaftConfig, g: &mut Group, me: NodeId) {
-    let Some(leader) = g.leader else { return };
     let raft = &mut g.raw.raft;
+    let leader = raft.leader_id;
+    if raft.state != StateRole::Follower || leader == raft::INVALID_ID {
+        return;
+    }
     let voters: Vec<NodeId> = raft.prs().conf().voters().ids().iter().collect();
     let (min, max) = config.election_range();
     if let Some(timeout) = election::follower_timeout(g.id, &voters, leader, me, min, max)
@@ -609,6 +620,7 @@ fn order_successors(config: &RaftConfig, g: &mut Group, me: NodeId) {
     }
 }
 
+/// Where the group's log starts and how far it is applied here.
 fn log_position(g: &Group) -> LogPosition {
     LogPosition {
         truncated: g.raw.store().truncated().index,
@@ -634,15 +646,15 @@ fn maybe_compact(config: &RaftConfig, g: &mut Group, engine: &dyn storage::KvRea
     let Some(target) = compaction::replica_target(config, log_position(g), g.compact_requested) else {
         return Ok(());
     };
+    let from = g.raw.store().truncated().index;
     if !g.raw.mut_store().compact(target, batch)? {
         return Ok(());
     }
     debug!(shard = g.id, index = target, "log compacted");
-    if compaction::collect_dedup_now(config, target, g.dedup_collected) {
-        g.dedup_collected = target;
-        if let Some(before) = target.checked_sub(config.dedup_window) {
-            dedup::collect_garbage(engine, g.id, before, batch)?;
-        }
+    if compaction::collect_dedup_now(config, from, target)
+        && let Some(before) = target.checked_sub(config.dedup_window)
+    {
+        dedup::collect_garbage(engine, g.id, before, batch)?;
     }
     Ok(())
 }

@@ -192,5 +192,5 @@ fn the_leader_compacts_every_log_to_what_all_members_hold_and_waits_for_a_member
         assert!(first_index(&cluster, n) <= held_by_down + 1, "node {n} compacted past what the down member holds");
     }
     cluster.restart(down);
-    assert!(cluster.run_until(LIMIT_MS, |c| caught_up(c, down)), "the member did not catch up from the log");
+    assert!(cluster.run_until(LIMIT_MS, |c| caught_up(c, down)), "the member did not catch up");
 }

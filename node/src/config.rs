@@ -242,6 +242,14 @@ impl NodeConfig {
         if self.raft.max_election_tick <= self.raft.election_tick {
             return invalid("raft: max_election_tick must exceed election_tick".into());
         }
+        let raft = &self.raft;
+        // compact_every 1 would compact for the compaction entries themselves, forever.
+        if raft.compact_every < 2 || raft.compact_every >= raft.compact_threshold || raft.compact_keep >= raft.compact_threshold {
+            return invalid(format!(
+                "raft: need 2 <= compact_every ({}) < compact_threshold ({}) and compact_keep ({}) < compact_threshold",
+                raft.compact_every, raft.compact_threshold, raft.compact_keep
+            ));
+        }
         self.smtp.validate().map_err(ConfigError::Invalid)?;
         self.imap.validate().map_err(ConfigError::Invalid)?;
         Ok(())
@@ -319,8 +327,11 @@ mod tests {
         let good = config();
         assert_eq!((good.shards, good.replicas, good.raft.tick_ms), (64, 3, 50));
         good.validate().unwrap();
-        let cases: [(fn(&mut NodeConfig), &str); 4] = [
+        let cases: [(fn(&mut NodeConfig), &str); 7] = [
             (|c| c.node_id = 9, "members must include"),
+            (|c| c.raft.compact_every = 1, "compact_every"),
+            (|c| c.raft.compact_every = c.raft.compact_threshold, "compact_every"),
+            (|c| c.raft.compact_keep = c.raft.compact_threshold, "compact_keep"),
             (|c| c.replicas = 4, "replicas"),
             (|c| c.shards = 0, "shards"),
             (|c| c.members[2].id = 1, "unique"),

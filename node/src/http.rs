@@ -488,6 +488,10 @@ async fn set_debug_faults(state: State, body: web::Json<FaultsBody>) -> HttpResp
     faults_json(debug)
 }
 
+async fn method_not_allowed() -> HttpResponse {
+    HttpResponse::MethodNotAllowed().insert_header(("Allow", "GET, POST")).json(json!({ "error": "use GET or POST on this endpoint" }))
+}
+
 async fn not_found() -> HttpResponse {
     error_response(&ServiceError::NotFound("no such endpoint; see GET /api/v1/cluster, /api/v1/users/{address}, /health, /metrics".into()))
 }
@@ -508,7 +512,8 @@ pub async fn serve(listen: std::net::SocketAddr, workers: usize, state: AppState
             .service(
                 web::resource("/api/v1/users/{address}/messages")
                     .route(web::post().to(append_message))
-                    .route(web::get().to(list_messages)),
+                    .route(web::get().to(list_messages))
+                    .default_service(web::to(method_not_allowed)),
             )
             .route("/health", web::get().to(health))
             .route("/metrics", web::get().to(metrics))

@@ -143,7 +143,8 @@ impl RocksEngine {
 }
 
 /// Options whose memtable keeps an insert position per key prefix: the group id and
-/// the byte after it (a log entry, a state record, or a state-machine record's kind).
+/// the byte after it (a state record's or a state-machine record's kind; in the log,
+/// the top byte of the index, so in effect one position per group).
 /// A round writes each group's log entries and records next to what that group wrote
 /// last round, so an insert starts from there instead of searching the skiplist from
 /// the top; that search was the biggest single cost of a round (ums-bench). The C API

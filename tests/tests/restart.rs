@@ -31,6 +31,7 @@ fn whole_cluster_restart_keeps_all_data() {
 #[test]
 fn a_node_behind_a_compacted_log_catches_up_by_snapshot() {
     let mut cluster = TestCluster::start(3, |config| {
+        config.raft.compact_every = 16;
         config.raft.compact_threshold = 40;
         config.raft.compact_keep = 5;
     });

@@ -174,6 +174,16 @@ async fn post(connection: &mut Option<BufStream<TcpStream>>, address: SocketAddr
     Ok((status, leader))
 }
 
+/// Each shard's term as the cluster status reports it.
+fn shard_terms(status: &serde_json::Value) -> BTreeMap<u64, u64> {
+    status["shards"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|shard| Some((shard["shard"].as_u64()?, shard["term"].as_u64()?)))
+        .collect()
+}
+
 fn main() -> anyhow::Result<()> {
     let options = Options::parse();
     let exe = std::env::current_exe()?.with_file_name("umsd");
@@ -267,6 +277,7 @@ fn run(options: &Options, http: &[String], children: &mut [std::process::Child])
     // Phase 2: kill -9 the node leading the most shards, under load.
     let status: serde_json::Value = ureq::get(&format!("{}/api/v1/cluster", http[0])).call()?.into_json()?;
     let mut led: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+    let terms_before = shard_terms(&status);
     for shard in status["shards"].as_array().into_iter().flatten() {
         if let (Some(leader), Some(id)) = (shard["leader"].as_u64(), shard["shard"].as_u64()) {
             led.entry(leader).or_default().push(id);
@@ -298,6 +309,17 @@ fn run(options: &Options, http: &[String], children: &mut [std::process::Child])
     println!("  write unavailability per shard max: {:>6.0} ms", gaps.last().copied().unwrap_or_default().as_secs_f64() * 1e3);
     println!("  (anchor on this machine: etcd 3.4 kill -9 of the leader, 0.95-1.65 s, median 1.19 s)");
     println!("  failed requests during the whole run: {}", shared.failed.load(Ordering::Relaxed));
+    // More than one new term means a shard needed more than one election (split votes).
+    let survivor = (0..NODES).find(|&i| i as u64 + 1 != victim).expect("a survivor");
+    let after: serde_json::Value = ureq::get(&format!("{}/api/v1/cluster", http[survivor])).call()?.into_json()?;
+    let terms_after = shard_terms(&after);
+    let mut elections: BTreeMap<u64, usize> = BTreeMap::new();
+    for shard in &victim_shards {
+        let new_terms = terms_after.get(shard).zip(terms_before.get(shard)).map_or(0, |(a, b)| a.saturating_sub(*b));
+        *elections.entry(new_terms).or_default() += 1;
+    }
+    let summary: Vec<String> = elections.iter().map(|(terms, shards)| format!("{shards} shards +{terms}")).collect();
+    println!("  new terms per shard: {}", summary.join(", "));
 
     std::thread::sleep(Duration::from_secs(3));
     println!("\nidle RSS with {} users:", options.users);
