@@ -97,10 +97,13 @@ impl ThreadSettings {
         std::thread::available_parallelism().map_or(1, |n| n.get())
     }
 
-    /// An equal share of this machine's cores for each of `nodes` local nodes.
+    /// For each of `nodes` local nodes: HTTP workers from an equal share of this
+    /// machine's cores. The I/O threads stay one per core: the peer transport shares
+    /// them with the SMTP and IMAP gateways, and a single one would let a CPU-heavy
+    /// IMAP request hold up the node's Raft messages.
     pub fn share_of_machine(nodes: usize) -> Self {
         let each = (Self::resolve(0) / nodes.max(1)).max(1);
-        Self { http_workers: each, io_threads: each }
+        Self { http_workers: each, io_threads: 0 }
     }
 }
 

@@ -59,8 +59,9 @@ pub fn local_config(base: u16, id: NodeId, nodes: usize, data: &Path, cluster_id
         ..SmtpSettings::default()
     };
     let imap = ImapSettings { listen: Some(([127, 0, 0, 1], ports.imap).into()), tls_cert: Some(cert), tls_key: Some(key), ..ImapSettings::default() };
-    // The nodes share this machine: more threads than cores only adds switching (about
-    // 10 % more CPU per append in ums-bench with two HTTP workers per node on 2 cores).
+    // The nodes share this machine: more busy threads than cores only adds switching
+    // (about 10 % more CPU per append in ums-bench with two HTTP workers per node on 2
+    // cores).
     let threads = ThreadSettings::share_of_machine(nodes);
     NodeConfig { replicas: nodes.min(3), debug_faults: true, smtp, imap, threads, ..NodeConfig::new(&me, cluster_id, data.join(format!("node-{id}")), members) }
 }
