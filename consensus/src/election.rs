@@ -4,7 +4,7 @@
 //! `[election_tick, max_election_tick)`, in whole ticks. With two followers and five
 //! possible values, one shard in five has both followers time out in the same tick;
 //! when their campaigns cross, the votes split and the shard waits a whole further
-//! timeout (ums-bench saw 1.2-1.9 s instead of 0.7 s for such shards after a kill -9).
+//! timeout (ums-bench saw 1.0-1.9 s instead of 0.7 s for such shards after a kill -9).
 //! Instead, the followers of a known leader take distinct timeouts from that range in
 //! an order that differs per group, so exactly one campaigns first, the next only two
 //! ticks later should the first be gone too, and a dead node's groups spread over the

@@ -643,15 +643,15 @@ fn propose_compaction(config: &RaftConfig, g: &mut Group) {
 /// Compacts the log as the leader asked or the local limit demands, and now and then
 /// forgets dedup records older than the window.
 fn maybe_compact(config: &RaftConfig, g: &mut Group, engine: &dyn storage::KvRead, batch: &mut WriteBatch) -> Result<()> {
-    let Some(target) = compaction::replica_target(config, log_position(g), g.compact_requested) else {
+    let log = log_position(g);
+    let Some(target) = compaction::replica_target(config, log, g.compact_requested) else {
         return Ok(());
     };
-    let from = g.raw.store().truncated().index;
     if !g.raw.mut_store().compact(target, batch)? {
         return Ok(());
     }
     debug!(shard = g.id, index = target, "log compacted");
-    if compaction::collect_dedup_now(config, from, target)
+    if compaction::collect_dedup_now(config, log.truncated, target)
         && let Some(before) = target.checked_sub(config.dedup_window)
     {
         dedup::collect_garbage(engine, g.id, before, batch)?;

@@ -309,7 +309,7 @@ fn run(options: &Options, http: &[String], children: &mut [std::process::Child])
     println!("  write unavailability per shard max: {:>6.0} ms", gaps.last().copied().unwrap_or_default().as_secs_f64() * 1e3);
     println!("  (anchor on this machine: etcd 3.4 kill -9 of the leader, 0.95-1.65 s, median 1.19 s)");
     println!("  failed requests during the whole run: {}", shared.failed.load(Ordering::Relaxed));
-    // More than one new term means a shard needed more than one election (split votes).
+    // More than one new term means a shard went through more than one election.
     let survivor = (0..NODES).find(|&i| i as u64 + 1 != victim).expect("a survivor");
     let after: serde_json::Value = ureq::get(&format!("{}/api/v1/cluster", http[survivor])).call()?.into_json()?;
     let terms_after = shard_terms(&after);
