@@ -51,17 +51,24 @@ impl Cluster {
     /// their cluster. Drills kill and restart nodes, so all of them must run here.
     pub fn from_addresses(addresses: &[String]) -> anyhow::Result<Self> {
         use std::net::ToSocketAddrs;
-        let running: Vec<(PathBuf, NodeConfig)> =
-            umsd_processes().into_iter().filter_map(|(_, path)| NodeConfig::load(&path).ok().map(|config| (path, config))).collect();
+        let running: Vec<(PathBuf, NodeConfig)> = umsd_processes()
+            .into_iter()
+            .filter_map(|(_, path)| NodeConfig::load(&path).ok().map(|config| (path, config)))
+            .collect();
         let mut cluster_id = None;
         for address in addresses {
-            let wanted: Vec<std::net::SocketAddr> = address.to_socket_addrs().with_context(|| format!("'{address}' is not host:port"))?.collect();
+            let wanted: Vec<std::net::SocketAddr> =
+                address.to_socket_addrs().with_context(|| format!("'{address}' is not host:port"))?.collect();
             let Some((_, config)) = running.iter().find(|(_, c)| wanted.contains(&c.http_listen)) else {
-                bail!("no umsd process on this machine serves HTTP at {address} (drills kill and restart nodes, so the cluster must run here)");
+                bail!(
+                    "no umsd process on this machine serves HTTP at {address} (drills kill and restart nodes, so the cluster must run here)"
+                );
             };
             match &cluster_id {
                 None => cluster_id = Some(config.cluster_id.clone()),
-                Some(id) if *id != config.cluster_id => bail!("{address} belongs to cluster {}, not {id}", config.cluster_id),
+                Some(id) if *id != config.cluster_id => {
+                    bail!("{address} belongs to cluster {}, not {id}", config.cluster_id)
+                }
                 Some(_) => {}
             }
         }
@@ -71,9 +78,12 @@ impl Cluster {
             .filter(|(_, c)| c.cluster_id == cluster_id)
             .map(|(config_path, config)| ChaosNode { id: config.node_id, config, config_path })
             .collect();
-        let missing: Vec<u64> = nodes[0].config.members.iter().map(|m| m.id).filter(|id| !nodes.iter().any(|n| n.id == *id)).collect();
+        let missing: Vec<u64> =
+            nodes[0].config.members.iter().map(|m| m.id).filter(|id| !nodes.iter().any(|n| n.id == *id)).collect();
         if !missing.is_empty() {
-            bail!("nodes {missing:?} of cluster {cluster_id} are not running on this machine; start the whole cluster before a drill");
+            bail!(
+                "nodes {missing:?} of cluster {cluster_id} are not running on this machine; start the whole cluster before a drill"
+            );
         }
         Self::from_nodes_list(nodes)
     }
@@ -123,10 +133,15 @@ impl Cluster {
 
     /// Sets network or disk delays on node `id` through its debug API.
     pub fn set_debug_faults(&self, id: u64, faults: &Value) -> anyhow::Result<()> {
-        match ureq::post(&self.url(id, "/api/v1/debug/faults")).timeout(Duration::from_secs(5)).send_json(faults.clone()) {
+        match ureq::post(&self.url(id, "/api/v1/debug/faults"))
+            .timeout(Duration::from_secs(5))
+            .send_json(faults.clone())
+        {
             Ok(_) => Ok(()),
             Err(ureq::Error::Status(404, _)) => {
-                bail!("node {id} does not accept injected faults; set debug_faults = true in its node.toml (umsd dev does)")
+                bail!(
+                    "node {id} does not accept injected faults; set debug_faults = true in its node.toml (umsd dev does)"
+                )
             }
             Err(e) => Err(anyhow::anyhow!("setting faults {faults} on node {id}: {e}")),
         }
@@ -135,7 +150,8 @@ impl Cluster {
     /// Leader of each shard, as the first answering node sees it.
     pub fn leaders(&self) -> BTreeMap<u64, u64> {
         for node in &self.nodes {
-            if let Ok(response) = ureq::get(&self.url(node.id, "/api/v1/cluster")).timeout(Duration::from_secs(2)).call()
+            if let Ok(response) =
+                ureq::get(&self.url(node.id, "/api/v1/cluster")).timeout(Duration::from_secs(2)).call()
                 && let Ok(status) = response.into_json::<Value>()
             {
                 return status["shards"]

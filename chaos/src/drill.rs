@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-
 use crate::checker::{self, Observed, Verdict};
 use crate::cluster::Cluster;
 use crate::faults::Faults;
@@ -34,9 +33,8 @@ pub const AVAILABLE: [&str; 10] = [
     "power-cut",
 ];
 /// Scenarios named by the drill plan that need infrastructure this build lacks.
-pub const NOT_YET: [(&str, &str); 1] = [
-    ("site-loss", "needs a backup core (learner replicas at a second site); none is configured"),
-];
+pub const NOT_YET: [(&str, &str); 1] =
+    [("site-loss", "needs a backup core (learner replicas at a second site); none is configured")];
 
 /// Knobs of one drill run.
 #[derive(Clone, Debug)]
@@ -140,7 +138,10 @@ pub fn run(scenario: &str, cluster: &Cluster, options: &DrillOptions) -> anyhow:
     }
     for id in cluster.ids() {
         if !cluster.is_healthy(id) {
-            bail!("node {id} is not answering at {}; start the whole cluster before a drill", cluster.url(id, "/health"));
+            bail!(
+                "node {id} is not answering at {}; start the whole cluster before a drill",
+                cluster.url(id, "/health")
+            );
         }
     }
     let users = drill_users(options.users, cluster);
@@ -160,13 +161,25 @@ pub fn run(scenario: &str, cluster: &Cluster, options: &DrillOptions) -> anyhow:
     let started = Instant::now();
     let workload = Workload::start(
         WorkloadSettings {
-            nodes: cluster.ids().into_iter().map(|id| (id, format!("http://{}", cluster.node(id).config.http_listen))).collect(),
-            smtp: cluster.ids().into_iter().filter_map(|id| cluster.node(id).config.smtp.listen.map(|a| (id, a.to_string()))).collect(),
+            nodes: cluster
+                .ids()
+                .into_iter()
+                .map(|id| (id, format!("http://{}", cluster.node(id).config.http_listen)))
+                .collect(),
+            smtp: cluster
+                .ids()
+                .into_iter()
+                .filter_map(|id| cluster.node(id).config.smtp.listen.map(|a| (id, a.to_string())))
+                .collect(),
             protocol: options.protocol,
             users: users.clone(),
             rate: options.rate,
             seed: options.seed,
-            run_tag: format!("{scenario}-{}-{}", options.seed, std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())),
+            run_tag: format!(
+                "{scenario}-{}-{}",
+                options.seed,
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis())
+            ),
             outbound_target: Some(sink.url.clone()),
         },
         started,
@@ -196,7 +209,9 @@ fn await_deliveries(sink: &Sink, queued: &[Operation]) -> Vec<Delivery> {
     loop {
         let deliveries = sink.deliveries();
         let arrived: std::collections::HashSet<&str> = deliveries.iter().map(|d| d.client_ref.as_str()).collect();
-        if queued.iter().filter(|o| o.is_ok()).all(|o| arrived.contains(o.client_ref.as_str())) || Instant::now() > deadline {
+        if queued.iter().filter(|o| o.is_ok()).all(|o| arrived.contains(o.client_ref.as_str()))
+            || Instant::now() > deadline
+        {
             // A moment longer, for redeliveries already on their way.
             std::thread::sleep(Duration::from_millis(500));
             return sink.deliveries();
@@ -207,7 +222,13 @@ fn await_deliveries(sink: &Sink, queued: &[Operation]) -> Vec<Delivery> {
 
 /// The faults of each scenario, over about `span`: most inject one fault, hold it for
 /// `span`, and undo it (`Faults::heal` undoes whatever is in effect).
-fn inject(scenario: &str, cluster: &Cluster, users: &[(String, u64)], faults: &mut Faults, span: Duration) -> anyhow::Result<()> {
+fn inject(
+    scenario: &str,
+    cluster: &Cluster,
+    users: &[(String, u64)],
+    faults: &mut Faults,
+    span: Duration,
+) -> anyhow::Result<()> {
     let hold = |faults: &mut Faults| {
         std::thread::sleep(span);
         faults.heal(cluster)
@@ -330,7 +351,8 @@ fn read_replicas(cluster: &Cluster, users: &[(String, u64)]) -> anyhow::Result<O
     let mut observed = Observed::new();
     for (user, _) in users {
         loop {
-            let lists: Vec<Option<Vec<(u64, String)>>> = cluster.ids().into_iter().map(|id| replica_refs(&cluster.url(id, ""), user)).collect();
+            let lists: Vec<Option<Vec<(u64, String)>>> =
+                cluster.ids().into_iter().map(|id| replica_refs(&cluster.url(id, ""), user)).collect();
             let settled = lists.iter().all(Option::is_some) && lists.windows(2).all(|w| w[0] == w[1]);
             if settled || Instant::now() > deadline {
                 // After the deadline, record what is there: the checker reports divergence.
@@ -367,14 +389,26 @@ fn report(
         verdict.windows.iter().filter(|w| w.end_ms >= first.at_ms).map(|w| w.end_ms - first.at_ms).max().unwrap_or(0)
     });
     let passed = verdict.violations() == 0 && verdict.windows.iter().all(|w| w.recovered);
-    DrillReport { scenario: scenario.to_string(), seed, faults, verdict, outbound: OutboundVerdict::default(), unavailability_ms, recovery_ms, passed }
+    DrillReport {
+        scenario: scenario.to_string(),
+        seed,
+        faults,
+        verdict,
+        outbound: OutboundVerdict::default(),
+        unavailability_ms,
+        recovery_ms,
+        passed,
+    }
 }
 
 /// The human-readable report.
 pub fn print(report: &DrillReport) {
     let v = &report.verdict;
     println!("\n== {} (seed {}) ==", report.scenario, report.seed);
-    println!("  operations {:>6}   acknowledged {:>6}   failed {:>4}   unknown {:>4} ({} of them applied)", v.operations, v.acknowledged, v.failed, v.unknown, v.unknown_applied);
+    println!(
+        "  operations {:>6}   acknowledged {:>6}   failed {:>4}   unknown {:>4} ({} of them applied)",
+        v.operations, v.acknowledged, v.failed, v.unknown, v.unknown_applied
+    );
     println!(
         "  lost acknowledged: {:>3}   duplicates: {:>3}   UID violations: {:>3}   divergent replicas: {:>3}   acked while isolated: {:>3}",
         v.lost.len(),

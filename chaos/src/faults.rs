@@ -43,7 +43,16 @@ fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
 
 impl Faults {
     pub fn new(started: Instant) -> Self {
-        Self { started, events: Vec::new(), killed: Vec::new(), paused: Vec::new(), isolations: Vec::new(), network_faulty: false, fillers: Vec::new(), slowed: Vec::new() }
+        Self {
+            started,
+            events: Vec::new(),
+            killed: Vec::new(),
+            paused: Vec::new(),
+            isolations: Vec::new(),
+            network_faulty: false,
+            fillers: Vec::new(),
+            slowed: Vec::new(),
+        }
     }
 
     /// Prints and records a fault, its undoing, or an observation during one.
@@ -125,7 +134,10 @@ impl Faults {
     /// Drops every packet between `isolated` and the other nodes, both ways.
     pub fn isolate(&mut self, cluster: &Cluster, isolated: u64) -> anyhow::Result<()> {
         let others: Vec<u64> = cluster.ids().into_iter().filter(|&id| id != isolated).collect();
-        let rules = network::partition_rules(&Self::peer_addresses(cluster, &[isolated]), &Self::peer_addresses(cluster, &others));
+        let rules = network::partition_rules(
+            &Self::peer_addresses(cluster, &[isolated]),
+            &Self::peer_addresses(cluster, &others),
+        );
         self.apply_rules(cluster, &rules)?;
         self.isolations.push(Isolation { node: isolated, from_ms: self.now_ms(), to_ms: None });
         self.log(format!("partition: node {isolated} | nodes {others:?}"));
@@ -299,7 +311,9 @@ pub fn network_faults_unsupported(cluster: &Cluster) -> Option<String> {
     ips.sort();
     ips.dedup();
     if ips.len() != count || ips.iter().any(IpAddr::is_unspecified) {
-        return Some(format!("network faults need each node on its own peer IP (umsd dev uses 127.0.0.1N); these nodes have {ips:?}"));
+        return Some(format!(
+            "network faults need each node on its own peer IP (umsd dev uses 127.0.0.1N); these nodes have {ips:?}"
+        ));
     }
     if !Iptables::available() {
         return Some("network faults need iptables and root (scripts/setup installs iptables)".into());

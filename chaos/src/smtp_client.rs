@@ -72,7 +72,10 @@ impl SmtpClient {
             if self.reader.read_line(&mut line)? == 0 {
                 return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
             }
-            let code = line.get(..3).and_then(|c| c.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad reply: {line:?}")))?;
+            let code = line
+                .get(..3)
+                .and_then(|c| c.parse().ok())
+                .ok_or_else(|| std::io::Error::other(format!("bad reply: {line:?}")))?;
             if line.as_bytes().get(3) != Some(&b'-') {
                 return Ok((code, line.get(4..).unwrap_or_default().trim().to_string()));
             }

@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use serde_json::Value;
 
 use crate::history::{Operation, Outcome};
@@ -113,7 +113,8 @@ impl Workload {
 
 fn run_worker(worker: u64, settings: &WorkloadSettings, started: Instant, stop: &AtomicBool) -> WorkloadHistory {
     let mut rng = StdRng::seed_from_u64(settings.seed.wrapping_mul(1_000_003).wrapping_add(worker));
-    let agent = ureq::AgentBuilder::new().timeout_connect(Duration::from_millis(500)).timeout(Duration::from_secs(5)).build();
+    let agent =
+        ureq::AgentBuilder::new().timeout_connect(Duration::from_millis(500)).timeout(Duration::from_secs(5)).build();
     let interval = Duration::from_secs_f64(WORKERS as f64 / f64::from(settings.rate.max(1)));
     let mut next = started + interval.mul_f64(worker as f64 / WORKERS as f64);
     let mut history = WorkloadHistory::default();
@@ -133,7 +134,16 @@ fn run_worker(worker: u64, settings: &WorkloadSettings, started: Instant, stop: 
         let mut nodes = settings.nodes.clone();
         nodes.shuffle(&mut rng);
         let invoked_ms = started.elapsed().as_millis() as u64;
-        let record = |node, outcome| Operation { id, user: user.clone(), shard, client_ref: client_ref.clone(), node, invoked_ms, completed_ms: started.elapsed().as_millis() as u64, outcome };
+        let record = |node, outcome| Operation {
+            id,
+            user: user.clone(),
+            shard,
+            client_ref: client_ref.clone(),
+            node,
+            invoked_ms,
+            completed_ms: started.elapsed().as_millis() as u64,
+            outcome,
+        };
         if let Some(target) = settings.outbound_target.as_deref().filter(|_| id % 10 == 9) {
             let (node, outcome) = enqueue(&agent, &nodes, &user, &client_ref, target);
             history.outbound.push(record(node, outcome));
@@ -158,19 +168,28 @@ fn run_worker(worker: u64, settings: &WorkloadSettings, started: Instant, stop: 
 
 /// One append: the first node that accepts the connection decides the outcome.
 fn append(agent: &ureq::Agent, nodes: &[(u64, String)], user: &str, client_ref: &str) -> (u64, Outcome) {
-    let body = serde_json::json!({ "kind": "sms", "body": format!("drill message {client_ref}"), "client_ref": client_ref });
+    let body =
+        serde_json::json!({ "kind": "sms", "body": format!("drill message {client_ref}"), "client_ref": client_ref });
     post(agent, nodes, &format!("/api/v1/users/{user}/messages"), &body, None, "uid")
 }
 
 /// Queues an outbound webhook whose payload is the reference, keyed by it.
 fn enqueue(agent: &ureq::Agent, nodes: &[(u64, String)], user: &str, client_ref: &str, target: &str) -> (u64, Outcome) {
-    let body = serde_json::json!({ "channel": "webhook", "target": target, "body": client_ref, "content_type": "text/plain" });
+    let body =
+        serde_json::json!({ "channel": "webhook", "target": target, "body": client_ref, "content_type": "text/plain" });
     post(agent, nodes, &format!("/api/v1/users/{user}/outbound"), &body, Some(client_ref), "seq")
 }
 
 /// A POST to the first node that accepts the connection; its answer is the outcome, with
 /// the number in the `id_field` of a 2xx's body (201 for a message, 202 for an item queued).
-fn post(agent: &ureq::Agent, nodes: &[(u64, String)], path: &str, body: &Value, idempotency_key: Option<&str>, id_field: &str) -> (u64, Outcome) {
+fn post(
+    agent: &ureq::Agent,
+    nodes: &[(u64, String)],
+    path: &str,
+    body: &Value,
+    idempotency_key: Option<&str>,
+    id_field: &str,
+) -> (u64, Outcome) {
     for (node, base) in nodes {
         let mut request = agent.post(&format!("{base}{path}"));
         if let Some(key) = idempotency_key {
@@ -178,10 +197,12 @@ fn post(agent: &ureq::Agent, nodes: &[(u64, String)], path: &str, body: &Value, 
         }
         let response = request.send_json(body.clone());
         let outcome = match response {
-            Ok(r) if r.status() == 201 || r.status() == 202 => match r.into_json::<Value>().ok().and_then(|v| v[id_field].as_u64()) {
-                Some(uid) => Outcome::Ok { uid },
-                None => Outcome::Unknown { reason: format!("201 without a {id_field}") },
-            },
+            Ok(r) if r.status() == 201 || r.status() == 202 => {
+                match r.into_json::<Value>().ok().and_then(|v| v[id_field].as_u64()) {
+                    Some(uid) => Outcome::Ok { uid },
+                    None => Outcome::Unknown { reason: format!("201 without a {id_field}") },
+                }
+            }
             Ok(r) => Outcome::Unknown { reason: format!("HTTP {}", r.status()) },
             // 503 after internal retries: the proposal may still commit later.
             Err(ureq::Error::Status(code, _)) if code >= 500 => Outcome::Unknown { reason: format!("HTTP {code}") },
@@ -196,7 +217,12 @@ fn post(agent: &ureq::Agent, nodes: &[(u64, String)], path: &str, body: &Value, 
 
 /// One message over SMTP, on the worker's open connection if it has one, else on a new
 /// connection to the first node that accepts one. A connection that fails is dropped.
-fn send_mail(connection: &mut Option<SmtpClient>, nodes: &[(u64, String)], user: &str, client_ref: &str) -> (u64, Outcome) {
+fn send_mail(
+    connection: &mut Option<SmtpClient>,
+    nodes: &[(u64, String)],
+    user: &str,
+    client_ref: &str,
+) -> (u64, Outcome) {
     if connection.is_none() {
         *connection = nodes.iter().find_map(|(node, address)| SmtpClient::connect(*node, address).ok());
     }
@@ -204,7 +230,8 @@ fn send_mail(connection: &mut Option<SmtpClient>, nodes: &[(u64, String)], user:
         return (0, Outcome::Failed { reason: "no node accepted an SMTP connection".into() });
     };
     let node = client.node();
-    let message = format!("X-UMS-Drill-Ref: {client_ref}\r\nSubject: drill {client_ref}\r\n\r\ndrill message {client_ref}\r\n");
+    let message =
+        format!("X-UMS-Drill-Ref: {client_ref}\r\nSubject: drill {client_ref}\r\n\r\ndrill message {client_ref}\r\n");
     let outcome = client.send("drill@chaos.example", user, &message);
     if !matches!(outcome, Outcome::Accepted) {
         *connection = None;

@@ -25,19 +25,11 @@ pub struct Command {
 
 impl Command {
     pub fn new(client_id: u64, request_id: u64, payload: Vec<u8>) -> Self {
-        Self {
-            client_id,
-            request_id,
-            payload,
-            compact_log_to: 0,
-        }
+        Self { client_id, request_id, payload, compact_log_to: 0 }
     }
 
     /// The leader's request to compact every replica's log up to `index`.
     pub fn compact_log(index: u64) -> Self {
-        Self {
-            compact_log_to: index,
-            ..Self::default()
-        }
+        Self { compact_log_to: index, ..Self::default() }
     }
 }

@@ -65,12 +65,7 @@ mod tests {
     use super::*;
 
     fn config() -> RaftConfig {
-        RaftConfig {
-            compact_every: 100,
-            compact_threshold: 1_000,
-            compact_keep: 50,
-            ..RaftConfig::default()
-        }
+        RaftConfig { compact_every: 100, compact_threshold: 1_000, compact_keep: 50, ..RaftConfig::default() }
     }
 
     fn at(truncated: u64, applied: u64) -> LogPosition {

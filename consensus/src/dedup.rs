@@ -10,8 +10,8 @@
 use prost::Message;
 use storage::{Cf, KvRead, WriteBatch, keys};
 
-use crate::state_machine::ApplyBatch;
 use crate::GroupId;
+use crate::state_machine::ApplyBatch;
 
 /// First byte of dedup keys inside a group's data range.
 pub const DEDUP_PREFIX: u8 = 0x00;
@@ -64,10 +64,7 @@ pub(crate) fn record(
     index: u64,
     response: &[u8],
 ) {
-    let record = DedupRecord {
-        index,
-        response: response.to_vec(),
-    };
+    let record = DedupRecord { index, response: response.to_vec() };
     staged.put(Cf::Data, dedup_key(group, client_id, request_id), record.encode_to_vec());
 }
 
@@ -112,7 +109,11 @@ mod tests {
         let staged = ApplyBatch::default();
         assert_eq!(lookup(&staged, &engine, 3, (7, 2), 300, window).unwrap(), Some(b"second".to_vec()));
         assert_eq!(lookup(&staged, &engine, 4, (7, 2), 300, window).unwrap(), None, "other group");
-        assert_eq!(lookup(&staged, &engine, 3, (7, 1), 1_100, window).unwrap(), None, "outside the window, collected or not");
+        assert_eq!(
+            lookup(&staged, &engine, 3, (7, 1), 1_100, window).unwrap(),
+            None,
+            "outside the window, collected or not"
+        );
 
         let mut batch = WriteBatch::new();
         assert_eq!(collect_garbage(&engine, 3, 150, &mut batch).unwrap(), 1);

@@ -72,7 +72,8 @@ mod tests {
         let led_by_2 = (0..64u64).filter(|g| g % 3 == 1);
         let mut successors = std::collections::BTreeMap::<NodeId, usize>::new();
         for group in led_by_2 {
-            let first = [1, 3].into_iter().min_by_key(|&me| follower_timeout(group, &voters, 2, me, 10, 15).unwrap()).unwrap();
+            let first =
+                [1, 3].into_iter().min_by_key(|&me| follower_timeout(group, &voters, 2, me, 10, 15).unwrap()).unwrap();
             *successors.entry(first).or_default() += 1;
         }
         let (one, three) = (successors[&1], successors[&3]);

@@ -85,10 +85,7 @@ impl Group {
 
     pub(crate) fn not_leader(&self) -> ProposeError {
         let leader = self.raw.raft.leader_id;
-        ProposeError::NotLeader {
-            group: self.id,
-            leader: (leader != raft::INVALID_ID).then_some(leader),
-        }
+        ProposeError::NotLeader { group: self.id, leader: (leader != raft::INVALID_ID).then_some(leader) }
     }
 
     /// Called when raft-rs reports a new role or leader. A replica that stops leading

@@ -41,12 +41,7 @@ pub type ReadCallback = Box<dyn FnOnce(std::result::Result<(), ProposeError>) + 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// This replica's role or its view of the leader changed.
-    RoleChanged {
-        group: GroupId,
-        role: StateRole,
-        leader: Option<NodeId>,
-        term: u64,
-    },
+    RoleChanged { group: GroupId, role: StateRole, leader: Option<NodeId>, term: u64 },
     /// A conf change removed this node from the group; its data is deleted.
     GroupRemoved { group: GroupId },
 }
@@ -106,10 +101,7 @@ impl<M: StateMachine> MultiRaft<M> {
         if self.groups.contains_key(&group) || GroupStorage::exists(&self.engine, group)? {
             return Err(Error::GroupExists(group));
         }
-        let conf_state = ConfState {
-            voters: voters.to_vec(),
-            ..Default::default()
-        };
+        let conf_state = ConfState { voters: voters.to_vec(), ..Default::default() };
         let mut batch = WriteBatch::new();
         GroupStorage::bootstrap(group, &conf_state, &mut batch);
         self.engine.write(&batch, true)?;
@@ -121,10 +113,7 @@ impl<M: StateMachine> MultiRaft<M> {
         let apply_state = storage.apply_state()?;
         let raft_config = self.config.raft_config(self.node_id, apply_state.applied_index);
         let raw = RawNode::new(&raft_config, storage, &self.logger)?;
-        self.groups.insert(
-            group,
-            Group::new(group, raw, apply_state.applied_index, apply_state.applied_term),
-        );
+        self.groups.insert(group, Group::new(group, raw, apply_state.applied_index, apply_state.applied_term));
         Ok(())
     }
 
@@ -166,11 +155,8 @@ impl<M: StateMachine> MultiRaft<M> {
         let g = self.groups.get(&group)?;
         let raft = &g.raw.raft;
         let conf = raft.prs().conf();
-        let progress = if g.is_leader() {
-            raft.prs().iter().map(|(id, pr)| (*id, pr.matched)).collect()
-        } else {
-            BTreeMap::new()
-        };
+        let progress =
+            if g.is_leader() { raft.prs().iter().map(|(id, pr)| (*id, pr.matched)).collect() } else { BTreeMap::new() };
         Some(GroupStatus {
             group,
             role: raft.state,
@@ -217,7 +203,10 @@ impl<M: StateMachine> MultiRaft<M> {
     /// then catches up by snapshot; stale messages for a removed group are ignored.
     pub fn step(&mut self, group: GroupId, message: Message) -> Result<()> {
         if !self.groups.contains_key(&group) {
-            if !creates_replica(&message) || message.to != self.node_id || GroupStorage::is_tombstone(&self.engine, group)? {
+            if !creates_replica(&message)
+                || message.to != self.node_id
+                || GroupStorage::is_tombstone(&self.engine, group)?
+            {
                 debug!(shard = group, node = self.node_id, "message for unknown group ignored");
                 return Ok(());
             }
@@ -294,12 +283,7 @@ impl<M: StateMachine> MultiRaft<M> {
         let id = self.next_read_id;
         self.next_read_id += 1;
         g.raw.read_index(id.to_be_bytes().to_vec());
-        g.reads.push_back(PendingRead {
-            id,
-            index: None,
-            callback,
-            ticks: 0,
-        });
+        g.reads.push_back(PendingRead { id, index: None, callback, ticks: 0 });
     }
 
     /// Asks the leader of `group` (this node) to hand leadership to `to`.
@@ -366,12 +350,7 @@ impl<M: StateMachine> MultiRaft<M> {
                         metrics::counter!("ums_leader_changes_total").increment(1);
                     }
                     g.on_soft_state(role, leader, &mut done);
-                    self.events.push(Event::RoleChanged {
-                        group: id,
-                        role,
-                        leader,
-                        term: g.raw.raft.term,
-                    });
+                    self.events.push(Event::RoleChanged { group: id, role, leader, term: g.raw.raft.term });
                 }
             }
             outbox.add(id, ready.take_messages());
@@ -471,10 +450,7 @@ impl<M: StateMachine> MultiRaft<M> {
 /// Messages a leader sends to members; only these may create a replica.
 fn creates_replica(message: &Message) -> bool {
     use raft::eraftpb::MessageType::*;
-    matches!(
-        message.msg_type(),
-        MsgAppend | MsgHeartbeat | MsgSnapshot
-    )
+    matches!(message.msg_type(), MsgAppend | MsgHeartbeat | MsgSnapshot)
 }
 
 /// Applies one group's committed entries into `staged` and resolves their proposals.
@@ -540,13 +516,7 @@ fn apply_entries<M: StateMachine>(
 }
 
 fn decode_error(group: GroupId) -> impl Fn(prost::DecodeError) -> Error {
-    move |e| {
-        Error::Storage(storage::Error::Corrupt {
-            group,
-            what: "committed entry",
-            detail: e.to_string(),
-        })
-    }
+    move |e| Error::Storage(storage::Error::Corrupt { group, what: "committed entry", detail: e.to_string() })
 }
 
 /// Applies a normal entry: a client command, unless that request was applied before.
@@ -563,17 +533,16 @@ fn apply_command<M: StateMachine>(
     if deduplicated {
         let request = (command.client_id, command.request_id);
         if let Some(response) = dedup::lookup(staged, engine, group, request, entry.index, dedup_window)? {
-            debug!(shard = group, client = command.client_id, request = command.request_id, "replayed request not applied again");
+            debug!(
+                shard = group,
+                client = command.client_id,
+                request = command.request_id,
+                "replayed request not applied again"
+            );
             return Ok(response);
         }
     }
-    let mut ctx = ApplyContext {
-        group,
-        index: entry.index,
-        term: entry.term,
-        engine,
-        staged,
-    };
+    let mut ctx = ApplyContext { group, index: entry.index, term: entry.term, engine, staged };
     let response = state_machine.apply(&mut ctx, &command.payload);
     if deduplicated {
         dedup::record(staged, group, command.client_id, command.request_id, entry.index, &response);
@@ -622,10 +591,7 @@ fn order_successors(config: &RaftConfig, g: &mut Group, me: NodeId) {
 
 /// Where the group's log starts and how far it is applied here.
 fn log_position(g: &Group) -> LogPosition {
-    LogPosition {
-        truncated: g.raw.store().truncated().index,
-        applied: g.applied_index,
-    }
+    LogPosition { truncated: g.raw.store().truncated().index, applied: g.applied_index }
 }
 
 /// As leader: proposes compacting every replica's log (see [`crate::compaction`]). No
@@ -642,7 +608,12 @@ fn propose_compaction(config: &RaftConfig, g: &mut Group) {
 
 /// Compacts the log as the leader asked or the local limit demands, and now and then
 /// forgets dedup records older than the window.
-fn maybe_compact(config: &RaftConfig, g: &mut Group, engine: &dyn storage::KvRead, batch: &mut WriteBatch) -> Result<()> {
+fn maybe_compact(
+    config: &RaftConfig,
+    g: &mut Group,
+    engine: &dyn storage::KvRead,
+    batch: &mut WriteBatch,
+) -> Result<()> {
     let log = log_position(g);
     let Some(target) = compaction::replica_target(config, log, g.compact_requested) else {
         return Ok(());

@@ -157,8 +157,5 @@ impl ApplyContext<'_> {
 }
 
 fn assert_state_machine_cf(cf: Cf) {
-    assert!(
-        Cf::STATE_MACHINE.contains(&cf),
-        "state machines may only use the data and blob families, not {cf:?}"
-    );
+    assert!(Cf::STATE_MACHINE.contains(&cf), "state machines may only use the data and blob families, not {cf:?}");
 }

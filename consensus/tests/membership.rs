@@ -6,8 +6,8 @@
 use consensus::sim::sequence::position_of;
 use consensus::sim::{SimCluster, SimOptions};
 use consensus::{Command, GroupId, NodeId, ProposeError};
-use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
 use raft::StateRole;
+use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
 
 const GROUP: GroupId = 1;
 const LIMIT_MS: u64 = 5_000;
@@ -149,10 +149,19 @@ fn a_read_on_a_brand_new_leader_is_refused_or_served_never_lost() {
     let next = cluster.replicas(GROUP).iter().copied().find(|&n| n != old).unwrap();
     assert!(cluster.run_until(LIMIT_MS, |c| caught_up(c, next)));
     cluster.node_mut(old).unwrap().transfer_leader(GROUP, next).unwrap();
-    assert!(cluster.run_until(LIMIT_MS, |c| c.node(next).unwrap().status(GROUP).is_some_and(|s| s.role == StateRole::Leader)));
+    assert!(
+        cluster.run_until(LIMIT_MS, |c| c
+            .node(next)
+            .unwrap()
+            .status(GROUP)
+            .is_some_and(|s| s.role == StateRole::Leader))
+    );
     // At once, before the new term's first entry can have committed.
     let first = cluster.call(next, 200, |raft, done| raft.read_index(GROUP, done));
-    assert!(matches!(first, Some(Ok(())) | Some(Err(ProposeError::Dropped { .. }))), "answered, not dropped: {first:?}");
+    assert!(
+        matches!(first, Some(Ok(())) | Some(Err(ProposeError::Dropped { .. }))),
+        "answered, not dropped: {first:?}"
+    );
     let mut served = first == Some(Ok(()));
     for _ in 0..20 {
         if served {
@@ -177,7 +186,10 @@ fn the_leader_compacts_every_log_to_what_all_members_hold_and_waits_for_a_member
         write(&mut cluster, id);
     }
     let all_compacted = |c: &SimCluster| [1, 2, 3].iter().all(|&n| first_index(c, n) > 16);
-    assert!(cluster.run_until(LIMIT_MS, all_compacted), "30 entries on every member, below the forced threshold, yet no compaction");
+    assert!(
+        cluster.run_until(LIMIT_MS, all_compacted),
+        "30 entries on every member, below the forced threshold, yet no compaction"
+    );
 
     // A member goes down: the others keep what it lacks, until the forced threshold.
     let leader = wait_for_leader(&mut cluster);

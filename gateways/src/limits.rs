@@ -217,7 +217,8 @@ mod tests {
 
     #[test]
     fn failed_logins_throttle_the_account_and_the_ip_for_a_window() {
-        let throttle = LoginThrottle::new(LoginLimits { max_failures_per_ip: 5, max_failures_per_account: 3, window_secs: 60 });
+        let throttle =
+            LoginThrottle::new(LoginLimits { max_failures_per_ip: 5, max_failures_per_account: 3, window_secs: 60 });
         let now = Instant::now();
         for _ in 0..3 {
             assert!(throttle.allows(ip(1), "Alice@x", now));
@@ -235,7 +236,8 @@ mod tests {
 
     #[test]
     fn success_clears_the_account() {
-        let throttle = LoginThrottle::new(LoginLimits { max_failures_per_ip: 50, max_failures_per_account: 2, window_secs: 60 });
+        let throttle =
+            LoginThrottle::new(LoginLimits { max_failures_per_ip: 50, max_failures_per_account: 2, window_secs: 60 });
         let now = Instant::now();
         throttle.record_failure(ip(1), "a@x", now);
         throttle.record_success(ip(1), "a@x");

@@ -22,8 +22,13 @@ pub fn refusal_text(refusal: Refusal) -> &'static str {
 
 /// Accepts connections forever: `serve` runs for each admitted one (its slot is freed
 /// when it returns); a refused client gets `refusal_line` and is closed.
-pub async fn accept_loop<S, F, R>(listener: TcpListener, limits: ConnectionLimits, protocol: &'static str, refusal_line: R, serve: S)
-where
+pub async fn accept_loop<S, F, R>(
+    listener: TcpListener,
+    limits: ConnectionLimits,
+    protocol: &'static str,
+    refusal_line: R,
+    serve: S,
+) where
     S: Fn(TcpStream, SocketAddr) -> F,
     F: Future<Output = ()> + Send + 'static,
     R: Fn(Refusal) -> Vec<u8>,

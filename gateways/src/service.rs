@@ -152,7 +152,13 @@ pub trait MailService: Send + Sync + 'static {
     async fn rename_mailbox(&self, user_id: &str, from: &str, to: &str) -> Result<(), ServiceError>;
     async fn subscribe(&self, user_id: &str, mailbox: &str, subscribed: bool) -> Result<(), ServiceError>;
     /// Messages of a mailbox in UID order: all, or only `uids`; with bodies if asked.
-    async fn messages(&self, user_id: &str, mailbox: &str, uids: Option<&[u32]>, bodies: bool) -> Result<Vec<MessageInfo>, ServiceError>;
+    async fn messages(
+        &self,
+        user_id: &str,
+        mailbox: &str,
+        uids: Option<&[u32]>,
+        bodies: bool,
+    ) -> Result<Vec<MessageInfo>, ServiceError>;
     async fn store_flags(
         &self,
         user_id: &str,
@@ -164,5 +170,12 @@ pub trait MailService: Send + Sync + 'static {
     ) -> Result<FlagsStored, ServiceError>;
     /// Removes messages flagged \Deleted (among `uids`, or all); returns their UIDs.
     async fn expunge(&self, user_id: &str, mailbox: &str, uids: Option<&[u32]>) -> Result<Vec<u32>, ServiceError>;
-    async fn copy_messages(&self, user_id: &str, from: &str, to: &str, uids: &[u32], remove: bool) -> Result<Copied, ServiceError>;
+    async fn copy_messages(
+        &self,
+        user_id: &str,
+        from: &str,
+        to: &str,
+        uids: &[u32],
+        remove: bool,
+    ) -> Result<Copied, ServiceError>;
 }

@@ -20,7 +20,8 @@ pub enum TlsError {
 
 /// A TLS acceptor for the certificate chain and private key in these PEM files.
 pub fn acceptor(cert_path: &Path, key_path: &Path) -> Result<TlsAcceptor, TlsError> {
-    let read = |path: &Path| std::fs::read(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source });
+    let read =
+        |path: &Path| std::fs::read(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source });
     let invalid = |path: &Path, message: String| TlsError::Invalid { path: path.display().to_string(), message };
     let cert_pem = read(cert_path)?;
     let key_pem = read(key_path)?;
@@ -45,7 +46,11 @@ pub fn acceptor(cert_path: &Path, key_path: &Path) -> Result<TlsAcceptor, TlsErr
 
 /// The server side of a STARTTLS handshake, bounded in time; `None` (logged) if the
 /// client fails it.
-pub async fn upgrade(acceptor: &TlsAcceptor, plain: tokio::net::TcpStream, peer: std::net::SocketAddr) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+pub async fn upgrade(
+    acceptor: &TlsAcceptor,
+    plain: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
     match tokio::time::timeout(std::time::Duration::from_secs(30), acceptor.accept(plain)).await {
         Ok(Ok(encrypted)) => Some(encrypted),
         Ok(Err(e)) => {
@@ -65,10 +70,12 @@ pub fn ensure_self_signed(cert_path: &Path, key_path: &Path, names: &[String]) -
     if cert_path.exists() && key_path.exists() {
         return Ok(());
     }
-    let generated = rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| TlsError::Generate(e.to_string()))?;
+    let generated =
+        rcgen::generate_simple_self_signed(names.to_vec()).map_err(|e| TlsError::Generate(e.to_string()))?;
     let write = |path: &Path, text: String| {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| TlsError::Read { path: dir.display().to_string(), source })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|source| TlsError::Read { path: dir.display().to_string(), source })?;
         }
         std::fs::write(path, text).map_err(|source| TlsError::Read { path: path.display().to_string(), source })
     };

@@ -16,7 +16,9 @@ pub fn post_with_retry(url: &str, body: &Value) -> anyhow::Result<Value> {
             Err(ureq::Error::Status(503, _)) | Err(ureq::Error::Transport(_)) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(200));
             }
-            Err(ureq::Error::Status(code, response)) => bail!("{url}: HTTP {code}: {}", response.into_string().unwrap_or_default()),
+            Err(ureq::Error::Status(code, response)) => {
+                bail!("{url}: HTTP {code}: {}", response.into_string().unwrap_or_default())
+            }
             Err(e) => bail!("{url}: {e}"),
         }
     }

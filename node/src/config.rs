@@ -214,7 +214,8 @@ impl NodeConfig {
 
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        let config: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let config: NodeConfig =
+            toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
         config.validate()?;
         Ok(config)
     }
@@ -237,7 +238,11 @@ impl NodeConfig {
             return invalid(format!("shards must be 1..=4096, not {}", self.shards));
         }
         if self.replicas == 0 || self.replicas > self.members.len() {
-            return invalid(format!("replicas ({}) must be between 1 and the number of members ({})", self.replicas, self.members.len()));
+            return invalid(format!(
+                "replicas ({}) must be between 1 and the number of members ({})",
+                self.replicas,
+                self.members.len()
+            ));
         }
         if self.raft.election_tick <= self.raft.heartbeat_tick || self.raft.tick_ms == 0 {
             return invalid("raft: election_tick must exceed heartbeat_tick and tick_ms must be positive".into());
@@ -247,7 +252,10 @@ impl NodeConfig {
         }
         let raft = &self.raft;
         // compact_every 1 would compact for the compaction entries themselves, forever.
-        if raft.compact_every < 2 || raft.compact_every >= raft.compact_threshold || raft.compact_keep >= raft.compact_threshold {
+        if raft.compact_every < 2
+            || raft.compact_every >= raft.compact_threshold
+            || raft.compact_keep >= raft.compact_threshold
+        {
             return invalid(format!(
                 "raft: need 2 <= compact_every ({}) < compact_threshold ({}) and compact_keep ({}) < compact_threshold",
                 raft.compact_every, raft.compact_threshold, raft.compact_keep
@@ -293,14 +301,7 @@ pub fn dev_ports(node: NodeId) -> DevPorts {
 /// Ports of node `n` when the cluster's port blocks start at `base` (node n: base + 100n).
 pub fn ports_in_block(base: u16, node: NodeId) -> DevPorts {
     let base = base + 100 * node as u16;
-    DevPorts {
-        peer: base,
-        smtp: base + 25,
-        submission: base + 87,
-        imap: base + 43,
-        smpp: base + 75,
-        http: base + 80,
-    }
+    DevPorts { peer: base, smtp: base + 25, submission: base + 87, imap: base + 43, smpp: base + 75, http: base + 80 }
 }
 
 #[cfg(test)]

@@ -58,12 +58,24 @@ pub fn local_config(base: u16, id: NodeId, nodes: usize, data: &Path, cluster_id
         tls_key: Some(key.clone()),
         ..SmtpSettings::default()
     };
-    let imap = ImapSettings { listen: Some(([127, 0, 0, 1], ports.imap).into()), tls_cert: Some(cert), tls_key: Some(key), ..ImapSettings::default() };
+    let imap = ImapSettings {
+        listen: Some(([127, 0, 0, 1], ports.imap).into()),
+        tls_cert: Some(cert),
+        tls_key: Some(key),
+        ..ImapSettings::default()
+    };
     // The nodes share this machine: more busy threads than cores only adds switching
     // (about 10 % more CPU per append in ums-bench with two HTTP workers per node on 2
     // cores).
     let threads = ThreadSettings::share_of_machine(nodes);
-    NodeConfig { replicas: nodes.min(3), debug_faults: true, smtp, imap, threads, ..NodeConfig::new(&me, cluster_id, data.join(format!("node-{id}")), members) }
+    NodeConfig {
+        replicas: nodes.min(3),
+        debug_faults: true,
+        smtp,
+        imap,
+        threads,
+        ..NodeConfig::new(&me, cluster_id, data.join(format!("node-{id}")), members)
+    }
 }
 
 /// Where a local cluster under `data` keeps its self-signed TLS certificate and key.
@@ -96,7 +108,10 @@ pub fn run(nodes: usize, data: &Path, insecure_auth: bool) -> anyhow::Result<()>
     let cluster_id = read_or_create(&data.join("cluster-id"), || format!("dev-{:016x}", rand::random::<u64>()))?;
     let recorded = read_or_create(&data.join("nodes"), || nodes.to_string())?;
     if recorded != nodes.to_string() {
-        bail!("{} holds a {recorded}-node cluster; run with --nodes {recorded}, or use another --data directory", data.display());
+        bail!(
+            "{} holds a {recorded}-node cluster; run with --nodes {recorded}, or use another --data directory",
+            data.display()
+        );
     }
     let exe = std::env::current_exe().context("locating the umsd executable")?;
 
@@ -158,7 +173,11 @@ fn wait_until_ready(nodes: usize, children: &mut [(NodeId, Child, PathBuf)], sto
             }
             for (child_id, child, log) in children.iter_mut() {
                 if let Some(status) = child.try_wait()? {
-                    bail!("node {child_id} exited during start-up ({status}); its log is {}:\n{}", log.display(), tail(log, 20));
+                    bail!(
+                        "node {child_id} exited during start-up ({status}); its log is {}:\n{}",
+                        log.display(),
+                        tail(log, 20)
+                    );
                 }
             }
             if ureq::get(&format!("{}/health", http_base(id))).timeout(Duration::from_secs(1)).call().is_ok() {
@@ -211,9 +230,13 @@ fn print_endpoints(nodes: usize, data: &Path, cluster_id: &str) {
     }
     let (email, password, msisdn) = demo_user(1);
     println!("\ndemo users: user1..user{DEMO_USERS}@{DEMO_DOMAIN}, e.g. {email} / {password} / {msisdn}");
-    println!("try: curl -s -XPOST -H 'content-type: application/json' -d '{{\"kind\":\"sms\",\"body\":\"hello\"}}' http://127.0.0.1:7180/api/v1/users/{email}/messages");
+    println!(
+        "try: curl -s -XPOST -H 'content-type: application/json' -d '{{\"kind\":\"sms\",\"body\":\"hello\"}}' http://127.0.0.1:7180/api/v1/users/{email}/messages"
+    );
     println!("send mail: swaks --server 127.0.0.1:7125 --to {email} --from citizen@example.org");
-    println!("submit mail: swaks --server 127.0.0.1:7187 --tls --auth PLAIN --auth-user {email} --auth-password {password} --from {email} --to someone@example.org");
+    println!(
+        "submit mail: swaks --server 127.0.0.1:7187 --tls --auth PLAIN --auth-user {email} --auth-password {password} --from {email} --to someone@example.org"
+    );
     println!("STARTTLS uses the self-signed certificate {}/tls/cert.pem.", data.display());
     println!("logs: {}/node-N/umsd.log; Ctrl-C stops the cluster.", data.display());
 }
@@ -222,7 +245,9 @@ fn supervise(children: &mut [(NodeId, Child, PathBuf)], stop: &AtomicBool) {
     let mut reported = vec![false; children.len()];
     while !stop.load(Ordering::SeqCst) {
         for (i, (id, child, log)) in children.iter_mut().enumerate() {
-            if !reported[i] && let Ok(Some(status)) = child.try_wait() {
+            if !reported[i]
+                && let Ok(Some(status)) = child.try_wait()
+            {
                 eprintln!("node {id} exited ({status}); see {}", log.display());
                 reported[i] = true;
             }
@@ -249,7 +274,11 @@ pub fn umsd_processes() -> Vec<(u32, PathBuf)> {
         if !args.first().is_some_and(|a| a.ends_with(b"umsd")) {
             continue;
         }
-        let Some(config) = args.windows(2).find(|w| w[0] == b"--config").map(|w| PathBuf::from(String::from_utf8_lossy(w[1]).into_owned())) else {
+        let Some(config) = args
+            .windows(2)
+            .find(|w| w[0] == b"--config")
+            .map(|w| PathBuf::from(String::from_utf8_lossy(w[1]).into_owned()))
+        else {
             continue;
         };
         let config = if config.is_relative() { PathBuf::from(format!("/proc/{pid}/cwd")).join(config) } else { config };

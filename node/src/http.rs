@@ -108,10 +108,18 @@ async fn cluster(state: State) -> HttpResponse {
             first_index: s.first_index,
             voters: s.voters,
             learners: s.learners,
-            replica_lag: s.progress.iter().map(|(&node, &matched)| (node, s.last_index.saturating_sub(matched))).collect(),
+            replica_lag: s
+                .progress
+                .iter()
+                .map(|(&node, &matched)| (node, s.last_index.saturating_sub(matched)))
+                .collect(),
         })
         .collect();
-    let nodes: Vec<_> = state.members.iter().map(|m| json!({ "id": m.id, "peer": m.peer.to_string(), "http": m.http.to_string() })).collect();
+    let nodes: Vec<_> = state
+        .members
+        .iter()
+        .map(|m| json!({ "id": m.id, "peer": m.peer.to_string(), "http": m.http.to_string() }))
+        .collect();
     HttpResponse::Ok().json(json!({
         "node": state.service.node_id(),
         "nodes": nodes,
@@ -240,8 +248,18 @@ struct AppendQuery {
 }
 
 /// JSON (`{"kind": "sms", "body": "..."}`) or any other content type as the raw message.
-async fn append_message(state: State, request: HttpRequest, address: web::Path<String>, query: web::Query<AppendQuery>, payload: web::Bytes) -> HttpResponse {
-    let is_json = request.headers().get("content-type").and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("application/json"));
+async fn append_message(
+    state: State,
+    request: HttpRequest,
+    address: web::Path<String>,
+    query: web::Query<AppendQuery>,
+    payload: web::Bytes,
+) -> HttpResponse {
+    let is_json = request
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
     let (kind, mailbox, raw, client_ref) = if is_json {
         let body: MessageBody = match serde_json::from_slice(&payload) {
             Ok(body) => body,
@@ -258,7 +276,12 @@ async fn append_message(state: State, request: HttpRequest, address: web::Path<S
         (body.kind, body.mailbox.unwrap_or_else(|| "INBOX".into()), raw, body.client_ref)
     } else {
         let query = query.into_inner();
-        (query.kind.unwrap_or_else(default_kind), query.mailbox.unwrap_or_else(|| "INBOX".into()), payload.to_vec(), query.client_ref.unwrap_or_default())
+        (
+            query.kind.unwrap_or_else(default_kind),
+            query.mailbox.unwrap_or_else(|| "INBOX".into()),
+            payload.to_vec(),
+            query.client_ref.unwrap_or_default(),
+        )
     };
     if !KINDS.contains(&kind.as_str()) {
         return bad_request(format!("unknown kind '{kind}'; use one of {}", KINDS.join(", ")));
@@ -274,7 +297,9 @@ async fn append_message(state: State, request: HttpRequest, address: web::Path<S
         Ok((shard, delivered)) => {
             let mut response = HttpResponse::Created();
             // A hint for clients that want to skip the forwarding hop next time.
-            if let Some(leader) = state.service.raft().leader(shard).and_then(|l| state.members.iter().find(|m| m.id == l)) {
+            if let Some(leader) =
+                state.service.raft().leader(shard).and_then(|l| state.members.iter().find(|m| m.id == l))
+            {
                 response.insert_header(("X-UMS-Shard-Leader", leader.http.to_string()));
             }
             response.json(json!({
@@ -379,7 +404,12 @@ fn outbound_view(item: &OutboundItem) -> serde_json::Value {
     })
 }
 
-async fn enqueue_outbound(state: State, request: HttpRequest, address: web::Path<String>, body: web::Json<OutboundBody>) -> HttpResponse {
+async fn enqueue_outbound(
+    state: State,
+    request: HttpRequest,
+    address: web::Path<String>,
+    body: web::Json<OutboundBody>,
+) -> HttpResponse {
     let body = body.into_inner();
     let key = match idempotency_key(&request) {
         Ok(key) => key,
@@ -411,7 +441,9 @@ async fn enqueue_outbound(state: State, request: HttpRequest, address: web::Path
 
 async fn list_outbound(state: State, address: web::Path<String>) -> HttpResponse {
     match state.service.list_outbound(&address).await {
-        Ok(items) => HttpResponse::Ok().json(json!({ "outbound": items.iter().map(outbound_view).collect::<Vec<_>>() })),
+        Ok(items) => {
+            HttpResponse::Ok().json(json!({ "outbound": items.iter().map(outbound_view).collect::<Vec<_>>() }))
+        }
         Err(e) => error_response(&e),
     }
 }
@@ -462,7 +494,9 @@ fn faults_json(debug: &DebugFaults) -> HttpResponse {
 }
 
 fn debug_off() -> HttpResponse {
-    error_response(&ServiceError::NotFound("debug faults are off on this node (debug_faults = true in node.toml; never in production)".into()))
+    error_response(&ServiceError::NotFound(
+        "debug faults are off on this node (debug_faults = true in node.toml; never in production)".into(),
+    ))
 }
 
 async fn get_debug_faults(state: State) -> HttpResponse {
@@ -489,11 +523,15 @@ async fn set_debug_faults(state: State, body: web::Json<FaultsBody>) -> HttpResp
 }
 
 async fn method_not_allowed() -> HttpResponse {
-    HttpResponse::MethodNotAllowed().insert_header(("Allow", "GET, POST")).json(json!({ "error": "use GET or POST on this endpoint" }))
+    HttpResponse::MethodNotAllowed()
+        .insert_header(("Allow", "GET, POST"))
+        .json(json!({ "error": "use GET or POST on this endpoint" }))
 }
 
 async fn not_found() -> HttpResponse {
-    error_response(&ServiceError::NotFound("no such endpoint; see GET /api/v1/cluster, /api/v1/users/{address}, /health, /metrics".into()))
+    error_response(&ServiceError::NotFound(
+        "no such endpoint; see GET /api/v1/cluster, /api/v1/users/{address}, /health, /metrics".into(),
+    ))
 }
 
 /// Serves the API until the server is stopped (SIGINT/SIGTERM stop it gracefully).

@@ -3,12 +3,13 @@
 
 use async_trait::async_trait;
 use gateways::service::{
-    Account, Copied, Delivery, FlagChange, FlagsStored, MailService, MailboxState, MessageInfo, Relay, ServiceError, Stored,
+    Account, Copied, Delivery, FlagChange, FlagsStored, MailService, MailboxState, MessageInfo, Relay, ServiceError,
+    Stored,
 };
 
 use crate::proto::state::{
-    CopyMessages, CreateMailbox, Deliver, DeleteMailbox, Expunge, GetMailbox, ListMailboxes, ListMessages, Mailbox, MessageMeta,
-    OutboundItem, RenameMailbox, StoreFlags, Subscribe, command, query, store_flags,
+    CopyMessages, CreateMailbox, DeleteMailbox, Deliver, Expunge, GetMailbox, ListMailboxes, ListMessages, Mailbox,
+    MessageMeta, OutboundItem, RenameMailbox, StoreFlags, Subscribe, command, query, store_flags,
 };
 use crate::service::{Service, now_ms, verify_password};
 
@@ -25,12 +26,23 @@ fn state_of(name: &str, mailbox: &Mailbox, unseen: u32) -> MailboxState {
 }
 
 fn info_of(meta: MessageMeta, raw: Option<Vec<u8>>) -> MessageInfo {
-    MessageInfo { uid: meta.uid, modseq: meta.modseq, flags: meta.flags, internal_date_ms: meta.internal_date_ms, size: meta.size, raw }
+    MessageInfo {
+        uid: meta.uid,
+        modseq: meta.modseq,
+        flags: meta.flags,
+        internal_date_ms: meta.internal_date_ms,
+        size: meta.size,
+        raw,
+    }
 }
 
 impl Service {
     /// Proposes a mailbox operation on the user's shard.
-    async fn on_mailboxes(&self, user_id: &str, op: command::Op) -> Result<crate::proto::state::CommandResult, ServiceError> {
+    async fn on_mailboxes(
+        &self,
+        user_id: &str,
+        op: command::Op,
+    ) -> Result<crate::proto::state::CommandResult, ServiceError> {
         self.propose(self.shard_of(user_id), op).await
     }
 }
@@ -92,8 +104,14 @@ impl MailService for Service {
     }
 
     async fn mailboxes(&self, user_id: &str) -> Result<Vec<MailboxState>, ServiceError> {
-        let result = self.query(self.shard_of(user_id), query::Q::ListMailboxes(ListMailboxes { user_id: user_id.to_string() })).await?;
-        Ok(result.mailboxes.iter().map(|m| state_of(&m.name, &m.mailbox.clone().unwrap_or_default(), m.unseen)).collect())
+        let result = self
+            .query(self.shard_of(user_id), query::Q::ListMailboxes(ListMailboxes { user_id: user_id.to_string() }))
+            .await?;
+        Ok(result
+            .mailboxes
+            .iter()
+            .map(|m| state_of(&m.name, &m.mailbox.clone().unwrap_or_default(), m.unseen))
+            .collect())
     }
 
     async fn mailbox(&self, user_id: &str, mailbox: &str, local: bool) -> Result<MailboxState, ServiceError> {
@@ -104,26 +122,42 @@ impl MailService for Service {
     }
 
     async fn create_mailbox(&self, user_id: &str, mailbox: &str) -> Result<(), ServiceError> {
-        let op = command::Op::CreateMailbox(CreateMailbox { user_id: user_id.to_string(), mailbox: mailbox.to_string() });
+        let op =
+            command::Op::CreateMailbox(CreateMailbox { user_id: user_id.to_string(), mailbox: mailbox.to_string() });
         self.on_mailboxes(user_id, op).await.map(|_| ())
     }
 
     async fn delete_mailbox(&self, user_id: &str, mailbox: &str) -> Result<(), ServiceError> {
-        let op = command::Op::DeleteMailbox(DeleteMailbox { user_id: user_id.to_string(), mailbox: mailbox.to_string() });
+        let op =
+            command::Op::DeleteMailbox(DeleteMailbox { user_id: user_id.to_string(), mailbox: mailbox.to_string() });
         self.on_mailboxes(user_id, op).await.map(|_| ())
     }
 
     async fn rename_mailbox(&self, user_id: &str, from: &str, to: &str) -> Result<(), ServiceError> {
-        let op = command::Op::RenameMailbox(RenameMailbox { user_id: user_id.to_string(), from: from.to_string(), to: to.to_string() });
+        let op = command::Op::RenameMailbox(RenameMailbox {
+            user_id: user_id.to_string(),
+            from: from.to_string(),
+            to: to.to_string(),
+        });
         self.on_mailboxes(user_id, op).await.map(|_| ())
     }
 
     async fn subscribe(&self, user_id: &str, mailbox: &str, subscribed: bool) -> Result<(), ServiceError> {
-        let op = command::Op::Subscribe(Subscribe { user_id: user_id.to_string(), mailbox: mailbox.to_string(), subscribed });
+        let op = command::Op::Subscribe(Subscribe {
+            user_id: user_id.to_string(),
+            mailbox: mailbox.to_string(),
+            subscribed,
+        });
         self.on_mailboxes(user_id, op).await.map(|_| ())
     }
 
-    async fn messages(&self, user_id: &str, mailbox: &str, uids: Option<&[u32]>, bodies: bool) -> Result<Vec<MessageInfo>, ServiceError> {
+    async fn messages(
+        &self,
+        user_id: &str,
+        mailbox: &str,
+        uids: Option<&[u32]>,
+        bodies: bool,
+    ) -> Result<Vec<MessageInfo>, ServiceError> {
         if uids.is_some_and(<[u32]>::is_empty) {
             return Ok(Vec::new());
         }
@@ -165,7 +199,10 @@ impl MailService for Service {
             unchanged_since,
         });
         let result = self.on_mailboxes(user_id, op).await?;
-        Ok(FlagsStored { messages: result.changed.into_iter().map(|m| info_of(m, None)).collect(), modified: result.modified })
+        Ok(FlagsStored {
+            messages: result.changed.into_iter().map(|m| info_of(m, None)).collect(),
+            modified: result.modified,
+        })
     }
 
     async fn expunge(&self, user_id: &str, mailbox: &str, uids: Option<&[u32]>) -> Result<Vec<u32>, ServiceError> {
@@ -178,7 +215,14 @@ impl MailService for Service {
         Ok(self.on_mailboxes(user_id, op).await?.expunged)
     }
 
-    async fn copy_messages(&self, user_id: &str, from: &str, to: &str, uids: &[u32], remove: bool) -> Result<Copied, ServiceError> {
+    async fn copy_messages(
+        &self,
+        user_id: &str,
+        from: &str,
+        to: &str,
+        uids: &[u32],
+        remove: bool,
+    ) -> Result<Copied, ServiceError> {
         let op = command::Op::CopyMessages(CopyMessages {
             user_id: user_id.to_string(),
             from: from.to_string(),
@@ -187,6 +231,11 @@ impl MailService for Service {
             r#move: remove,
         });
         let result = self.on_mailboxes(user_id, op).await?;
-        Ok(Copied { uid_validity: result.dest_uid_validity, source_uids: result.source_uids, dest_uids: result.dest_uids, expunged: result.expunged })
+        Ok(Copied {
+            uid_validity: result.dest_uid_validity,
+            source_uids: result.source_uids,
+            dest_uids: result.dest_uids,
+            expunged: result.expunged,
+        })
     }
 }

@@ -194,15 +194,10 @@ pub struct PeerTransport(pub Arc<PeerNetwork>);
 
 impl Transport for PeerTransport {
     fn send(&mut self, to: NodeId, batch: Vec<GroupMessage>) {
-        let snapshots = batch
-            .iter()
-            .filter(|m| m.message.msg_type() == MessageType::MsgSnapshot)
-            .map(|m| m.group)
-            .collect();
-        let messages = batch
-            .into_iter()
-            .map(|m| RaftMessage { group: m.group, message: m.message.encode_to_vec() })
-            .collect();
+        let snapshots =
+            batch.iter().filter(|m| m.message.msg_type() == MessageType::MsgSnapshot).map(|m| m.group).collect();
+        let messages =
+            batch.into_iter().map(|m| RaftMessage { group: m.group, message: m.message.encode_to_vec() }).collect();
         let frame = Frame { body: Some(frame::Body::Raft(RaftBatch { messages })) }.encode_to_vec();
         self.0.enqueue(to, Outgoing::new(frame.into(), snapshots));
     }
@@ -223,7 +218,13 @@ struct Dial {
 }
 
 /// Keeps one outbound connection to `peer` alive and writes queued frames to it.
-async fn dial_loop(dial: Dial, mut queue: mpsc::Receiver<Outgoing>, raft: RaftHandle, up: Arc<AtomicBool>, delay_ms: Arc<AtomicU64>) {
+async fn dial_loop(
+    dial: Dial,
+    mut queue: mpsc::Receiver<Outgoing>,
+    raft: RaftHandle,
+    up: Arc<AtomicBool>,
+    delay_ms: Arc<AtomicU64>,
+) {
     let Dial { peer, address, local_ip, ref hello } = dial;
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -308,7 +309,11 @@ fn ping_frame() -> Bytes {
     Frame { body: Some(frame::Body::Ping(Ping {})) }.encode_to_vec().into()
 }
 
-async fn connect(local_ip: IpAddr, address: SocketAddr, hello: &Hello) -> std::io::Result<Framed<TcpStream, LengthDelimitedCodec>> {
+async fn connect(
+    local_ip: IpAddr,
+    address: SocketAddr,
+    hello: &Hello,
+) -> std::io::Result<Framed<TcpStream, LengthDelimitedCodec>> {
     let socket = if address.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     if !local_ip.is_unspecified() && local_ip.is_ipv4() == address.is_ipv4() {
         socket.bind(SocketAddr::new(local_ip, 0))?;
@@ -332,13 +337,26 @@ async fn connect(local_ip: IpAddr, address: SocketAddr, hello: &Hello) -> std::i
 }
 
 /// Accepts peer connections and hands their frames to the Raft thread and the service.
-pub async fn listen(listener: TcpListener, cluster_id: String, network: Arc<PeerNetwork>, raft: RaftHandle, incoming: mpsc::Sender<Incoming>) {
+pub async fn listen(
+    listener: TcpListener,
+    cluster_id: String,
+    network: Arc<PeerNetwork>,
+    raft: RaftHandle,
+    incoming: mpsc::Sender<Incoming>,
+) {
     let node_id = network.node_id();
     loop {
         match listener.accept().await {
             Ok((stream, remote)) => {
                 let _ = stream.set_nodelay(true);
-                tokio::spawn(serve_connection(stream, remote, cluster_id.clone(), Arc::clone(&network), raft.clone(), incoming.clone()));
+                tokio::spawn(serve_connection(
+                    stream,
+                    remote,
+                    cluster_id.clone(),
+                    Arc::clone(&network),
+                    raft.clone(),
+                    incoming.clone(),
+                ));
             }
             Err(e) => {
                 warn!(node = node_id, error = %e, "accept failed");
@@ -348,7 +366,14 @@ pub async fn listen(listener: TcpListener, cluster_id: String, network: Arc<Peer
     }
 }
 
-async fn serve_connection(stream: TcpStream, remote: SocketAddr, cluster_id: String, network: Arc<PeerNetwork>, raft: RaftHandle, incoming: mpsc::Sender<Incoming>) {
+async fn serve_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    cluster_id: String,
+    network: Arc<PeerNetwork>,
+    raft: RaftHandle,
+    incoming: mpsc::Sender<Incoming>,
+) {
     let node_id = network.node_id();
     let mut framed = Framed::new(stream, codec());
     let from = match tokio::time::timeout(CONNECT_TIMEOUT, framed.next()).await {
@@ -380,7 +405,11 @@ async fn serve_connection(stream: TcpStream, remote: SocketAddr, cluster_id: Str
                 let messages: Vec<GroupMessage> = batch
                     .messages
                     .into_iter()
-                    .filter_map(|m| RaftMessageProto::decode(m.message.as_slice()).ok().map(|message| GroupMessage { group: m.group, message }))
+                    .filter_map(|m| {
+                        RaftMessageProto::decode(m.message.as_slice())
+                            .ok()
+                            .map(|message| GroupMessage { group: m.group, message })
+                    })
                     .collect();
                 if !raft.send(Input::Raft(messages)) {
                     metrics::counter!("ums_peer_frames_dropped_total").increment(1);

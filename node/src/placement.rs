@@ -46,7 +46,12 @@ pub fn preferred_leaders(placement: &BTreeMap<GroupId, Vec<NodeId>>) -> BTreeMap
 
 /// The groups this node leads that should move to their preferred leader now: only to
 /// a replica that has the whole log (so the transfer is instant), at most `max` at once.
-pub fn leadership_handoffs(statuses: &[GroupStatus], me: NodeId, preferred: &BTreeMap<GroupId, NodeId>, max: usize) -> Vec<(GroupId, NodeId)> {
+pub fn leadership_handoffs(
+    statuses: &[GroupStatus],
+    me: NodeId,
+    preferred: &BTreeMap<GroupId, NodeId>,
+    max: usize,
+) -> Vec<(GroupId, NodeId)> {
     statuses
         .iter()
         .filter(|s| s.role == StateRole::Leader)

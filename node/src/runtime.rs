@@ -44,7 +44,11 @@ pub enum Input {
         reply: oneshot::Sender<Vec<GroupStatus>>,
     },
     /// Whether a snapshot sent to a peer left this node (or was lost with its connection).
-    SnapshotReport { group: GroupId, to: NodeId, delivered: bool },
+    SnapshotReport {
+        group: GroupId,
+        to: NodeId,
+        delivered: bool,
+    },
     Stop,
 }
 
@@ -256,14 +260,21 @@ fn handle_input(raft: &mut MultiRaft<UmsMachine>, input: Input) -> bool {
             }
         }
         Input::Propose { group, command, reply } => {
-            raft.propose(group, &command, Box::new(move |result| {
-                let _ = reply.send(result);
-            }));
+            raft.propose(
+                group,
+                &command,
+                Box::new(move |result| {
+                    let _ = reply.send(result);
+                }),
+            );
         }
         Input::ReadIndex { group, reply } => {
-            raft.read_index(group, Box::new(move |result| {
-                let _ = reply.send(result);
-            }));
+            raft.read_index(
+                group,
+                Box::new(move |result| {
+                    let _ = reply.send(result);
+                }),
+            );
         }
         Input::TransferLeader { group, to, reply } => {
             let _ = reply.send(raft.transfer_leader(group, to));

@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use actix::Actor as _;
+use anyhow::Context;
 use consensus::{Event, MultiRaft, NodeId};
 use storage::{Engine, RocksEngine, RocksOptions};
 use tokio::sync::mpsc;
@@ -28,13 +28,16 @@ const BOOTSTRAPPED_MARKER: &str = "bootstrapped";
 
 /// Runs the node until it is told to stop.
 pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::PrometheusHandle>) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     let db_path = config.data_dir.join("db");
     let rocks_options = RocksOptions { unsafe_skip_fsync: config.unsafe_skip_fsync, ..RocksOptions::default() };
-    let rocks = RocksEngine::open(&db_path, &rocks_options).with_context(|| format!("opening RocksDB at {}", db_path.display()))?;
+    let rocks = RocksEngine::open(&db_path, &rocks_options)
+        .with_context(|| format!("opening RocksDB at {}", db_path.display()))?;
     let disk_faults = rocks.disk_faults();
     let engine: Engine = Arc::new(rocks);
-    let mut raft = MultiRaft::open(config.node_id, config.raft_config(), engine.clone(), UmsMachine::default()).context("opening Raft groups")?;
+    let mut raft = MultiRaft::open(config.node_id, config.raft_config(), engine.clone(), UmsMachine::default())
+        .context("opening Raft groups")?;
 
     let member_ids: Vec<NodeId> = config.members.iter().map(|m| m.id).collect();
     let placement = initial_placement(&member_ids, config.shards, config.replicas);
@@ -52,7 +55,11 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     }
     info!(node = config.node_id, groups = raft.group_ids().count(), "replicas loaded");
 
-    let io_runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(ThreadSettings::resolve(config.threads.io_threads)).thread_name("ums-io").enable_all().build()?;
+    let io_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(ThreadSettings::resolve(config.threads.io_threads))
+        .thread_name("ums-io")
+        .enable_all()
+        .build()?;
     let peers: Vec<_> = config.members.iter().map(|m| (m.id, m.peer)).collect();
     let mut network = None;
     let (events_tx, events_rx) = crossbeam_channel::bounded(4096);
@@ -62,7 +69,14 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         balance_every: Duration::from_secs(5),
     };
     let (raft_handle, raft_thread) = runtime::start(raft, settings, events_tx, |handle| {
-        let started = PeerNetwork::start(io_runtime.handle(), config.node_id, &config.cluster_id, config.peer_listen.ip(), &peers, handle);
+        let started = PeerNetwork::start(
+            io_runtime.handle(),
+            config.node_id,
+            &config.cluster_id,
+            config.peer_listen.ip(),
+            &peers,
+            handle,
+        );
         network = Some(Arc::clone(&started));
         Box::new(PeerTransport(started))
     });
@@ -73,15 +87,30 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         .with_context(|| format!("binding the peer port {}", config.peer_listen))?;
     let replicas_of: HashMap<_, _> = placement.into_iter().collect();
     let actors = ActorRuntime::start();
-    let mailboxes = MailboxRegistry::new(actors.arbiter().clone(), raft_handle.clone(), Duration::from_millis(config.mailbox_idle_ms.max(100)));
-    let service = Service::new(config.node_id, config.shards, replicas_of, raft_handle.clone(), Arc::clone(&network), engine, mailboxes);
+    let mailboxes = MailboxRegistry::new(
+        actors.arbiter().clone(),
+        raft_handle.clone(),
+        Duration::from_millis(config.mailbox_idle_ms.max(100)),
+    );
+    let service = Service::new(
+        config.node_id,
+        config.shards,
+        replicas_of,
+        raft_handle.clone(),
+        Arc::clone(&network),
+        engine,
+        mailboxes,
+    );
     let queue_settings = QueueSettings {
         cluster_id: config.cluster_id.clone(),
         poll: Duration::from_millis(100),
         retry_base: Duration::from_millis(config.outbound.retry_base_ms.max(1)),
         max_attempts: config.outbound.max_attempts.max(1),
         batch: 64,
-        relay: gateways::smtp::relay::RelayTarget { relay_host: config.smtp.relay_host.clone(), hostname: config.smtp.hostname.clone() },
+        relay: gateways::smtp::relay::RelayTarget {
+            relay_host: config.smtp.relay_host.clone(),
+            hostname: config.smtp.hostname.clone(),
+        },
     };
     let supervisor = {
         let (service, settings) = (Arc::clone(&service), queue_settings);
@@ -96,7 +125,13 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         }
     })?;
     let (incoming_tx, incoming_rx) = mpsc::channel(4096);
-    io_runtime.spawn(peer::listen(listener, config.cluster_id.clone(), Arc::clone(&network), raft_handle.clone(), incoming_tx));
+    io_runtime.spawn(peer::listen(
+        listener,
+        config.cluster_id.clone(),
+        Arc::clone(&network),
+        raft_handle.clone(),
+        incoming_tx,
+    ));
     io_runtime.spawn(Arc::clone(&service).serve_incoming(incoming_rx));
 
     let mail: Arc<dyn gateways::service::MailService> = Arc::clone(&service) as _;

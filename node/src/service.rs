@@ -17,10 +17,13 @@ use tracing::debug;
 use crate::actors::mailbox::MailboxRegistry;
 use crate::peer::{Incoming, PeerNetwork};
 use crate::placement::{META_GROUP, shard_for_user, stable_hash};
-use crate::proto::peer::{ForwardReply, ForwardRequest, ServiceError as WireError, forward_request, frame, service_error};
+use crate::proto::peer::{
+    ForwardReply, ForwardRequest, ServiceError as WireError, forward_request, frame, service_error,
+};
 use crate::proto::state::{
-    AddDomain, ClaimAddresses, Command as StateCommand, CommandResult, Deliver, Delivered, Enqueue, GetUser, ListMessages, ListOutbound, LocalDomain,
-    OutboundAttempt, OutboundItem, PutUser, Query, QueryResult, ResolveAddress, User, command, command_result::Status, query,
+    AddDomain, ClaimAddresses, Command as StateCommand, CommandResult, Deliver, Delivered, Enqueue, GetUser,
+    ListMessages, ListOutbound, LocalDomain, OutboundAttempt, OutboundItem, PutUser, Query, QueryResult,
+    ResolveAddress, User, command, command_result::Status, query,
 };
 use crate::runtime::RaftHandle;
 use crate::state::execute_query;
@@ -149,7 +152,11 @@ impl Service {
         let result = match request.body {
             Some(forward_request::Body::Command(bytes)) => match Command::decode(bytes.as_slice()) {
                 Ok(command) => {
-                    let mailbox = StateCommand::decode(command.payload.as_slice()).ok().and_then(|c| c.op).as_ref().and_then(mailbox_user);
+                    let mailbox = StateCommand::decode(command.payload.as_slice())
+                        .ok()
+                        .and_then(|c| c.op)
+                        .as_ref()
+                        .and_then(mailbox_user);
                     self.propose_here(request.group, command, mailbox).await
                 }
                 Err(e) => Err(ProposeError::Invalid(e.to_string())),
@@ -167,10 +174,17 @@ impl Service {
     }
 
     /// Proposes on this node's replica; mailbox changes go through the mailbox's actor.
-    async fn propose_here(&self, group: GroupId, command: Command, mailbox: Option<String>) -> Result<Vec<u8>, ProposeError> {
+    async fn propose_here(
+        &self,
+        group: GroupId,
+        command: Command,
+        mailbox: Option<String>,
+    ) -> Result<Vec<u8>, ProposeError> {
         match mailbox {
             // Mailbox actors live only where the shard is led.
-            Some(user_id) if self.raft.leader(group) == Some(self.node_id) => self.mailboxes.propose(&user_id, group, command).await,
+            Some(user_id) if self.raft.leader(group) == Some(self.node_id) => {
+                self.mailboxes.propose(&user_id, group, command).await
+            }
             _ => self.raft.propose(group, command).await,
         }
     }
@@ -188,7 +202,8 @@ impl Service {
         let id = self.next_forward_id.fetch_add(1, Ordering::Relaxed);
         let (sender, receiver) = oneshot::channel();
         self.pending_forwards.lock().expect("pending lock").insert(id, sender);
-        let sent = self.network.is_reachable(to) && self.network.send_frame(to, frame::Body::Forward(ForwardRequest { id, group, body: Some(body) }));
+        let sent = self.network.is_reachable(to)
+            && self.network.send_frame(to, frame::Body::Forward(ForwardRequest { id, group, body: Some(body) }));
         let reply = if sent { self.await_reply(to, receiver).await } else { None };
         self.pending_forwards.lock().expect("pending lock").remove(&id);
         // No reply: the outcome is unknown; the caller retries with the same request id.
@@ -264,20 +279,19 @@ impl Service {
 
     /// Runs a request on the leader of `group`: `here` when that is this node, else the
     /// same request forwarded as `wire`.
-    async fn on_leader<F, Fut>(&self, group: GroupId, here: F, wire: forward_request::Body) -> Result<Vec<u8>, ServiceError>
+    async fn on_leader<F, Fut>(
+        &self,
+        group: GroupId,
+        here: F,
+        wire: forward_request::Body,
+    ) -> Result<Vec<u8>, ServiceError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<Vec<u8>, ProposeError>>,
     {
         self.route(group, |target| {
             let (here, wire) = (&here, wire.clone());
-            async move {
-                if target == self.node_id {
-                    here().await
-                } else {
-                    self.forward(target, group, wire).await
-                }
-            }
+            async move { if target == self.node_id { here().await } else { self.forward(target, group, wire).await } }
         })
         .await
     }
@@ -291,13 +305,21 @@ impl Service {
     /// Like [`Service::propose`], but a client's `idempotency_key` names the request:
     /// the same key sent again (a client retry, to any node) is applied at most once
     /// and answered with the first result.
-    pub async fn propose_once(&self, group: GroupId, op: command::Op, idempotency_key: Option<&str>) -> Result<CommandResult, ServiceError> {
+    pub async fn propose_once(
+        &self,
+        group: GroupId,
+        op: command::Op,
+        idempotency_key: Option<&str>,
+    ) -> Result<CommandResult, ServiceError> {
         let mailbox = mailbox_user(&op);
         let payload = StateCommand { op: Some(op) }.encode_to_vec();
         let (client_id, request_id) = match idempotency_key {
             // Two independent 64-bit hashes: a 128-bit name for the request, the same on
             // every node and every release (FNV-1a is fixed).
-            Some(key) => (stable_hash(format!("idempotency-client:{key}").as_bytes()) | 1, stable_hash(format!("idempotency-request:{key}").as_bytes())),
+            Some(key) => (
+                stable_hash(format!("idempotency-client:{key}").as_bytes()) | 1,
+                stable_hash(format!("idempotency-request:{key}").as_bytes()),
+            ),
             None => (self.client_id, self.next_request_id.fetch_add(1, Ordering::Relaxed)),
         };
         let command = Command::new(client_id, request_id, payload);
@@ -310,7 +332,9 @@ impl Service {
     pub async fn query(&self, group: GroupId, q: query::Q) -> Result<QueryResult, ServiceError> {
         let query = Query { q: Some(q) };
         let wire = forward_request::Body::Query(query.encode_to_vec());
-        let bytes = self.on_leader(group, || async { self.query_here(group, query.clone()).await.map(|r| r.encode_to_vec()) }, wire).await?;
+        let bytes = self
+            .on_leader(group, || async { self.query_here(group, query.clone()).await.map(|r| r.encode_to_vec()) }, wire)
+            .await?;
         decode_reply(&bytes)
     }
 
@@ -340,7 +364,8 @@ impl Service {
 
     pub async fn lookup_user(&self, address: &str) -> Result<User, ServiceError> {
         let user_id = self.resolve(address).await?;
-        let result = self.query(self.shard_of(&user_id), query::Q::GetUser(GetUser { user_id: user_id.clone() })).await?;
+        let result =
+            self.query(self.shard_of(&user_id), query::Q::GetUser(GetUser { user_id: user_id.clone() })).await?;
         result.user.ok_or_else(|| ServiceError::NotFound(format!("no such user: {user_id}")))
     }
 
@@ -384,7 +409,8 @@ impl Service {
                 (hash_password_off_thread(generated.clone()).await?, Some(generated))
             }
         };
-        self.propose(META_GROUP, command::Op::ClaimAddresses(ClaimAddresses { user_id: email.clone(), addresses })).await?;
+        self.propose(META_GROUP, command::Op::ClaimAddresses(ClaimAddresses { user_id: email.clone(), addresses }))
+            .await?;
         let user = User {
             id: email.clone(),
             email,
@@ -397,11 +423,7 @@ impl Service {
             created_ms: existing.as_ref().map_or_else(now_ms, |u| u.created_ms),
         };
         let result = self.propose(shard, command::Op::PutUser(PutUser { user: Some(user) })).await?;
-        Ok(UpsertedUser {
-            user: result.user.unwrap_or_default(),
-            created: existing.is_none(),
-            initial_password,
-        })
+        Ok(UpsertedUser { user: result.user.unwrap_or_default(), created: existing.is_none(), initial_password })
     }
 
     /// Accepts mail for `domain` from now on.
@@ -423,7 +445,15 @@ impl Service {
 
     /// Delivers a message to the user owning `address`, returning its UID once the
     /// message is replicated and applied.
-    pub async fn deliver(&self, address: &str, mailbox: &str, raw: Vec<u8>, kind: &str, client_ref: &str, idempotency_key: Option<&str>) -> Result<(GroupId, Delivered), ServiceError> {
+    pub async fn deliver(
+        &self,
+        address: &str,
+        mailbox: &str,
+        raw: Vec<u8>,
+        kind: &str,
+        client_ref: &str,
+        idempotency_key: Option<&str>,
+    ) -> Result<(GroupId, Delivered), ServiceError> {
         let user_id = self.resolve(address).await?;
         let deliver = Deliver {
             user_id,
@@ -438,7 +468,11 @@ impl Service {
     }
 
     /// Proposes a prepared delivery on the user's shard.
-    pub async fn deliver_to_user(&self, deliver: Deliver, idempotency_key: Option<&str>) -> Result<(GroupId, Delivered), ServiceError> {
+    pub async fn deliver_to_user(
+        &self,
+        deliver: Deliver,
+        idempotency_key: Option<&str>,
+    ) -> Result<(GroupId, Delivered), ServiceError> {
         let shard = self.shard_of(&deliver.user_id);
         let result = self.propose_once(shard, command::Op::Deliver(deliver), idempotency_key).await?;
         let delivered = result.delivered.ok_or_else(|| ServiceError::Internal("deliver returned no UID".into()))?;
@@ -446,7 +480,12 @@ impl Service {
     }
 
     /// Lists a mailbox. With `local`, reads this node's replica without the leader.
-    pub async fn list_messages(&self, address: &str, list: ListMessages, local: bool) -> Result<QueryResult, ServiceError> {
+    pub async fn list_messages(
+        &self,
+        address: &str,
+        list: ListMessages,
+        local: bool,
+    ) -> Result<QueryResult, ServiceError> {
         let user_id = self.resolve(address).await?;
         let shard = self.shard_of(&user_id);
         let list = ListMessages { user_id, ..list };
@@ -461,11 +500,17 @@ impl Service {
 impl Service {
     /// Queues an outbound item in the sender's shard; the shard leader's queue actor
     /// delivers it. Returns the item as stored (with its sequence number).
-    pub async fn enqueue_outbound(&self, address: &str, mut item: OutboundItem, idempotency_key: Option<&str>) -> Result<(GroupId, OutboundItem), ServiceError> {
+    pub async fn enqueue_outbound(
+        &self,
+        address: &str,
+        mut item: OutboundItem,
+        idempotency_key: Option<&str>,
+    ) -> Result<(GroupId, OutboundItem), ServiceError> {
         item.user_id = self.resolve(address).await?;
         item.created_ms = now_ms();
         let shard = self.shard_of(&item.user_id);
-        let result = self.propose_once(shard, command::Op::Enqueue(Enqueue { item: Some(item) }), idempotency_key).await?;
+        let result =
+            self.propose_once(shard, command::Op::Enqueue(Enqueue { item: Some(item) }), idempotency_key).await?;
         Ok((shard, result.outbound.unwrap_or_default()))
     }
 
@@ -477,7 +522,8 @@ impl Service {
 
     /// The shard's pending items, read on this node, which must lead the shard.
     pub async fn pending_outbound(&self, shard: GroupId, limit: usize) -> Result<Vec<OutboundItem>, ProposeError> {
-        let query = Query { q: Some(query::Q::ListOutbound(ListOutbound { user_id: String::new(), limit: limit as u32 })) };
+        let query =
+            Query { q: Some(query::Q::ListOutbound(ListOutbound { user_id: String::new(), limit: limit as u32 })) };
         Ok(self.query_here(shard, query).await?.outbound)
     }
 
@@ -549,10 +595,14 @@ fn to_wire(error: &ProposeError) -> WireError {
 
 fn from_wire(group: GroupId, error: &WireError) -> ProposeError {
     match service_error::Kind::from_i32(error.kind).unwrap_or(service_error::Kind::Internal) {
-        service_error::Kind::NotLeader => ProposeError::NotLeader { group, leader: (error.leader != 0).then_some(error.leader) },
+        service_error::Kind::NotLeader => {
+            ProposeError::NotLeader { group, leader: (error.leader != 0).then_some(error.leader) }
+        }
         service_error::Kind::GroupNotFound => ProposeError::GroupNotFound { group },
         service_error::Kind::Internal => ProposeError::Invalid(error.message.clone()),
-        service_error::Kind::None | service_error::Kind::Dropped | service_error::Kind::Unavailable => ProposeError::Dropped { group },
+        service_error::Kind::None | service_error::Kind::Dropped | service_error::Kind::Unavailable => {
+            ProposeError::Dropped { group }
+        }
     }
 }
 
@@ -589,7 +639,9 @@ pub fn normalize_domain(domain: &str) -> Result<String, ServiceError> {
 /// Accepts E.164 numbers with optional spaces or dashes: `+254 700-000001`.
 pub fn normalize_phone(number: &str) -> Result<String, String> {
     let compact: String = number.chars().filter(|c| !matches!(c, ' ' | '-' | '(' | ')')).collect();
-    let digits = compact.strip_prefix('+').ok_or_else(|| format!("'{number}' must be in international form, starting with +"))?;
+    let digits = compact
+        .strip_prefix('+')
+        .ok_or_else(|| format!("'{number}' must be in international form, starting with +"))?;
     if digits.len() < 7 || digits.len() > 15 || !digits.chars().all(|c| c.is_ascii_digit()) {
         return Err(format!("'{number}' is not a valid international phone number"));
     }
@@ -598,7 +650,9 @@ pub fn normalize_phone(number: &str) -> Result<String, String> {
 
 /// Argon2 is deliberately slow (tens of milliseconds): keep it off the async workers.
 async fn hash_password_off_thread(password: String) -> Result<String, ServiceError> {
-    tokio::task::spawn_blocking(move || hash_password(&password)).await.map_err(|e| ServiceError::Internal(e.to_string()))?
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?
 }
 
 /// Hashes a password for the directory (argon2id, random salt).
@@ -617,7 +671,8 @@ pub fn hash_password(password: &str) -> Result<String, ServiceError> {
 /// Checks `password` against an argon2 hash from the directory.
 pub fn verify_password(password: &str, hash: &str) -> bool {
     use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    PasswordHash::new(hash).is_ok_and(|parsed| argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    PasswordHash::new(hash)
+        .is_ok_and(|parsed| argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
 }
 
 fn one_time_password() -> String {

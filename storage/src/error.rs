@@ -10,11 +10,7 @@ pub enum Error {
     /// A persisted record could not be decoded: the data directory is damaged or
     /// was written by an incompatible version.
     #[error("corrupt record {what} for group {group}: {detail}")]
-    Corrupt {
-        group: u64,
-        what: &'static str,
-        detail: String,
-    },
+    Corrupt { group: u64, what: &'static str, detail: String },
     /// A snapshot stream was malformed or did not belong to the group it was applied to.
     #[error("invalid snapshot for group {group}: {detail}")]
     InvalidSnapshot { group: u64, detail: String },

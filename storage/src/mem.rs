@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use crate::engine::{Cf, EngineStats, KvEngine, KvRead, Op, WriteBatch};
 use crate::Result;
+use crate::engine::{Cf, EngineStats, KvEngine, KvRead, Op, WriteBatch};
 
 type Tables = [BTreeMap<Vec<u8>, Vec<u8>>; 4];
 
@@ -121,9 +121,7 @@ impl KvEngine for MemEngine {
 
     fn snapshot(&self) -> Box<dyn KvRead + Send> {
         let state = self.state.lock().expect("mem engine lock");
-        Box::new(MemSnapshot {
-            tables: state.visible.clone(),
-        })
+        Box::new(MemSnapshot { tables: state.visible.clone() })
     }
 
     fn stats(&self) -> EngineStats {

@@ -15,7 +15,7 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 
 use crate::engine::{Cf, Engine, WriteBatch};
 use crate::keys;
-use crate::states::{decode, ApplyState, TruncatedState};
+use crate::states::{ApplyState, TruncatedState, decode};
 use crate::{GroupId, Result};
 
 /// Index and term at which a freshly bootstrapped group starts, as TiKV does: a
@@ -46,15 +46,8 @@ impl GroupStorage {
     /// Stages the initial records of a new group whose replicas are `conf_state`.
     /// Every replica bootstrapped this way starts from the same index and term.
     pub fn bootstrap(group: GroupId, conf_state: &ConfState, batch: &mut WriteBatch) {
-        let hard_state = HardState {
-            term: BOOTSTRAP_TERM,
-            vote: 0,
-            commit: BOOTSTRAP_INDEX,
-        };
-        let truncated = TruncatedState {
-            index: BOOTSTRAP_INDEX,
-            term: BOOTSTRAP_TERM,
-        };
+        let hard_state = HardState { term: BOOTSTRAP_TERM, vote: 0, commit: BOOTSTRAP_INDEX };
+        let truncated = TruncatedState { index: BOOTSTRAP_INDEX, term: BOOTSTRAP_TERM };
         let apply_state = ApplyState {
             applied_index: BOOTSTRAP_INDEX,
             applied_term: BOOTSTRAP_TERM,
@@ -219,15 +212,8 @@ impl GroupStorage {
     /// and starts after `meta.index`. The state-machine data is written by
     /// [`crate::snapshot::apply_raft_snapshot`], in the same batch.
     pub fn apply_snapshot_metadata(&mut self, meta: &SnapshotMetadata, batch: &mut WriteBatch) {
-        batch.delete_range(
-            Cf::RaftLog,
-            keys::log_key(self.group, 0),
-            keys::log_key(self.group, u64::MAX),
-        );
-        self.truncated = TruncatedState {
-            index: meta.index,
-            term: meta.term,
-        };
+        batch.delete_range(Cf::RaftLog, keys::log_key(self.group, 0), keys::log_key(self.group, u64::MAX));
+        self.truncated = TruncatedState { index: meta.index, term: meta.term };
         batch.put(Cf::RaftState, keys::truncated_state_key(self.group), self.truncated.encode_to_vec());
         if self.hard_state.commit < meta.index {
             self.hard_state.commit = meta.index;
@@ -316,10 +302,7 @@ fn to_raft_error(e: crate::Error) -> raft::Error {
 
 impl raft::Storage for GroupStorage {
     fn initial_state(&self) -> raft::Result<RaftState> {
-        Ok(RaftState {
-            hard_state: self.hard_state.clone(),
-            conf_state: self.conf_state.clone(),
-        })
+        Ok(RaftState { hard_state: self.hard_state.clone(), conf_state: self.conf_state.clone() })
     }
 
     fn entries(
@@ -362,11 +345,7 @@ impl raft::Storage for GroupStorage {
                 )
                 .map_err(to_raft_error)?;
             if let Some(detail) = failure {
-                return Err(to_raft_error(crate::Error::Corrupt {
-                    group: self.group,
-                    what: "log entry",
-                    detail,
-                }));
+                return Err(to_raft_error(crate::Error::Corrupt { group: self.group, what: "log entry", detail }));
             }
             if entries.len() as u64 != disk_high - low {
                 return Err(raft::Error::Store(StorageError::Unavailable));
@@ -418,19 +397,11 @@ mod tests {
     use crate::MemEngine;
 
     fn entry(index: u64, term: u64) -> Entry {
-        Entry {
-            index,
-            term,
-            data: format!("e{index}t{term}").into_bytes(),
-            ..Default::default()
-        }
+        Entry { index, term, data: format!("e{index}t{term}").into_bytes(), ..Default::default() }
     }
 
     fn voters(ids: &[u64]) -> ConfState {
-        ConfState {
-            voters: ids.to_vec(),
-            ..Default::default()
-        }
+        ConfState { voters: ids.to_vec(), ..Default::default() }
     }
 
     fn bootstrapped(engine: &Engine, group: GroupId) -> GroupStorage {

@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rocksdb::{
-    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions, SnapshotWithThreadMode,
-    WriteOptions,
+    ColumnFamilyDescriptor, DB, Direction, IteratorMode, Options, ReadOptions, SnapshotWithThreadMode, WriteOptions,
 };
 
 use crate::engine::{Cf, EngineStats, KvEngine, KvRead, Op, WriteBatch};
@@ -155,8 +154,7 @@ fn memtable_hint_options() -> Result<Options> {
 }
 
 fn handle(db: &DB, cf: Cf) -> &rocksdb::ColumnFamily {
-    db.cf_handle(cf.name())
-        .unwrap_or_else(|| panic!("column family {} missing although opened at start", cf.name()))
+    db.cf_handle(cf.name()).unwrap_or_else(|| panic!("column family {} missing although opened at start", cf.name()))
 }
 
 fn bounded_read_options(end: &[u8]) -> ReadOptions {
@@ -268,17 +266,11 @@ impl KvEngine for RocksEngine {
         // same database and declares `snapshot` before `db`, so the snapshot is released
         // before the last reference to the database can go away.
         let snapshot: SnapshotWithThreadMode<'static, DB> = unsafe { std::mem::transmute(snapshot) };
-        Box::new(RocksSnapshot {
-            snapshot,
-            db: Arc::clone(&self.db),
-        })
+        Box::new(RocksSnapshot { snapshot, db: Arc::clone(&self.db) })
     }
 
     fn stats(&self) -> EngineStats {
-        EngineStats {
-            writes: self.writes.load(Ordering::Relaxed),
-            syncs: self.syncs.load(Ordering::Relaxed),
-        }
+        EngineStats { writes: self.writes.load(Ordering::Relaxed), syncs: self.syncs.load(Ordering::Relaxed) }
     }
 }
 

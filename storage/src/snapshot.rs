@@ -13,8 +13,8 @@ use raft::eraftpb::{Snapshot, SnapshotMetadata};
 
 use crate::engine::{Cf, Engine, KvRead, WriteBatch};
 use crate::raft_log::GroupStorage;
-use crate::states::{decode, ApplyState};
-use crate::{keys, Error, GroupId, Result};
+use crate::states::{ApplyState, decode};
+use crate::{Error, GroupId, Result, keys};
 
 /// Default upper bound of one chunk's payload.
 pub const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
@@ -63,10 +63,7 @@ impl SnapshotReader {
         let apply_state: ApplyState = match view.get(Cf::RaftState, &keys::apply_state_key(group))? {
             Some(bytes) => decode(group, "apply state", &bytes)?,
             None => {
-                return Err(Error::InvalidSnapshot {
-                    group,
-                    detail: "group has no apply state on this node".into(),
-                });
+                return Err(Error::InvalidSnapshot { group, detail: "group has no apply state on this node".into() });
             }
         };
         let metadata = SnapshotMetadata {
@@ -74,13 +71,7 @@ impl SnapshotReader {
             index: apply_state.applied_index,
             term: apply_state.applied_term,
         };
-        Ok(Self {
-            view,
-            group,
-            metadata,
-            family: 0,
-            resume_from: keys::group_range(group).0,
-        })
+        Ok(Self { view, group, metadata, family: 0, resume_from: keys::group_range(group).0 })
     }
 
     /// Position and membership the snapshot reflects.
@@ -104,11 +95,7 @@ impl SnapshotReader {
                     return false;
                 }
                 bytes += key.len() + value.len();
-                chunk.pairs.push(SnapshotPair {
-                    cf: cf as u32,
-                    key: key[8..].to_vec(),
-                    value: value.to_vec(),
-                });
+                chunk.pairs.push(SnapshotPair { cf: cf as u32, key: key[8..].to_vec(), value: value.to_vec() });
                 last_key = Some(key.to_vec());
                 true
             })?;
@@ -140,12 +127,12 @@ impl SnapshotWriter {
 
     pub fn write_chunk(&self, chunk: SnapshotChunk, batch: &mut WriteBatch) -> Result<()> {
         for pair in chunk.pairs {
-            let cf = Cf::from_u32(pair.cf)
-                .filter(|cf| Cf::STATE_MACHINE.contains(cf))
-                .ok_or_else(|| Error::InvalidSnapshot {
+            let cf = Cf::from_u32(pair.cf).filter(|cf| Cf::STATE_MACHINE.contains(cf)).ok_or_else(|| {
+                Error::InvalidSnapshot {
                     group: self.group,
                     detail: format!("pair in column family {} which snapshots never carry", pair.cf),
-                })?;
+                }
+            })?;
             batch.put(cf, keys::data_key(self.group, &pair.key), pair.value);
         }
         Ok(())
@@ -165,17 +152,11 @@ impl SnapshotWriter {
 /// Builds the whole snapshot of `group` as raft-rs moves it: all chunks in `data`.
 pub fn build_raft_snapshot(engine: &Engine, group: GroupId) -> Result<Snapshot> {
     let mut reader = SnapshotReader::new(engine, group)?;
-    let mut data = SnapshotData {
-        group,
-        chunks: Vec::new(),
-    };
+    let mut data = SnapshotData { group, chunks: Vec::new() };
     while let Some(chunk) = reader.next_chunk(DEFAULT_CHUNK_BYTES)? {
         data.chunks.push(chunk);
     }
-    Ok(Snapshot {
-        data: data.encode_to_vec(),
-        metadata: Some(reader.metadata().clone()),
-    })
+    Ok(Snapshot { data: data.encode_to_vec(), metadata: Some(reader.metadata().clone()) })
 }
 
 /// Stages a raft-rs snapshot for `storage`'s group: data, apply state and log reset.
@@ -183,10 +164,7 @@ pub fn apply_raft_snapshot(storage: &mut GroupStorage, snapshot: &Snapshot, batc
     let group = storage.group();
     let data: SnapshotData = decode(group, "snapshot data", &snapshot.data)?;
     if data.group != group {
-        return Err(Error::InvalidSnapshot {
-            group,
-            detail: format!("snapshot belongs to group {}", data.group),
-        });
+        return Err(Error::InvalidSnapshot { group, detail: format!("snapshot belongs to group {}", data.group) });
     }
     let metadata = snapshot.metadata.clone().unwrap_or_default();
     let writer = SnapshotWriter::begin(group, batch);
@@ -202,8 +180,8 @@ pub fn apply_raft_snapshot(storage: &mut GroupStorage, snapshot: &Snapshot, batc
 mod tests {
     use std::sync::Arc;
 
-    use raft::eraftpb::ConfState;
     use raft::Storage as _;
+    use raft::eraftpb::ConfState;
 
     use super::*;
     use crate::{MemEngine, RocksEngine, RocksOptions};
@@ -217,10 +195,7 @@ mod tests {
         let apply_state = ApplyState {
             applied_index,
             applied_term: 3,
-            conf_state: Some(ConfState {
-                voters: vec![1, 2, 3],
-                ..Default::default()
-            }),
+            conf_state: Some(ConfState { voters: vec![1, 2, 3], ..Default::default() }),
         };
         batch.put(Cf::RaftState, keys::apply_state_key(group), apply_state.encode_to_vec());
         engine.write(&batch, true).unwrap();

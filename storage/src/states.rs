@@ -31,9 +31,5 @@ pub struct TruncatedState {
 
 /// Decodes a prost record, naming the group and record in the error.
 pub(crate) fn decode<M: Message + Default>(group: GroupId, what: &'static str, bytes: &[u8]) -> Result<M> {
-    M::decode(bytes).map_err(|e| Error::Corrupt {
-        group,
-        what,
-        detail: e.to_string(),
-    })
+    M::decode(bytes).map_err(|e| Error::Corrupt { group, what, detail: e.to_string() })
 }

@@ -18,7 +18,11 @@ pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().and_then(Path::parent).expect("target directory");
     let binary = dir.join(name);
-    assert!(binary.exists(), "{} not found: run `cargo build --bins` (scripts/test does) before these tests", binary.display());
+    assert!(
+        binary.exists(),
+        "{} not found: run `cargo build --bins` (scripts/test does) before these tests",
+        binary.display()
+    );
     binary
 }
 
@@ -43,7 +47,11 @@ pub fn json_printed(output: &std::process::Output) -> Value {
 
 /// Runs helper `script` (in `tests/python`) with `args` to the end and returns its JSON.
 pub fn run_python(script: &str, args: &[&str]) -> Value {
-    let output = std::process::Command::new(PYTHON).arg(python_script(script)).args(args).output().expect("run python3 (scripts/setup installs it)");
+    let output = std::process::Command::new(PYTHON)
+        .arg(python_script(script))
+        .args(args)
+        .output()
+        .expect("run python3 (scripts/setup installs it)");
     json_printed(&output)
 }
 
@@ -53,7 +61,8 @@ const PORTS_PER_NODE: usize = 5;
 /// `PORTS_PER_NODE` distinct free ports on `ip`: all are held until all are chosen, so the
 /// system cannot hand the same one out twice.
 fn free_ports(ip: [u8; 4]) -> [u16; PORTS_PER_NODE] {
-    let held: Vec<TcpListener> = (0..PORTS_PER_NODE).map(|_| TcpListener::bind(SocketAddr::from((ip, 0))).expect("bind port 0")).collect();
+    let held: Vec<TcpListener> =
+        (0..PORTS_PER_NODE).map(|_| TcpListener::bind(SocketAddr::from((ip, 0))).expect("bind port 0")).collect();
     std::array::from_fn(|i| held[i].local_addr().expect("local addr").port())
 }
 
@@ -85,7 +94,9 @@ impl TestCluster {
         for _ in 0..3 {
             match Self::try_launch(make()) {
                 Ok(cluster) => return cluster,
-                Err(log) if log.contains("Address already in use") => eprintln!("a port was taken; starting over with new ports"),
+                Err(log) if log.contains("Address already in use") => {
+                    eprintln!("a port was taken; starting over with new ports")
+                }
                 Err(log) => panic!("{log}"),
             }
         }
@@ -97,7 +108,8 @@ impl TestCluster {
         let dir = tempfile::Builder::new().prefix("ums-test-").tempdir_in("/var/tmp").expect("temp dir");
         node::dev::ensure_dev_certificate(dir.path()).expect("test TLS certificate");
         let (tls_cert, tls_key) = node::dev::dev_tls_files(dir.path());
-        let ports: std::collections::HashMap<u64, [u16; PORTS_PER_NODE]> = (1..=count as u64).map(|id| (id, free_ports(node::dev::local_peer_ip(id)))).collect();
+        let ports: std::collections::HashMap<u64, [u16; PORTS_PER_NODE]> =
+            (1..=count as u64).map(|id| (id, free_ports(node::dev::local_peer_ip(id)))).collect();
         let members: Vec<Member> = (1..=count as u64)
             .map(|id| {
                 // Each node on its own loopback address (127.0.0.1N), as on separate hosts.
@@ -262,13 +274,15 @@ impl TestCluster {
 
     pub fn create_user_with_password(&self, email: &str, password: &str) {
         let body = serde_json::json!({ "email": email, "name": email, "password": password });
-        node::client::post_with_retry(&self.url(1, "/api/v1/users"), &body).unwrap_or_else(|e| panic!("create {email}: {e}"));
+        node::client::post_with_retry(&self.url(1, "/api/v1/users"), &body)
+            .unwrap_or_else(|e| panic!("create {email}: {e}"));
     }
 
     /// Appends the e-mail `raw` to `email`'s INBOX through node `id`'s HTTP API.
     pub fn deliver_email(&self, id: u64, email: &str, raw: &str) {
         let body = serde_json::json!({ "kind": "email", "body": raw });
-        node::client::post_with_retry(&self.url(id, &format!("/api/v1/users/{email}/messages")), &body).unwrap_or_else(|e| panic!("deliver to {email}: {e}"));
+        node::client::post_with_retry(&self.url(id, &format!("/api/v1/users/{email}/messages")), &body)
+            .unwrap_or_else(|e| panic!("deliver to {email}: {e}"));
     }
 
     /// The node that leads the most shards, as node `observer` sees it.
@@ -293,7 +307,11 @@ impl TestCluster {
         use base64::Engine as _;
         let url = self.url(id, &format!("/api/v1/users/{email}/messages?local=true&bodies=true&limit=10000"));
         let body = get_json(&url).ok()?;
-        let decode = |m: &Value| base64::engine::general_purpose::STANDARD.decode(m["body_base64"].as_str().unwrap_or("")).unwrap_or_default();
+        let decode = |m: &Value| {
+            base64::engine::general_purpose::STANDARD
+                .decode(m["body_base64"].as_str().unwrap_or(""))
+                .unwrap_or_default()
+        };
         Some(body["messages"].as_array()?.iter().map(|m| (m["uid"].as_u64().unwrap_or(0), decode(m))).collect())
     }
 
@@ -301,11 +319,16 @@ impl TestCluster {
     pub fn converged_messages(&self, email: &str, timeout: Duration) -> Vec<(u64, String)> {
         let deadline = Instant::now() + timeout;
         loop {
-            let lists: Vec<_> = self.nodes.iter().filter(|n| n.child.is_some()).map(|n| self.local_messages(n.id, email)).collect();
+            let lists: Vec<_> =
+                self.nodes.iter().filter(|n| n.child.is_some()).map(|n| self.local_messages(n.id, email)).collect();
             if lists.iter().all(Option::is_some) && lists.windows(2).all(|w| w[0] == w[1]) {
                 return lists[0].clone().unwrap_or_default();
             }
-            assert!(Instant::now() < deadline, "replicas of {email} did not converge: {:?}", lists.iter().map(|l| l.as_ref().map(Vec::len)).collect::<Vec<_>>());
+            assert!(
+                Instant::now() < deadline,
+                "replicas of {email} did not converge: {:?}",
+                lists.iter().map(|l| l.as_ref().map(Vec::len)).collect::<Vec<_>>()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
     }

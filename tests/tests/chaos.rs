@@ -22,7 +22,12 @@ fn drill_expecting(cluster: &TestCluster, scenario: &str, args: &[&str], expect_
     let stdout = String::from_utf8_lossy(&output.stdout);
     eprintln!("{stdout}");
     let expected = if expect_pass { 0 } else { 1 };
-    assert_eq!(output.status.code(), Some(expected), "{scenario}:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(expected),
+        "{scenario}:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap()
 }
 
@@ -50,7 +55,11 @@ fn drill_all_quick_passes_every_scenario() {
         let outbound = &report["outbound"];
         assert!(outbound["queued"].as_u64().unwrap() > 50, "{scenario}: outbound items queued: {outbound}");
         for violations in ["undelivered", "duplicated"] {
-            assert_eq!(outbound[violations].as_array().unwrap().len(), 0, "{scenario}: outbound {violations}: {outbound}");
+            assert_eq!(
+                outbound[violations].as_array().unwrap().len(),
+                0,
+                "{scenario}: outbound {violations}: {outbound}"
+            );
         }
     }
     assert!(cluster.log(3).contains("storage failure"), "disk-full stopped node 3 on its full disk");
@@ -61,9 +70,17 @@ fn drill_all_quick_passes_every_scenario() {
 #[test]
 fn unavailable_scenarios_say_why() {
     let cluster = TestCluster::start(1, |_| {});
-    let output = Command::new(binary("umschaos")).args(["drill", "site-loss", "--cluster"]).arg(cluster.data_dir()).output().unwrap();
+    let output = Command::new(binary("umschaos"))
+        .args(["drill", "site-loss", "--cluster"])
+        .arg(cluster.data_dir())
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("backup core"), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("backup core"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// The proof that drills can fail: with fsync deliberately disabled (and the WAL kept in
@@ -91,7 +108,21 @@ fn a_drill_over_smtp_finds_the_cluster_from_one_address() {
     let entry = cluster.url(2, "").trim_start_matches("http://").to_string();
     let json = cluster.data_dir().join("smtp.json");
     let output = Command::new(binary("umschaos"))
-        .args(["drill", "leader-kill", "--nodes", &entry, "--workload", "smtp", "--duration", "9s", "--rate", "60", "--users", "8", "--json"])
+        .args([
+            "drill",
+            "leader-kill",
+            "--nodes",
+            &entry,
+            "--workload",
+            "smtp",
+            "--duration",
+            "9s",
+            "--rate",
+            "60",
+            "--users",
+            "8",
+            "--json",
+        ])
         .arg(&json)
         .output()
         .expect("run umschaos");
@@ -103,7 +134,12 @@ fn a_drill_over_smtp_finds_the_cluster_from_one_address() {
     assert!(verdict["acknowledged"].as_u64().unwrap() > 200, "{verdict}");
     assert!(report[0]["faults"].to_string().contains("kill"), "{}", report[0]["faults"]);
     // A node that is not running here cannot be drilled.
-    let output = Command::new(binary("umschaos")).args(["drill", "leader-kill", "--nodes", "127.0.0.1:1"]).output().unwrap();
+    let output =
+        Command::new(binary("umschaos")).args(["drill", "leader-kill", "--nodes", "127.0.0.1:1"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("no umsd process"), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("no umsd process"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -47,16 +47,26 @@ fn dev_cluster_starts_with_demo_users_stops_on_ctrl_c_and_resumes() {
     assert_eq!(user["msisdn"], "+254700000100");
     let by_number = get_json("http://127.0.0.1:7380/api/v1/users/+254700000007").unwrap();
     assert_eq!(by_number["email"], "user7@ministry.go.ke");
-    let uid = append(&format!("http://127.0.0.1:7280/api/v1/users/user1@ministry.go.ke/messages"), "dev-1", "before restart").unwrap();
+    let uid =
+        append(&format!("http://127.0.0.1:7280/api/v1/users/user1@ministry.go.ke/messages"), "dev-1", "before restart")
+            .unwrap();
 
     interrupt_and_wait(&mut dev);
     for port in [7180, 7280, 7380] {
-        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "node on {port} still running after Ctrl-C");
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "node on {port} still running after Ctrl-C"
+        );
     }
 
     let mut dev = start_dev(data.path());
     let messages = get_json(&format!("{NODE1}/api/v1/users/user1@ministry.go.ke/messages")).unwrap();
-    let refs: Vec<_> = messages["messages"].as_array().unwrap().iter().map(|m| (m["uid"].as_u64().unwrap(), m["client_ref"].as_str().unwrap().to_string())).collect();
+    let refs: Vec<_> = messages["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["uid"].as_u64().unwrap(), m["client_ref"].as_str().unwrap().to_string()))
+        .collect();
     assert_eq!(refs, vec![(uid, "dev-1".to_string())]);
     interrupt_and_wait(&mut dev);
 }

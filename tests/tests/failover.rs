@@ -25,7 +25,9 @@ fn acknowledged_appends_survive_kill_9_of_the_leader() {
     for n in 1..=USERS {
         cluster.create_user(&email(n));
     }
-    let urls: Vec<Vec<String>> = (1..=3).map(|node| (1..=USERS).map(|n| cluster.url(node, &format!("/api/v1/users/{}/messages", email(n)))).collect()).collect();
+    let urls: Vec<Vec<String>> = (1..=3)
+        .map(|node| (1..=USERS).map(|n| cluster.url(node, &format!("/api/v1/users/{}/messages", email(n)))).collect())
+        .collect();
     let outcomes: Arc<Mutex<Vec<(usize, String, Option<u64>)>>> = Arc::default();
     let next = Arc::new(AtomicUsize::new(0));
     let writers: Vec<_> = (0..WRITERS)
@@ -75,8 +77,16 @@ fn acknowledged_appends_survive_kill_9_of_the_leader() {
         for (user, client_ref, acked_uid) in outcomes.iter().filter(|o| o.0 == n) {
             let present = by_ref.get(client_ref.as_str()).cloned().unwrap_or_default();
             match acked_uid {
-                Some(uid) => assert_eq!(present, vec![*uid], "user {user}: acknowledged {client_ref} must be there once, at UID {uid}"),
-                None => assert!(present.len() <= 1, "user {user}: unacknowledged {client_ref} applied {} times", present.len()),
+                Some(uid) => assert_eq!(
+                    present,
+                    vec![*uid],
+                    "user {user}: acknowledged {client_ref} must be there once, at UID {uid}"
+                ),
+                None => assert!(
+                    present.len() <= 1,
+                    "user {user}: unacknowledged {client_ref} applied {} times",
+                    present.len()
+                ),
             }
         }
     }

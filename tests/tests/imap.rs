@@ -14,13 +14,16 @@ fn a_mail_client_works_against_any_node_with_the_same_uids() {
     let user = "reader@ministry.go.ke";
     cluster.create_user_with_password(user, "reader-password");
     for n in 0..3 {
-        let message = format!("From: citizen{n}@example.org\r\nSubject: letter {n}\r\nX-UMS-Test-Ref: letter-{n}\r\n\r\nDear sir, {n}.\r\n");
+        let message = format!(
+            "From: citizen{n}@example.org\r\nSubject: letter {n}\r\nX-UMS-Test-Ref: letter-{n}\r\n\r\nDear sir, {n}.\r\n"
+        );
         cluster.deliver_email(2, user, &message);
     }
     cluster.converged_messages(user, Duration::from_secs(10));
 
     // The same mailbox through every node: same UIDs, same UIDVALIDITY.
-    let listings: Vec<Value> = (1..=3).map(|id| run_python("imap_client.py", &["refs", &cluster.imap(id), user, "reader-password"])).collect();
+    let listings: Vec<Value> =
+        (1..=3).map(|id| run_python("imap_client.py", &["refs", &cluster.imap(id), user, "reader-password"])).collect();
     assert_eq!(listings[0].as_array().unwrap().len(), 3, "{}", listings[0]);
     assert!(listings.windows(2).all(|w| w[0] == w[1]), "{listings:?}");
 
@@ -30,7 +33,8 @@ fn a_mail_client_works_against_any_node_with_the_same_uids() {
     let message = "From: citizen0@example.org\r\nSubject: letter 0\r\nX-UMS-Test-Ref: letter-0\r\n\r\nDear sir, 0.\r\n";
     cluster.deliver_email(2, user, message);
 
-    let seen = run_python("imap_client.py", &["conformance", &cluster.imap(3), &cluster.smtp(1), user, "reader-password"]);
+    let seen =
+        run_python("imap_client.py", &["conformance", &cluster.imap(3), &cluster.smtp(1), user, "reader-password"]);
     assert_eq!(seen["inbox_exists"], 3, "{seen}");
     assert_eq!(seen["idle_saw_new_mail"], true);
 }
@@ -62,17 +66,39 @@ fn mbsync_mirrors_a_mailbox_into_a_maildir() {
     );
     let config_path = dir.path().join("mbsyncrc");
     std::fs::write(&config_path, config).unwrap();
-    let run = || Command::new("mbsync").arg("-c").arg(&config_path).arg("-a").output().expect("run mbsync (scripts/setup installs isync)");
+    let run = || {
+        Command::new("mbsync")
+            .arg("-c")
+            .arg(&config_path)
+            .arg("-a")
+            .output()
+            .expect("run mbsync (scripts/setup installs isync)")
+    };
     let output = run();
-    assert!(output.status.success(), "mbsync failed:\n{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "mbsync failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     let files = |dir: &std::path::Path| -> Vec<Vec<u8>> {
-        ["new", "cur"].iter().flat_map(|sub| std::fs::read_dir(dir.join(sub)).into_iter().flatten()).map(|e| std::fs::read(e.unwrap().path()).unwrap()).collect()
+        ["new", "cur"]
+            .iter()
+            .flat_map(|sub| std::fs::read_dir(dir.join(sub)).into_iter().flatten())
+            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+            .collect()
     };
     let mirrored = files(&maildir.join("INBOX"));
     assert_eq!(mirrored.len(), sent.len(), "every message mirrored once");
     // Maildir files use the local line ending (LF), and mbsync adds its X-TUID tracking
     // header; otherwise the bytes are the same.
-    let without_tuid = |m: &Vec<u8>| String::from_utf8_lossy(m).lines().filter(|l| !l.starts_with("X-TUID: ")).map(|l| format!("{l}\n")).collect::<String>();
+    let without_tuid = |m: &Vec<u8>| {
+        String::from_utf8_lossy(m)
+            .lines()
+            .filter(|l| !l.starts_with("X-TUID: "))
+            .map(|l| format!("{l}\n"))
+            .collect::<String>()
+    };
     let mirrored: Vec<String> = mirrored.iter().map(without_tuid).collect();
     for message in &sent {
         let local = message.replace("\r\n", "\n");

@@ -14,7 +14,11 @@ fn umsctl(cluster: &TestCluster, args: &[&str]) -> (i32, String, String) {
         .args(args)
         .output()
         .expect("run umsctl");
-    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stdout).into(), String::from_utf8_lossy(&output.stderr).into())
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into(),
+        String::from_utf8_lossy(&output.stderr).into(),
+    )
 }
 
 #[test]
@@ -59,15 +63,23 @@ fn hr_import_reports_bad_rows_and_reimport_updates_without_duplicates() {
     assert!(old_number.is_err(), "the old mobile number must be released: {old_number:?}");
 
     // The work above shows up in the Prometheus metrics of the node that did it.
-    let metrics: String = (1..=3)
-        .map(|id| ureq::get(&cluster.url(id, "/metrics")).call().unwrap().into_string().unwrap())
-        .collect();
-    for name in ["ums_raft_proposals_total", "ums_raft_fsyncs_total", "ums_apply_latency_seconds", "ums_leader_changes_total", "ums_raft_inbox_depth"] {
+    let metrics: String =
+        (1..=3).map(|id| ureq::get(&cluster.url(id, "/metrics")).call().unwrap().into_string().unwrap()).collect();
+    for name in [
+        "ums_raft_proposals_total",
+        "ums_raft_fsyncs_total",
+        "ums_apply_latency_seconds",
+        "ums_leader_changes_total",
+        "ums_raft_inbox_depth",
+    ] {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }
 
     // Move shard 3's leadership to whichever node does not lead it now.
-    let leader_of_3 = || cluster.cluster_status(1)["shards"].as_array().unwrap().iter().find(|s| s["shard"] == 3).unwrap()["leader"].as_u64();
+    let leader_of_3 = || {
+        cluster.cluster_status(1)["shards"].as_array().unwrap().iter().find(|s| s["shard"] == 3).unwrap()["leader"]
+            .as_u64()
+    };
     let target = (1..=3).find(|&n| Some(n) != leader_of_3()).unwrap();
     let (code, stdout, stderr) = umsctl(&cluster, &["leader", "transfer", "3", &target.to_string()]);
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -79,7 +91,8 @@ fn hr_import_reports_bad_rows_and_reimport_updates_without_duplicates() {
 
     let (code, stdout, _) = umsctl(&cluster, &["status"]);
     assert_eq!(code, 0);
-    let rows: Vec<Vec<&str>> = stdout.lines().filter(|l| l.contains("1,2,3")).map(|l| l.split_whitespace().collect()).collect();
+    let rows: Vec<Vec<&str>> =
+        stdout.lines().filter(|l| l.contains("1,2,3")).map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(rows.len(), 9, "meta group + 8 shards:\n{stdout}");
     assert!(rows.iter().all(|row| row[2] != "-"), "every shard shows its leader:\n{stdout}");
 }
@@ -93,10 +106,20 @@ fn a_node_of_another_cluster_is_refused() {
     let peer = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let me = Member { id: 2, peer, http };
     let members = vec![Member { id: 1, peer: target.peer_listen, http: target.http_listen }, me.clone()];
-    let stranger = NodeConfig { shards: 8, replicas: 2, ..NodeConfig::new(&me, "another-cluster", dir.path().join("stranger"), members) };
+    let stranger = NodeConfig {
+        shards: 8,
+        replicas: 2,
+        ..NodeConfig::new(&me, "another-cluster", dir.path().join("stranger"), members)
+    };
     let config_path = dir.path().join("stranger.toml");
     std::fs::write(&config_path, toml::to_string(&stranger).unwrap()).unwrap();
-    let mut child = Command::new(binary("umsd")).arg("--config").arg(&config_path).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Command::new(binary("umsd"))
+        .arg("--config")
+        .arg(&config_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let refused = loop {
         let log = cluster.log(1);

@@ -27,13 +27,19 @@ fn webhooks_are_delivered_and_resume_after_the_leader_dies() {
     // Kill the leader of the sender's shard while its queue is working.
     let shard = enqueued[0].1;
     let status = cluster.cluster_status(1);
-    let leader = status["shards"].as_array().unwrap().iter().find(|s| s["shard"].as_u64() == Some(shard)).unwrap()["leader"].as_u64().unwrap();
+    let leader =
+        status["shards"].as_array().unwrap().iter().find(|s| s["shard"].as_u64() == Some(shard)).unwrap()["leader"]
+            .as_u64()
+            .unwrap();
     let before_kill = sink.received().len();
     cluster.kill(leader);
     assert!(before_kill < 20, "the kill should hit a working queue ({before_kill} of 20 delivered)");
     let survivor = (1..=3).find(|&n| n != leader).unwrap();
     for i in 0..20 {
-        enqueued.push(enqueue_webhook(&cluster, survivor, email, &sink.url, &format!("second {i}")).expect("enqueued after the kill"));
+        enqueued.push(
+            enqueue_webhook(&cluster, survivor, email, &sink.url, &format!("second {i}"))
+                .expect("enqueued after the kill"),
+        );
     }
     cluster.restart(leader);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -65,7 +71,8 @@ fn an_unreachable_receiver_is_retried_then_reported_failed() {
     enqueue_webhook(&cluster, 1, email, "http://127.0.0.1:9/hook", "{}").expect("enqueued");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let item = get_json(&cluster.url(2, &format!("/api/v1/users/{email}/outbound"))).unwrap()["outbound"][0].clone();
+        let item =
+            get_json(&cluster.url(2, &format!("/api/v1/users/{email}/outbound"))).unwrap()["outbound"][0].clone();
         if item["status"] == "failed" {
             assert_eq!(item["attempts"], 3);
             assert!(!item["last_error"].as_str().unwrap().is_empty());

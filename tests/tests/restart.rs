@@ -12,7 +12,8 @@ fn whole_cluster_restart_keeps_all_data() {
     let email = "keeper@restart.go.ke";
     cluster.create_user(email);
     let url = cluster.url(2, &format!("/api/v1/users/{email}/messages"));
-    let acked: Vec<u64> = (0..50).map(|i| append(&url, &format!("r{i}"), "kept").expect("append acknowledged")).collect();
+    let acked: Vec<u64> =
+        (0..50).map(|i| append(&url, &format!("r{i}"), "kept").expect("append acknowledged")).collect();
     for id in 1..=3 {
         cluster.kill(id);
     }
@@ -22,7 +23,10 @@ fn whole_cluster_restart_keeps_all_data() {
     let messages = cluster.converged_messages(email, Duration::from_secs(30));
     let uids: Vec<u64> = messages.iter().map(|m| m.0).collect();
     assert_eq!(uids, acked);
-    assert_eq!(messages.iter().map(|m| m.1.clone()).collect::<Vec<_>>(), (0..50).map(|i| format!("r{i}")).collect::<Vec<_>>());
+    assert_eq!(
+        messages.iter().map(|m| m.1.clone()).collect::<Vec<_>>(),
+        (0..50).map(|i| format!("r{i}")).collect::<Vec<_>>()
+    );
     // And the cluster still takes writes.
     let url = cluster.url(3, &format!("/api/v1/users/{email}/messages"));
     assert_eq!(append(&url, "after", "new"), Some(51));

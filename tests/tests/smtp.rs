@@ -17,10 +17,20 @@ fn assert_stored_once(cluster: &TestCluster, email: &str, raw: &[u8]) {
     for id in 1..=cluster.nodes.len() as u64 {
         let bodies = cluster.local_bodies(id, email).expect("replica readable");
         let copies: Vec<_> = bodies.iter().filter(|(_, body)| body.ends_with(raw)).collect();
-        assert_eq!(copies.len(), 1, "node {id}: {email} holds {} copies of {:?}", copies.len(), String::from_utf8_lossy(&raw[..raw.len().min(120)]));
+        assert_eq!(
+            copies.len(),
+            1,
+            "node {id}: {email} holds {} copies of {:?}",
+            copies.len(),
+            String::from_utf8_lossy(&raw[..raw.len().min(120)])
+        );
         let body = &copies[0].1;
         let header = &body[..body.len() - raw.len()];
-        assert!(header.starts_with(b"Received: from ") && header.ends_with(b"\r\n"), "node {id}: trace header {:?}", String::from_utf8_lossy(header));
+        assert!(
+            header.starts_with(b"Received: from ") && header.ends_with(b"\r\n"),
+            "node {id}: trace header {:?}",
+            String::from_utf8_lossy(header)
+        );
         assert_eq!(header.windows(2).filter(|w| w == b"\r\n").count(), 3, "one folded Received header only");
     }
 }
@@ -38,19 +48,44 @@ fn smtp_conformance_with_smtplib_and_swaks() {
     cluster.create_user_with_password(user2, "password-two");
 
     // smtplib against node 2's MX (and node 1's, for a resend) and node 3's submission port.
-    let report = run_python("smtp_client.py", &["conformance", &cluster.smtp(2), &cluster.smtp(1), &cluster.submission(3), user1, user2, "password-one", &MAX_BYTES.to_string()]);
+    let report = run_python(
+        "smtp_client.py",
+        &[
+            "conformance",
+            &cluster.smtp(2),
+            &cluster.smtp(1),
+            &cluster.submission(3),
+            user1,
+            user2,
+            "password-one",
+            &MAX_BYTES.to_string(),
+        ],
+    );
     let stored = report["stored"].as_array().unwrap();
     assert_eq!(stored.len(), 6, "{report}");
 
     // swaks: submission with STARTTLS and AUTH PLAIN; the MX refusing an unknown user.
     let swaks = Command::new("swaks")
-        .args(["--server", &cluster.submission(1), "--tls", "--auth", "PLAIN", "--auth-user", user2, "--auth-password", "password-two"])
+        .args([
+            "--server",
+            &cluster.submission(1),
+            "--tls",
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            user2,
+            "--auth-password",
+            "password-two",
+        ])
         .args(["--from", user2, "--to", user1, "--header", "Subject: via swaks", "--body", "sent with swaks"])
         .output()
         .expect("run swaks (scripts/setup installs it)");
     let transcript = String::from_utf8_lossy(&swaks.stdout);
     assert!(swaks.status.success() && transcript.contains("250 2.0.0 Ok: queued as"), "swaks:\n{transcript}");
-    let refused = Command::new("swaks").args(["--server", &cluster.smtp(1), "--from", "a@example.org", "--to", "ghost@ministry.go.ke"]).output().unwrap();
+    let refused = Command::new("swaks")
+        .args(["--server", &cluster.smtp(1), "--from", "a@example.org", "--to", "ghost@ministry.go.ke"])
+        .output()
+        .unwrap();
     let transcript = String::from_utf8_lossy(&refused.stdout);
     assert!(!refused.status.success() && transcript.contains("550 5.1.1"), "swaks to an unknown user:\n{transcript}");
 
@@ -65,7 +100,10 @@ fn smtp_conformance_with_smtplib_and_swaks() {
         c.command(&format!("RCPT TO:<{address}>"))
     };
     assert!(rcpt(1, "someone@newdept.go.ke").starts_with("550 5.7.1"));
-    let umsctl = Command::new(tests::binary("umsctl")).args(["--node", &cluster.url(1, ""), "domain", "add", "NewDept.go.ke"]).output().unwrap();
+    let umsctl = Command::new(tests::binary("umsctl"))
+        .args(["--node", &cluster.url(1, ""), "domain", "add", "NewDept.go.ke"])
+        .output()
+        .unwrap();
     assert!(umsctl.status.success(), "{}", String::from_utf8_lossy(&umsctl.stderr));
     assert!(rcpt(2, "someone@newdept.go.ke").starts_with("550 5.1.1"));
 
@@ -145,7 +183,17 @@ fn bad_input_and_floods_get_protocol_errors_and_the_node_stays_up() {
     assert!(c.command("NOOP").starts_with("250"));
 
     // Garbage: errors, then the connection is closed after ten (the long line was one).
-    let junk = ["\u{1}\u{2}\u{3}", "HELLO there", "MAIL FROM:<>", "RCPT TO:<a@b>", "DATA", "BDAT 10", "AUTH PLAIN", "\u{7f}", "x"];
+    let junk = [
+        "\u{1}\u{2}\u{3}",
+        "HELLO there",
+        "MAIL FROM:<>",
+        "RCPT TO:<a@b>",
+        "DATA",
+        "BDAT 10",
+        "AUTH PLAIN",
+        "\u{7f}",
+        "x",
+    ];
     let replies: Vec<String> = junk.iter().map(|line| c.command(line)).collect();
     assert!(replies[..8].iter().all(|r| r.starts_with('5')), "{replies:?}");
     assert!(replies[8].starts_with("421 4.7.0"), "{replies:?}");
@@ -221,7 +269,12 @@ fn mail_acknowledged_with_250_survives_kill_9_of_a_shard_leader() {
     let report = json_printed(&client.wait_with_output().unwrap());
 
     let refs = |key: &str| -> Vec<(String, String)> {
-        report[key].as_array().unwrap().iter().map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_str().unwrap().to_string())).collect()
+        report[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_str().unwrap().to_string(), p[1].as_str().unwrap().to_string()))
+            .collect()
     };
     let (acked, unacked) = (refs("acked"), refs("unacked"));
     eprintln!("{} messages got 250, {} did not", acked.len(), unacked.len());
@@ -233,21 +286,35 @@ fn mail_acknowledged_with_250_survives_kill_9_of_a_shard_leader() {
         let mut copies: HashMap<String, usize> = HashMap::new();
         for (_, body) in &bodies {
             let text = String::from_utf8_lossy(body);
-            let reference = text.lines().find_map(|l| l.strip_prefix("X-UMS-Test-Ref: ")).expect("test reference header");
+            let reference =
+                text.lines().find_map(|l| l.strip_prefix("X-UMS-Test-Ref: ")).expect("test reference header");
             *copies.entry(reference.to_string()).or_default() += 1;
         }
         for (_, reference) in acked.iter().filter(|(u, _)| u == user) {
-            assert_eq!(copies.get(reference), Some(&1), "{user}: acknowledged {reference} stored {:?} times", copies.get(reference));
+            assert_eq!(
+                copies.get(reference),
+                Some(&1),
+                "{user}: acknowledged {reference} stored {:?} times",
+                copies.get(reference)
+            );
         }
         for (_, reference) in unacked.iter().filter(|(u, _)| u == user) {
-            assert!(copies.get(reference).copied().unwrap_or(0) <= 1, "{user}: unacknowledged {reference} stored twice");
+            assert!(
+                copies.get(reference).copied().unwrap_or(0) <= 1,
+                "{user}: unacknowledged {reference} stored twice"
+            );
         }
         assert!(copies.values().all(|&n| n == 1), "{user}: a message stored twice: {copies:?}");
 
         // What a mail client sees over IMAP, through another node: every acknowledged
         // message once, UIDs unique and increasing.
         let listing = run_python("imap_client.py", &["refs", &cluster.imap(2), user, "test-password"]);
-        let listing: Vec<(u64, String)> = listing.as_array().unwrap().iter().map(|p| (p[0].as_u64().unwrap(), p[1].as_str().unwrap().to_string())).collect();
+        let listing: Vec<(u64, String)> = listing
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p[0].as_u64().unwrap(), p[1].as_str().unwrap().to_string()))
+            .collect();
         assert!(listing.windows(2).all(|w| w[0].0 < w[1].0), "{user}: IMAP UIDs not increasing");
         for (_, reference) in acked.iter().filter(|(u, _)| u == user) {
             assert_eq!(listing.iter().filter(|(_, r)| r == reference).count(), 1, "{user}: {reference} over IMAP");
@@ -286,8 +353,10 @@ impl Sink {
             .lines()
             .map(|line| {
                 let record: Value = serde_json::from_str(line).unwrap();
-                let rcpts = record["rcpt_tos"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect();
-                let raw = base64::engine::general_purpose::STANDARD.decode(record["data_b64"].as_str().unwrap()).unwrap();
+                let rcpts =
+                    record["rcpt_tos"].as_array().unwrap().iter().map(|r| r.as_str().unwrap().to_string()).collect();
+                let raw =
+                    base64::engine::general_purpose::STANDARD.decode(record["data_b64"].as_str().unwrap()).unwrap();
                 (record["at"].as_f64().unwrap(), rcpts, raw)
             })
             .collect()
@@ -323,7 +392,10 @@ fn submitted_mail_reaches_the_outside_once_across_a_leader_kill_and_refusals_bou
     let sender = "sender@ministry.go.ke";
     cluster.create_user_with_password(sender, "sender-password");
     let recipients: Vec<String> = (0..40).map(|n| format!("citizen{n}@example.org")).collect();
-    let report = run_python("smtp_client.py", &["submit", &cluster.submission(1), sender, "sender-password", &recipients.join(",")]);
+    let report = run_python(
+        "smtp_client.py",
+        &["submit", &cluster.submission(1), sender, "sender-password", &recipients.join(",")],
+    );
     assert_eq!(report["acked"].as_array().unwrap().len(), recipients.len());
 
     // Kill the sender shard's leader while its queue actor is relaying.
@@ -331,7 +403,13 @@ fn submitted_mail_reaches_the_outside_once_across_a_leader_kill_and_refusals_bou
     while sink.received().len() < 5 {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let leader = cluster.cluster_status(1)["shards"].as_array().unwrap().iter().find(|s| s["shard"] == shard).and_then(|s| s["leader"].as_u64()).unwrap();
+    let leader = cluster.cluster_status(1)["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["shard"] == shard)
+        .and_then(|s| s["leader"].as_u64())
+        .unwrap();
     let killed_at = unix_now();
     cluster.kill(leader);
     eprintln!("killed node {leader}, the leader of shard {shard}, after {} relayed", sink.received().len());
@@ -364,12 +442,18 @@ fn submitted_mail_reaches_the_outside_once_across_a_leader_kill_and_refusals_bou
     assert_eq!(first_seen.len(), recipients.len(), "not every submitted message was relayed");
     assert!(repeats.len() <= 1, "more than one message relayed twice: {repeats:?}");
     for (reference, first) in &repeats {
-        assert!(*first <= killed_at + 0.2 && *first > killed_at - 2.0, "{reference} repeated outside the failover window");
+        assert!(
+            *first <= killed_at + 0.2 && *first > killed_at - 2.0,
+            "{reference} repeated outside the failover window"
+        );
     }
     eprintln!("{} relayed, {} repeated in the failover window", first_seen.len(), repeats.len());
 
     // A recipient the outside server refuses: the item fails and the sender gets a bounce.
-    run_python("smtp_client.py", &["submit", &cluster.submission(2), sender, "sender-password", "refuse-me@example.org"]);
+    run_python(
+        "smtp_client.py",
+        &["submit", &cluster.submission(2), sender, "sender-password", "refuse-me@example.org"],
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let bounces: Vec<_> = cluster
@@ -388,7 +472,8 @@ fn submitted_mail_reaches_the_outside_once_across_a_leader_kill_and_refusals_bou
         std::thread::sleep(Duration::from_millis(200));
     }
     let outbound = tests::get_json(&cluster.url(1, &format!("/api/v1/users/{sender}/outbound"))).unwrap();
-    let statuses: Vec<&str> = outbound["outbound"].as_array().unwrap().iter().map(|i| i["status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> =
+        outbound["outbound"].as_array().unwrap().iter().map(|i| i["status"].as_str().unwrap()).collect();
     assert_eq!(statuses.iter().filter(|s| **s == "delivered").count(), recipients.len(), "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == "failed").count(), 1, "{statuses:?}");
 }

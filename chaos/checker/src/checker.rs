@@ -57,7 +57,12 @@ impl Verdict {
 
     /// Every violation found, one line each.
     pub fn violation_lines(&self) -> impl Iterator<Item = &String> {
-        self.lost.iter().chain(&self.duplicates).chain(&self.uid_violations).chain(&self.divergent).chain(&self.isolated_acks)
+        self.lost
+            .iter()
+            .chain(&self.duplicates)
+            .chain(&self.uid_violations)
+            .chain(&self.divergent)
+            .chain(&self.isolated_acks)
     }
 }
 
@@ -82,7 +87,9 @@ pub fn check(history: &[Operation], observed: &Observed, stall_ms: u64) -> Verdi
         let mut seen: HashMap<&str, u64> = HashMap::new();
         for (uid, client_ref) in messages {
             if let Some(first) = seen.insert(client_ref.as_str(), *uid) {
-                verdict.duplicates.push(format!("{user} on node {node}: {client_ref} stored twice (UIDs {first} and {uid})"));
+                verdict
+                    .duplicates
+                    .push(format!("{user} on node {node}: {client_ref} stored twice (UIDs {first} and {uid})"));
             }
         }
     }
@@ -99,24 +106,28 @@ pub fn check(history: &[Operation], observed: &Observed, stall_ms: u64) -> Verdi
             continue;
         };
         for (node, messages) in replicas {
-            let found: Vec<u64> = messages.iter().filter(|(_, r)| *r == operation.client_ref).map(|(uid, _)| *uid).collect();
+            let found: Vec<u64> =
+                messages.iter().filter(|(_, r)| *r == operation.client_ref).map(|(uid, _)| *uid).collect();
             match &operation.outcome {
                 Outcome::Ok { uid } if found != [*uid] => verdict.lost.push(format!(
                     "{} acknowledged with UID {uid} but node {node} has it at {found:?}",
                     operation.client_ref
                 )),
-                Outcome::Accepted if found.is_empty() => verdict.lost.push(format!("{} acknowledged but node {node} does not have it", operation.client_ref)),
-                Outcome::Accepted if found.len() > 1 => {
-                    verdict.duplicates.push(format!("{} acknowledged once but node {node} has it at {found:?}", operation.client_ref))
+                Outcome::Accepted if found.is_empty() => {
+                    verdict.lost.push(format!("{} acknowledged but node {node} does not have it", operation.client_ref))
                 }
-                Outcome::Failed { reason } if !found.is_empty() => verdict.duplicates.push(format!(
-                    "{} failed ({reason}) yet node {node} stored it",
-                    operation.client_ref
-                )),
+                Outcome::Accepted if found.len() > 1 => verdict
+                    .duplicates
+                    .push(format!("{} acknowledged once but node {node} has it at {found:?}", operation.client_ref)),
+                Outcome::Failed { reason } if !found.is_empty() => verdict
+                    .duplicates
+                    .push(format!("{} failed ({reason}) yet node {node} stored it", operation.client_ref)),
                 _ => {}
             }
         }
-        if matches!(operation.outcome, Outcome::Unknown { .. }) && replicas.iter().any(|(_, m)| m.iter().any(|(_, r)| *r == operation.client_ref)) {
+        if matches!(operation.outcome, Outcome::Unknown { .. })
+            && replicas.iter().any(|(_, m)| m.iter().any(|(_, r)| *r == operation.client_ref))
+        {
             verdict.unknown_applied += 1;
         }
     }
@@ -132,7 +143,11 @@ pub fn acks_while_isolated(history: &[Operation], isolations: &[Isolation]) -> V
     for isolation in isolations {
         let to_ms = isolation.to_ms.unwrap_or(u64::MAX);
         for operation in history {
-            if operation.node == isolation.node && operation.is_ok() && operation.invoked_ms >= isolation.from_ms && operation.completed_ms < to_ms {
+            if operation.node == isolation.node
+                && operation.is_ok()
+                && operation.invoked_ms >= isolation.from_ms
+                && operation.completed_ms < to_ms
+            {
                 found.push(format!(
                     "{} acknowledged by node {} at {} ms while it was isolated ({}..{} ms)",
                     operation.client_ref, operation.node, operation.completed_ms, isolation.from_ms, to_ms
@@ -187,7 +202,16 @@ mod tests {
     use super::*;
 
     fn op(id: u64, user: &str, shard: u64, times: (u64, u64), outcome: Outcome) -> Operation {
-        Operation { id, user: user.into(), shard, client_ref: format!("c{id}"), node: 1, invoked_ms: times.0, completed_ms: times.1, outcome }
+        Operation {
+            id,
+            user: user.into(),
+            shard,
+            client_ref: format!("c{id}"),
+            node: 1,
+            invoked_ms: times.0,
+            completed_ms: times.1,
+            outcome,
+        }
     }
 
     fn ok(uid: u64) -> Outcome {
@@ -195,7 +219,11 @@ mod tests {
     }
 
     fn observed(rows: &[(&str, u64, &[(u64, &str)])]) -> Observed {
-        rows.iter().map(|(user, node, msgs)| ((user.to_string(), *node), msgs.iter().map(|(u, r)| (*u, r.to_string())).collect())).collect()
+        rows.iter()
+            .map(|(user, node, msgs)| {
+                ((user.to_string(), *node), msgs.iter().map(|(u, r)| (*u, r.to_string())).collect())
+            })
+            .collect()
     }
 
     #[test]
@@ -223,7 +251,8 @@ mod tests {
             op(3, "a", 1, (10, 12), Outcome::Unknown { reason: "reset".into() }),
             op(4, "a", 1, (13, 15), ok(3)),
         ];
-        let state = observed(&[("a", 1, &[(1, "c1"), (2, "c2"), (3, "c4")]), ("a", 2, &[(1, "c1"), (2, "c2"), (3, "c4")])]);
+        let state =
+            observed(&[("a", 1, &[(1, "c1"), (2, "c2"), (3, "c4")]), ("a", 2, &[(1, "c1"), (2, "c2"), (3, "c4")])]);
         let verdict = check(&history, &state, 1_000);
         assert_eq!(verdict.violations(), 0, "{verdict:?}");
         assert_eq!((verdict.acknowledged, verdict.unknown, verdict.unknown_applied), (2, 2, 1));
@@ -231,7 +260,11 @@ mod tests {
 
     #[test]
     fn smtp_acceptances_must_be_stored_exactly_once() {
-        let history = [op(1, "a", 1, (0, 5), Outcome::Accepted), op(2, "a", 1, (6, 9), Outcome::Accepted), op(3, "a", 1, (6, 9), Outcome::Accepted)];
+        let history = [
+            op(1, "a", 1, (0, 5), Outcome::Accepted),
+            op(2, "a", 1, (6, 9), Outcome::Accepted),
+            op(3, "a", 1, (6, 9), Outcome::Accepted),
+        ];
         // c1 stored once (fine), c2 missing, c3 twice.
         let state = observed(&[("a", 1, &[(1, "c1"), (2, "c3"), (3, "c3")])]);
         let verdict = check(&history, &state, 1_000);
@@ -243,7 +276,11 @@ mod tests {
 
     #[test]
     fn each_violation_is_caught() {
-        let history = [op(1, "a", 1, (0, 5), ok(1)), op(2, "a", 1, (6, 9), ok(2)), op(3, "a", 1, (10, 12), Outcome::Failed { reason: "refused".into() })];
+        let history = [
+            op(1, "a", 1, (0, 5), ok(1)),
+            op(2, "a", 1, (6, 9), ok(2)),
+            op(3, "a", 1, (10, 12), Outcome::Failed { reason: "refused".into() }),
+        ];
         // Lost: c2 missing on node 2. Duplicate: c1 twice on node 1. Failed-but-stored: c3.
         let state = observed(&[("a", 1, &[(1, "c1"), (2, "c2"), (3, "c1"), (4, "c3")]), ("a", 2, &[(1, "c1")])]);
         let verdict = check(&history, &state, 1_000);
@@ -268,11 +305,14 @@ mod tests {
             op(8, "b", 8, (50, 60), Outcome::Failed { reason: "refused".into() }),
         ];
         let windows = unavailability(&history, 250);
-        assert_eq!(windows, vec![
-            Window { shard: 7, start_ms: 100, end_ms: 320, recovered: true },
-            Window { shard: 7, start_ms: 400, end_ms: 1_510, recovered: true },
-            Window { shard: 8, start_ms: 50, end_ms: 1_510, recovered: false },
-        ]);
+        assert_eq!(
+            windows,
+            vec![
+                Window { shard: 7, start_ms: 100, end_ms: 320, recovered: true },
+                Window { shard: 7, start_ms: 400, end_ms: 1_510, recovered: true },
+                Window { shard: 8, start_ms: 50, end_ms: 1_510, recovered: false },
+            ]
+        );
         assert_eq!(quantile(&mut [5, 1, 3], 0.5), 3);
     }
 }

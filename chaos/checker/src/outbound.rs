@@ -61,8 +61,12 @@ pub fn check_outbound(queued: &[Operation], deliveries: &[Delivery]) -> Outbound
     for operation in queued {
         let arrived = keys.contains_key(operation.client_ref.as_str());
         match &operation.outcome {
-            Outcome::Ok { .. } | Outcome::Accepted if !arrived => verdict.undelivered.push(format!("{} queued but never delivered", operation.client_ref)),
-            Outcome::Failed { reason } if arrived => verdict.duplicated.push(format!("{} failed to queue ({reason}) yet was delivered", operation.client_ref)),
+            Outcome::Ok { .. } | Outcome::Accepted if !arrived => {
+                verdict.undelivered.push(format!("{} queued but never delivered", operation.client_ref))
+            }
+            Outcome::Failed { reason } if arrived => verdict
+                .duplicated
+                .push(format!("{} failed to queue ({reason}) yet was delivered", operation.client_ref)),
             _ => {}
         }
     }
@@ -74,7 +78,16 @@ mod tests {
     use super::*;
 
     fn op(client_ref: &str, outcome: Outcome) -> Operation {
-        Operation { id: 0, user: "u".into(), shard: 1, client_ref: client_ref.into(), node: 1, invoked_ms: 0, completed_ms: 1, outcome }
+        Operation {
+            id: 0,
+            user: "u".into(),
+            shard: 1,
+            client_ref: client_ref.into(),
+            node: 1,
+            invoked_ms: 0,
+            completed_ms: 1,
+            outcome,
+        }
     }
 
     fn delivery(client_ref: &str, key: &str) -> Delivery {
@@ -90,7 +103,14 @@ mod tests {
             op("d", Outcome::Failed { reason: "HTTP 400".into() }),
             op("e", Outcome::Unknown { reason: "timeout".into() }),
         ];
-        let deliveries = [delivery("a", "k1"), delivery("a", "k1"), delivery("b", "k2"), delivery("b", "k9"), delivery("d", "k4"), delivery("e", "k5")];
+        let deliveries = [
+            delivery("a", "k1"),
+            delivery("a", "k1"),
+            delivery("b", "k2"),
+            delivery("b", "k9"),
+            delivery("d", "k4"),
+            delivery("e", "k5"),
+        ];
         let verdict = check_outbound(&queued, &deliveries);
         assert_eq!((verdict.queued, verdict.delivered, verdict.redelivered), (3, 4, 1));
         assert_eq!(verdict.undelivered, ["c queued but never delivered"]);

@@ -76,7 +76,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn main() {
-    let Command::Drill { scenario, cluster, nodes, duration, rate, seed, users, stall_ms, workload, quick, json } = Cli::parse().command;
+    let Command::Drill { scenario, cluster, nodes, duration, rate, seed, users, stall_ms, workload, quick, json } =
+        Cli::parse().command;
     let result = (|| -> anyhow::Result<bool> {
         let cluster = if nodes.is_empty() { Cluster::from_dir(&cluster)? } else { Cluster::from_addresses(&nodes)? };
         let options = DrillOptions {
@@ -88,7 +89,9 @@ fn main() {
             protocol: workload,
         };
         if workload != Protocol::Http && cluster.ids().iter().any(|&id| cluster.node(id).config.smtp.listen.is_none()) {
-            anyhow::bail!("this workload writes over SMTP, which needs every node's SMTP listener ([smtp] listen in node.toml); use --workload http");
+            anyhow::bail!(
+                "this workload writes over SMTP, which needs every node's SMTP listener ([smtp] listen in node.toml); use --workload http"
+            );
         }
         let scenarios: Vec<&str> = if scenario == "all" {
             let all = NOT_YET.iter().map(|(name, _)| *name).chain(AVAILABLE);
@@ -110,7 +113,8 @@ fn main() {
             reports.push(report);
         }
         if let Some(path) = json {
-            std::fs::write(&path, serde_json::to_vec_pretty(&reports)?).with_context(|| format!("writing {}", path.display()))?;
+            std::fs::write(&path, serde_json::to_vec_pretty(&reports)?)
+                .with_context(|| format!("writing {}", path.display()))?;
         }
         Ok(reports.iter().all(|r| r.passed))
     })();
@@ -123,4 +127,3 @@ fn main() {
         }
     }
 }
-

@@ -11,14 +11,16 @@
 //!                   [--seconds 10] [--warmup 3] [--idle 5] [--dir PATH]
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use consensus::sim::sequence::SequenceMachine;
-use consensus::{Command, GroupId, GroupMessage, MultiRaft, NodeId, ProposalCallback, ProposeError, RaftConfig, Transport};
+use consensus::{
+    Command, GroupId, GroupMessage, MultiRaft, NodeId, ProposalCallback, ProposeError, RaftConfig, Transport,
+};
 use storage::{Engine, RocksEngine, RocksOptions};
 
 const TICK: Duration = Duration::from_millis(100);
@@ -36,11 +38,20 @@ struct Options {
 }
 
 fn parse_args() -> Options {
-    let mut options = Options { nodes: 3, groups: 64, size: 1024, in_flight: 256, seconds: 10, warmup: 3, idle: 5, dir: None };
+    let mut options =
+        Options { nodes: 3, groups: 64, size: 1024, in_flight: 256, seconds: 10, warmup: 3, idle: 5, dir: None };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         if flag == "--help" || flag == "-h" {
-            println!("{}", include_str!("raft-bench.rs").lines().take_while(|l| l.starts_with("//!")).map(|l| l.trim_start_matches("//!").trim_start()).collect::<Vec<_>>().join("\n"));
+            println!(
+                "{}",
+                include_str!("raft-bench.rs")
+                    .lines()
+                    .take_while(|l| l.starts_with("//!"))
+                    .map(|l| l.trim_start_matches("//!").trim_start())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
             std::process::exit(0);
         }
         let value = args.next().unwrap_or_else(|| die(&format!("{flag} needs a value")));
@@ -86,7 +97,15 @@ impl Transport for ChannelTransport {
     }
 }
 
-fn run_node(id: NodeId, engine: Engine, groups: u64, voters: Vec<NodeId>, inbox: Receiver<Input>, peers: Vec<SyncSender<Input>>, stop: Arc<AtomicBool>) {
+fn run_node(
+    id: NodeId,
+    engine: Engine,
+    groups: u64,
+    voters: Vec<NodeId>,
+    inbox: Receiver<Input>,
+    peers: Vec<SyncSender<Input>>,
+    stop: Arc<AtomicBool>,
+) {
     let mut raft = MultiRaft::open(id, RaftConfig::default(), engine, SequenceMachine::default()).expect("open node");
     for group in 1..=groups {
         if !raft.has_group(group) {
@@ -133,7 +152,8 @@ struct Completion {
 
 fn main() {
     let options = parse_args();
-    let base = options.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("raft-bench-{}", std::process::id())));
+    let base =
+        options.dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("raft-bench-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&base);
     let voters: Vec<NodeId> = (1..=options.nodes as NodeId).collect();
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..options.nodes).map(|_| mpsc::sync_channel(INBOX_CAPACITY)).unzip();
@@ -142,7 +162,9 @@ fn main() {
     let mut threads = Vec::new();
     for (i, inbox) in receivers.into_iter().enumerate() {
         let id = i as NodeId + 1;
-        let engine: Engine = Arc::new(RocksEngine::open(&base.join(format!("node-{id}")), &RocksOptions::default()).expect("open RocksDB"));
+        let engine: Engine = Arc::new(
+            RocksEngine::open(&base.join(format!("node-{id}")), &RocksOptions::default()).expect("open RocksDB"),
+        );
         engines.push(engine.clone());
         let (peers, voters, stop, groups) = (senders.clone(), voters.clone(), stop.clone(), options.groups);
         threads.push(thread::spawn(move || run_node(id, engine, groups, voters, inbox, peers, stop)));
@@ -162,7 +184,11 @@ fn main() {
 
     println!(
         "raft-bench: {} nodes, {} groups, {} B proposals, {} in flight, RocksDB with fsync under {}",
-        options.nodes, options.groups, options.size, options.in_flight, base.display()
+        options.nodes,
+        options.groups,
+        options.size,
+        options.in_flight,
+        base.display()
     );
     let mut next_request = 0u64;
     for _ in 0..options.in_flight {
@@ -218,14 +244,28 @@ fn main() {
     }
     latencies.sort();
     let seconds = options.seconds as f64;
-    let percentile = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or_default();
+    let percentile = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
     println!("committed+applied proposals: {}", latencies.len());
     println!("throughput:      {:>10.0} proposals/s", latencies.len() as f64 / seconds);
     println!("latency p50:     {:>10.2} ms", percentile(0.50).as_secs_f64() * 1e3);
     println!("latency p99:     {:>10.2} ms", percentile(0.99).as_secs_f64() * 1e3);
-    println!("fsyncs:          {:>10.0} /s across {} nodes ({:.1} proposals per fsync per node)", syncs as f64 / seconds, options.nodes, latencies.len() as f64 * options.nodes as f64 / syncs.max(1) as f64);
+    println!(
+        "fsyncs:          {:>10.0} /s across {} nodes ({:.1} proposals per fsync per node)",
+        syncs as f64 / seconds,
+        options.nodes,
+        latencies.len() as f64 * options.nodes as f64 / syncs.max(1) as f64
+    );
     println!("retries (not leader yet / moved): {retries}");
-    println!("idle CPU:        {:>10.1} % of one core for {} group replicas", idle_cpu * 100.0, options.groups * options.nodes as u64);
+    println!(
+        "idle CPU:        {:>10.1} % of one core for {} group replicas",
+        idle_cpu * 100.0,
+        options.groups * options.nodes as u64
+    );
     let _ = std::fs::remove_dir_all(&base);
 }
 

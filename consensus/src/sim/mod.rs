@@ -14,18 +14,18 @@ pub mod sequence;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
+use raft::eraftpb::MessageType;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use raft::eraftpb::MessageType;
 use storage::{Engine, MemEngine};
 
 use crate::error::ProposeError;
-use chaos_checker::checker::{self, Observed};
-use chaos_checker::history::{Operation, Outcome};
 use crate::sim::sequence::{SequenceMachine, position_of, read_sequence};
 use crate::transport::{GroupMessage, Transport};
 use crate::{Command, GroupId, MultiRaft, NodeId, RaftConfig};
+use chaos_checker::checker::{self, Observed};
+use chaos_checker::history::{Operation, Outcome};
 
 /// Virtual milliseconds between ticks (plus a little random jitter per node).
 pub const TICK_MS: u64 = 10;
@@ -130,9 +130,8 @@ impl SimCluster {
         }
         let mut placement = BTreeMap::new();
         for group in 1..=options.groups {
-            let replicas: Vec<NodeId> = (0..options.replicas)
-                .map(|k| ((group as usize + k) % options.nodes) as NodeId + 1)
-                .collect();
+            let replicas: Vec<NodeId> =
+                (0..options.replicas).map(|k| ((group as usize + k) % options.nodes) as NodeId + 1).collect();
             for node in &replicas {
                 let raft = nodes.get_mut(node).and_then(|n| n.raft.as_mut()).expect("node up");
                 raft.bootstrap_group(group, &replicas).expect("bootstrap group");
@@ -144,10 +143,7 @@ impl SimCluster {
             now: 0,
             config,
             nodes,
-            network: Network {
-                max_delay_ms: 3,
-                ..Default::default()
-            },
+            network: Network { max_delay_ms: 3, ..Default::default() },
             placement,
             completions: Arc::new(Mutex::new(Vec::new())),
             log: Vec::new(),
@@ -529,7 +525,8 @@ pub fn run_random(options: &WorkloadOptions) -> Result<SimReport, String> {
     while cluster.now() < deadline {
         let now = cluster.now();
         // Faults: heal what is due; inject new ones during the workload.
-        let (due, active): (Vec<_>, Vec<_>) = faults.drain(..).partition(|(at, _)| *at <= now || now >= options.workload_ms);
+        let (due, active): (Vec<_>, Vec<_>) =
+            faults.drain(..).partition(|(at, _)| *at <= now || now >= options.workload_ms);
         faults = active;
         for (_, fault) in due {
             match fault {
@@ -578,7 +575,13 @@ pub fn run_random(options: &WorkloadOptions) -> Result<SimReport, String> {
             let id = requests.len() as u64 + 1;
             requests.insert(
                 id,
-                Request { group: rng.gen_range(1..=groups), attempt: 0, state: RequestState::WaitingUntil(now), invoked_ms: now, completed_ms: 0 },
+                Request {
+                    group: rng.gen_range(1..=groups),
+                    attempt: 0,
+                    state: RequestState::WaitingUntil(now),
+                    invoked_ms: now,
+                    completed_ms: 0,
+                },
             );
         }
         for (&id, request) in requests.iter_mut() {
@@ -589,7 +592,9 @@ pub fn run_random(options: &WorkloadOptions) -> Result<SimReport, String> {
                 }
                 RequestState::WaitingUntil(at) if at <= now => {
                     let replicas = cluster.replicas(request.group).to_vec();
-                    let target = *leader_guess.entry(request.group).or_insert_with(|| *replicas.choose(&mut rng).expect("replicas"));
+                    let target = *leader_guess
+                        .entry(request.group)
+                        .or_insert_with(|| *replicas.choose(&mut rng).expect("replicas"));
                     request.attempt += 1;
                     attempts += 1;
                     if cluster.propose(target, request.group, id, request.attempt) {
@@ -639,7 +644,8 @@ pub fn run_random(options: &WorkloadOptions) -> Result<SimReport, String> {
             }
         }
 
-        let all_acked = requests.len() as u64 == options.requests && requests.values().all(|r| matches!(r.state, RequestState::Acked(_)));
+        let all_acked = requests.len() as u64 == options.requests
+            && requests.values().all(|r| matches!(r.state, RequestState::Acked(_)));
         if cluster.now() > options.workload_ms && all_acked && cluster.now() % 50 == 0 && cluster.converged() {
             // No stall threshold: virtual time makes every slow write "unavailable".
             let verdict = checker::check(&drill_history(&requests), &observed(&cluster.sequences()), u64::MAX);

@@ -9,10 +9,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer, LiteralAnnouncement};
 use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
+use imap_types::IntoStatic;
 use imap_types::auth::{AuthMechanism, AuthenticateData};
 use imap_types::command::CommandBody;
 use imap_types::core::{LiteralMode, Tag};
-use imap_types::IntoStatic;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
@@ -92,7 +92,11 @@ enum Reading {
 }
 
 /// Runs the session until the connection closes, or returns the stream for STARTTLS.
-async fn converse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, session: &mut Session, gateway: &Gateway) -> std::io::Result<Option<S>> {
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    session: &mut Session,
+    gateway: &Gateway,
+) -> std::io::Result<Option<S>> {
     let settings = &gateway.settings;
     let autologout = Duration::from_secs(settings.autologout_secs);
     let idle_poll = Duration::from_millis(settings.idle_poll_ms);
@@ -167,18 +171,24 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, session: &mu
         let (out, after) = match std::mem::replace(&mut reading, Reading::Command) {
             Reading::Command => match fragmentizer.decode_message(&CommandCodec::default()) {
                 Ok(command) => match command.body {
-                    CommandBody::Authenticate { .. } if session.is_authenticated() => {
-                        (format!("{} BAD Already authenticated\r\n", command.tag.as_ref()).into_bytes(), After::Continue)
-                    }
+                    CommandBody::Authenticate { .. } if session.is_authenticated() => (
+                        format!("{} BAD Already authenticated\r\n", command.tag.as_ref()).into_bytes(),
+                        After::Continue,
+                    ),
                     CommandBody::Authenticate { mechanism, initial_response } => {
                         let tag = command.tag.into_static();
                         match (mechanism, initial_response) {
-                            (AuthMechanism::Plain, Some(response)) => plain_login(session, &tag, response.declassify()).await,
+                            (AuthMechanism::Plain, Some(response)) => {
+                                plain_login(session, &tag, response.declassify()).await
+                            }
                             (AuthMechanism::Plain, None) => {
                                 reading = Reading::AuthData(tag);
                                 (b"+ \r\n".to_vec(), After::Continue)
                             }
-                            _ => (format!("{} NO Unsupported authentication mechanism\r\n", tag.as_ref()).into_bytes(), After::Continue),
+                            _ => (
+                                format!("{} NO Unsupported authentication mechanism\r\n", tag.as_ref()).into_bytes(),
+                                After::Continue,
+                            ),
                         }
                     }
                     _ => {
@@ -209,7 +219,9 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, session: &mu
             },
             Reading::AuthData(tag) => match fragmentizer.decode_message(&AuthenticateDataCodec::default()) {
                 Ok(AuthenticateData::Continue(response)) => plain_login(session, &tag, response.declassify()).await,
-                Ok(AuthenticateData::Cancel) => (format!("{} BAD Authentication cancelled\r\n", tag.as_ref()).into_bytes(), After::Continue),
+                Ok(AuthenticateData::Cancel) => {
+                    (format!("{} BAD Authentication cancelled\r\n", tag.as_ref()).into_bytes(), After::Continue)
+                }
                 Err(_) => (format!("{} BAD Invalid base64\r\n", tag.as_ref()).into_bytes(), After::Continue),
             },
             Reading::IdleDone(tag) => {
@@ -237,7 +249,9 @@ async fn plain_login(session: &mut Session, tag: &Tag<'_>, response: &[u8]) -> (
     let text = String::from_utf8_lossy(response);
     let parts: Vec<&str> = text.split('\0').collect();
     match parts.as_slice() {
-        [authzid, login, password] if authzid.is_empty() || authzid.eq_ignore_ascii_case(login) => session.login(tag, login, password).await,
+        [authzid, login, password] if authzid.is_empty() || authzid.eq_ignore_ascii_case(login) => {
+            session.login(tag, login, password).await
+        }
         _ => (format!("{} BAD Malformed PLAIN response\r\n", tag.as_ref()).into_bytes(), After::Continue),
     }
 }

@@ -15,12 +15,12 @@ use imap_codec::ResponseCodec;
 use imap_codec::encode::Encoder;
 use imap_types::IntoStatic;
 use imap_types::command::{Command, CommandBody};
-use imap_types::mailbox::ListMailbox;
 use imap_types::core::{Literal, NString, Tag, Text, Vec1};
 use imap_types::datetime::DateTime;
 use imap_types::extensions::uidplus::{UidElement, UidSet};
 use imap_types::fetch::{Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section};
 use imap_types::flag::{Flag, FlagFetch, FlagPerm, StoreResponse, StoreType};
+use imap_types::mailbox::ListMailbox;
 use imap_types::mailbox::Mailbox;
 use imap_types::response::{Capability, Code, Data, Response, Status};
 use imap_types::search::SearchKey;
@@ -130,7 +130,11 @@ fn mailbox_of(name: &str) -> Option<Mailbox<'static>> {
 }
 
 fn flags_of(strings: &[String]) -> Vec<FlagFetch<'static>> {
-    strings.iter().filter_map(|s| Flag::try_from(s.as_str()).ok().map(IntoStatic::into_static)).map(FlagFetch::Flag).collect()
+    strings
+        .iter()
+        .filter_map(|s| Flag::try_from(s.as_str()).ok().map(IntoStatic::into_static))
+        .map(FlagFetch::Flag)
+        .collect()
 }
 
 fn uid_set(uids: &[u32]) -> Option<UidSet> {
@@ -151,7 +155,14 @@ fn unavailable(error: &ServiceError) -> String {
 const SYSTEM_FLAGS: [Flag<'static>; 5] = [Flag::Answered, Flag::Flagged, Flag::Deleted, Flag::Seen, Flag::Draft];
 
 impl Session {
-    pub fn new(service: Arc<dyn MailService>, logins: Arc<LoginThrottle>, client_ip: IpAddr, tls_available: bool, allow_insecure_auth: bool, max_auth_failures: u32) -> Self {
+    pub fn new(
+        service: Arc<dyn MailService>,
+        logins: Arc<LoginThrottle>,
+        client_ip: IpAddr,
+        tls_available: bool,
+        allow_insecure_auth: bool,
+        max_auth_failures: u32,
+    ) -> Self {
         Self {
             service,
             logins,
@@ -235,7 +246,14 @@ impl Session {
     /// Checks credentials (throttled per IP and account); the user id or why not.
     pub async fn login(&mut self, tag: &Tag<'_>, login: &str, password: &str) -> (Vec<u8>, After) {
         if !self.auth_allowed() {
-            return (no(tag, Some(Code::Other(imap_types::response::CodeOther::unvalidated(&b"PRIVACYREQUIRED"[..]))), "Use STARTTLS first"), After::Continue);
+            return (
+                no(
+                    tag,
+                    Some(Code::Other(imap_types::response::CodeOther::unvalidated(&b"PRIVACYREQUIRED"[..]))),
+                    "Use STARTTLS first",
+                ),
+                After::Continue,
+            );
         }
         if !self.logins.allows(self.client_ip, login, Instant::now()) {
             return (no(tag, None, "[UNAVAILABLE] Too many failed logins, try again later"), After::Continue);
@@ -255,7 +273,11 @@ impl Session {
             Ok(None) => {
                 self.logins.record_failure(self.client_ip, login, Instant::now());
                 self.auth_failures += 1;
-                let reply = no(tag, Some(Code::Other(imap_types::response::CodeOther::unvalidated(&b"AUTHENTICATIONFAILED"[..]))), "Invalid credentials");
+                let reply = no(
+                    tag,
+                    Some(Code::Other(imap_types::response::CodeOther::unvalidated(&b"AUTHENTICATIONFAILED"[..]))),
+                    "Invalid credentials",
+                );
                 if self.auth_failures >= self.max_auth_failures {
                     let mut out = reply;
                     out.extend(bye("Too many failed logins"));
@@ -341,7 +363,9 @@ impl Session {
                         enabled.push(capability.clone());
                     }
                 }
-                out.extend(data(Data::Enabled { capabilities: enabled.into_iter().map(|c| c.into_static()).collect() }));
+                out.extend(data(Data::Enabled {
+                    capabilities: enabled.into_iter().map(|c| c.into_static()).collect(),
+                }));
                 out.extend(ok(tag, None, "Enabled"));
             }
             CommandBody::Namespace => {
@@ -371,7 +395,11 @@ impl Session {
                 let name = name.trim_end_matches('/');
                 match self.service.create_mailbox(&user, name).await {
                     Ok(()) => out.extend(ok(tag, None, "Created")),
-                    Err(ServiceError::Conflict(_)) => out.extend(no(tag, Some(Code::Other(imap_types::response::CodeOther::unvalidated(&b"ALREADYEXISTS"[..]))), "Mailbox exists")),
+                    Err(ServiceError::Conflict(_)) => out.extend(no(
+                        tag,
+                        Some(Code::Other(imap_types::response::CodeOther::unvalidated(&b"ALREADYEXISTS"[..]))),
+                        "Mailbox exists",
+                    )),
                     Err(ServiceError::Invalid(e)) => out.extend(no(tag, None, &e)),
                     Err(e) => out.extend(no(tag, None, &unavailable(&e))),
                 }
@@ -392,15 +420,23 @@ impl Session {
                 let user = self.user(tag)?;
                 match self.service.rename_mailbox(&user, &name_of(&from), &name_of(&to)).await {
                     Ok(()) => out.extend(ok(tag, None, "Renamed")),
-                    Err(ServiceError::NotFound(e) | ServiceError::Invalid(e) | ServiceError::Conflict(e)) => out.extend(no(tag, None, &e)),
+                    Err(ServiceError::NotFound(e) | ServiceError::Invalid(e) | ServiceError::Conflict(e)) => {
+                        out.extend(no(tag, None, &e))
+                    }
                     Err(e) => out.extend(no(tag, None, &unavailable(&e))),
                 }
             }
             CommandBody::Subscribe { mailbox } => self.set_subscribed(tag, &name_of(&mailbox), true, out).await?,
             CommandBody::Unsubscribe { mailbox } => self.set_subscribed(tag, &name_of(&mailbox), false, out).await?,
-            CommandBody::List { reference, mailbox_wildcard } => self.list(tag, &name_of(&reference), &pattern_of(&mailbox_wildcard), false, out).await?,
-            CommandBody::Lsub { reference, mailbox_wildcard } => self.list(tag, &name_of(&reference), &pattern_of(&mailbox_wildcard), true, out).await?,
-            CommandBody::Status { mailbox, item_names } => self.status(tag, &name_of(&mailbox), &item_names, out).await?,
+            CommandBody::List { reference, mailbox_wildcard } => {
+                self.list(tag, &name_of(&reference), &pattern_of(&mailbox_wildcard), false, out).await?
+            }
+            CommandBody::Lsub { reference, mailbox_wildcard } => {
+                self.list(tag, &name_of(&reference), &pattern_of(&mailbox_wildcard), true, out).await?
+            }
+            CommandBody::Status { mailbox, item_names } => {
+                self.status(tag, &name_of(&mailbox), &item_names, out).await?
+            }
             CommandBody::Append { mailbox, flags, date, message } => {
                 let user = self.user(tag)?;
                 let name = name_of(&mailbox);
@@ -433,15 +469,21 @@ impl Session {
             }
             CommandBody::Expunge => {
                 let (user, name) = (self.user(tag)?, self.writable(tag)?.name.clone());
-                let expunged = self.service.expunge(&user, &name, None).await.map_err(|e| no(tag, None, &unavailable(&e)))?;
+                let expunged =
+                    self.service.expunge(&user, &name, None).await.map_err(|e| no(tag, None, &unavailable(&e)))?;
                 self.report_expunged(&expunged, out);
                 out.extend(ok(tag, None, "Expunged"));
             }
             CommandBody::ExpungeUid { sequence_set } => {
                 let (user, selected) = (self.user(tag)?, self.writable(tag)?);
-                let uids: Vec<u32> = sets::select(&sequence_set, &selected.uids, true).into_iter().map(|(_, uid)| uid).collect();
+                let uids: Vec<u32> =
+                    sets::select(&sequence_set, &selected.uids, true).into_iter().map(|(_, uid)| uid).collect();
                 let name = selected.name.clone();
-                let expunged = self.service.expunge(&user, &name, Some(&uids)).await.map_err(|e| no(tag, None, &unavailable(&e)))?;
+                let expunged = self
+                    .service
+                    .expunge(&user, &name, Some(&uids))
+                    .await
+                    .map_err(|e| no(tag, None, &unavailable(&e)))?;
                 self.report_expunged(&expunged, out);
                 out.extend(ok(tag, None, "Expunged"));
             }
@@ -454,12 +496,27 @@ impl Session {
                 self.fetch(tag, &sequence_set, macro_or_item_names, uid, changed_since, out).await?
             }
             CommandBody::Store { sequence_set, kind, response, flags, uid, modifiers } => {
-                let unchanged_since = modifiers.iter().map(|imap_types::command::StoreModifier::UnchangedSince(since)| *since).next();
+                let unchanged_since =
+                    modifiers.iter().map(|imap_types::command::StoreModifier::UnchangedSince(since)| *since).next();
                 let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
-                self.store(tag, &sequence_set, kind, response == StoreResponse::Silent, &flags, uid, unchanged_since, out).await?
+                self.store(
+                    tag,
+                    &sequence_set,
+                    kind,
+                    response == StoreResponse::Silent,
+                    &flags,
+                    uid,
+                    unchanged_since,
+                    out,
+                )
+                .await?
             }
-            CommandBody::Copy { sequence_set, mailbox, uid } => self.copy(tag, &sequence_set, &name_of(&mailbox), uid, false, out).await?,
-            CommandBody::Move { sequence_set, mailbox, uid } => self.copy(tag, &sequence_set, &name_of(&mailbox), uid, true, out).await?,
+            CommandBody::Copy { sequence_set, mailbox, uid } => {
+                self.copy(tag, &sequence_set, &name_of(&mailbox), uid, false, out).await?
+            }
+            CommandBody::Move { sequence_set, mailbox, uid } => {
+                self.copy(tag, &sequence_set, &name_of(&mailbox), uid, true, out).await?
+            }
             CommandBody::Idle => {
                 self.selected(tag)?;
                 out.extend_from_slice(b"+ idling\r\n");
@@ -470,7 +527,13 @@ impl Session {
         Ok(After::Continue)
     }
 
-    async fn set_subscribed(&mut self, tag: &Tag<'_>, name: &str, subscribed: bool, out: &mut Vec<u8>) -> Result<(), Vec<u8>> {
+    async fn set_subscribed(
+        &mut self,
+        tag: &Tag<'_>,
+        name: &str,
+        subscribed: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Vec<u8>> {
         let user = self.user(tag)?;
         match self.service.subscribe(&user, name, subscribed).await {
             Ok(()) => out.extend(ok(tag, None, "Done")),
@@ -480,7 +543,13 @@ impl Session {
         Ok(())
     }
 
-    async fn select(&mut self, tag: &Tag<'_>, name: &str, read_only: bool, out: &mut Vec<u8>) -> Result<After, Vec<u8>> {
+    async fn select(
+        &mut self,
+        tag: &Tag<'_>,
+        name: &str,
+        read_only: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<After, Vec<u8>> {
         let user = self.user(tag)?;
         self.selected = None;
         let state = match self.service.mailbox(&user, name, false).await {
@@ -488,7 +557,8 @@ impl Session {
             Err(ServiceError::NotFound(_)) => return Err(no(tag, None, "No such mailbox")),
             Err(e) => return Err(no(tag, None, &unavailable(&e))),
         };
-        let messages = self.service.messages(&user, name, None, false).await.map_err(|e| no(tag, None, &unavailable(&e)))?;
+        let messages =
+            self.service.messages(&user, name, None, false).await.map_err(|e| no(tag, None, &unavailable(&e)))?;
         let uids: Vec<u32> = messages.iter().map(|m| m.uid).collect();
         out.extend(data(Data::Flags(SYSTEM_FLAGS.to_vec())));
         out.extend(data(Data::Exists(uids.len() as u32)));
@@ -498,44 +568,81 @@ impl Session {
         }
         let mut permanent: Vec<FlagPerm<'static>> = SYSTEM_FLAGS.iter().cloned().map(FlagPerm::Flag).collect();
         permanent.push(FlagPerm::Asterisk);
-        out.extend(untagged_ok(Code::PermanentFlags(if read_only { Vec::new() } else { permanent }), "Flags permitted"));
+        out.extend(untagged_ok(
+            Code::PermanentFlags(if read_only { Vec::new() } else { permanent }),
+            "Flags permitted",
+        ));
         // Two reads: a message may have arrived between them.
         let uid_next = state.uid_next.max(uids.last().map_or(1, |&u| u + 1));
         out.extend(untagged_ok(Code::UidNext(nz(uid_next)), "Predicted next UID"));
         out.extend(untagged_ok(Code::UidValidity(nz(state.uid_validity)), "UIDs valid"));
         let highest_modseq = messages.iter().map(|m| m.modseq).max().unwrap_or(0).max(state.highest_modseq);
-        out.extend(untagged_ok(Code::HighestModSeq(NonZeroU64::new(highest_modseq.max(1)).expect("nonzero")), "Highest"));
-        self.selected = Some(Selected { name: name.to_string(), read_only, uid_validity: state.uid_validity, uids, highest_modseq });
+        out.extend(untagged_ok(
+            Code::HighestModSeq(NonZeroU64::new(highest_modseq.max(1)).expect("nonzero")),
+            "Highest",
+        ));
+        self.selected = Some(Selected {
+            name: name.to_string(),
+            read_only,
+            uid_validity: state.uid_validity,
+            uids,
+            highest_modseq,
+        });
         let code = if read_only { Code::ReadOnly } else { Code::ReadWrite };
         out.extend(ok(tag, Some(code), if read_only { "EXAMINE completed" } else { "SELECT completed" }));
         Ok(After::Continue)
     }
 
-    async fn list(&mut self, tag: &Tag<'_>, reference: &str, pattern: &[u8], subscribed_only: bool, out: &mut Vec<u8>) -> Result<(), Vec<u8>> {
+    async fn list(
+        &mut self,
+        tag: &Tag<'_>,
+        reference: &str,
+        pattern: &[u8],
+        subscribed_only: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Vec<u8>> {
         let user = self.user(tag)?;
         let pattern = String::from_utf8_lossy(pattern).into_owned();
         if pattern.is_empty() {
             // The hierarchy delimiter and root.
-            out.extend_from_slice(format!("* {} (\\Noselect) \"/\" \"\"\r\n", if subscribed_only { "LSUB" } else { "LIST" }).as_bytes());
+            out.extend_from_slice(
+                format!("* {} (\\Noselect) \"/\" \"\"\r\n", if subscribed_only { "LSUB" } else { "LIST" }).as_bytes(),
+            );
             out.extend(ok(tag, None, "Listed"));
             return Ok(());
         }
-        let reference = if reference.is_empty() || reference.ends_with('/') { reference.to_string() } else { format!("{reference}/") };
+        let reference = if reference.is_empty() || reference.ends_with('/') {
+            reference.to_string()
+        } else {
+            format!("{reference}/")
+        };
         let full = format!("{reference}{pattern}");
         let mailboxes = self.service.mailboxes(&user).await.map_err(|e| no(tag, None, &unavailable(&e)))?;
-        for mailbox in mailboxes.iter().filter(|m| sets::matches(&full, &m.name) && (!subscribed_only || m.subscribed)) {
+        for mailbox in mailboxes.iter().filter(|m| sets::matches(&full, &m.name) && (!subscribed_only || m.subscribed))
+        {
             let Some(name) = mailbox_of(&mailbox.name) else { continue };
             let has_children = mailboxes.iter().any(|m| m.name.starts_with(&format!("{}/", mailbox.name)));
             let attribute = if has_children { "\\HasChildren" } else { "\\HasNoChildren" };
-            let items = vec![imap_types::flag::FlagNameAttribute::from(imap_types::core::Atom::unvalidated(&attribute[1..]))];
+            let items =
+                vec![imap_types::flag::FlagNameAttribute::from(imap_types::core::Atom::unvalidated(&attribute[1..]))];
             let delimiter = Some(imap_types::core::QuotedChar::unvalidated('/'));
-            out.extend(data(if subscribed_only { Data::Lsub { items, delimiter, mailbox: name } } else { Data::List { items, delimiter, mailbox: name } }));
+            out.extend(data(if subscribed_only {
+                Data::Lsub { items, delimiter, mailbox: name }
+            } else {
+                Data::List { items, delimiter, mailbox: name }
+            }));
         }
         out.extend(ok(tag, None, "Listed"));
         Ok(())
     }
 
-    async fn status(&mut self, tag: &Tag<'_>, name: &str, items: &[StatusDataItemName], out: &mut Vec<u8>) -> Result<(), Vec<u8>> {
+    async fn status(
+        &mut self,
+        tag: &Tag<'_>,
+        name: &str,
+        items: &[StatusDataItemName],
+        out: &mut Vec<u8>,
+    ) -> Result<(), Vec<u8>> {
         let user = self.user(tag)?;
         let mailboxes = self.service.mailboxes(&user).await.map_err(|e| no(tag, None, &unavailable(&e)))?;
         let Some(state) = mailboxes.into_iter().find(|m| m.name == name) else {
@@ -563,7 +670,8 @@ impl Session {
     /// numbers stay right) and forgets them.
     fn report_expunged(&mut self, expunged: &[u32], out: &mut Vec<u8>) {
         let Some(selected) = self.selected.as_mut() else { return };
-        let mut positions: Vec<usize> = expunged.iter().filter_map(|uid| selected.uids.iter().position(|u| u == uid)).collect();
+        let mut positions: Vec<usize> =
+            expunged.iter().filter_map(|uid| selected.uids.iter().position(|u| u == uid)).collect();
         positions.sort_unstable_by(|a, b| b.cmp(a));
         for position in positions {
             selected.uids.remove(position);
@@ -600,11 +708,15 @@ impl Session {
         }
         for message in messages.iter().filter(|m| m.modseq > before && m.uid <= known_max) {
             if let Some(position) = selected.uids.iter().position(|&u| u == message.uid) {
-                let mut items = vec![MessageDataItem::Flags(flags_of(&message.flags)), MessageDataItem::Uid(nz(message.uid))];
+                let mut items =
+                    vec![MessageDataItem::Flags(flags_of(&message.flags)), MessageDataItem::Uid(nz(message.uid))];
                 if self.condstore {
                     items.push(MessageDataItem::ModSeq(NonZeroU64::new(message.modseq.max(1)).expect("nonzero")));
                 }
-                out.extend(data(Data::Fetch { seq: nz(position as u32 + 1), items: Vec1::try_from(items).expect("not empty") }));
+                out.extend(data(Data::Fetch {
+                    seq: nz(position as u32 + 1),
+                    items: Vec1::try_from(items).expect("not empty"),
+                }));
             }
         }
         selected.highest_modseq = messages.iter().map(|m| m.modseq).max().unwrap_or(0).max(before);
@@ -626,7 +738,11 @@ impl Session {
         let (name, read_only) = (selected.name.clone(), selected.read_only);
         let mut names: Vec<MessageDataItemName<'_>> = match names {
             MacroOrMessageDataItemNames::Macro(m) => {
-                let mut names = vec![MessageDataItemName::Flags, MessageDataItemName::InternalDate, MessageDataItemName::Rfc822Size];
+                let mut names = vec![
+                    MessageDataItemName::Flags,
+                    MessageDataItemName::InternalDate,
+                    MessageDataItemName::Rfc822Size,
+                ];
                 if !matches!(m, Macro::Fast) {
                     names.push(MessageDataItemName::Envelope);
                 }
@@ -634,7 +750,10 @@ impl Session {
             }
             MacroOrMessageDataItemNames::MessageDataItemNames(names) => names,
         };
-        if names.iter().any(|n| matches!(n, MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. })) {
+        if names
+            .iter()
+            .any(|n| matches!(n, MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. }))
+        {
             return Err(no(tag, None, "BINARY is not supported"));
         }
         if by_uid && !names.contains(&MessageDataItemName::Uid) {
@@ -655,13 +774,33 @@ impl Session {
                     | MessageDataItemName::Body
             )
         });
-        let sets_seen = !read_only && names.iter().any(|n| matches!(n, MessageDataItemName::BodyExt { peek: false, .. } | MessageDataItemName::Rfc822 | MessageDataItemName::Rfc822Text));
+        let sets_seen = !read_only
+            && names.iter().any(|n| {
+                matches!(
+                    n,
+                    MessageDataItemName::BodyExt { peek: false, .. }
+                        | MessageDataItemName::Rfc822
+                        | MessageDataItemName::Rfc822Text
+                )
+            });
         let uids: Vec<u32> = targets.iter().map(|&(_, uid)| uid).collect();
-        let mut messages = self.service.messages(&user, &name, Some(&uids), needs_body).await.map_err(|e| no(tag, None, &unavailable(&e)))?;
+        let mut messages = self
+            .service
+            .messages(&user, &name, Some(&uids), needs_body)
+            .await
+            .map_err(|e| no(tag, None, &unavailable(&e)))?;
         if sets_seen {
-            let unseen: Vec<u32> = messages.iter().filter(|m| !m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen"))).map(|m| m.uid).collect();
+            let unseen: Vec<u32> = messages
+                .iter()
+                .filter(|m| !m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen")))
+                .map(|m| m.uid)
+                .collect();
             if !unseen.is_empty() {
-                let stored = self.service.store_flags(&user, &name, &unseen, FlagChange::Add, &["\\Seen".to_string()], None).await.map_err(|e| no(tag, None, &unavailable(&e)))?;
+                let stored = self
+                    .service
+                    .store_flags(&user, &name, &unseen, FlagChange::Add, &["\\Seen".to_string()], None)
+                    .await
+                    .map_err(|e| no(tag, None, &unavailable(&e)))?;
                 for changed in stored.messages {
                     if let Some(m) = messages.iter_mut().find(|m| m.uid == changed.uid) {
                         (m.flags, m.modseq) = (changed.flags, changed.modseq);
@@ -705,7 +844,11 @@ impl Session {
             StoreType::Remove => FlagChange::Remove,
             StoreType::Replace => FlagChange::Replace,
         };
-        let stored = self.service.store_flags(&user, &name, &uids, change, flags, unchanged_since).await.map_err(|e| no(tag, None, &unavailable(&e)))?;
+        let stored = self
+            .service
+            .store_flags(&user, &name, &uids, change, flags, unchanged_since)
+            .await
+            .map_err(|e| no(tag, None, &unavailable(&e)))?;
         let condstore = self.condstore || unchanged_since.is_some();
         for message in &stored.messages {
             let Some(&(seq, _)) = targets.iter().find(|&&(_, uid)| uid == message.uid) else { continue };
@@ -729,13 +872,23 @@ impl Session {
         // highest_modseq stays: only a refresh may advance it, or changes made by other
         // sessions in between would never be reported.
         match SequenceSet::try_from(stored.modified.iter().map(|&u| nz(u)).collect::<Vec<_>>()) {
-            Ok(modified) => out.extend(ok(tag, Some(Code::Modified(modified)), "Conditional STORE failed for some messages")),
+            Ok(modified) => {
+                out.extend(ok(tag, Some(Code::Modified(modified)), "Conditional STORE failed for some messages"))
+            }
             Err(_) => out.extend(ok(tag, None, "STORE completed")),
         }
         Ok(())
     }
 
-    async fn copy(&mut self, tag: &Tag<'_>, set: &SequenceSet, to: &str, by_uid: bool, remove: bool, out: &mut Vec<u8>) -> Result<(), Vec<u8>> {
+    async fn copy(
+        &mut self,
+        tag: &Tag<'_>,
+        set: &SequenceSet,
+        to: &str,
+        by_uid: bool,
+        remove: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Vec<u8>> {
         let user = self.user(tag)?;
         let selected = if remove { self.writable(tag)? } else { self.selected(tag)? };
         let uids: Vec<u32> = resolve_set(tag, selected, set, by_uid)?.into_iter().map(|(_, uid)| uid).collect();
@@ -747,7 +900,9 @@ impl Session {
             Err(e) => return Err(no(tag, None, &unavailable(&e))),
         };
         let code = match (uid_set(&copied.source_uids), uid_set(&copied.dest_uids)) {
-            (Some(source), Some(destination)) => Some(Code::CopyUid { uid_validity: nz(copied.uid_validity), source, destination }),
+            (Some(source), Some(destination)) => {
+                Some(Code::CopyUid { uid_validity: nz(copied.uid_validity), source, destination })
+            }
             _ => None,
         };
         if remove {
@@ -762,7 +917,13 @@ impl Session {
         Ok(())
     }
 
-    async fn search(&mut self, tag: &Tag<'_>, criteria: &[SearchKey<'_>], by_uid: bool, out: &mut Vec<u8>) -> Result<(), Vec<u8>> {
+    async fn search(
+        &mut self,
+        tag: &Tag<'_>,
+        criteria: &[SearchKey<'_>],
+        by_uid: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Vec<u8>> {
         let user = self.user(tag)?;
         let selected = self.selected(tag)?;
         let name = selected.name.clone();
@@ -770,7 +931,11 @@ impl Session {
         // Sequence numbers are the session's: messages it has not been told about yet
         // (or that are gone) are not searched.
         let uids = selected.uids.clone();
-        let messages = self.service.messages(&user, &name, Some(&uids), needs_body).await.map_err(|e| no(tag, None, &unavailable(&e)))?;
+        let messages = self
+            .service
+            .messages(&user, &name, Some(&uids), needs_body)
+            .await
+            .map_err(|e| no(tag, None, &unavailable(&e)))?;
         let mut hits = Vec::new();
         let mut highest_modseq = 0;
         for message in &messages {
@@ -782,7 +947,11 @@ impl Session {
             }
         }
         // RFC 7162: a search by MODSEQ reports the highest modseq of what it found.
-        let modseq = criteria.iter().any(|k| matches!(k, SearchKey::ModSequence { .. })).then_some(highest_modseq).and_then(NonZeroU64::new);
+        let modseq = criteria
+            .iter()
+            .any(|k| matches!(k, SearchKey::ModSequence { .. }))
+            .then_some(highest_modseq)
+            .and_then(NonZeroU64::new);
         out.extend(data(Data::Search(hits, modseq)));
         out.extend(ok(tag, None, "SEARCH completed"));
         Ok(())
@@ -791,7 +960,12 @@ impl Session {
 
 /// The `(sequence number, UID)` pairs a command's set names in the selected mailbox; BAD
 /// for a sequence number beyond the last message.
-fn resolve_set(tag: &Tag<'_>, selected: &Selected, set: &SequenceSet, by_uid: bool) -> Result<Vec<(u32, u32)>, Vec<u8>> {
+fn resolve_set(
+    tag: &Tag<'_>,
+    selected: &Selected,
+    set: &SequenceSet,
+    by_uid: bool,
+) -> Result<Vec<(u32, u32)>, Vec<u8>> {
     if !by_uid && sets::beyond(set, selected.uids.len() as u32) {
         return Err(bad(tag, "Invalid message sequence number"));
     }
@@ -807,7 +981,9 @@ fn item(name: &MessageDataItemName<'_>, message: &MessageInfo) -> Option<Message
         MessageDataItemName::Uid => MessageDataItem::Uid(nz(message.uid)),
         MessageDataItemName::InternalDate => MessageDataItem::InternalDate(internal_date(message.internal_date_ms)),
         MessageDataItemName::Rfc822Size => MessageDataItem::Rfc822Size(message.size.min(u32::MAX as u64) as u32),
-        MessageDataItemName::ModSeq => MessageDataItem::ModSeq(NonZeroU64::new(message.modseq.max(1)).expect("nonzero")),
+        MessageDataItemName::ModSeq => {
+            MessageDataItem::ModSeq(NonZeroU64::new(message.modseq.max(1)).expect("nonzero"))
+        }
         MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(literal(raw)),
         MessageDataItemName::Envelope => MessageDataItem::Envelope(structure::envelope(raw)),
         MessageDataItemName::BodyStructure => MessageDataItem::BodyStructure(structure::body_structure(raw)),
@@ -819,25 +995,41 @@ fn item(name: &MessageDataItemName<'_>, message: &MessageInfo) -> Option<Message
                 None => raw.to_vec(),
                 Some(Section::Header(None)) => sets::header(raw).to_vec(),
                 Some(Section::Text(None)) => sets::text(raw).to_vec(),
-                Some(Section::HeaderFields(None, fields)) => sets::header_fields(raw, &field_names(fields.as_ref()), false),
-                Some(Section::HeaderFieldsNot(None, fields)) => sets::header_fields(raw, &field_names(fields.as_ref()), true),
+                Some(Section::HeaderFields(None, fields)) => {
+                    sets::header_fields(raw, &field_names(fields.as_ref()), false)
+                }
+                Some(Section::HeaderFieldsNot(None, fields)) => {
+                    sets::header_fields(raw, &field_names(fields.as_ref()), true)
+                }
                 Some(Section::Part(part)) => structure::part_bytes(raw, &part_path(part), false).unwrap_or_default(),
                 Some(Section::Mime(part)) => structure::part_bytes(raw, &part_path(part), true).unwrap_or_default(),
                 // HEADER and TEXT of an attached message (BODY[2.HEADER]).
                 Some(Section::Header(Some(part)) | Section::Text(Some(part))) => {
                     let inner = structure::part_bytes(raw, &part_path(part), false).unwrap_or_default();
-                    if matches!(section, Some(Section::Header(_))) { sets::header(&inner).to_vec() } else { sets::text(&inner).to_vec() }
+                    if matches!(section, Some(Section::Header(_))) {
+                        sets::header(&inner).to_vec()
+                    } else {
+                        sets::text(&inner).to_vec()
+                    }
                 }
                 Some(Section::HeaderFields(Some(part), fields) | Section::HeaderFieldsNot(Some(part), fields)) => {
                     let inner = structure::part_bytes(raw, &part_path(part), false).unwrap_or_default();
-                    sets::header_fields(&inner, &field_names(fields.as_ref()), matches!(section, Some(Section::HeaderFieldsNot(..))))
+                    sets::header_fields(
+                        &inner,
+                        &field_names(fields.as_ref()),
+                        matches!(section, Some(Section::HeaderFieldsNot(..))),
+                    )
                 }
             };
             let (origin, bytes) = match partial {
                 Some((origin, length)) => (Some(*origin), sets::partial(&whole, *origin, length.get()).to_vec()),
                 None => (None, whole),
             };
-            MessageDataItem::BodyExt { section: section.clone().map(|s| s.into_static()), origin, data: literal(&bytes) }
+            MessageDataItem::BodyExt {
+                section: section.clone().map(|s| s.into_static()),
+                origin,
+                data: literal(&bytes),
+            }
         }
         _ => return None,
     })
@@ -923,7 +1115,9 @@ fn matches_key(key: &SearchKey<'_>, message: &MessageInfo, seq: u32, uids: &[u32
         SearchKey::To(s) => header_contains(message, Some("To"), s.as_ref()),
         SearchKey::Cc(s) => header_contains(message, Some("Cc"), s.as_ref()),
         SearchKey::Bcc(s) => header_contains(message, Some("Bcc"), s.as_ref()),
-        SearchKey::Header(name, value) => header_contains(message, Some(&String::from_utf8_lossy(name.as_ref())), value.as_ref()),
+        SearchKey::Header(name, value) => {
+            header_contains(message, Some(&String::from_utf8_lossy(name.as_ref())), value.as_ref())
+        }
         SearchKey::Body(s) => contains_ignore_case(sets::text(raw), s.as_ref()),
         SearchKey::Text(s) => contains_ignore_case(raw, s.as_ref()),
         // Sent dates need the Date header parsed; treated as the internal date.

@@ -24,10 +24,18 @@ pub fn contains(set: &SequenceSet, value: u32, largest: u32) -> bool {
 pub fn select(set: &SequenceSet, uids: &[u32], by_uid: bool) -> Vec<(u32, u32)> {
     if by_uid {
         let largest = uids.last().copied().unwrap_or(0);
-        uids.iter().enumerate().filter(|&(_, &uid)| contains(set, uid, largest)).map(|(i, &uid)| (i as u32 + 1, uid)).collect()
+        uids.iter()
+            .enumerate()
+            .filter(|&(_, &uid)| contains(set, uid, largest))
+            .map(|(i, &uid)| (i as u32 + 1, uid))
+            .collect()
     } else {
         let largest = uids.len() as u32;
-        uids.iter().enumerate().filter(|&(i, _)| contains(set, i as u32 + 1, largest)).map(|(i, &uid)| (i as u32 + 1, uid)).collect()
+        uids.iter()
+            .enumerate()
+            .filter(|&(i, _)| contains(set, i as u32 + 1, largest))
+            .map(|(i, &uid)| (i as u32 + 1, uid))
+            .collect()
     }
 }
 
@@ -46,7 +54,8 @@ pub fn beyond(set: &SequenceSet, exists: u32) -> bool {
 /// by dynamic programming: pattern length × name length, whatever the wildcards.
 pub fn matches(pattern: &str, name: &str) -> bool {
     // INBOX matches case-insensitively.
-    let pattern: Vec<char> = if name == "INBOX" { pattern.to_uppercase().chars().collect() } else { pattern.chars().collect() };
+    let pattern: Vec<char> =
+        if name == "INBOX" { pattern.to_uppercase().chars().collect() } else { pattern.chars().collect() };
     let name: Vec<char> = name.chars().collect();
     // reach[j]: the pattern so far matches the first j characters of the name.
     let mut reach = vec![false; name.len() + 1];
@@ -67,10 +76,9 @@ pub fn matches(pattern: &str, name: &str) -> bool {
 
 /// Where a message's header section ends (after the empty line), or its length.
 fn header_end(raw: &[u8]) -> usize {
-    raw.windows(4).position(|w| w == b"\r\n\r\n").map_or_else(
-        || raw.windows(2).position(|w| w == b"\n\n").map_or(raw.len(), |p| p + 2),
-        |p| p + 4,
-    )
+    raw.windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or_else(|| raw.windows(2).position(|w| w == b"\n\n").map_or(raw.len(), |p| p + 2), |p| p + 4)
 }
 
 /// The header section, including the empty line that ends it.

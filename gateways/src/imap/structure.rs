@@ -11,12 +11,14 @@ use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
 fn nstring(text: Option<&str>) -> NString<'static> {
     match text.map(str::trim) {
         None => NString::NIL,
-        Some(text) => NString::try_from(text.to_string()).unwrap_or_else(|_| NString::from(Literal::unvalidated(text.as_bytes().to_vec()))),
+        Some(text) => NString::try_from(text.to_string())
+            .unwrap_or_else(|_| NString::from(Literal::unvalidated(text.as_bytes().to_vec()))),
     }
 }
 
 fn istring(text: &str) -> IString<'static> {
-    IString::try_from(text.to_string()).unwrap_or_else(|_| IString::from(Literal::unvalidated(text.as_bytes().to_vec())))
+    IString::try_from(text.to_string())
+        .unwrap_or_else(|_| IString::from(Literal::unvalidated(text.as_bytes().to_vec())))
 }
 
 fn addresses(list: Option<&mail_parser::Address<'_>>) -> Vec<Address<'static>> {
@@ -25,7 +27,12 @@ fn addresses(list: Option<&mail_parser::Address<'_>>) -> Vec<Address<'static>> {
         .map(|addr| {
             let address = addr.address.as_deref().unwrap_or_default();
             let (mailbox, host) = address.rsplit_once('@').map_or((address, None), |(m, h)| (m, Some(h)));
-            Address { name: nstring(addr.name.as_deref()), adl: NString::NIL, mailbox: nstring(Some(mailbox)), host: nstring(host) }
+            Address {
+                name: nstring(addr.name.as_deref()),
+                adl: NString::NIL,
+                mailbox: nstring(Some(mailbox)),
+                host: nstring(host),
+            }
         })
         .collect()
 }
@@ -80,8 +87,20 @@ pub fn body_structure(raw: &[u8]) -> BodyStructure<'static> {
 }
 
 fn opaque(size: u32) -> BodyStructure<'static> {
-    let basic = BasicFields { parameter_list: Vec::new(), id: NString::NIL, description: NString::NIL, content_transfer_encoding: istring("7bit"), size };
-    BodyStructure::Single { body: Body { basic, specific: SpecificFields::Basic { r#type: istring("application"), subtype: istring("octet-stream") } }, extension_data: None }
+    let basic = BasicFields {
+        parameter_list: Vec::new(),
+        id: NString::NIL,
+        description: NString::NIL,
+        content_transfer_encoding: istring("7bit"),
+        size,
+    };
+    BodyStructure::Single {
+        body: Body {
+            basic,
+            specific: SpecificFields::Basic { r#type: istring("application"), subtype: istring("octet-stream") },
+        },
+        extension_data: None,
+    }
 }
 
 fn plain_text(size: usize, lines: usize) -> BodyStructure<'static> {
@@ -92,7 +111,13 @@ fn plain_text(size: usize, lines: usize) -> BodyStructure<'static> {
         content_transfer_encoding: istring("7bit"),
         size: size as u32,
     };
-    BodyStructure::Single { body: Body { basic, specific: SpecificFields::Text { subtype: istring("plain"), number_of_lines: lines as u32 } }, extension_data: None }
+    BodyStructure::Single {
+        body: Body {
+            basic,
+            specific: SpecificFields::Text { subtype: istring("plain"), number_of_lines: lines as u32 },
+        },
+        extension_data: None,
+    }
 }
 
 /// Deepest MIME nesting described; deeper parts are shown as opaque data (a message
@@ -113,7 +138,8 @@ fn structure_of(message: &Message<'_>, id: u32, depth: usize) -> BodyStructure<'
         .map(|attributes| attributes.iter().map(|a| (istring(&a.name.to_lowercase()), istring(&a.value))).collect())
         .unwrap_or_default();
     if let PartType::Multipart(children) = &part.body {
-        let bodies: Vec<BodyStructure<'static>> = children.iter().map(|&child| structure_of(message, child, depth + 1)).collect();
+        let bodies: Vec<BodyStructure<'static>> =
+            children.iter().map(|&child| structure_of(message, child, depth + 1)).collect();
         return match Vec1::try_from(bodies) {
             Ok(bodies) => BodyStructure::Multi { bodies, subtype: istring(&subtype), extension_data: None },
             Err(_) => plain_text(0, 0),
@@ -155,7 +181,11 @@ pub fn part_bytes(raw: &[u8], path: &[u32], mime: bool) -> Option<Vec<u8>> {
     let (message, id) = descend(&message, 0, path)?;
     let part = message.part(id)?;
     let bytes = message.raw_message();
-    let range = if mime { part.offset_header as usize..part.offset_body as usize } else { part.offset_body as usize..part.offset_end as usize };
+    let range = if mime {
+        part.offset_header as usize..part.offset_body as usize
+    } else {
+        part.offset_body as usize..part.offset_end as usize
+    };
     bytes.get(range).map(<[u8]>::to_vec)
 }
 
@@ -190,7 +220,8 @@ mod tests {
     const MULTIPART: &[u8] = b"From: Ana <ana@health.go.ke>\r\nTo: b@x.org, \"C D\" <c@y.org>\r\nSubject: Report\r\nMessage-ID: <1@health.go.ke>\r\nContent-Type: multipart/mixed; boundary=\"XX\"\r\n\r\npreamble\r\n--XX\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello\r\nthere\r\n--XX\r\nContent-Type: application/pdf; name=\"r.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--XX--\r\n";
 
     fn encoded(item: MessageDataItem<'static>) -> String {
-        let response = Response::Data(Data::Fetch { seq: std::num::NonZeroU32::new(1).unwrap(), items: Vec1::from(item) });
+        let response =
+            Response::Data(Data::Fetch { seq: std::num::NonZeroU32::new(1).unwrap(), items: Vec1::from(item) });
         String::from_utf8(ResponseCodec::default().encode(&response).dump()).unwrap()
     }
 

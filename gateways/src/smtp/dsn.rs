@@ -40,7 +40,10 @@ pub fn build(bounce: &Bounce<'_>) -> Vec<u8> {
             MimePart::new("text/plain", text),
             // Text, not bytes: bytes would be base64-encoded, and readers expect these parts legible.
             MimePart::new(ContentType::new("message/delivery-status"), status),
-            MimePart::new(ContentType::new("text/rfc822-headers"), String::from_utf8_lossy(header_section(bounce.original)).into_owned()),
+            MimePart::new(
+                ContentType::new("text/rfc822-headers"),
+                String::from_utf8_lossy(header_section(bounce.original)).into_owned(),
+            ),
         ],
     );
     let daemon = format!("MAILER-DAEMON@{}", bounce.hostname);
@@ -81,7 +84,11 @@ mod tests {
         let parsed = mail_parser::MessageParser::default().parse(&bounce).expect("parses");
         assert_eq!(parsed.subject(), Some("Undelivered Mail Returned to Sender"));
         let text = String::from_utf8_lossy(&bounce);
-        assert!(text.contains("multipart/report") && text.contains("report-type=delivery-status") || text.contains("report-type=\"delivery-status\""), "{text}");
+        assert!(
+            text.contains("multipart/report") && text.contains("report-type=delivery-status")
+                || text.contains("report-type=\"delivery-status\""),
+            "{text}"
+        );
         assert!(text.contains("Final-Recipient: rfc822; b@example.org") && text.contains("Action: failed"), "{text}");
         assert!(text.contains("Subject: budget") && !text.contains("secret body"), "{text}");
         assert!(text.contains("Auto-Submitted: auto-replied"), "{text}");

@@ -23,7 +23,10 @@ pub fn fingerprint(mail_from: &str, data: &[u8]) -> String {
 pub fn received_header(trace: &Trace, hostname: &str, id: &str, now: SystemTime) -> String {
     let helo = sanitize(&trace.helo);
     let date = httpdate::fmt_http_date(now).replace("GMT", "+0000");
-    format!("Received: from {helo} ([{}])\r\n\tby {hostname} (UMS) with {} id {id};\r\n\t{date}\r\n", trace.client_ip, trace.protocol)
+    format!(
+        "Received: from {helo} ([{}])\r\n\tby {hostname} (UMS) with {} id {id};\r\n\t{date}\r\n",
+        trace.client_ip, trace.protocol
+    )
 }
 
 /// Client-chosen text inside a header: printable ASCII, bounded, no line breaks.

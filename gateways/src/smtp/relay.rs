@@ -35,7 +35,9 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// `host:port` (port 25 when left out).
 fn host_port(hop: &str) -> Result<(String, u16), String> {
     match hop.rsplit_once(':') {
-        Some((host, port)) => port.parse().map(|port| (host.to_string(), port)).map_err(|_| format!("bad port in '{hop}'")),
+        Some((host, port)) => {
+            port.parse().map(|port| (host.to_string(), port)).map_err(|_| format!("bad port in '{hop}'"))
+        }
         None => Ok((hop.to_string(), 25)),
     }
 }
@@ -55,7 +57,8 @@ pub fn exchangers(domain: &str, mut records: Vec<(u16, String)>) -> Result<Vec<S
         return Ok(vec![domain.to_string()]);
     }
     records.sort_by_key(|(preference, _)| *preference);
-    let hosts: Vec<String> = records.into_iter().map(|(_, host)| host.trim_end_matches('.').to_string()).filter(|h| !h.is_empty()).collect();
+    let hosts: Vec<String> =
+        records.into_iter().map(|(_, host)| host.trim_end_matches('.').to_string()).filter(|h| !h.is_empty()).collect();
     if hosts.is_empty() {
         return Err(format!("{domain} accepts no mail (null MX)"));
     }
@@ -68,7 +71,8 @@ async fn next_hops(target: &RelayTarget, recipient: &str) -> Result<Vec<(String,
         return host_port(host).map(|hop| vec![hop]).map_err(RelayOutcome::Refused);
     }
     let domain = domain_of(recipient).map_err(RelayOutcome::Refused)?;
-    let resolver = hickory_resolver::TokioAsyncResolver::tokio_from_system_conf().map_err(|e| RelayOutcome::Retry(format!("DNS resolver: {e}")))?;
+    let resolver = hickory_resolver::TokioAsyncResolver::tokio_from_system_conf()
+        .map_err(|e| RelayOutcome::Retry(format!("DNS resolver: {e}")))?;
     let records = match resolver.mx_lookup(domain).await {
         Ok(lookup) => lookup.iter().map(|mx| (mx.preference(), mx.exchange().to_utf8())).collect(),
         Err(e) if matches!(e.kind(), hickory_resolver::error::ResolveErrorKind::NoRecordsFound { .. }) => Vec::new(),
@@ -94,7 +98,14 @@ pub async fn send(target: &RelayTarget, mail_from: &str, recipient: &str, raw: &
     outcome
 }
 
-async fn send_to(target: &RelayTarget, host: &str, port: u16, mail_from: &str, recipient: &str, raw: &[u8]) -> RelayOutcome {
+async fn send_to(
+    target: &RelayTarget,
+    host: &str,
+    port: u16,
+    mail_from: &str,
+    recipient: &str,
+    raw: &[u8],
+) -> RelayOutcome {
     let to: Address = match recipient.parse() {
         Ok(address) => address,
         Err(e) => return RelayOutcome::Refused(format!("recipient '{recipient}': {e}")),

@@ -63,7 +63,8 @@ pub async fn start(settings: SmtpSettings, service: Arc<dyn MailService>) -> any
         let (gateway, hostname) = (Arc::clone(&gateway), gateway.settings.hostname.clone());
         let limits = gateway.settings.connections.clone();
         // RFC 5321: 421, then close.
-        let refusal = move |refusal| format!("421 4.7.0 {hostname} {}\r\n", listener::refusal_text(refusal)).into_bytes();
+        let refusal =
+            move |refusal| format!("421 4.7.0 {hostname} {}\r\n", listener::refusal_text(refusal)).into_bytes();
         let serve = move |stream, peer| {
             let gateway = Arc::clone(&gateway);
             async move { serve_connection(stream, peer, mode, &gateway).await }
@@ -101,7 +102,12 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, mode: Mode, gatew
 
 /// Runs the session over `stream` until it closes, or returns the stream when the
 /// client asked for STARTTLS.
-async fn converse<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, session: &mut Session, peer: SocketAddr, gateway: &Gateway) -> std::io::Result<Option<S>> {
+async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    session: &mut Session,
+    peer: SocketAddr,
+    gateway: &Gateway,
+) -> std::io::Result<Option<S>> {
     let timeout = Duration::from_secs(gateway.settings.command_timeout_secs);
     let mut out = Vec::new();
     let mut buf = vec![0u8; READ_CHUNK];
@@ -191,7 +197,12 @@ async fn is_local_domain(gateway: &Gateway, domain: &str) -> Result<bool, crate:
     Ok(local)
 }
 
-async fn authenticate(gateway: &Gateway, peer: SocketAddr, login: &str, password: &str) -> Result<Option<String>, String> {
+async fn authenticate(
+    gateway: &Gateway,
+    peer: SocketAddr,
+    login: &str,
+    password: &str,
+) -> Result<Option<String>, String> {
     if !gateway.logins.allows(peer.ip(), login, Instant::now()) {
         metrics::counter!("ums_smtp_logins_throttled_total").increment(1);
         return Err("too many failed logins, try again later".into());
@@ -248,7 +259,8 @@ async fn deliver(gateway: &Gateway, envelope: Envelope) -> Outcome {
         })
     });
     let (stored, queued) = futures::join!(join_all(stores), join_all(relays));
-    let first_error = stored.into_iter().filter_map(Result::err).chain(queued.into_iter().filter_map(Result::err)).next();
+    let first_error =
+        stored.into_iter().filter_map(Result::err).chain(queued.into_iter().filter_map(Result::err)).next();
     match first_error {
         None => {
             metrics::counter!("ums_smtp_messages_accepted_total").increment(1);

@@ -126,12 +126,17 @@ enum State {
     Command(RequestReceiver),
     /// Skip the rest of a line that was too long.
     SkipLine(DummyLineReceiver),
-    Data { receiver: DataReceiver, data: Vec<u8> },
+    Data {
+        receiver: DataReceiver,
+        data: Vec<u8>,
+    },
     /// The message is over the size limit: read it to its end and refuse it.
     DataTooBig(DummyDataReceiver),
     AuthPlain,
     AuthLoginUser,
-    AuthLoginPassword { login: String },
+    AuthLoginPassword {
+        login: String,
+    },
     Closed,
 }
 
@@ -322,9 +327,15 @@ impl Session {
             Err(ParseError::UnknownCommand) => self.error(500, "5.5.1", "Command unrecognized"),
             Err(ParseError::InvalidSenderAddress) => self.error(501, "5.1.7", "Bad sender address syntax"),
             Err(ParseError::InvalidRecipientAddress) => self.error(501, "5.1.3", "Bad recipient address syntax"),
-            Err(ParseError::UnsupportedParameter { param }) => self.error(555, "5.5.4", &format!("Unsupported parameter {}", printable(&param))),
-            Err(ParseError::InvalidParameter { param }) => self.error(501, "5.5.4", &format!("Invalid parameter {}", printable(param))),
-            Err(ParseError::SyntaxError { syntax }) => self.error(501, "5.5.2", &format!("Syntax error, expected: {syntax}")),
+            Err(ParseError::UnsupportedParameter { param }) => {
+                self.error(555, "5.5.4", &format!("Unsupported parameter {}", printable(&param)))
+            }
+            Err(ParseError::InvalidParameter { param }) => {
+                self.error(501, "5.5.4", &format!("Invalid parameter {}", printable(param)))
+            }
+            Err(ParseError::SyntaxError { syntax }) => {
+                self.error(501, "5.5.2", &format!("Syntax error, expected: {syntax}"))
+            }
             Err(other) => self.error(500, "5.5.2", &format!("Syntax error: {other}")),
         }
     }
@@ -357,7 +368,9 @@ impl Session {
             }
             Request::Noop { .. } => self.out.push_back(reply(250, "2.0.0", "Ok")),
             Request::Quit => self.close_with(221, "2.0.0", "Bye"),
-            Request::Vrfy { .. } => self.out.push_back(reply(252, "2.5.0", "Cannot VRFY user, but will accept the message")),
+            Request::Vrfy { .. } => {
+                self.out.push_back(reply(252, "2.5.0", "Cannot VRFY user, but will accept the message"))
+            }
             Request::Help { .. } => self.out.push_back(reply(214, "2.0.0", "See RFC 5321")),
             Request::StartTls => self.starttls(),
             Request::Auth { mechanism, initial_response } => self.auth(mechanism, initial_response),
@@ -394,7 +407,11 @@ impl Session {
             lines.push("AUTH PLAIN LOGIN".into());
         }
         let last = lines.len() - 1;
-        let text: String = lines.iter().enumerate().map(|(i, line)| format!("250{}{line}\r\n", if i == last { ' ' } else { '-' })).collect();
+        let text: String = lines
+            .iter()
+            .enumerate()
+            .map(|(i, line)| format!("250{}{line}\r\n", if i == last { ' ' } else { '-' }))
+            .collect();
         self.out.push_back(Event::Reply(text));
     }
 
@@ -469,7 +486,9 @@ impl Session {
             Recipient::Remote => self.error(550, "5.7.1", "Relaying denied: we do not accept mail for that domain"),
             Recipient::Unknown => self.error(550, "5.1.1", "Mailbox unavailable: no such user here"),
             Recipient::BadAddress => self.error(501, "5.1.3", "Bad recipient address: not a deliverable domain"),
-            Recipient::Unavailable => self.out.push_back(reply(451, "4.4.3", "Directory temporarily unavailable, try again later")),
+            Recipient::Unavailable => {
+                self.out.push_back(reply(451, "4.4.3", "Directory temporarily unavailable, try again later"))
+            }
         }
     }
 
@@ -515,10 +534,15 @@ impl Session {
 
     /// The caller's answer to [`Event::Deliver`].
     pub fn delivered(&mut self, outcome: Delivery) {
-        assert!(matches!(self.awaiting.take(), Some(Awaiting::Delivery)), "SMTP session: delivered without a pending delivery");
+        assert!(
+            matches!(self.awaiting.take(), Some(Awaiting::Delivery)),
+            "SMTP session: delivered without a pending delivery"
+        );
         self.out.push_back(match outcome {
             Delivery::Done { id } => reply(250, "2.0.0", &format!("Ok: queued as {id}")),
-            Delivery::Failed { reason } => reply(451, "4.3.0", &format!("Temporary failure ({reason}), try again later")),
+            Delivery::Failed { reason } => {
+                reply(451, "4.3.0", &format!("Temporary failure ({reason}), try again later"))
+            }
         });
     }
 
@@ -641,10 +665,16 @@ impl Session {
                 if self.auth_failures >= self.policy.max_auth_failures {
                     self.close_with(421, "4.7.0", "Too many failed logins, closing connection");
                 } else {
-                    self.out.push_back(reply(535, "5.7.8", &format!("Authentication credentials invalid for {}", printable(&login))));
+                    self.out.push_back(reply(
+                        535,
+                        "5.7.8",
+                        &format!("Authentication credentials invalid for {}", printable(&login)),
+                    ));
                 }
             }
-            Err(reason) => self.out.push_back(reply(454, "4.7.0", &format!("Temporary authentication failure: {reason}"))),
+            Err(reason) => {
+                self.out.push_back(reply(454, "4.7.0", &format!("Temporary authentication failure: {reason}")))
+            }
         }
     }
 }
@@ -716,12 +746,14 @@ mod tests {
                     sent.push_str("<tls>");
                     session.tls_started();
                 }
-                Event::CheckRecipient { address, domain } => session.recipient_checked(match (address.as_str(), domain.as_str()) {
-                    ("a@local.test", _) => Recipient::Local { user_id: "a@local.test".into() },
-                    (_, "local.test") => Recipient::Unknown,
-                    (_, "down.test") => Recipient::Unavailable,
-                    _ => Recipient::Remote,
-                }),
+                Event::CheckRecipient { address, domain } => {
+                    session.recipient_checked(match (address.as_str(), domain.as_str()) {
+                        ("a@local.test", _) => Recipient::Local { user_id: "a@local.test".into() },
+                        (_, "local.test") => Recipient::Unknown,
+                        (_, "down.test") => Recipient::Unavailable,
+                        _ => Recipient::Remote,
+                    })
+                }
                 Event::Authenticate { login, password } => {
                     session.authenticated(Ok((login == "a@local.test" && password == "secret").then(|| login.clone())))
                 }
@@ -740,10 +772,19 @@ mod tests {
     #[test]
     fn mx_accepts_mail_for_local_users_only() {
         let mut s = Session::new(policy(Mode::Mx), ip());
-        let sent = converse(&mut s, "EHLO client\r\nMAIL FROM:<x@remote.test>\r\nRCPT TO:<A@local.test>\r\nRCPT TO:<nobody@local.test>\r\nRCPT TO:<z@elsewhere.test>\r\nDATA\r\n");
+        let sent = converse(
+            &mut s,
+            "EHLO client\r\nMAIL FROM:<x@remote.test>\r\nRCPT TO:<A@local.test>\r\nRCPT TO:<nobody@local.test>\r\nRCPT TO:<z@elsewhere.test>\r\nDATA\r\n",
+        );
         assert_eq!(codes(&sent), ["220", "250", "250", "250", "550", "550", "354"], "{sent}");
         assert!(sent.contains("550 5.1.1") && sent.contains("550 5.7.1"), "{sent}");
-        assert!(sent.contains("PIPELINING") && sent.contains("SIZE 100") && sent.contains("STARTTLS") && !sent.contains("AUTH"), "{sent}");
+        assert!(
+            sent.contains("PIPELINING")
+                && sent.contains("SIZE 100")
+                && sent.contains("STARTTLS")
+                && !sent.contains("AUTH"),
+            "{sent}"
+        );
         let sent = converse(&mut s, "Subject: hi\r\n\r\n..dot\r\n.\r\nQUIT\r\n");
         assert!(sent.starts_with("<deliver 21 bytes>\r\n250 2.0.0 Ok: queued as X1"), "{sent}");
         assert!(sent.ends_with("221 2.0.0 mx.test Bye\r\n<close>"), "{sent}");
@@ -759,7 +800,10 @@ mod tests {
                 Event::Deliver(envelope) => {
                     assert_eq!(envelope.data, b"A: b\r\n\r\nline\r\n.leading dot\r\n\xff8bit\r\n");
                     assert_eq!(envelope.mail_from, "");
-                    assert_eq!(envelope.local, [LocalRecipient { address: "a@local.test".into(), user_id: "a@local.test".into() }]);
+                    assert_eq!(
+                        envelope.local,
+                        [LocalRecipient { address: "a@local.test".into(), user_id: "a@local.test".into() }]
+                    );
                     assert_eq!(envelope.trace.protocol, "SMTP");
                     return;
                 }
@@ -789,7 +833,10 @@ mod tests {
     #[test]
     fn order_of_commands_is_enforced() {
         let mut s = Session::new(policy(Mode::Mx), ip());
-        let sent = converse(&mut s, "MAIL FROM:<x@y>\r\nEHLO c\r\nRCPT TO:<a@local.test>\r\nDATA\r\nMAIL FROM:<x@y>\r\nMAIL FROM:<x@y>\r\nDATA\r\n");
+        let sent = converse(
+            &mut s,
+            "MAIL FROM:<x@y>\r\nEHLO c\r\nRCPT TO:<a@local.test>\r\nDATA\r\nMAIL FROM:<x@y>\r\nMAIL FROM:<x@y>\r\nDATA\r\n",
+        );
         assert_eq!(codes(&sent), ["220", "503", "250", "503", "503", "250", "503", "421"], "{sent}");
         assert!(sent.ends_with("<close>"), "five errors close the connection: {sent}");
     }
@@ -797,7 +844,10 @@ mod tests {
     #[test]
     fn size_limits_refuse_big_messages_but_keep_the_session() {
         let mut s = Session::new(policy(Mode::Mx), ip());
-        let sent = converse(&mut s, "EHLO c\r\nMAIL FROM:<x@y> SIZE=1000\r\nMAIL FROM:<x@y> SIZE=50\r\nRCPT TO:<a@local.test>\r\nDATA\r\n");
+        let sent = converse(
+            &mut s,
+            "EHLO c\r\nMAIL FROM:<x@y> SIZE=1000\r\nMAIL FROM:<x@y> SIZE=50\r\nRCPT TO:<a@local.test>\r\nDATA\r\n",
+        );
         assert_eq!(codes(&sent), ["220", "250", "552", "250", "250", "354"], "{sent}");
         let body = "x".repeat(150);
         let sent = converse(&mut s, &format!("{body}\r\n{body}\r\n.\r\nNOOP\r\n"));
@@ -808,10 +858,14 @@ mod tests {
     #[test]
     fn too_many_recipients_and_unavailable_directory_are_temporary() {
         let mut s = Session::new(policy(Mode::Mx), ip());
-        let sent = converse(&mut s, "EHLO c\r\nMAIL FROM:<x@y>\r\nRCPT TO:<q@down.test>\r\nRCPT TO:<a@local.test>\r\nRCPT TO:<a@local.test>\r\n");
+        let sent = converse(
+            &mut s,
+            "EHLO c\r\nMAIL FROM:<x@y>\r\nRCPT TO:<q@down.test>\r\nRCPT TO:<a@local.test>\r\nRCPT TO:<a@local.test>\r\n",
+        );
         assert_eq!(codes(&sent), ["220", "250", "250", "451", "250", "250"], "{sent}");
         let mut s = Session::new(Policy { max_recipients: 1, ..policy(Mode::Mx) }, ip());
-        let sent = converse(&mut s, "EHLO c\r\nMAIL FROM:<x@y>\r\nRCPT TO:<a@local.test>\r\nRCPT TO:<b@local.test>\r\n");
+        let sent =
+            converse(&mut s, "EHLO c\r\nMAIL FROM:<x@y>\r\nRCPT TO:<a@local.test>\r\nRCPT TO:<b@local.test>\r\n");
         assert!(sent.ends_with("452 4.5.3 Too many recipients\r\n"), "{sent}");
     }
 
@@ -834,7 +888,8 @@ mod tests {
     #[test]
     fn submission_requires_tls_then_auth_and_sends_anywhere_as_oneself() {
         let mut s = Session::new(policy(Mode::Submission), ip());
-        let sent = converse(&mut s, "EHLO c\r\nAUTH PLAIN AGFAbG9jYWwudGVzdABzZWNyZXQ=\r\nMAIL FROM:<a@local.test>\r\n");
+        let sent =
+            converse(&mut s, "EHLO c\r\nAUTH PLAIN AGFAbG9jYWwudGVzdABzZWNyZXQ=\r\nMAIL FROM:<a@local.test>\r\n");
         assert_eq!(codes(&sent), ["220", "250", "538", "530"], "{sent}");
         assert!(!sent.contains("AUTH"), "AUTH is not offered before TLS: {sent}");
         let sent = converse(&mut s, "STARTTLS\r\nMAIL FROM:<a@local.test>\r\n");
@@ -847,7 +902,10 @@ mod tests {
         assert_eq!(codes(&sent), ["535", "334"], "{sent}");
         let sent = converse(&mut s, &format!("{}\r\n{}\r\n", BASE64.encode("a@local.test"), BASE64.encode("secret")));
         assert_eq!(codes(&sent), ["334", "235"], "{sent}");
-        let sent = converse(&mut s, "MAIL FROM:<b@local.test>\r\nMAIL FROM:<A@local.test>\r\nRCPT TO:<z@elsewhere.test>\r\nDATA\r\nhi\r\n.\r\n");
+        let sent = converse(
+            &mut s,
+            "MAIL FROM:<b@local.test>\r\nMAIL FROM:<A@local.test>\r\nRCPT TO:<z@elsewhere.test>\r\nDATA\r\nhi\r\n.\r\n",
+        );
         assert_eq!(codes(&sent), ["553", "250", "250", "354", "250"], "{sent}");
     }
 

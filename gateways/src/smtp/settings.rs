@@ -68,7 +68,8 @@ impl SmtpSettings {
         if self.max_message_bytes == 0 || self.max_recipients == 0 || self.command_timeout_secs == 0 {
             return Err("smtp: max_message_bytes, max_recipients and command_timeout_secs must be positive".into());
         }
-        if self.hostname.is_empty() || !self.hostname.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
+        if self.hostname.is_empty() || !self.hostname.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        {
             return Err(format!("smtp: hostname '{}' is not a host name", self.hostname));
         }
         Ok(())

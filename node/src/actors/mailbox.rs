@@ -55,12 +55,12 @@ impl Handler<ProposeToMailbox> for MailboxActor {
         self.last_active = Instant::now();
         let raft = self.raft.clone();
         AtomicResponse::new(Box::pin(
-            async move { raft.propose(message.group, message.command).await }
-                .into_actor(self)
-                .map(|result, actor, _| {
+            async move { raft.propose(message.group, message.command).await }.into_actor(self).map(
+                |result, actor, _| {
                     actor.last_active = Instant::now();
                     result
-                }),
+                },
+            ),
         ))
     }
 }
@@ -109,7 +109,12 @@ impl MailboxRegistry {
     }
 
     /// Proposes through the mailbox's actor.
-    pub async fn propose(self: &Arc<Self>, user_id: &str, group: GroupId, command: Command) -> Result<Vec<u8>, ProposeError> {
+    pub async fn propose(
+        self: &Arc<Self>,
+        user_id: &str,
+        group: GroupId,
+        command: Command,
+    ) -> Result<Vec<u8>, ProposeError> {
         self.mailbox(user_id)
             .send(ProposeToMailbox { group, command })
             .await

@@ -81,7 +81,9 @@ fn deliver_webhook(item: &OutboundItem, idempotency_key: &str) -> Outcome {
         .send_bytes(&item.payload);
     match response {
         Ok(_) => Outcome::Delivered,
-        Err(ureq::Error::Status(code, _)) if code == 408 || code == 429 || code >= 500 => Outcome::Retry(format!("HTTP {code}")),
+        Err(ureq::Error::Status(code, _)) if code == 408 || code == 429 || code >= 500 => {
+            Outcome::Retry(format!("HTTP {code}"))
+        }
         Err(ureq::Error::Status(code, _)) => Outcome::Refused(format!("HTTP {code}")),
         Err(e) => Outcome::Retry(e.to_string()),
     }
@@ -129,7 +131,9 @@ async fn work_queue(service: Arc<Service>, shard: GroupId, settings: QueueSettin
             },
             _ => {
                 let (item, key) = (item.clone(), key.clone());
-                tokio::task::spawn_blocking(move || deliver_webhook(&item, &key)).await.unwrap_or_else(|e| Outcome::Retry(e.to_string()))
+                tokio::task::spawn_blocking(move || deliver_webhook(&item, &key))
+                    .await
+                    .unwrap_or_else(|e| Outcome::Retry(e.to_string()))
             }
         };
         let report = attempt_report(&settings, &item, &outcome, now_ms());
@@ -153,7 +157,13 @@ async fn work_queue(service: Arc<Service>, shard: GroupId, settings: QueueSettin
 
 /// Tells the sender of an undeliverable e-mail, in their own INBOX. The bounce is keyed
 /// by the item, so a retried pass never delivers it twice.
-async fn bounce(service: &Service, settings: &QueueSettings, item: &OutboundItem, error: &str, key: String) -> Result<(), crate::service::ServiceError> {
+async fn bounce(
+    service: &Service,
+    settings: &QueueSettings,
+    item: &OutboundItem,
+    error: &str,
+    key: String,
+) -> Result<(), crate::service::ServiceError> {
     let message = dsn::build(&Bounce {
         hostname: &settings.relay.hostname,
         to: &item.mail_from,
@@ -200,7 +210,12 @@ impl Handler<Leadership> for QueueSupervisor {
         }
         match (news.leading, self.running.contains_key(&news.shard)) {
             (true, false) => {
-                let actor = QueueActor { shard: news.shard, service: Arc::clone(&self.service), settings: self.settings.clone(), busy: false };
+                let actor = QueueActor {
+                    shard: news.shard,
+                    service: Arc::clone(&self.service),
+                    settings: self.settings.clone(),
+                    busy: false,
+                };
                 let addr = actor.start();
                 self.running.insert(news.shard, addr);
                 info!(shard = news.shard, "outbound queue running here");
@@ -256,7 +271,10 @@ mod tests {
         item.attempts = 2;
         assert!(attempt_report(&settings, &item, &Outcome::Retry("x".into()), 1_000).give_up, "third failure is final");
         item.attempts = 0;
-        assert!(attempt_report(&settings, &item, &Outcome::Refused("HTTP 400".into()), 1_000).give_up, "a refusal is final at once");
+        assert!(
+            attempt_report(&settings, &item, &Outcome::Refused("HTTP 400".into()), 1_000).give_up,
+            "a refusal is final at once"
+        );
         assert!(attempt_report(&settings, &item, &Outcome::Delivered, 1_000).delivered);
         assert_eq!(retry_delay(&settings, 40), Duration::from_secs(300));
     }

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use consensus::NodeId;
-use node::config::ports_in_block;
 use node::client::post_with_retry;
+use node::config::ports_in_block;
 use node::dev::{local_config, spawn_node};
 use node::placement::shard_for_user;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufStream};
@@ -61,7 +61,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn cpu_time(pid: u32) -> Duration {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
     let ticks: u64 = [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum();
     // SAFETY: sysconf only reads a system constant.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
@@ -70,7 +71,11 @@ fn cpu_time(pid: u32) -> Duration {
 
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }
 
 struct Shared {
@@ -86,7 +91,14 @@ struct Shared {
 }
 
 /// One client: appends to random users through random live nodes until told to stop.
-async fn client_task(seed: u64, shared: Arc<Shared>, users: Vec<String>, nodes: Vec<SocketAddr>, body: String, leader_aware: bool) {
+async fn client_task(
+    seed: u64,
+    shared: Arc<Shared>,
+    users: Vec<String>,
+    nodes: Vec<SocketAddr>,
+    body: String,
+    leader_aware: bool,
+) {
     let mut connections: Vec<Option<BufStream<TcpStream>>> = nodes.iter().map(|_| None).collect();
     let mut leader_of_shard: HashMap<u64, usize> = HashMap::new();
     let mut n = seed;
@@ -103,7 +115,11 @@ async fn client_task(seed: u64, shared: Arc<Shared>, users: Vec<String>, nodes: 
         }
         let path = format!("/api/v1/users/{user}/messages?kind=email");
         let begin = Instant::now();
-        let status = tokio::time::timeout(Duration::from_secs(10), post(&mut connections[node], nodes[node], &path, body.as_bytes())).await;
+        let status = tokio::time::timeout(
+            Duration::from_secs(10),
+            post(&mut connections[node], nodes[node], &path, body.as_bytes()),
+        )
+        .await;
         match status {
             Ok(Ok((201, hint))) => {
                 if let Some(leader) = hint.and_then(|h| nodes.iter().position(|a| *a == h)) {
@@ -131,20 +147,32 @@ async fn client_task(seed: u64, shared: Arc<Shared>, users: Vec<String>, nodes: 
 }
 
 /// A minimal HTTP/1.1 keep-alive POST; returns the status code and the leader hint.
-async fn post(connection: &mut Option<BufStream<TcpStream>>, address: SocketAddr, path: &str, body: &[u8]) -> std::io::Result<(u16, Option<SocketAddr>)> {
+async fn post(
+    connection: &mut Option<BufStream<TcpStream>>,
+    address: SocketAddr,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(u16, Option<SocketAddr>)> {
     if connection.is_none() {
         let stream = TcpStream::connect(address).await?;
         stream.set_nodelay(true)?;
         *connection = Some(BufStream::new(stream));
     }
     let stream = connection.as_mut().expect("connected above");
-    let head = format!("POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n", body.len());
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(body).await?;
     stream.flush().await?;
     let mut line = String::new();
     stream.read_line(&mut line).await?;
-    let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
     let mut length = 0usize;
     let mut close = false;
     let mut leader = None;
@@ -198,7 +226,9 @@ fn main() -> anyhow::Result<()> {
         let config = local_config(options.base_port, id, NODES, &data, &cluster_id);
         children.push(spawn_node(&exe, &config).with_context(|| format!("starting node {id}"))?.0);
     }
-    let http: Vec<String> = (1..=NODES as NodeId).map(|id| format!("http://127.0.0.1:{}", ports_in_block(options.base_port, id).http)).collect();
+    let http: Vec<String> = (1..=NODES as NodeId)
+        .map(|id| format!("http://127.0.0.1:{}", ports_in_block(options.base_port, id).http))
+        .collect();
     let result = run(&options, &http, &mut children);
     for child in &mut children {
         let _ = child.kill();
@@ -210,18 +240,23 @@ fn main() -> anyhow::Result<()> {
 
 fn run(options: &Options, http: &[String], children: &mut [std::process::Child]) -> anyhow::Result<()> {
     let users: Vec<String> = (1..=options.users).map(|n| format!("bench{n}@bench.go.ke")).collect();
-    println!("ums-bench: {NODES} umsd processes, {} users, {} B messages, {} in flight", options.users, options.size, options.in_flight);
+    println!(
+        "ums-bench: {NODES} umsd processes, {} users, {} B messages, {} in flight",
+        options.users, options.size, options.in_flight
+    );
     let started = Instant::now();
     let next = AtomicU64::new(0);
     let password_hash = node::service::hash_password("bench-password").map_err(|e| anyhow::anyhow!("{e}"))?;
     std::thread::scope(|scope| {
         for _ in 0..16 {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                let Some(user) = users.get(i) else { return };
-                // One precomputed hash for all: provisioning measures the cluster, not argon2.
-                let body = serde_json::json!({ "email": user, "name": "bench", "password_hash": password_hash });
-                post_with_retry(&format!("{}/api/v1/users", http[i % NODES]), &body).expect("create bench user");
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(user) = users.get(i) else { return };
+                    // One precomputed hash for all: provisioning measures the cluster, not argon2.
+                    let body = serde_json::json!({ "email": user, "name": "bench", "password_hash": password_hash });
+                    post_with_retry(&format!("{}/api/v1/users", http[i % NODES]), &body).expect("create bench user");
+                }
             });
         }
     });
@@ -239,14 +274,26 @@ fn run(options: &Options, http: &[String], children: &mut [std::process::Child])
     let body = "x".repeat(options.size);
     // The load generator must leave the cores to the cluster: all clients are tasks on
     // one thread, each with its own keep-alive connection per node.
-    let addresses: Vec<SocketAddr> = (1..=NODES as NodeId).map(|id| SocketAddr::from(([127, 0, 0, 1], ports_in_block(options.base_port, id).http))).collect();
+    let addresses: Vec<SocketAddr> = (1..=NODES as NodeId)
+        .map(|id| SocketAddr::from(([127, 0, 0, 1], ports_in_block(options.base_port, id).http)))
+        .collect();
     let load = {
-        let (shared, users, body, in_flight, leader_aware) = (Arc::clone(&shared), users.clone(), body.clone(), options.in_flight, options.leader_aware);
+        let (shared, users, body, in_flight, leader_aware) =
+            (Arc::clone(&shared), users.clone(), body.clone(), options.in_flight, options.leader_aware);
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("client runtime");
             runtime.block_on(async move {
                 let tasks: Vec<_> = (0..in_flight)
-                    .map(|w| tokio::spawn(client_task(w as u64, Arc::clone(&shared), users.clone(), addresses.clone(), body.clone(), leader_aware)))
+                    .map(|w| {
+                        tokio::spawn(client_task(
+                            w as u64,
+                            Arc::clone(&shared),
+                            users.clone(),
+                            addresses.clone(),
+                            body.clone(),
+                            leader_aware,
+                        ))
+                    })
                     .collect();
                 for task in tasks {
                     let _ = task.await;
@@ -306,7 +353,10 @@ fn run(options: &Options, http: &[String], children: &mut [std::process::Child])
     println!("\nkill -9 of node {victim}, which led {} shards:", victim_shards.len());
     println!("  write unavailability per shard p50: {:>6.0} ms", percentile(&gaps, 0.5).as_secs_f64() * 1e3);
     println!("  write unavailability per shard p99: {:>6.0} ms", percentile(&gaps, 0.99).as_secs_f64() * 1e3);
-    println!("  write unavailability per shard max: {:>6.0} ms", gaps.last().copied().unwrap_or_default().as_secs_f64() * 1e3);
+    println!(
+        "  write unavailability per shard max: {:>6.0} ms",
+        gaps.last().copied().unwrap_or_default().as_secs_f64() * 1e3
+    );
     println!("  (anchor on this machine: etcd 3.4 kill -9 of the leader, 0.95-1.65 s, median 1.19 s)");
     println!("  failed requests during the whole run: {}", shared.failed.load(Ordering::Relaxed));
     // More than one new term means a shard went through more than one election.

@@ -120,13 +120,22 @@ fn status(node: &str) -> anyhow::Result<()> {
     for n in body["nodes"].as_array().into_iter().flatten() {
         let health = call(ureq::get(&url(n["http"].as_str().unwrap_or_default(), "/health")), None);
         let up = matches!(health, Ok((200, _)));
-        println!("  {:>3}  peer {:<21} http {:<21} {}", n["id"], n["peer"].as_str().unwrap_or(""), n["http"].as_str().unwrap_or(""), if up { "up" } else { "DOWN" });
+        println!(
+            "  {:>3}  peer {:<21} http {:<21} {}",
+            n["id"],
+            n["peer"].as_str().unwrap_or(""),
+            n["http"].as_str().unwrap_or(""),
+            if up { "up" } else { "DOWN" }
+        );
     }
     println!("\n  shard  role       leader  term   applied    commit  voters   max lag");
     let number = |v: &Value| v.as_u64().map_or("-".to_string(), |n| n.to_string());
     for s in body["shards"].as_array().into_iter().flatten() {
         let lag = s["replica_lag"].as_object().map(|m| m.values().filter_map(Value::as_u64).max().unwrap_or(0));
-        let voters = s["voters"].as_array().map(|v| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")).unwrap_or_default();
+        let voters = s["voters"]
+            .as_array()
+            .map(|v| v.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(","))
+            .unwrap_or_default();
         println!(
             "  {:>5}  {:<9}  {:>6}  {:>4}  {:>8}  {:>8}  {:<7}  {}",
             number(&s["shard"]),
@@ -153,7 +162,9 @@ fn upsert(node: &str, user: Value) -> anyhow::Result<(bool, Value)> {
 
 /// One row of an HR export, checked before anything is sent.
 fn row_to_user(headers: &csv::StringRecord, record: &csv::StringRecord) -> anyhow::Result<Value> {
-    let field = |name: &str| headers.iter().position(|h| h.trim() == name).and_then(|i| record.get(i)).unwrap_or("").trim().to_string();
+    let field = |name: &str| {
+        headers.iter().position(|h| h.trim() == name).and_then(|i| record.get(i)).unwrap_or("").trim().to_string()
+    };
     let (employee_number, email) = (field("employee_number"), field("email"));
     if employee_number.is_empty() {
         bail!("employee_number is empty");
@@ -173,7 +184,10 @@ fn row_to_user(headers: &csv::StringRecord, record: &csv::StringRecord) -> anyho
 }
 
 fn import(node: &str, file: &PathBuf) -> anyhow::Result<()> {
-    let mut reader = csv::ReaderBuilder::new().flexible(true).from_path(file).with_context(|| format!("opening {}", file.display()))?;
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(file)
+        .with_context(|| format!("opening {}", file.display()))?;
     let headers = reader.headers()?.clone();
     let required = ["employee_number", "name", "ministry", "email", "mobile", "fax"];
     let missing: Vec<_> = required.iter().filter(|c| !headers.iter().any(|h| h.trim() == **c)).collect();
@@ -184,7 +198,10 @@ fn import(node: &str, file: &PathBuf) -> anyhow::Result<()> {
     let mut passwords = Vec::new();
     for (i, record) in reader.records().enumerate() {
         let line = i + 2; // 1-based, after the header.
-        let outcome = record.map_err(anyhow::Error::from).and_then(|r| row_to_user(&headers, &r)).and_then(|user| upsert(node, user));
+        let outcome = record
+            .map_err(anyhow::Error::from)
+            .and_then(|r| row_to_user(&headers, &r))
+            .and_then(|user| upsert(node, user));
         match outcome {
             Ok((true, body)) => {
                 created += 1;
@@ -215,7 +232,10 @@ fn import(node: &str, file: &PathBuf) -> anyhow::Result<()> {
 fn transfer(node: &str, shard: u64, to: u64) -> anyhow::Result<()> {
     let mut target = node.to_string();
     for _ in 0..3 {
-        let (code, body) = call(ureq::post(&url(&target, &format!("/api/v1/shards/{shard}/transfer-leader"))), Some(json!({ "node": to })))?;
+        let (code, body) = call(
+            ureq::post(&url(&target, &format!("/api/v1/shards/{shard}/transfer-leader"))),
+            Some(json!({ "node": to })),
+        )?;
         match code {
             202 => {
                 println!("asked node {} to hand shard {shard} to node {to}", body["to"]);
@@ -233,7 +253,9 @@ fn transfer(node: &str, shard: u64, to: u64) -> anyhow::Result<()> {
 
 fn domain(node: &str, command: DomainCommand) -> anyhow::Result<()> {
     let (code, body) = match &command {
-        DomainCommand::Add { domain } => call(ureq::post(&url(node, "/api/v1/domains")), Some(json!({ "domain": domain })))?,
+        DomainCommand::Add { domain } => {
+            call(ureq::post(&url(node, "/api/v1/domains")), Some(json!({ "domain": domain })))?
+        }
         DomainCommand::Show { domain } => call(ureq::get(&url(node, &format!("/api/v1/domains/{domain}"))), None)?,
     };
     if !(200..300).contains(&code) {
@@ -259,13 +281,20 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Status => status(&cli.node),
-        Command::User { command: UserCommand::Add { email, name, ministry, mobile, fax, employee_number, password } } => {
+        Command::User {
+            command: UserCommand::Add { email, name, ministry, mobile, fax, employee_number, password },
+        } => {
             let mut user = json!({ "email": email, "name": name, "ministry": ministry, "msisdn": mobile, "fax": fax, "employee_number": employee_number });
             if let Some(password) = password {
                 user["password"] = json!(password);
             }
             upsert(&cli.node, user).map(|(created, body)| {
-                println!("{} {} (shard {})", if created { "created" } else { "updated" }, body["email"].as_str().unwrap_or(""), body["shard"]);
+                println!(
+                    "{} {} (shard {})",
+                    if created { "created" } else { "updated" },
+                    body["email"].as_str().unwrap_or(""),
+                    body["shard"]
+                );
                 if let Some(p) = body["initial_password"].as_str() {
                     println!("one-time initial password: {p}");
                 }

@@ -10,8 +10,8 @@ use storage::{Cf, KvRead};
 
 use super::{RecordCache, key, mailbox_key, message_key, result, valid_name};
 use crate::proto::state::{
-    CommandResult, CopyMessages, CreateMailbox, DeleteMailbox, Expunge, ListMailboxes, Mailbox, MailboxInfo, MessageMeta, QueryResult,
-    RenameMailbox, StoreFlags, Subscribe, command_result::Status, store_flags::Mode,
+    CommandResult, CopyMessages, CreateMailbox, DeleteMailbox, Expunge, ListMailboxes, Mailbox, MailboxInfo,
+    MessageMeta, QueryResult, RenameMailbox, StoreFlags, Subscribe, command_result::Status, store_flags::Mode,
 };
 
 pub const INBOX: &str = "INBOX";
@@ -199,7 +199,8 @@ pub(super) fn expunge(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, expun
     let Some(mut mailbox) = load(ctx, cache, user, name) else {
         return not_found(user, name);
     };
-    let candidates = if expunge.all_deleted { messages(ctx, user, name) } else { selected(ctx, user, name, &expunge.uids) };
+    let candidates =
+        if expunge.all_deleted { messages(ctx, user, name) } else { selected(ctx, user, name, &expunge.uids) };
     let mut out = CommandResult::default();
     for meta in candidates.into_iter().filter(|m| m.flags.iter().any(|f| f.eq_ignore_ascii_case(DELETED))) {
         remove_message(ctx, user, name, meta.uid);
@@ -256,11 +257,16 @@ pub(super) fn copy(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, copy: Co
 pub(super) fn list(engine: &dyn KvRead, group: GroupId, list: &ListMailboxes) -> storage::Result<QueryResult> {
     let user = list.user_id.as_bytes();
     let prefix_len = state_machine_key(group, &key(&[b"m", user, b""])).len();
-    let (start, end) = (state_machine_key(group, &key(&[b"m", user, b""])), state_machine_key(group, &key(&[b"m", user, &[0xff]])));
+    let (start, end) =
+        (state_machine_key(group, &key(&[b"m", user, b""])), state_machine_key(group, &key(&[b"m", user, &[0xff]])));
     let mut mailboxes = Vec::new();
     engine.scan(Cf::Data, &start, &end, &mut |k, v| {
         if let Ok(mailbox) = Mailbox::decode(v) {
-            mailboxes.push(MailboxInfo { name: String::from_utf8_lossy(&k[prefix_len..]).into_owned(), mailbox: Some(mailbox), unseen: 0 });
+            mailboxes.push(MailboxInfo {
+                name: String::from_utf8_lossy(&k[prefix_len..]).into_owned(),
+                mailbox: Some(mailbox),
+                unseen: 0,
+            });
         }
         true
     })?;
@@ -290,7 +296,10 @@ mod tests {
     #[test]
     fn store_modes() {
         let current = flags(&["\\Seen", "work"]);
-        assert_eq!(new_flags(&current, Mode::Add, &flags(&["\\Flagged", "\\seen"])), flags(&["\\Seen", "work", "\\Flagged"]));
+        assert_eq!(
+            new_flags(&current, Mode::Add, &flags(&["\\Flagged", "\\seen"])),
+            flags(&["\\Seen", "work", "\\Flagged"])
+        );
         assert_eq!(new_flags(&current, Mode::Remove, &flags(&["\\SEEN"])), flags(&["work"]));
         assert_eq!(new_flags(&current, Mode::Replace, &flags(&["\\Answered"])), flags(&["\\Answered"]));
     }

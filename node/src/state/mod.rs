@@ -26,9 +26,9 @@ use prost::Message;
 use storage::{Cf, KvRead};
 
 use crate::proto::state::{
-    AddDomain, ClaimAddresses, Command, CommandResult, Deliver, Delivered, Enqueue, ListMessages, ListOutbound, Mailbox, MessageMeta,
-    OutboundAttempt, OutboundItem, PutUser, Query, QueryResult, StoredMessage, User, command, command_result::Status,
-    outbound_item, query,
+    AddDomain, ClaimAddresses, Command, CommandResult, Deliver, Delivered, Enqueue, ListMessages, ListOutbound,
+    Mailbox, MessageMeta, OutboundAttempt, OutboundItem, PutUser, Query, QueryResult, StoredMessage, User, command,
+    command_result::Status, outbound_item, query,
 };
 
 const SEP: u8 = 0;
@@ -84,11 +84,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 fn result(status: Status, error: impl Into<String>) -> CommandResult {
-    CommandResult {
-        status: status as i32,
-        error: error.into(),
-        ..Default::default()
-    }
+    CommandResult { status: status as i32, error: error.into(), ..Default::default() }
 }
 
 /// Most recently used user and mailbox records, so a delivery does not read them from
@@ -194,10 +190,7 @@ fn put_user(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, put: PutUser) -
         let mailbox = Mailbox { subscribed: true, ..folders::new_mailbox(ctx) };
         cache.put(ctx, &inbox, mailbox.encode_to_vec());
     }
-    CommandResult {
-        user: Some(user),
-        ..Default::default()
-    }
+    CommandResult { user: Some(user), ..Default::default() }
 }
 
 fn claim_addresses(ctx: &mut ApplyContext<'_>, claim: ClaimAddresses) -> CommandResult {
@@ -269,11 +262,7 @@ fn deliver_message(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, deliver:
     ctx.put(Cf::Blobs, &message_key, deliver.raw);
     cache.put(ctx, &box_key, mailbox.encode_to_vec());
     CommandResult {
-        delivered: Some(Delivered {
-            uid,
-            modseq: meta.modseq,
-            uid_validity: mailbox.uid_validity,
-        }),
+        delivered: Some(Delivered { uid, modseq: meta.modseq, uid_validity: mailbox.uid_validity }),
         ..Default::default()
     }
 }
@@ -301,10 +290,7 @@ fn enqueue_outbound(ctx: &mut ApplyContext<'_>, enqueue: Enqueue) -> CommandResu
     item.updated_ms = item.created_ms;
     ctx.put(Cf::Data, &outbound_key(&item.user_id, seq), item.encode_to_vec());
     ctx.put(Cf::Data, &pending_key(seq), item.user_id.as_bytes().to_vec());
-    CommandResult {
-        outbound: Some(item),
-        ..Default::default()
-    }
+    CommandResult { outbound: Some(item), ..Default::default() }
 }
 
 fn record_attempt(ctx: &mut ApplyContext<'_>, attempt: OutboundAttempt) -> CommandResult {
@@ -321,40 +307,28 @@ fn record_attempt(ctx: &mut ApplyContext<'_>, attempt: OutboundAttempt) -> Comma
     item.updated_ms = attempt.now_ms;
     item.last_error = attempt.error;
     if attempt.delivered || attempt.give_up {
-        item.status = if attempt.delivered { outbound_item::Status::Delivered } else { outbound_item::Status::Failed } as i32;
+        item.status =
+            if attempt.delivered { outbound_item::Status::Delivered } else { outbound_item::Status::Failed } as i32;
         ctx.delete(Cf::Data, &pending_key(attempt.seq));
     } else {
         item.next_attempt_ms = attempt.next_attempt_ms;
     }
     ctx.put(Cf::Data, &item_key, item.encode_to_vec());
-    CommandResult {
-        outbound: Some(item),
-        ..Default::default()
-    }
+    CommandResult { outbound: Some(item), ..Default::default() }
 }
 
 /// Answers a query from an engine (after a ReadIndex on the leader, or from the local
 /// replica for a deliberately stale read).
 pub fn execute_query(engine: &dyn KvRead, group: GroupId, query: &Query) -> storage::Result<QueryResult> {
     let read = |k: &[u8]| engine.get(Cf::Data, &state_machine_key(group, k));
-    let not_found = |what: String| QueryResult {
-        status: Status::NotFound as i32,
-        error: what,
-        ..Default::default()
-    };
+    let not_found = |what: String| QueryResult { status: Status::NotFound as i32, error: what, ..Default::default() };
     Ok(match &query.q {
         Some(query::Q::GetUser(get)) => match read(&user_key(&get.user_id))? {
-            Some(bytes) => QueryResult {
-                user: User::decode(bytes.as_slice()).ok(),
-                ..Default::default()
-            },
+            Some(bytes) => QueryResult { user: User::decode(bytes.as_slice()).ok(), ..Default::default() },
             None => not_found(format!("no such user: {}", get.user_id)),
         },
         Some(query::Q::ResolveAddress(resolve)) => match read(&address_key(&resolve.address))? {
-            Some(owner) => QueryResult {
-                user_id: String::from_utf8_lossy(&owner).into_owned(),
-                ..Default::default()
-            },
+            Some(owner) => QueryResult { user_id: String::from_utf8_lossy(&owner).into_owned(), ..Default::default() },
             None => not_found(format!("no user has the address {}", resolve.address)),
         },
         Some(query::Q::ListMessages(list)) => list_messages(engine, group, list)?,
@@ -368,11 +342,7 @@ pub fn execute_query(engine: &dyn KvRead, group: GroupId, query: &Query) -> stor
             Some(_) => QueryResult::default(),
             None => not_found(format!("{} is not a local domain", local.domain)),
         },
-        None => QueryResult {
-            status: Status::Invalid as i32,
-            error: "empty query".into(),
-            ..Default::default()
-        },
+        None => QueryResult { status: Status::Invalid as i32, error: "empty query".into(), ..Default::default() },
     })
 }
 
@@ -405,7 +375,8 @@ fn list_messages(engine: &dyn KvRead, group: GroupId, list: &ListMessages) -> st
         uids.dedup();
         for uid in uids.into_iter().filter(|&uid| uid > list.after_uid).take(limit) {
             let message_key = state_machine_key(group, &message_key(&list.user_id, &list.mailbox, uid));
-            if let Some(meta) = engine.get(Cf::Data, &message_key)?.and_then(|v| MessageMeta::decode(v.as_slice()).ok()) {
+            if let Some(meta) = engine.get(Cf::Data, &message_key)?.and_then(|v| MessageMeta::decode(v.as_slice()).ok())
+            {
                 metas.push((message_key, meta));
             }
         }
@@ -415,11 +386,7 @@ fn list_messages(engine: &dyn KvRead, group: GroupId, list: &ListMessages) -> st
         let raw = if list.with_bodies { engine.get(Cf::Blobs, &message_key)?.unwrap_or_default() } else { Vec::new() };
         messages.push(StoredMessage { meta: Some(meta), raw });
     }
-    Ok(QueryResult {
-        mailbox,
-        messages,
-        ..Default::default()
-    })
+    Ok(QueryResult { mailbox, messages, ..Default::default() })
 }
 
 /// A user's outbound items, or (with no user) the shard's pending ones in order.
@@ -433,7 +400,8 @@ fn list_outbound(engine: &dyn KvRead, group: GroupId, list: &ListOutbound) -> st
     };
     if list.user_id.is_empty() {
         let mut pending = Vec::new();
-        let (start, end) = (state_machine_key(group, &key(&[b"p", b""])), state_machine_key(group, &key(&[b"p", &[0xff; 9]])));
+        let (start, end) =
+            (state_machine_key(group, &key(&[b"p", b""])), state_machine_key(group, &key(&[b"p", &[0xff; 9]])));
         engine.scan(Cf::Data, &start, &end, &mut |k, v| {
             let seq_bytes: [u8; 8] = k[k.len() - 8..].try_into().expect("8-byte seq");
             pending.push((String::from_utf8_lossy(v).into_owned(), u64::from_be_bytes(seq_bytes)));
@@ -452,8 +420,5 @@ fn list_outbound(engine: &dyn KvRead, group: GroupId, list: &ListOutbound) -> st
             outbound.len() < limit
         })?;
     }
-    Ok(QueryResult {
-        outbound,
-        ..Default::default()
-    })
+    Ok(QueryResult { outbound, ..Default::default() })
 }
