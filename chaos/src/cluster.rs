@@ -8,15 +8,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use node::config::NodeConfig;
-pub use node::dev::pid_of;
-use node::dev::umsd_processes;
+use devkit::node_file::NodeFile;
+pub use devkit::process::pid_of;
+use devkit::process::umsd_processes;
 use serde_json::Value;
 
 /// One node of the cluster under test.
 pub struct ChaosNode {
     pub id: u64,
-    pub config: NodeConfig,
+    pub config: NodeFile,
     pub config_path: PathBuf,
 }
 
@@ -24,7 +24,6 @@ pub struct Cluster {
     pub nodes: Vec<ChaosNode>,
     /// The daemon binary the nodes run (restarts use the very same one).
     pub umsd: PathBuf,
-    pub shards: u64,
 }
 
 impl Cluster {
@@ -36,7 +35,7 @@ impl Cluster {
         for entry in std::fs::read_dir(&dir)? {
             let config_path = entry?.path().join("node.toml");
             if config_path.exists() {
-                let config = NodeConfig::load(&config_path)?;
+                let config = NodeFile::load(&config_path)?;
                 nodes.push(ChaosNode { id: config.node_id, config, config_path });
             }
         }
@@ -51,9 +50,9 @@ impl Cluster {
     /// their cluster. Drills kill and restart nodes, so all of them must run here.
     pub fn from_addresses(addresses: &[String]) -> anyhow::Result<Self> {
         use std::net::ToSocketAddrs;
-        let running: Vec<(PathBuf, NodeConfig)> = umsd_processes()
+        let running: Vec<(PathBuf, NodeFile)> = umsd_processes()
             .into_iter()
-            .filter_map(|(_, path)| NodeConfig::load(&path).ok().map(|config| (path, config)))
+            .filter_map(|(_, path)| NodeFile::load(&path).ok().map(|config| (path, config)))
             .collect();
         let mut cluster_id = None;
         for address in addresses {
@@ -90,14 +89,21 @@ impl Cluster {
 
     fn from_nodes_list(mut nodes: Vec<ChaosNode>) -> anyhow::Result<Self> {
         nodes.sort_by_key(|n| n.id);
-        nodes.dedup_by_key(|n| n.id);
-        let shards = nodes[0].config.shards;
+        if let Some(pair) = nodes.windows(2).find(|pair| pair[0].id == pair[1].id) {
+            bail!(
+                "two configurations claim node {} of cluster {}: {} and {}; give each cluster its own cluster_id",
+                pair[0].id,
+                pair[0].config.cluster_id,
+                pair[0].config_path.display(),
+                pair[1].config_path.display()
+            );
+        }
         let umsd = nodes
             .iter()
             .find_map(|n| pid_of(&n.config_path).and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok()))
             .or_else(|| std::env::current_exe().ok().map(|exe| exe.with_file_name("umsd")))
             .context("cannot find the umsd binary")?;
-        Ok(Self { nodes, umsd, shards })
+        Ok(Self { nodes, umsd })
     }
 
     pub fn node(&self, id: u64) -> &ChaosNode {

@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use devkit::http::post_with_retry;
+use devkit::webhook_sink::WebhookSink;
 use serde::Serialize;
 
 use crate::checker::{self, Observed, Verdict};
@@ -16,7 +18,6 @@ use crate::cluster::Cluster;
 use crate::faults::Faults;
 use crate::history::{FaultEvent, Isolation, Operation};
 use crate::outbound::{Delivery, OutboundVerdict, check_outbound};
-use crate::sink::Sink;
 use crate::workload::{Protocol, Workload, WorkloadSettings};
 
 /// Scenarios that can run against a cluster of local processes today.
@@ -72,12 +73,16 @@ pub struct Percentiles {
     pub max: u64,
 }
 
-fn drill_users(count: usize, cluster: &Cluster) -> Vec<(String, u64)> {
+/// Creates the drill's users (again: creating one that exists updates it) and returns
+/// each with its shard, as the cluster placed it.
+fn create_drill_users(count: usize, cluster: &Cluster) -> anyhow::Result<Vec<(String, u64)>> {
     (1..=count)
         .map(|n| {
             let user = format!("drill{n}@chaos.go.ke");
-            let shard = node::placement::shard_for_user(&user, cluster.shards);
-            (user, shard)
+            let body = serde_json::json!({ "email": user, "name": "drill user", "password": "drill-password" });
+            let created = post_with_retry(&cluster.url(cluster.ids()[0], "/api/v1/users"), &body)?;
+            let shard = created["shard"].as_u64().with_context(|| format!("no shard in the answer for {user}"))?;
+            Ok((user, shard))
         })
         .collect()
 }
@@ -144,11 +149,7 @@ pub fn run(scenario: &str, cluster: &Cluster, options: &DrillOptions) -> anyhow:
             );
         }
     }
-    let users = drill_users(options.users, cluster);
-    for (user, _) in &users {
-        let body = serde_json::json!({ "email": user, "name": "drill user", "password": "drill-password" });
-        node::client::post_with_retry(&cluster.url(cluster.ids()[0], "/api/v1/users"), &body)?;
-    }
+    let users = create_drill_users(options.users, cluster)?;
     println!(
         "drill {scenario}: {} s at {} writes/s over {} users through {} (seed {})",
         options.duration.as_secs(),
@@ -157,7 +158,7 @@ pub fn run(scenario: &str, cluster: &Cluster, options: &DrillOptions) -> anyhow:
         options.protocol,
         options.seed
     );
-    let sink = Sink::start().context("starting the outbound sink")?;
+    let sink = WebhookSink::start(Duration::ZERO).context("starting the outbound sink")?;
     let started = Instant::now();
     let workload = Workload::start(
         WorkloadSettings {
@@ -204,17 +205,21 @@ pub fn run(scenario: &str, cluster: &Cluster, options: &DrillOptions) -> anyhow:
 
 /// What the sink got once every queued item arrived, or after a minute (retries back
 /// off; an item that never arrives is the checker's to report).
-fn await_deliveries(sink: &Sink, queued: &[Operation]) -> Vec<Delivery> {
+fn await_deliveries(sink: &WebhookSink, queued: &[Operation]) -> Vec<Delivery> {
+    let delivered = || -> Vec<Delivery> {
+        let received = sink.received().into_iter();
+        received.map(|r| Delivery { client_ref: r.body, idempotency_key: r.idempotency_key }).collect()
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let deliveries = sink.deliveries();
+        let deliveries = delivered();
         let arrived: std::collections::HashSet<&str> = deliveries.iter().map(|d| d.client_ref.as_str()).collect();
         if queued.iter().filter(|o| o.is_ok()).all(|o| arrived.contains(o.client_ref.as_str()))
             || Instant::now() > deadline
         {
             // A moment longer, for redeliveries already on their way.
             std::thread::sleep(Duration::from_millis(500));
-            return sink.deliveries();
+            return delivered();
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -310,7 +315,7 @@ fn write_ballast(cluster: &Cluster, victim: u64, faults: &mut Faults, until: Ins
     const BALLAST_USER: &str = "ballast@chaos.go.ke";
     let Some(entry) = cluster.ids().into_iter().find(|&id| id != victim) else { return };
     let user = serde_json::json!({ "email": BALLAST_USER, "name": "drill ballast", "password": "drill-password" });
-    if node::client::post_with_retry(&cluster.url(entry, "/api/v1/users"), &user).is_err() {
+    if post_with_retry(&cluster.url(entry, "/api/v1/users"), &user).is_err() {
         return;
     }
     let body = serde_json::json!({ "kind": "email", "body": "x".repeat(1 << 20) });

@@ -74,7 +74,8 @@ impl Faults {
     /// Starts a killed node again from its data directory and waits until it answers.
     pub fn restart(&mut self, cluster: &Cluster, id: u64) -> anyhow::Result<()> {
         let node = cluster.node(id);
-        node::dev::spawn_node(&cluster.umsd, &node.config).with_context(|| format!("restarting node {id}"))?;
+        devkit::process::start_umsd(&cluster.umsd, &node.config_path)
+            .with_context(|| format!("restarting node {id}"))?;
         self.killed.retain(|&k| k != id);
         let deadline = Instant::now() + Duration::from_secs(30);
         while !cluster.is_healthy(id) {

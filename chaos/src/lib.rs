@@ -8,8 +8,8 @@
 //! - [`cluster`]: finds a cluster's nodes and processes from its data directory.
 //! - [`faults`]: undoable, timestamped faults (kill -9, SIGSTOP, partitions, loss).
 //! - [`network`]: the iptables rules behind network faults.
-//! - [`sink`]: the receiving end of the outbound webhooks the workload queues.
-//! - [`workload`]: unique, checkable messages at a fixed rate over the HTTP API and SMTP
+//! - [`workload`]: unique, checkable messages at a fixed rate over the HTTP API and SMTP,
+//!   and outbound webhooks to a `devkit` webhook sink
 //!   ([`smtp_client`] tells acknowledged, failed and unknown SMTP outcomes apart).
 //! - [`drill`]: the scenarios and the report `umschaos drill` prints.
 
@@ -19,6 +19,5 @@ pub mod cluster;
 pub mod drill;
 pub mod faults;
 pub mod network;
-pub mod sink;
 pub mod smtp_client;
 pub mod workload;

@@ -13,9 +13,9 @@
 //! Modules: [`config`] (timing and log limits), [`command`] (the proposal envelope),
 //! [`transport`] (the network interface and per-peer batching), [`state_machine`] (the
 //! apply interface), [`dedup`] (exactly-once apply of retried requests), [`group`] (one
-//! group's Raft node and pending requests), [`multi_raft`] (the round), [`sim`] (a
-//! deterministic simulated cluster with fault injection, checked by the drills' history
-//! checker from `chaos-checker`).
+//! group's Raft node and pending requests), [`multi_raft`] (the round). The deterministic
+//! simulated cluster that tests all of this under faults, and the `raft-bench` benchmark,
+//! live in the crate `consensus-sim` (`consensus/sim`), outside the production build.
 
 pub mod command;
 mod compaction;
@@ -25,7 +25,6 @@ mod election;
 pub mod error;
 pub mod group;
 pub mod multi_raft;
-pub mod sim;
 pub mod state_machine;
 pub mod transport;
 

@@ -331,7 +331,8 @@ mod tests {
         let good = config();
         assert_eq!((good.shards, good.replicas, good.raft.tick_ms), (64, 3, 50));
         good.validate().unwrap();
-        let cases: [(fn(&mut NodeConfig), &str); 7] = [
+        type BreakIt = fn(&mut NodeConfig);
+        let cases: [(BreakIt, &str); 7] = [
             (|c| c.node_id = 9, "members must include"),
             (|c| c.raft.compact_every = 1, "compact_every"),
             (|c| c.raft.compact_every = c.raft.compact_threshold, "compact_every"),

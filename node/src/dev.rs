@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use consensus::NodeId;
 
-use crate::client::post_with_retry;
 use crate::config::{Member, NodeConfig, ThreadSettings, dev_ports, ports_in_block};
+use devkit::http::post_with_retry;
+use devkit::process::pid_of;
 use gateways::imap::ImapSettings;
 use gateways::smtp::SmtpSettings;
 
@@ -148,16 +149,7 @@ pub fn spawn_node(exe: &Path, config: &NodeConfig) -> anyhow::Result<(Child, Pat
     fs::create_dir_all(&config.data_dir)?;
     let config_path = config.data_dir.join("node.toml");
     fs::write(&config_path, toml::to_string(config)?)?;
-    let log_path = config.data_dir.join("umsd.log");
-    let log = fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
-    let child = Command::new(exe)
-        .arg("--config")
-        .arg(&config_path)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()?;
-    Ok((child, log_path))
+    devkit::process::start_umsd(exe, &config_path)
 }
 
 fn http_base(id: NodeId) -> String {
@@ -256,39 +248,6 @@ fn supervise(children: &mut [(NodeId, Child, PathBuf)], stop: &AtomicBool) {
     }
 }
 
-/// The process running `umsd --config <config_path>`, if any (found in /proc).
-pub fn pid_of(config_path: &Path) -> Option<u32> {
-    let wanted = config_path.canonicalize().ok()?;
-    umsd_processes().into_iter().find(|(_, config)| *config == wanted).map(|(pid, _)| pid)
-}
-
-/// Every `umsd --config FILE` process on this machine, with its config file's canonical
-/// path (relative paths resolved against the process's working directory).
-pub fn umsd_processes() -> Vec<(u32, PathBuf)> {
-    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
-    let mut found = Vec::new();
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else { continue };
-        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-        if !args.first().is_some_and(|a| a.ends_with(b"umsd")) {
-            continue;
-        }
-        let Some(config) = args
-            .windows(2)
-            .find(|w| w[0] == b"--config")
-            .map(|w| PathBuf::from(String::from_utf8_lossy(w[1]).into_owned()))
-        else {
-            continue;
-        };
-        let config = if config.is_relative() { PathBuf::from(format!("/proc/{pid}/cwd")).join(config) } else { config };
-        if let Ok(canonical) = config.canonicalize() {
-            found.push((pid, canonical));
-        }
-    }
-    found
-}
-
 fn stop_children(children: &mut [(NodeId, Child, PathBuf)]) {
     println!("\nstopping the dev cluster ...");
     for (_, child, log) in children.iter() {
@@ -319,4 +278,25 @@ fn tail(path: &Path, lines: usize) -> String {
     let text = fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Drills and tests read node.toml through devkit's view: it must see what the
+    /// daemon sees.
+    #[test]
+    fn devkit_reads_a_node_file_as_the_daemon_wrote_it() {
+        let config = dev_config(2, 3, Path::new("/tmp/ums-dev-test"), "dev-test");
+        let file: devkit::node_file::NodeFile = toml::from_str(&toml::to_string(&config).unwrap()).unwrap();
+        assert_eq!(file.node_id, config.node_id);
+        assert_eq!(file.cluster_id, config.cluster_id);
+        assert_eq!(file.data_dir, config.data_dir);
+        assert_eq!(file.peer_listen, config.peer_listen);
+        assert_eq!(file.http_listen, config.http_listen);
+        assert_eq!(file.smtp.listen, config.smtp.listen);
+        let members: Vec<NodeId> = file.members.iter().map(|m| m.id).collect();
+        assert_eq!(members, config.members.iter().map(|m| m.id).collect::<Vec<_>>());
+    }
 }

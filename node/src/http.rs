@@ -17,17 +17,17 @@ use serde_json::json;
 
 use storage::DiskFaults;
 
+use crate::cluster::{Cluster, ServiceError, UserInput};
 use crate::config::Member;
 use crate::peer::PeerNetwork;
 use crate::proto::state::{ListMessages, OutboundItem, User, outbound_item};
-use crate::service::{Service, ServiceError, UserInput};
 
 /// Largest message accepted over HTTP (the SMTP limit, 35 MB, plus JSON overhead).
 const MAX_BODY_BYTES: usize = 48 << 20;
 
 /// What every handler can reach.
 pub struct AppState {
-    pub service: Arc<Service>,
+    pub cluster: Arc<Cluster>,
     pub members: Vec<Member>,
     pub metrics: Option<PrometheusHandle>,
     /// Fault injection for drills; `None` unless the node runs with `debug_faults`.
@@ -59,12 +59,12 @@ fn error_response(error: &ServiceError) -> HttpResponse {
 
 /// The client's `Idempotency-Key` header: a retried request with the same key is
 /// applied at most once.
-fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, HttpResponse> {
+fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, ServiceError> {
     match request.headers().get("idempotency-key") {
         None => Ok(None),
         Some(value) => match value.to_str() {
             Ok(key) if !key.is_empty() && key.len() <= 256 => Ok(Some(key.to_string())),
-            _ => Err(bad_request("Idempotency-Key must be 1 to 256 visible ASCII characters")),
+            _ => Err(ServiceError::Invalid("Idempotency-Key must be 1 to 256 visible ASCII characters".into())),
         },
     }
 }
@@ -74,7 +74,7 @@ fn bad_request(message: impl Into<String>) -> HttpResponse {
 }
 
 async fn health(state: State) -> HttpResponse {
-    HttpResponse::Ok().json(json!({ "status": "ok", "node": state.service.node_id() }))
+    HttpResponse::Ok().json(json!({ "status": "ok", "node": state.cluster.node_id() }))
 }
 
 #[derive(Serialize)]
@@ -94,7 +94,7 @@ struct ShardView {
 }
 
 async fn cluster(state: State) -> HttpResponse {
-    let statuses = state.service.raft().status().await;
+    let statuses = state.cluster.raft().status().await;
     let shards: Vec<ShardView> = statuses
         .into_iter()
         .map(|s| ShardView {
@@ -121,9 +121,9 @@ async fn cluster(state: State) -> HttpResponse {
         .map(|m| json!({ "id": m.id, "peer": m.peer.to_string(), "http": m.http.to_string() }))
         .collect();
     HttpResponse::Ok().json(json!({
-        "node": state.service.node_id(),
+        "node": state.cluster.node_id(),
         "nodes": nodes,
-        "active_mailboxes": state.service.mailboxes().active_count(),
+        "active_mailboxes": state.cluster.mailboxes().active_count(),
         "shards": shards,
     }))
 }
@@ -136,21 +136,21 @@ struct DomainBody {
 
 /// Accept mail for a domain (also local once any user in it exists).
 async fn add_domain(state: State, body: web::Json<DomainBody>) -> HttpResponse {
-    match state.service.add_domain(&body.domain).await {
+    match state.cluster.add_domain(&body.domain).await {
         Ok(domain) => HttpResponse::Created().json(json!({ "domain": domain, "local": true })),
         Err(e) => error_response(&e),
     }
 }
 
 async fn get_domain(state: State, domain: web::Path<String>) -> HttpResponse {
-    match state.service.is_local_domain(&domain).await {
+    match state.cluster.is_local_domain(&domain).await {
         Ok(local) => HttpResponse::Ok().json(json!({ "domain": domain.to_lowercase(), "local": local })),
         Err(e) => error_response(&e),
     }
 }
 
 /// A user as the API shows it (never the password hash).
-fn user_view(service: &Service, user: &User) -> serde_json::Value {
+fn user_view(cluster: &Cluster, user: &User) -> serde_json::Value {
     json!({
         "id": user.id,
         "email": user.email,
@@ -159,7 +159,7 @@ fn user_view(service: &Service, user: &User) -> serde_json::Value {
         "msisdn": user.msisdn,
         "fax": user.fax,
         "employee_number": user.employee_number,
-        "shard": service.shard_of(&user.id),
+        "shard": cluster.shard_of(&user.id),
         "created_ms": user.created_ms,
     })
 }
@@ -197,9 +197,9 @@ async fn upsert_user(state: State, body: web::Json<UserBody>) -> HttpResponse {
         password: body.password.filter(|p| !p.is_empty()),
         password_hash: body.password_hash.filter(|p| !p.is_empty()),
     };
-    match state.service.upsert_user(input).await {
+    match state.cluster.upsert_user(input).await {
         Ok(upserted) => {
-            let mut view = user_view(&state.service, &upserted.user);
+            let mut view = user_view(&state.cluster, &upserted.user);
             if let Some(password) = upserted.initial_password {
                 view["initial_password"] = json!(password);
             }
@@ -211,8 +211,8 @@ async fn upsert_user(state: State, body: web::Json<UserBody>) -> HttpResponse {
 }
 
 async fn get_user(state: State, address: web::Path<String>) -> HttpResponse {
-    match state.service.lookup_user(&address).await {
-        Ok(user) => HttpResponse::Ok().json(user_view(&state.service, &user)),
+    match state.cluster.lookup_user(&address).await {
+        Ok(user) => HttpResponse::Ok().json(user_view(&state.cluster, &user)),
         Err(e) => error_response(&e),
     }
 }
@@ -291,14 +291,14 @@ async fn append_message(
     }
     let key = match idempotency_key(&request) {
         Ok(key) => key,
-        Err(response) => return response,
+        Err(error) => return error_response(&error),
     };
-    match state.service.deliver(&address, &mailbox, raw, &kind, &client_ref, key.as_deref()).await {
+    match state.cluster.deliver(&address, &mailbox, raw, &kind, &client_ref, key.as_deref()).await {
         Ok((shard, delivered)) => {
             let mut response = HttpResponse::Created();
             // A hint for clients that want to skip the forwarding hop next time.
             if let Some(leader) =
-                state.service.raft().leader(shard).and_then(|l| state.members.iter().find(|m| m.id == l))
+                state.cluster.raft().leader(shard).and_then(|l| state.members.iter().find(|m| m.id == l))
             {
                 response.insert_header(("X-UMS-Shard-Leader", leader.http.to_string()));
             }
@@ -332,7 +332,7 @@ async fn list_messages(state: State, address: web::Path<String>, query: web::Que
         with_bodies: query.bodies.unwrap_or(false),
         uids: Vec::new(),
     };
-    match state.service.list_messages(&address, list, query.local.unwrap_or(false)).await {
+    match state.cluster.list_messages(&address, list, query.local.unwrap_or(false)).await {
         Ok(result) => {
             let messages: Vec<_> = result
                 .messages
@@ -413,7 +413,7 @@ async fn enqueue_outbound(
     let body = body.into_inner();
     let key = match idempotency_key(&request) {
         Ok(key) => key,
-        Err(response) => return response,
+        Err(error) => return error_response(&error),
     };
     if body.channel != "webhook" {
         return bad_request(format!("unknown channel '{}'; only 'webhook' is available", body.channel));
@@ -429,7 +429,7 @@ async fn enqueue_outbound(
         client_ref: body.client_ref,
         ..Default::default()
     };
-    match state.service.enqueue_outbound(&address, item, key.as_deref()).await {
+    match state.cluster.enqueue_outbound(&address, item, key.as_deref()).await {
         Ok((shard, item)) => {
             let mut view = outbound_view(&item);
             view["shard"] = json!(shard);
@@ -440,7 +440,7 @@ async fn enqueue_outbound(
 }
 
 async fn list_outbound(state: State, address: web::Path<String>) -> HttpResponse {
-    match state.service.list_outbound(&address).await {
+    match state.cluster.list_outbound(&address).await {
         Ok(items) => {
             HttpResponse::Ok().json(json!({ "outbound": items.iter().map(outbound_view).collect::<Vec<_>>() }))
         }
@@ -455,7 +455,7 @@ struct TransferBody {
 
 async fn transfer_leader(state: State, shard: web::Path<u64>, body: web::Json<TransferBody>) -> HttpResponse {
     let shard = shard.into_inner();
-    match state.service.raft().transfer_leader(shard, body.node).await {
+    match state.cluster.raft().transfer_leader(shard, body.node).await {
         Ok(()) => HttpResponse::Accepted().json(json!({ "shard": shard, "to": body.node })),
         Err(consensus::ProposeError::NotLeader { leader, .. }) => {
             let http = leader.and_then(|l| state.members.iter().find(|m| m.id == l)).map(|m| m.http.to_string());

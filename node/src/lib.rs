@@ -7,23 +7,31 @@
 //! - [`actors`]: actix actors: virtual mailbox actors on the shard leader.
 //! - [`runtime`]: the thread that drives [`consensus::MultiRaft`] (ticks, rounds).
 //! - [`peer`]: the TCP peer transport (handshake, batched Raft frames, forwarding).
-//! - [`service`]: the API the HTTP layer and the gateways call: routes each request to
-//!   its shard's leader (locally or forwarded) and retries with the same request id.
+//! - [`cluster`]: the cluster as this node reaches it, what the HTTP layer and the queue
+//!   actors call: routes each request to its shard's leader (locally or forwarded) and
+//!   retries with the same request id; users, domains, messages, outbound items.
+//! - [`mail_service`]: the gateways' [`gateways::mail_service::MailService`] on top of
+//!   [`cluster::Cluster`] (domains, logins, deliveries, relays, IMAP mailbox operations).
+//! - [`addresses`], [`passwords`], [`clock`]: address normalisation, argon2 passwords,
+//!   the proposer's wall clock.
 //! - [`http`]: the HTTP API, health and Prometheus metrics (actix-web).
 //! - [`server`]: starts one node from a config; [`dev`]: `umsd dev`, a local cluster
-//!   of child processes; [`client`]: HTTP helpers for programs that drive a cluster.
+//!   of child processes (process and HTTP helpers shared with the drills and tests come
+//!   from the crate `devkit`).
 
 pub mod actors;
-pub mod client;
+pub mod addresses;
+pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod dev;
 pub mod http;
-pub mod mail;
+pub mod mail_service;
+pub mod passwords;
 pub mod peer;
 pub mod placement;
 pub mod runtime;
 pub mod server;
-pub mod service;
 pub mod state;
 
 /// Generated protobuf types.

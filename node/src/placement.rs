@@ -125,6 +125,6 @@ mod tests {
                 *per_node.entry(*n).or_insert(0) += 1;
             }
         }
-        assert!(per_node.values().all(|&c| c >= 6 && c <= 7), "{per_node:?}");
+        assert!(per_node.values().all(|&c| (6..=7).contains(&c)), "{per_node:?}");
     }
 }

@@ -15,12 +15,12 @@ use tracing::{info, warn};
 use crate::actors::ActorRuntime;
 use crate::actors::mailbox::MailboxRegistry;
 use crate::actors::queue::{Leadership, QueueSettings, QueueSupervisor};
+use crate::cluster::Cluster;
 use crate::config::{NodeConfig, ThreadSettings};
 use crate::http::{self, AppState, DebugFaults};
 use crate::peer::{self, PeerNetwork, PeerTransport};
 use crate::placement::{initial_placement, preferred_leaders};
 use crate::runtime::{self, LoopSettings};
-use crate::service::Service;
 use crate::state::UmsMachine;
 
 /// Marker file: the groups of this node were bootstrapped once; never do it again.
@@ -92,7 +92,7 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         raft_handle.clone(),
         Duration::from_millis(config.mailbox_idle_ms.max(100)),
     );
-    let service = Service::new(
+    let cluster = Cluster::new(
         config.node_id,
         config.shards,
         replicas_of,
@@ -113,8 +113,8 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         },
     };
     let supervisor = {
-        let (service, settings) = (Arc::clone(&service), queue_settings);
-        QueueSupervisor::start_in_arbiter(actors.arbiter(), move |_| QueueSupervisor::new(service, settings))
+        let (cluster, settings) = (Arc::clone(&cluster), queue_settings);
+        QueueSupervisor::start_in_arbiter(actors.arbiter(), move |_| QueueSupervisor::new(cluster, settings))
     };
     // Leadership news from the Raft thread drives the queue actors.
     std::thread::Builder::new().name("ums-events".into()).spawn(move || {
@@ -132,9 +132,9 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         raft_handle.clone(),
         incoming_tx,
     ));
-    io_runtime.spawn(Arc::clone(&service).serve_incoming(incoming_rx));
+    io_runtime.spawn(Arc::clone(&cluster).serve_incoming(incoming_rx));
 
-    let mail: Arc<dyn gateways::service::MailService> = Arc::clone(&service) as _;
+    let mail: Arc<dyn gateways::mail_service::MailService> = Arc::clone(&cluster) as _;
     io_runtime.block_on(gateways::smtp::start(config.smtp.clone(), Arc::clone(&mail))).context("starting SMTP")?;
     io_runtime.block_on(gateways::imap::start(config.imap.clone(), mail)).context("starting IMAP")?;
 
@@ -143,7 +143,7 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         warn!(node = config.node_id, "debug fault injection is on (debug_faults = true): never on a production node");
         DebugFaults { network: Arc::clone(&network), disk: disk_faults }
     });
-    let state = AppState { service, members: config.members.clone(), metrics, debug };
+    let state = AppState { cluster, members: config.members.clone(), metrics, debug };
     let workers = ThreadSettings::resolve(config.threads.http_workers);
     let served = actix_web::rt::System::new().block_on(http::serve(config.http_listen, workers, state));
     info!(node = config.node_id, "stopping");

@@ -110,6 +110,9 @@ impl TestCluster {
         let (tls_cert, tls_key) = node::dev::dev_tls_files(dir.path());
         let ports: std::collections::HashMap<u64, [u16; PORTS_PER_NODE]> =
             (1..=count as u64).map(|id| (id, free_ports(node::dev::local_peer_ip(id)))).collect();
+        // Its own id, so that tools finding clusters among this machine's processes (a
+        // drill given one node's address) never mix up clusters of tests running at once.
+        let cluster_id = format!("test-{:016x}", rand::random::<u64>());
         let members: Vec<Member> = (1..=count as u64)
             .map(|id| {
                 // Each node on its own loopback address (127.0.0.1N), as on separate hosts.
@@ -142,7 +145,7 @@ impl TestCluster {
                     debug_faults: true,
                     smtp,
                     imap,
-                    ..NodeConfig::new(member, "test-cluster", data_dir, members.clone())
+                    ..NodeConfig::new(member, &cluster_id, data_dir, members.clone())
                 };
                 tweak(&mut config);
                 TestNode { id: member.id, config, child: None }
@@ -274,14 +277,14 @@ impl TestCluster {
 
     pub fn create_user_with_password(&self, email: &str, password: &str) {
         let body = serde_json::json!({ "email": email, "name": email, "password": password });
-        node::client::post_with_retry(&self.url(1, "/api/v1/users"), &body)
+        devkit::http::post_with_retry(&self.url(1, "/api/v1/users"), &body)
             .unwrap_or_else(|e| panic!("create {email}: {e}"));
     }
 
     /// Appends the e-mail `raw` to `email`'s INBOX through node `id`'s HTTP API.
     pub fn deliver_email(&self, id: u64, email: &str, raw: &str) {
         let body = serde_json::json!({ "kind": "email", "body": raw });
-        node::client::post_with_retry(&self.url(id, &format!("/api/v1/users/{email}/messages")), &body)
+        devkit::http::post_with_retry(&self.url(id, &format!("/api/v1/users/{email}/messages")), &body)
             .unwrap_or_else(|e| panic!("deliver to {email}: {e}"));
     }
 
@@ -299,7 +302,7 @@ impl TestCluster {
 
     /// The `(uid, client_ref)` list of a user's INBOX on node `id`'s own replica.
     pub fn local_messages(&self, id: u64, email: &str) -> Option<Vec<(u64, String)>> {
-        node::client::replica_messages(&self.url(id, ""), email)
+        devkit::http::replica_messages(&self.url(id, ""), email)
     }
 
     /// The `(uid, raw message)` list of a user's INBOX on node `id`'s own replica.
@@ -342,7 +345,7 @@ impl Drop for TestCluster {
                 let _ = child.wait();
             }
             // Nodes restarted by someone else (a chaos drill) are not our children.
-            if let Some(pid) = node::dev::pid_of(&node.config.data_dir.join("node.toml")) {
+            if let Some(pid) = devkit::process::pid_of(&node.config.data_dir.join("node.toml")) {
                 let _ = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status();
             }
         }
@@ -365,70 +368,6 @@ pub fn append(url: &str, client_ref: &str, body: &str) -> Option<u64> {
     match ureq::post(url).timeout(Duration::from_secs(15)).send_json(message) {
         Ok(response) if response.status() == 201 => response.into_json::<Value>().ok()?["uid"].as_u64(),
         _ => None,
-    }
-}
-
-/// A minimal HTTP server that records every POST it receives (for webhook delivery
-/// tests): the `Idempotency-Key` header and the body. Answers 200 after `delay`.
-pub struct WebhookSink {
-    pub url: String,
-    pub received: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
-}
-
-impl WebhookSink {
-    pub fn start(delay: Duration) -> Self {
-        use std::io::{BufRead, BufReader, Read, Write};
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind sink");
-        let url = format!("http://{}/hook", listener.local_addr().expect("sink addr"));
-        let received: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
-        let sink = std::sync::Arc::clone(&received);
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let sink = std::sync::Arc::clone(&sink);
-                std::thread::spawn(move || {
-                    let mut reader = BufReader::new(stream.try_clone().expect("clone stream"));
-                    loop {
-                        let (mut key, mut length) = (String::new(), 0usize);
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        loop {
-                            line.clear();
-                            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                                return;
-                            }
-                            let header = line.trim_end();
-                            if header.is_empty() {
-                                break;
-                            }
-                            if let Some((name, value)) = header.split_once(':') {
-                                match name.to_ascii_lowercase().as_str() {
-                                    "idempotency-key" => key = value.trim().to_string(),
-                                    "content-length" => length = value.trim().parse().unwrap_or(0),
-                                    _ => {}
-                                }
-                            }
-                        }
-                        let mut body = vec![0; length];
-                        if reader.read_exact(&mut body).is_err() {
-                            return;
-                        }
-                        sink.lock().expect("sink").push((key, String::from_utf8_lossy(&body).into_owned()));
-                        std::thread::sleep(delay);
-                        let mut writer = &stream;
-                        if writer.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n").is_err() {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        Self { url, received }
-    }
-
-    pub fn received(&self) -> Vec<(String, String)> {
-        self.received.lock().expect("sink").clone()
     }
 }
 

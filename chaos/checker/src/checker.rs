@@ -14,7 +14,10 @@ use serde::Serialize;
 use crate::history::{Isolation, Operation, Outcome};
 
 /// What each replica holds at the end: `(user, node)` → `(uid, client_ref)` in UID order.
-pub type Observed = BTreeMap<(String, u64), Vec<(u64, String)>>;
+pub type Observed = BTreeMap<(String, u64), Mailbox>;
+
+/// One replica's copy of a mailbox: `(uid, client_ref)` in UID order.
+pub type Mailbox = Vec<(u64, String)>;
 
 /// A stretch of time in which a shard took no write successfully.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -78,7 +81,7 @@ pub fn check(history: &[Operation], observed: &Observed, stall_ms: u64) -> Verdi
         ..Default::default()
     };
     // Per replica: UID order, no repeats, no client_ref twice.
-    let mut by_user: BTreeMap<&str, Vec<(u64, &Vec<(u64, String)>)>> = BTreeMap::new();
+    let mut by_user: BTreeMap<&str, Vec<(u64, &Mailbox)>> = BTreeMap::new();
     for ((user, node), messages) in observed {
         by_user.entry(user.as_str()).or_default().push((*node, messages));
         if let Some(pair) = messages.windows(2).find(|w| w[0].0 >= w[1].0) {
@@ -218,7 +221,10 @@ mod tests {
         Outcome::Ok { uid }
     }
 
-    fn observed(rows: &[(&str, u64, &[(u64, &str)])]) -> Observed {
+    /// One replica's mailbox: user, node, `(uid, client_ref)` pairs.
+    type Row<'a> = (&'a str, u64, &'a [(u64, &'a str)]);
+
+    fn observed(rows: &[Row<'_>]) -> Observed {
         rows.iter()
             .map(|(user, node, msgs)| {
                 ((user.to_string(), *node), msgs.iter().map(|(u, r)| (*u, r.to_string())).collect())

@@ -22,7 +22,7 @@ use super::session::{After, Session, bye};
 use super::settings::ImapSettings;
 use crate::limits::LoginThrottle;
 use crate::listener;
-use crate::service::MailService;
+use crate::mail_service::MailService;
 
 const READ_CHUNK: usize = 64 * 1024;
 /// Bad commands before a connection is closed.

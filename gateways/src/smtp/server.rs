@@ -15,11 +15,11 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use super::message::{fingerprint, received_header};
-use super::session::{Delivery as Outcome, Envelope, Event, Mode, Policy, Recipient, Session};
+use super::session::{DeliveryOutcome, Envelope, Event, Mode, Policy, Recipient, Session};
 use super::settings::SmtpSettings;
 use crate::limits::LoginThrottle;
 use crate::listener;
-use crate::service::{Delivery, MailService, Relay};
+use crate::mail_service::{MailService, NewMessage, Relay};
 
 /// How long a domain's local/remote answer is reused (saves a meta-group read per RCPT).
 const DOMAIN_CACHE_TTL: Duration = Duration::from_secs(10);
@@ -174,7 +174,7 @@ async fn check_recipient(gateway: &Gateway, address: &str, domain: &str) -> Reci
                 Recipient::Unavailable
             }
         },
-        Err(crate::service::ServiceError::Invalid(_)) => Recipient::BadAddress,
+        Err(crate::mail_service::ServiceError::Invalid(_)) => Recipient::BadAddress,
         Err(e) => {
             warn!(domain, error = %e, "domain lookup failed");
             Recipient::Unavailable
@@ -182,7 +182,7 @@ async fn check_recipient(gateway: &Gateway, address: &str, domain: &str) -> Reci
     }
 }
 
-async fn is_local_domain(gateway: &Gateway, domain: &str) -> Result<bool, crate::service::ServiceError> {
+async fn is_local_domain(gateway: &Gateway, domain: &str) -> Result<bool, crate::mail_service::ServiceError> {
     if let Some(&(local, at)) = gateway.domains.lock().unwrap().get(domain)
         && at.elapsed() < DOMAIN_CACHE_TTL
     {
@@ -223,7 +223,7 @@ async fn authenticate(
 
 /// Stores the message in every local recipient's INBOX and queues it for every remote
 /// one, all at once; `250` only if every one of them was replicated and applied.
-async fn deliver(gateway: &Gateway, envelope: Envelope) -> Outcome {
+async fn deliver(gateway: &Gateway, envelope: Envelope) -> DeliveryOutcome {
     let fingerprint = fingerprint(&envelope.mail_from, &envelope.data);
     let id = fingerprint[..12].to_string();
     let header = received_header(&envelope.trace, &gateway.settings.hostname, &id, SystemTime::now());
@@ -234,18 +234,18 @@ async fn deliver(gateway: &Gateway, envelope: Envelope) -> Outcome {
     let kib = (message.len() * copies).div_ceil(1024).min(IN_FLIGHT_KIB as usize) as u32;
     let Ok(Ok(_room)) = tokio::time::timeout(IN_FLIGHT_WAIT, gateway.in_flight.acquire_many(kib)).await else {
         metrics::counter!("ums_smtp_messages_deferred_total").increment(1);
-        return Outcome::Failed { reason: "too much mail in flight on this node".into() };
+        return DeliveryOutcome::Failed { reason: "too much mail in flight on this node".into() };
     };
     let service = &gateway.service;
     let stores = envelope.local.iter().map(|recipient| {
-        service.deliver(Delivery {
+        service.deliver(NewMessage {
             user_id: recipient.user_id.clone(),
             mailbox: "INBOX".into(),
             raw: message.clone(),
             kind: "email".into(),
             client_ref: format!("smtp:{id}"),
             idempotency_key: Some(format!("smtp:{fingerprint}:{}", recipient.user_id)),
-            ..Delivery::default()
+            ..NewMessage::default()
         })
     });
     let sender = envelope.trace.authenticated.clone().unwrap_or_default();
@@ -264,12 +264,12 @@ async fn deliver(gateway: &Gateway, envelope: Envelope) -> Outcome {
     match first_error {
         None => {
             metrics::counter!("ums_smtp_messages_accepted_total").increment(1);
-            Outcome::Done { id }
+            DeliveryOutcome::Done { id }
         }
         Some(e) => {
             metrics::counter!("ums_smtp_messages_deferred_total").increment(1);
             warn!(id, error = %e, "message not accepted; the client will retry");
-            Outcome::Failed { reason: e.to_string() }
+            DeliveryOutcome::Failed { reason: e.to_string() }
         }
     }
 }

@@ -84,7 +84,7 @@ pub enum Recipient {
 
 /// The answer to [`Event::Deliver`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Delivery {
+pub enum DeliveryOutcome {
     /// Replicated and applied for every recipient; `id` names it in the reply.
     Done { id: String },
     /// Some recipient could not be served now; the client should retry.
@@ -533,14 +533,14 @@ impl Session {
     }
 
     /// The caller's answer to [`Event::Deliver`].
-    pub fn delivered(&mut self, outcome: Delivery) {
+    pub fn delivered(&mut self, outcome: DeliveryOutcome) {
         assert!(
             matches!(self.awaiting.take(), Some(Awaiting::Delivery)),
             "SMTP session: delivered without a pending delivery"
         );
         self.out.push_back(match outcome {
-            Delivery::Done { id } => reply(250, "2.0.0", &format!("Ok: queued as {id}")),
-            Delivery::Failed { reason } => {
+            DeliveryOutcome::Done { id } => reply(250, "2.0.0", &format!("Ok: queued as {id}")),
+            DeliveryOutcome::Failed { reason } => {
                 reply(451, "4.3.0", &format!("Temporary failure ({reason}), try again later"))
             }
         });
@@ -759,7 +759,7 @@ mod tests {
                 }
                 Event::Deliver(envelope) => {
                     sent.push_str(&format!("<deliver {} bytes>\r\n", envelope.data.len()));
-                    session.delivered(Delivery::Done { id: "X1".into() })
+                    session.delivered(DeliveryOutcome::Done { id: "X1".into() })
                 }
             }
         }
@@ -933,7 +933,7 @@ mod tests {
         converse(&mut s, "EHLO c\r\nMAIL FROM:<x@y>\r\nRCPT TO:<a@local.test>\r\nDATA\r\n");
         s.receive(b"hi\r\n.\r\n");
         assert!(matches!(s.next_event(), Event::Deliver(_)));
-        s.delivered(Delivery::Failed { reason: "no leader".into() });
+        s.delivered(DeliveryOutcome::Failed { reason: "no leader".into() });
         assert_eq!(s.next_event(), Event::Reply("451 4.3.0 Temporary failure (no leader), try again later\r\n".into()));
         // The transaction is over: RCPT needs a new MAIL.
         let sent = converse(&mut s, "RCPT TO:<a@local.test>\r\n");

@@ -18,9 +18,10 @@ use tracing::{debug, info, warn};
 use gateways::smtp::dsn::{self, Bounce};
 use gateways::smtp::relay::{self, RelayOutcome, RelayTarget};
 
+use crate::clock::now_ms;
+use crate::cluster::Cluster;
 use crate::placement::META_GROUP;
 use crate::proto::state::{OutboundAttempt, OutboundItem};
-use crate::service::{Service, now_ms};
 
 /// Retry policy and pacing of every shard's queue.
 #[derive(Clone, Debug)]
@@ -92,7 +93,7 @@ fn deliver_webhook(item: &OutboundItem, idempotency_key: &str) -> Outcome {
 /// Works one shard's queue while this node leads it.
 pub struct QueueActor {
     shard: GroupId,
-    service: Arc<Service>,
+    cluster: Arc<Cluster>,
     settings: QueueSettings,
     busy: bool,
 }
@@ -107,15 +108,15 @@ impl Actor for QueueActor {
                 return;
             }
             actor.busy = true;
-            let (service, shard, settings) = (Arc::clone(&actor.service), actor.shard, actor.settings.clone());
-            ctx.spawn(work_queue(service, shard, settings).into_actor(actor).map(|_, actor, _| actor.busy = false));
+            let (cluster, shard, settings) = (Arc::clone(&actor.cluster), actor.shard, actor.settings.clone());
+            ctx.spawn(work_queue(cluster, shard, settings).into_actor(actor).map(|_, actor, _| actor.busy = false));
         });
     }
 }
 
 /// One pass over the due items of a shard.
-async fn work_queue(service: Arc<Service>, shard: GroupId, settings: QueueSettings) {
-    let items = match service.pending_outbound(shard, settings.batch).await {
+async fn work_queue(cluster: Arc<Cluster>, shard: GroupId, settings: QueueSettings) {
+    let items = match cluster.pending_outbound(shard, settings.batch).await {
         Ok(items) => items,
         Err(e) => return debug!(shard, error = %e, "queue scan skipped"),
     };
@@ -142,13 +143,13 @@ async fn work_queue(service: Arc<Service>, shard: GroupId, settings: QueueSettin
             warn!(shard, seq = item.seq, error = %report.error, "outbound item failed for good");
             if item.channel == "smtp"
                 && !item.mail_from.is_empty()
-                && let Err(e) = bounce(&service, &settings, &item, &report.error, key).await
+                && let Err(e) = bounce(&cluster, &settings, &item, &report.error, key).await
             {
                 // Not recorded as failed yet: the next pass (here or on the next leader) retries.
                 return warn!(shard, seq = item.seq, error = %e, "could not deliver a bounce");
             }
         }
-        if let Err(e) = service.record_attempt(shard, report).await {
+        if let Err(e) = cluster.record_attempt(shard, report).await {
             // Leadership moved or the cluster is busy: the next leader retries the item.
             return warn!(shard, seq = item.seq, error = %e, "could not record an outbound attempt");
         }
@@ -158,12 +159,12 @@ async fn work_queue(service: Arc<Service>, shard: GroupId, settings: QueueSettin
 /// Tells the sender of an undeliverable e-mail, in their own INBOX. The bounce is keyed
 /// by the item, so a retried pass never delivers it twice.
 async fn bounce(
-    service: &Service,
+    cluster: &Cluster,
     settings: &QueueSettings,
     item: &OutboundItem,
     error: &str,
     key: String,
-) -> Result<(), crate::service::ServiceError> {
+) -> Result<(), crate::cluster::ServiceError> {
     let message = dsn::build(&Bounce {
         hostname: &settings.relay.hostname,
         to: &item.mail_from,
@@ -173,7 +174,7 @@ async fn bounce(
         original: &item.payload,
     });
     let key = format!("bounce:{key}");
-    service.deliver(&item.user_id, "INBOX", message, "email", &key, Some(&key)).await.map(|_| ())
+    cluster.deliver(&item.user_id, "INBOX", message, "email", &key, Some(&key)).await.map(|_| ())
 }
 
 /// Leadership news from the Raft thread.
@@ -186,14 +187,14 @@ pub struct Leadership {
 
 /// Starts and stops the queue actors as this node gains and loses shard leadership.
 pub struct QueueSupervisor {
-    service: Arc<Service>,
+    cluster: Arc<Cluster>,
     settings: QueueSettings,
     running: HashMap<GroupId, Addr<QueueActor>>,
 }
 
 impl QueueSupervisor {
-    pub fn new(service: Arc<Service>, settings: QueueSettings) -> Self {
-        Self { service, settings, running: HashMap::new() }
+    pub fn new(cluster: Arc<Cluster>, settings: QueueSettings) -> Self {
+        Self { cluster, settings, running: HashMap::new() }
     }
 }
 
@@ -212,7 +213,7 @@ impl Handler<Leadership> for QueueSupervisor {
             (true, false) => {
                 let actor = QueueActor {
                     shard: news.shard,
-                    service: Arc::clone(&self.service),
+                    cluster: Arc::clone(&self.cluster),
                     settings: self.settings.clone(),
                     busy: false,
                 };

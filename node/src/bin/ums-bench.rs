@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Parser;
 use consensus::NodeId;
-use node::client::post_with_retry;
+use devkit::http::post_with_retry;
 use node::config::ports_in_block;
 use node::dev::{local_config, spawn_node};
 use node::placement::shard_for_user;
@@ -246,7 +246,7 @@ fn run(options: &Options, http: &[String], children: &mut [std::process::Child])
     );
     let started = Instant::now();
     let next = AtomicU64::new(0);
-    let password_hash = node::service::hash_password("bench-password").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let password_hash = node::passwords::hash_password("bench-password").map_err(|e| anyhow::anyhow!("{e}"))?;
     std::thread::scope(|scope| {
         for _ in 0..16 {
             scope.spawn(|| {

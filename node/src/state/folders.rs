@@ -5,6 +5,7 @@
 //! request; UIDs and modseqs are allocated here from the mailbox records.
 
 use consensus::{ApplyContext, GroupId, state_machine_key};
+use gateways::mail_service::FlagChange;
 use prost::Message;
 use storage::{Cf, KvRead};
 
@@ -149,38 +150,23 @@ pub(super) fn subscribe(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, sub
     CommandResult::default()
 }
 
-/// The flags after applying a STORE.
-fn new_flags(current: &[String], mode: Mode, flags: &[String]) -> Vec<String> {
-    let mut out: Vec<String> = match mode {
-        Mode::Replace => Vec::new(),
-        Mode::Add | Mode::Remove => current.to_vec(),
-    };
-    match mode {
-        Mode::Add | Mode::Replace => {
-            for flag in flags {
-                if !out.iter().any(|f| f.eq_ignore_ascii_case(flag)) {
-                    out.push(flag.clone());
-                }
-            }
-        }
-        Mode::Remove => out.retain(|f| !flags.iter().any(|r| r.eq_ignore_ascii_case(f))),
-    }
-    out
-}
-
 pub(super) fn store(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, store: StoreFlags) -> CommandResult {
     let (user, name) = (&store.user_id, &store.mailbox);
     let Some(mut mailbox) = load(ctx, cache, user, name) else {
         return not_found(user, name);
     };
-    let mode = Mode::from_i32(store.mode).unwrap_or(Mode::Add);
+    let change = match Mode::from_i32(store.mode).unwrap_or(Mode::Add) {
+        Mode::Add => FlagChange::Add,
+        Mode::Remove => FlagChange::Remove,
+        Mode::Replace => FlagChange::Replace,
+    };
     let mut out = CommandResult::default();
     for mut meta in selected(ctx, user, name, &store.uids) {
         if store.unchanged_since.is_some_and(|since| meta.modseq > since) {
             out.modified.push(meta.uid);
             continue;
         }
-        let flags = new_flags(&meta.flags, mode, &store.flags);
+        let flags = change.apply(&meta.flags, &store.flags);
         if flags != meta.flags {
             mailbox.highest_modseq += 1;
             meta.flags = flags;
@@ -283,24 +269,4 @@ pub(super) fn list(engine: &dyn KvRead, group: GroupId, list: &ListMailboxes) ->
         info.unseen = unseen;
     }
     Ok(QueryResult { mailboxes, ..Default::default() })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn flags(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn store_modes() {
-        let current = flags(&["\\Seen", "work"]);
-        assert_eq!(
-            new_flags(&current, Mode::Add, &flags(&["\\Flagged", "\\seen"])),
-            flags(&["\\Seen", "work", "\\Flagged"])
-        );
-        assert_eq!(new_flags(&current, Mode::Remove, &flags(&["\\SEEN"])), flags(&["work"]));
-        assert_eq!(new_flags(&current, Mode::Replace, &flags(&["\\Answered"])), flags(&["\\Answered"]));
-    }
 }

@@ -3,9 +3,9 @@
 //! leader hands over and is removed, and the group keeps every acknowledged write; the
 //! leader compacts every log to what all members hold, and waits for a member that is down.
 
-use consensus::sim::sequence::position_of;
-use consensus::sim::{SimCluster, SimOptions};
 use consensus::{Command, GroupId, NodeId, ProposeError};
+use consensus_sim::sequence::position_of;
+use consensus_sim::{SimCluster, SimOptions};
 use raft::StateRole;
 use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
 

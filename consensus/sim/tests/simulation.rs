@@ -4,7 +4,7 @@
 //! `UMS_SIM_SEEDS` sets seeds per test (default 500, so 1,000 per CI run);
 //! `UMS_SIM_SEED` replays one seed.
 
-use consensus::sim::{WorkloadOptions, run_random};
+use consensus_sim::{WorkloadOptions, run_random};
 
 /// Seeds `offset..offset+count`, or exactly the one in `UMS_SIM_SEED`.
 fn seeds(offset: u64) -> Vec<u64> {

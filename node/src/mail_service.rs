@@ -1,17 +1,19 @@
-//! The cluster as the protocol gateways see it: [`gateways::service::MailService`]
-//! implemented on top of [`Service`] (routing to shard leaders, replicated writes).
+//! The cluster as the protocol gateways see it: [`gateways::mail_service::MailService`]
+//! implemented on top of [`Cluster`] (routing to shard leaders, replicated writes).
 
 use async_trait::async_trait;
-use gateways::service::{
-    Account, Copied, Delivery, FlagChange, FlagsStored, MailService, MailboxState, MessageInfo, Relay, ServiceError,
+use gateways::mail_service::{
+    Account, Copied, FlagChange, FlagsStored, MailService, MailboxState, MessageInfo, NewMessage, Relay, ServiceError,
     Stored,
 };
 
+use crate::clock::now_ms;
+use crate::cluster::Cluster;
+use crate::passwords::verify_password;
 use crate::proto::state::{
     CopyMessages, CreateMailbox, DeleteMailbox, Deliver, Expunge, GetMailbox, ListMailboxes, ListMessages, Mailbox,
     MessageMeta, OutboundItem, RenameMailbox, StoreFlags, Subscribe, command, query, store_flags,
 };
-use crate::service::{Service, now_ms, verify_password};
 
 fn state_of(name: &str, mailbox: &Mailbox, unseen: u32) -> MailboxState {
     MailboxState {
@@ -36,7 +38,7 @@ fn info_of(meta: MessageMeta, raw: Option<Vec<u8>>) -> MessageInfo {
     }
 }
 
-impl Service {
+impl Cluster {
     /// Proposes a mailbox operation on the user's shard.
     async fn on_mailboxes(
         &self,
@@ -48,9 +50,9 @@ impl Service {
 }
 
 #[async_trait]
-impl MailService for Service {
+impl MailService for Cluster {
     async fn is_local_domain(&self, domain: &str) -> Result<bool, ServiceError> {
-        Service::is_local_domain(self, domain).await
+        Cluster::is_local_domain(self, domain).await
     }
 
     async fn find_user(&self, address: &str) -> Result<Option<Account>, ServiceError> {
@@ -75,18 +77,18 @@ impl MailService for Service {
         Ok(valid.then_some(Account { user_id: user.id, email: user.email }))
     }
 
-    async fn deliver(&self, delivery: Delivery) -> Result<Stored, ServiceError> {
+    async fn deliver(&self, message: NewMessage) -> Result<Stored, ServiceError> {
         let deliver = Deliver {
-            user_id: delivery.user_id,
-            mailbox: delivery.mailbox,
-            raw: delivery.raw,
-            kind: delivery.kind,
-            internal_date_ms: delivery.internal_date_ms.unwrap_or_else(now_ms),
-            flags: delivery.flags,
-            client_ref: delivery.client_ref,
-            existing_mailbox: delivery.existing_mailbox,
+            user_id: message.user_id,
+            mailbox: message.mailbox,
+            raw: message.raw,
+            kind: message.kind,
+            internal_date_ms: message.internal_date_ms.unwrap_or_else(now_ms),
+            flags: message.flags,
+            client_ref: message.client_ref,
+            existing_mailbox: message.existing_mailbox,
         };
-        let (_, delivered) = self.deliver_to_user(deliver, delivery.idempotency_key.as_deref()).await?;
+        let (_, delivered) = self.deliver_to_user(deliver, message.idempotency_key.as_deref()).await?;
         Ok(Stored { uid: delivered.uid, uid_validity: delivered.uid_validity, modseq: delivered.modseq })
     }
 

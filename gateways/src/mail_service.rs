@@ -37,7 +37,7 @@ pub struct Account {
 
 /// A message to store in one user's mailbox.
 #[derive(Clone, Debug, Default)]
-pub struct Delivery {
+pub struct NewMessage {
     pub user_id: String,
     pub mailbox: String,
     pub raw: Vec<u8>,
@@ -85,6 +85,26 @@ pub enum FlagChange {
     Add,
     Remove,
     Replace,
+}
+
+impl FlagChange {
+    /// A message's flags after this change with `flags`; flags compare without regard to
+    /// case (RFC 3501 2.3.2), and an added flag already there keeps its spelling. The one
+    /// definition of STORE's effect, used by the replicated state and the test service.
+    pub fn apply(self, current: &[String], flags: &[String]) -> Vec<String> {
+        let mut out = if self == FlagChange::Replace { Vec::new() } else { current.to_vec() };
+        match self {
+            FlagChange::Add | FlagChange::Replace => {
+                for flag in flags {
+                    if !out.iter().any(|f| f.eq_ignore_ascii_case(flag)) {
+                        out.push(flag.clone());
+                    }
+                }
+            }
+            FlagChange::Remove => out.retain(|f| !flags.iter().any(|r| r.eq_ignore_ascii_case(f))),
+        }
+        out
+    }
 }
 
 /// What a STORE did.
@@ -137,7 +157,7 @@ pub trait MailService: Send + Sync + 'static {
     /// The user whose login and password these are; `None` for wrong credentials.
     async fn verify_login(&self, login: &str, password: &str) -> Result<Option<Account>, ServiceError>;
     /// Stores a message in a mailbox.
-    async fn deliver(&self, delivery: Delivery) -> Result<Stored, ServiceError>;
+    async fn deliver(&self, message: NewMessage) -> Result<Stored, ServiceError>;
     /// Queues a message for delivery to another domain.
     async fn enqueue_relay(&self, relay: Relay) -> Result<(), ServiceError>;
 
@@ -178,4 +198,24 @@ pub trait MailService: Send + Sync + 'static {
         uids: &[u32],
         remove: bool,
     ) -> Result<Copied, ServiceError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn flag_changes_ignore_case() {
+        let current = flags(&["\\Seen", "work"]);
+        assert_eq!(
+            FlagChange::Add.apply(&current, &flags(&["\\Flagged", "\\seen"])),
+            flags(&["\\Seen", "work", "\\Flagged"])
+        );
+        assert_eq!(FlagChange::Remove.apply(&current, &flags(&["\\SEEN"])), flags(&["work"]));
+        assert_eq!(FlagChange::Replace.apply(&current, &flags(&["\\Answered"])), flags(&["\\Answered"]));
+    }
 }

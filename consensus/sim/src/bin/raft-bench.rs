@@ -17,10 +17,10 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError
 use std::thread;
 use std::time::{Duration, Instant};
 
-use consensus::sim::sequence::SequenceMachine;
 use consensus::{
     Command, GroupId, GroupMessage, MultiRaft, NodeId, ProposalCallback, ProposeError, RaftConfig, Transport,
 };
+use consensus_sim::sequence::SequenceMachine;
 use storage::{Engine, RocksEngine, RocksOptions};
 
 const TICK: Duration = Duration::from_millis(100);

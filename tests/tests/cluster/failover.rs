@@ -28,7 +28,9 @@ fn acknowledged_appends_survive_kill_9_of_the_leader() {
     let urls: Vec<Vec<String>> = (1..=3)
         .map(|node| (1..=USERS).map(|n| cluster.url(node, &format!("/api/v1/users/{}/messages", email(n)))).collect())
         .collect();
-    let outcomes: Arc<Mutex<Vec<(usize, String, Option<u64>)>>> = Arc::default();
+    // (user, client reference, UID if acknowledged) of every append.
+    type Outcome = (usize, String, Option<u64>);
+    let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
     let next = Arc::new(AtomicUsize::new(0));
     let writers: Vec<_> = (0..WRITERS)
         .map(|_| {

@@ -1,4 +1,4 @@
-//! A deterministic simulated cluster for testing [`crate::MultiRaft`] under faults.
+//! A deterministic simulated cluster for testing [`consensus::MultiRaft`] under faults.
 //!
 //! Everything runs on one thread in virtual milliseconds, driven by one seeded RNG:
 //! message delays and drops, tick timing, client requests, and the fault schedule
@@ -20,12 +20,12 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use storage::{Engine, MemEngine};
 
-use crate::error::ProposeError;
-use crate::sim::sequence::{SequenceMachine, position_of, read_sequence};
-use crate::transport::{GroupMessage, Transport};
-use crate::{Command, GroupId, MultiRaft, NodeId, RaftConfig};
+use crate::sequence::{SequenceMachine, position_of, read_sequence};
 use chaos_checker::checker::{self, Observed};
 use chaos_checker::history::{Operation, Outcome};
+use consensus::ProposeError;
+use consensus::{Command, GroupId, MultiRaft, NodeId, RaftConfig};
+use consensus::{GroupMessage, Transport};
 
 /// Virtual milliseconds between ticks (plus a little random jitter per node).
 pub const TICK_MS: u64 = 10;
@@ -571,7 +571,10 @@ pub fn run_random(options: &WorkloadOptions) -> Result<SimReport, String> {
         // Client: issue new requests, retry waiting ones, time out silent ones.
         let in_flight = requests.values().filter(|r| !matches!(r.state, RequestState::Acked(_))).count();
         // Requests keep coming after the fault window until all were issued.
-        if now % issue_every == 0 && (requests.len() as u64) < options.requests && in_flight < options.max_in_flight {
+        if now.is_multiple_of(issue_every)
+            && (requests.len() as u64) < options.requests
+            && in_flight < options.max_in_flight
+        {
             let id = requests.len() as u64 + 1;
             requests.insert(
                 id,
@@ -646,7 +649,7 @@ pub fn run_random(options: &WorkloadOptions) -> Result<SimReport, String> {
 
         let all_acked = requests.len() as u64 == options.requests
             && requests.values().all(|r| matches!(r.state, RequestState::Acked(_)));
-        if cluster.now() > options.workload_ms && all_acked && cluster.now() % 50 == 0 && cluster.converged() {
+        if cluster.now() > options.workload_ms && all_acked && cluster.now().is_multiple_of(50) && cluster.converged() {
             // No stall threshold: virtual time makes every slow write "unavailable".
             let verdict = checker::check(&drill_history(&requests), &observed(&cluster.sequences()), u64::MAX);
             if verdict.violations() > 0 {

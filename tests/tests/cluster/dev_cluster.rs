@@ -48,8 +48,7 @@ fn dev_cluster_starts_with_demo_users_stops_on_ctrl_c_and_resumes() {
     let by_number = get_json("http://127.0.0.1:7380/api/v1/users/+254700000007").unwrap();
     assert_eq!(by_number["email"], "user7@ministry.go.ke");
     let uid =
-        append(&format!("http://127.0.0.1:7280/api/v1/users/user1@ministry.go.ke/messages"), "dev-1", "before restart")
-            .unwrap();
+        append("http://127.0.0.1:7280/api/v1/users/user1@ministry.go.ke/messages", "dev-1", "before restart").unwrap();
 
     interrupt_and_wait(&mut dev);
     for port in [7180, 7280, 7380] {

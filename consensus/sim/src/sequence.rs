@@ -5,8 +5,8 @@
 
 use storage::{Cf, KvRead};
 
-use crate::GroupId;
-use crate::state_machine::{ApplyContext, StateMachine, state_machine_key};
+use consensus::GroupId;
+use consensus::{ApplyContext, StateMachine, state_machine_key};
 
 const COUNT_KEY: &[u8] = b"n";
 const ITEM_PREFIX: u8 = b's';

@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use tests::{TestCluster, WebhookSink, enqueue_webhook, get_json};
+use devkit::webhook_sink::WebhookSink;
+use tests::{TestCluster, enqueue_webhook, get_json};
 
 fn statuses(cluster: &TestCluster, node: u64, email: &str) -> Vec<String> {
     get_json(&cluster.url(node, &format!("/api/v1/users/{email}/outbound")))
@@ -17,7 +18,7 @@ fn statuses(cluster: &TestCluster, node: u64, email: &str) -> Vec<String> {
 fn webhooks_are_delivered_and_resume_after_the_leader_dies() {
     let mut cluster = TestCluster::start(3, |_| {});
     // A slow receiver, so items are still queued when the leader dies.
-    let sink = WebhookSink::start(Duration::from_millis(30));
+    let sink = WebhookSink::start(Duration::from_millis(30)).expect("webhook sink");
     let email = "sender@outbound.go.ke";
     cluster.create_user(email);
     let mut enqueued = Vec::new();
@@ -49,14 +50,14 @@ fn webhooks_are_delivered_and_resume_after_the_leader_dies() {
     }
     let received = sink.received();
     let mut per_key: HashMap<String, usize> = HashMap::new();
-    for (key, _) in &received {
-        *per_key.entry(key.clone()).or_default() += 1;
+    for call in &received {
+        *per_key.entry(call.idempotency_key.clone()).or_default() += 1;
     }
     assert_eq!(per_key.len(), 40, "every item arrived, each with its own idempotency key");
     let repeats: usize = per_key.values().map(|c| c - 1).sum();
     // At-least-once: only an item in flight when its leader died may arrive twice.
     assert!(repeats <= 2, "{repeats} repeated deliveries: {per_key:?}");
-    assert!(received.iter().any(|(_, body)| body == "first 0") && received.iter().any(|(_, body)| body == "second 19"));
+    assert!(received.iter().any(|call| call.body == "first 0") && received.iter().any(|call| call.body == "second 19"));
 }
 
 #[test]

@@ -1,0 +1,144 @@
+//! The connection's state commands: the greeting and CAPABILITY, STARTTLS, LOGIN (and
+//! the credential check AUTHENTICATE PLAIN shares, throttled per IP and account),
+//! ENABLE and LOGOUT.
+
+use std::time::Instant;
+
+use imap_types::IntoStatic;
+use imap_types::auth::AuthMechanism;
+use imap_types::core::{Tag, Vec1};
+use imap_types::extensions::enable::CapabilityEnable;
+use imap_types::response::{Capability, Code, Data};
+
+use super::responses::{bad, bye, data, no, no_unavailable, ok, other_code, untagged_ok};
+use super::{After, Handled, Session};
+use crate::mail_service::ServiceError;
+
+impl Session {
+    /// The greeting, with the capabilities.
+    pub fn greeting(&self) -> Vec<u8> {
+        untagged_ok(Code::Capability(self.capabilities()), "UMS IMAP4rev1 ready")
+    }
+
+    /// Passwords may cross this connection: it is encrypted, or the operator allowed
+    /// clear text (a dev cluster on loopback).
+    fn auth_allowed(&self) -> bool {
+        self.tls || self.allow_insecure_auth
+    }
+
+    pub(super) fn capabilities(&self) -> Vec1<Capability<'static>> {
+        let mut caps = vec![Capability::Imap4Rev1];
+        if self.tls_available && !self.tls {
+            caps.push(Capability::StartTls);
+        }
+        if self.user.is_none() {
+            if self.auth_allowed() {
+                caps.push(Capability::Auth(AuthMechanism::Plain));
+                caps.push(Capability::SaslIr);
+            } else {
+                caps.push(Capability::LoginDisabled);
+            }
+        }
+        caps.extend([
+            Capability::Idle,
+            Capability::UidPlus,
+            Capability::Move,
+            Capability::Namespace,
+            Capability::LiteralPlus,
+            Capability::Enable,
+            Capability::CondStore,
+            Capability::Unselect,
+        ]);
+        Vec1::try_from(caps).expect("not empty")
+    }
+
+    pub(super) fn capability(&self, tag: &Tag<'_>, out: &mut Vec<u8>) -> Handled {
+        out.extend(data(Data::Capability(self.capabilities())));
+        out.extend(ok(tag, None, "Capabilities listed"));
+        Ok(After::Continue)
+    }
+
+    pub(super) fn starttls(&self, tag: &Tag<'_>, out: &mut Vec<u8>) -> Handled {
+        if self.tls || !self.tls_available {
+            return Err(bad(tag, "STARTTLS not available"));
+        }
+        out.extend(ok(tag, None, "Begin TLS negotiation now"));
+        Ok(After::StartTls)
+    }
+
+    pub(super) async fn login_command(
+        &mut self,
+        tag: &Tag<'_>,
+        login: &str,
+        password: &str,
+        out: &mut Vec<u8>,
+    ) -> Handled {
+        if self.user.is_some() {
+            return Err(bad(tag, "Already logged in"));
+        }
+        let (reply, after) = self.login(tag, login, password).await;
+        out.extend(reply);
+        Ok(after)
+    }
+
+    /// Checks credentials (throttled per IP and account): the tagged answer, and whether
+    /// the connection goes on (too many failures close it).
+    pub async fn login(&mut self, tag: &Tag<'_>, login: &str, password: &str) -> (Vec<u8>, After) {
+        if !self.auth_allowed() {
+            return (no(tag, Some(other_code("PRIVACYREQUIRED")), "Use STARTTLS first"), After::Continue);
+        }
+        if !self.logins.allows(self.client_ip, login, Instant::now()) {
+            return (no(tag, None, "[UNAVAILABLE] Too many failed logins, try again later"), After::Continue);
+        }
+        match self.service.verify_login(login, password).await {
+            Ok(Some(account)) => {
+                self.logins.record_success(self.client_ip, login);
+                // Every user has an INBOX (older users get theirs here).
+                if let Err(e) = self.service.create_mailbox(&account.user_id, "INBOX").await
+                    && !matches!(e, ServiceError::Conflict(_))
+                {
+                    return (no_unavailable(tag, &e), After::Continue);
+                }
+                self.user = Some(account.user_id);
+                (ok(tag, Some(Code::Capability(self.capabilities())), "Logged in"), After::Continue)
+            }
+            Ok(None) => {
+                self.logins.record_failure(self.client_ip, login, Instant::now());
+                self.auth_failures += 1;
+                let reply = no(tag, Some(other_code("AUTHENTICATIONFAILED")), "Invalid credentials");
+                if self.auth_failures >= self.max_auth_failures {
+                    let mut out = reply;
+                    out.extend(bye("Too many failed logins"));
+                    return (out, After::Close);
+                }
+                (reply, After::Continue)
+            }
+            Err(e) => (no_unavailable(tag, &e), After::Continue),
+        }
+    }
+
+    pub(super) fn enable(
+        &mut self,
+        tag: &Tag<'_>,
+        capabilities: &[CapabilityEnable<'_>],
+        out: &mut Vec<u8>,
+    ) -> Handled {
+        self.user(tag)?;
+        let mut enabled = Vec::new();
+        for capability in capabilities {
+            if matches!(capability, CapabilityEnable::CondStore) {
+                self.condstore = true;
+                enabled.push(capability.clone().into_static());
+            }
+        }
+        out.extend(data(Data::Enabled { capabilities: enabled }));
+        out.extend(ok(tag, None, "Enabled"));
+        Ok(After::Continue)
+    }
+
+    pub(super) fn logout(&self, tag: &Tag<'_>, out: &mut Vec<u8>) -> Handled {
+        out.extend(bye("Logging out"));
+        out.extend(ok(tag, None, "Logged out"));
+        Ok(After::Close)
+    }
+}

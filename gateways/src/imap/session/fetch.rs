@@ -1,0 +1,181 @@
+//! FETCH: message data items (flags, dates, sizes, ENVELOPE, BODYSTRUCTURE, whole
+//! messages, header fields, MIME parts, partials, MODSEQ), setting `\\Seen` for a
+//! non-PEEK body fetch in a writable mailbox; CHANGEDSINCE (CONDSTORE) filters by modseq.
+
+use imap_types::IntoStatic;
+use imap_types::core::{AString, Literal, NString, Tag, Vec1};
+use imap_types::fetch::{Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section};
+use imap_types::response::Data;
+use imap_types::sequence::SequenceSet;
+
+use super::responses::{data, flags_of, internal_date, no, no_unavailable, nz, nz64, ok};
+use super::{After, Handled, Session, resolve_set};
+use crate::imap::{sets, structure};
+use crate::mail_service::{FlagChange, MessageInfo};
+
+impl Session {
+    pub(super) async fn fetch(
+        &mut self,
+        tag: &Tag<'_>,
+        set: &SequenceSet,
+        names: MacroOrMessageDataItemNames<'_>,
+        by_uid: bool,
+        changed_since: Option<u64>,
+        out: &mut Vec<u8>,
+    ) -> Handled {
+        let user = self.user(tag)?;
+        let selected = self.selected(tag)?;
+        let targets = resolve_set(tag, selected, set, by_uid)?;
+        let (name, read_only) = (selected.name.clone(), selected.read_only);
+        let mut names: Vec<MessageDataItemName<'_>> = match names {
+            MacroOrMessageDataItemNames::Macro(m) => {
+                let mut names = vec![
+                    MessageDataItemName::Flags,
+                    MessageDataItemName::InternalDate,
+                    MessageDataItemName::Rfc822Size,
+                ];
+                if !matches!(m, Macro::Fast) {
+                    names.push(MessageDataItemName::Envelope);
+                }
+                names
+            }
+            MacroOrMessageDataItemNames::MessageDataItemNames(names) => names,
+        };
+        if names
+            .iter()
+            .any(|n| matches!(n, MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. }))
+        {
+            return Err(no(tag, None, "BINARY is not supported"));
+        }
+        if by_uid && !names.contains(&MessageDataItemName::Uid) {
+            names.insert(0, MessageDataItemName::Uid);
+        }
+        if (self.condstore || changed_since.is_some()) && !names.contains(&MessageDataItemName::ModSeq) {
+            names.push(MessageDataItemName::ModSeq);
+        }
+        let needs_body = names.iter().any(|n| {
+            matches!(
+                n,
+                MessageDataItemName::BodyExt { .. }
+                    | MessageDataItemName::Rfc822
+                    | MessageDataItemName::Rfc822Header
+                    | MessageDataItemName::Rfc822Text
+                    | MessageDataItemName::Envelope
+                    | MessageDataItemName::BodyStructure
+                    | MessageDataItemName::Body
+            )
+        });
+        let sets_seen = !read_only
+            && names.iter().any(|n| {
+                matches!(
+                    n,
+                    MessageDataItemName::BodyExt { peek: false, .. }
+                        | MessageDataItemName::Rfc822
+                        | MessageDataItemName::Rfc822Text
+                )
+            });
+        let uids: Vec<u32> = targets.iter().map(|&(_, uid)| uid).collect();
+        let mut messages =
+            self.service.messages(&user, &name, Some(&uids), needs_body).await.map_err(|e| no_unavailable(tag, &e))?;
+        if sets_seen {
+            let unseen: Vec<u32> = messages
+                .iter()
+                .filter(|m| !m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen")))
+                .map(|m| m.uid)
+                .collect();
+            if !unseen.is_empty() {
+                let stored = self
+                    .service
+                    .store_flags(&user, &name, &unseen, FlagChange::Add, &["\\Seen".to_string()], None)
+                    .await
+                    .map_err(|e| no_unavailable(tag, &e))?;
+                for changed in stored.messages {
+                    if let Some(m) = messages.iter_mut().find(|m| m.uid == changed.uid) {
+                        (m.flags, m.modseq) = (changed.flags, changed.modseq);
+                    }
+                }
+                if !names.contains(&MessageDataItemName::Flags) {
+                    names.push(MessageDataItemName::Flags);
+                }
+            }
+        }
+        for message in messages.iter().filter(|m| changed_since.is_none_or(|since| m.modseq > since)) {
+            let Some(&(seq, _)) = targets.iter().find(|&&(_, uid)| uid == message.uid) else { continue };
+            let items: Vec<MessageDataItem<'static>> = names.iter().filter_map(|n| item(n, message)).collect();
+            if let Ok(items) = Vec1::try_from(items) {
+                out.extend(data(Data::Fetch { seq: nz(seq), items }));
+            }
+        }
+        out.extend(ok(tag, None, "FETCH completed"));
+        Ok(After::Continue)
+    }
+}
+
+/// One FETCH item of one message, if it can be given.
+fn item(name: &MessageDataItemName<'_>, message: &MessageInfo) -> Option<MessageDataItem<'static>> {
+    let raw = message.raw.as_deref().unwrap_or_default();
+    let literal = |bytes: &[u8]| NString::from(Literal::unvalidated(bytes.to_vec()));
+    Some(match name {
+        MessageDataItemName::Flags => MessageDataItem::Flags(flags_of(&message.flags)),
+        MessageDataItemName::Uid => MessageDataItem::Uid(nz(message.uid)),
+        MessageDataItemName::InternalDate => MessageDataItem::InternalDate(internal_date(message.internal_date_ms)),
+        MessageDataItemName::Rfc822Size => MessageDataItem::Rfc822Size(message.size.min(u32::MAX as u64) as u32),
+        MessageDataItemName::ModSeq => MessageDataItem::ModSeq(nz64(message.modseq)),
+        MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(literal(raw)),
+        MessageDataItemName::Envelope => MessageDataItem::Envelope(structure::envelope(raw)),
+        MessageDataItemName::BodyStructure => MessageDataItem::BodyStructure(structure::body_structure(raw)),
+        MessageDataItemName::Body => MessageDataItem::Body(structure::body_structure(raw)),
+        MessageDataItemName::Rfc822Header => MessageDataItem::Rfc822Header(literal(sets::header(raw))),
+        MessageDataItemName::Rfc822Text => MessageDataItem::Rfc822Text(literal(sets::text(raw))),
+        MessageDataItemName::BodyExt { section, partial, .. } => {
+            let whole: Vec<u8> = match section {
+                None => raw.to_vec(),
+                Some(Section::Header(None)) => sets::header(raw).to_vec(),
+                Some(Section::Text(None)) => sets::text(raw).to_vec(),
+                Some(Section::HeaderFields(None, fields)) => {
+                    sets::header_fields(raw, &field_names(fields.as_ref()), false)
+                }
+                Some(Section::HeaderFieldsNot(None, fields)) => {
+                    sets::header_fields(raw, &field_names(fields.as_ref()), true)
+                }
+                Some(Section::Part(part)) => structure::part_bytes(raw, &part_path(part), false).unwrap_or_default(),
+                Some(Section::Mime(part)) => structure::part_bytes(raw, &part_path(part), true).unwrap_or_default(),
+                // HEADER and TEXT of an attached message (BODY[2.HEADER]).
+                Some(Section::Header(Some(part)) | Section::Text(Some(part))) => {
+                    let inner = structure::part_bytes(raw, &part_path(part), false).unwrap_or_default();
+                    if matches!(section, Some(Section::Header(_))) {
+                        sets::header(&inner).to_vec()
+                    } else {
+                        sets::text(&inner).to_vec()
+                    }
+                }
+                Some(Section::HeaderFields(Some(part), fields) | Section::HeaderFieldsNot(Some(part), fields)) => {
+                    let inner = structure::part_bytes(raw, &part_path(part), false).unwrap_or_default();
+                    sets::header_fields(
+                        &inner,
+                        &field_names(fields.as_ref()),
+                        matches!(section, Some(Section::HeaderFieldsNot(..))),
+                    )
+                }
+            };
+            let (origin, bytes) = match partial {
+                Some((origin, length)) => (Some(*origin), sets::partial(&whole, *origin, length.get()).to_vec()),
+                None => (None, whole),
+            };
+            MessageDataItem::BodyExt {
+                section: section.clone().map(|s| s.into_static()),
+                origin,
+                data: literal(&bytes),
+            }
+        }
+        _ => return None,
+    })
+}
+
+fn part_path(part: &Part) -> Vec<u32> {
+    part.0.as_ref().iter().map(|n| n.get()).collect()
+}
+
+fn field_names(fields: &[AString<'_>]) -> Vec<String> {
+    fields.iter().map(|f| String::from_utf8_lossy(f.as_ref()).into_owned()).collect()
+}

@@ -1,0 +1,331 @@
+//! Table tests of the IMAP session, a command family each: wire text in (parsed by
+//! imap-codec as the server would), the exact response lines out, over the in-memory
+//! [`MemService`].
+
+use std::sync::Arc;
+
+use imap_codec::CommandCodec;
+use imap_codec::decode::Decoder;
+
+use super::{After, Session};
+use crate::limits::{LoginLimits, LoginThrottle};
+use crate::mem_service::MemService;
+
+const ANA: &str = "ana@health.go.ke";
+const PASSWORD: &str = "correct horse";
+
+fn mail(subject: &str) -> String {
+    format!("From: Ben <ben@example.org>\r\nTo: {ANA}\r\nSubject: {subject}\r\n\r\nHello Ana.\r\n")
+}
+
+/// A client session over a fresh in-memory service.
+struct Client {
+    session: Session,
+    service: Arc<MemService>,
+}
+
+impl Client {
+    /// Not logged in; `tls` says whether the connection is encrypted.
+    fn connected(tls: bool) -> Self {
+        Self::connected_to(Arc::new(MemService::with_users(&[(ANA, PASSWORD)])), tls)
+    }
+
+    fn connected_to(service: Arc<MemService>, tls: bool) -> Self {
+        let logins = LoginThrottle::new(LoginLimits::default());
+        let mut session = Session::new(Arc::clone(&service) as _, logins, "192.0.2.1".parse().unwrap(), true, false, 3);
+        if tls {
+            session.tls_started();
+        }
+        Self { session, service }
+    }
+
+    /// A second client of the same service, logged in as Ana.
+    async fn another(&self) -> Self {
+        let mut other = Self::connected_to(Arc::clone(&self.service), true);
+        other.ok(&format!("o LOGIN {ANA} \"{PASSWORD}\"")).await;
+        other
+    }
+
+    async fn logged_in() -> Self {
+        let mut client = Self::connected(true);
+        client.ok(&format!("a LOGIN {ANA} \"{PASSWORD}\"")).await;
+        client
+    }
+
+    /// Ana's INBOX holds `subjects`, and is selected.
+    async fn with_inbox(subjects: &[&str]) -> Self {
+        let client = Self::logged_in().await;
+        for subject in subjects {
+            client.service.put_message(ANA, "INBOX", &mail(subject), &[]);
+        }
+        let mut client = client;
+        client.ok("s SELECT INBOX").await;
+        client
+    }
+
+    /// Sends one command line (LITERAL+ literals inline) and returns the responses.
+    async fn send(&mut self, line: &str) -> (String, After) {
+        let wire = format!("{line}\r\n");
+        let (rest, command) =
+            CommandCodec::default().decode(wire.as_bytes()).unwrap_or_else(|e| panic!("{line}: {e:?}"));
+        assert!(rest.is_empty(), "{line}: left over {rest:?}");
+        let (out, after) = self.session.handle(command).await;
+        (String::from_utf8(out).expect("UTF-8 responses"), after)
+    }
+
+    /// Sends a command that must end in a tagged OK; returns all responses.
+    async fn ok(&mut self, line: &str) -> String {
+        let (out, _) = self.send(line).await;
+        let tag = line.split(' ').next().unwrap();
+        assert!(out.contains(&format!("{tag} OK")), "{line}\n{out}");
+        out
+    }
+}
+
+/// Each expected line must appear in `out`, in this order.
+fn assert_lines(out: &str, expected: &[&str]) {
+    let lines: Vec<&str> = out.split("\r\n").collect();
+    let mut from = 0;
+    for want in expected {
+        match lines[from..].iter().position(|l| l == want) {
+            Some(at) => from += at + 1,
+            None => panic!("missing (in order) {want:?} in\n{out}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn auth_login_needs_tls_and_the_right_password() {
+    let mut plain = Client::connected(false);
+    let (out, _) = plain.send("a CAPABILITY").await;
+    assert!(out.contains("LOGINDISABLED") && out.contains("STARTTLS") && !out.contains("AUTH=PLAIN"), "{out}");
+    let (out, _) = plain.send(&format!("b LOGIN {ANA} \"{PASSWORD}\"")).await;
+    assert_lines(&out, &["b NO [PRIVACYREQUIRED] Use STARTTLS first"]);
+    let (out, after) = plain.send("c STARTTLS").await;
+    assert_eq!((out.as_str(), after), ("c OK Begin TLS negotiation now\r\n", After::StartTls));
+
+    let mut client = Client::connected(true);
+    let (out, _) = client.send("a CAPABILITY").await;
+    assert!(out.contains("AUTH=PLAIN") && !out.contains("STARTTLS") && !out.contains("LOGINDISABLED"), "{out}");
+    let (out, _) = client.send("b SELECT INBOX").await;
+    assert_lines(&out, &["b BAD Log in first"]);
+    for (tag, after) in [("c", After::Continue), ("d", After::Continue)] {
+        let (out, got) = client.send(&format!("{tag} LOGIN {ANA} wrong")).await;
+        assert_lines(&out, &[&format!("{tag} NO [AUTHENTICATIONFAILED] Invalid credentials")]);
+        assert_eq!(got, after);
+    }
+    // The third failure (max_auth_failures = 3) ends the connection.
+    let (out, after) = client.send(&format!("e LOGIN {ANA} wrong")).await;
+    assert!(out.ends_with("* BYE Too many failed logins\r\n"), "{out}");
+    assert_eq!(after, After::Close);
+
+    let mut client = Client::connected(true);
+    let out = client.ok(&format!("a LOGIN {} \"{PASSWORD}\"", ANA.to_uppercase())).await;
+    assert!(out.starts_with("a OK [CAPABILITY IMAP4REV1 IDLE"), "{out}");
+    let (out, _) = client.send(&format!("b LOGIN {ANA} \"{PASSWORD}\"")).await;
+    assert_lines(&out, &["b BAD Already logged in"]);
+    let out = client.ok("c ENABLE CONDSTORE").await;
+    assert_lines(&out, &["* ENABLED CONDSTORE", "c OK Enabled"]);
+    let (out, after) = client.send("d LOGOUT").await;
+    assert_eq!((out.as_str(), after), ("* BYE Logging out\r\nd OK Logged out\r\n", After::Close));
+}
+
+#[tokio::test]
+async fn select_reports_the_mailbox_and_refresh_reports_changes() {
+    let mut client = Client::logged_in().await;
+    client.service.put_message(ANA, "INBOX", &mail("one"), &["\\Seen"]);
+    client.service.put_message(ANA, "INBOX", &mail("two"), &[]);
+    let out = client.ok("a SELECT INBOX").await;
+    assert_lines(
+        &out,
+        &[
+            "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)",
+            "* 2 EXISTS",
+            "* OK [UNSEEN 2] First unseen",
+            "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] Flags permitted",
+            "* OK [UIDNEXT 3] Predicted next UID",
+            "* OK [UIDVALIDITY 1] UIDs valid",
+            "a OK [READ-WRITE] SELECT completed",
+        ],
+    );
+    let out = client.ok("b EXAMINE INBOX").await;
+    assert_lines(&out, &["* OK [PERMANENTFLAGS ()] Flags permitted", "b OK [READ-ONLY] EXAMINE completed"]);
+    let (out, _) = client.send("c STORE 1 +FLAGS (\\Flagged)").await;
+    assert_lines(&out, &["c NO [READ-ONLY] Mailbox is read-only (EXAMINE)"]);
+    let (out, _) = client.send("d SELECT Nowhere").await;
+    assert_lines(&out, &["d NO No such mailbox"]);
+    let (out, _) = client.send("e FETCH 1 FLAGS").await;
+    assert_lines(&out, &["e BAD Select a mailbox first"]);
+
+    client.ok("f SELECT INBOX").await;
+    // Another client delivers one message and expunges the first.
+    client.service.put_message(ANA, "INBOX", &mail("three"), &[]);
+    let mut other = client.another().await;
+    other.ok("o2 SELECT INBOX").await;
+    other.ok("o3 STORE 1 +FLAGS.SILENT (\\Deleted)").await;
+    other.ok("o4 EXPUNGE").await;
+    let out = client.ok("g NOOP").await;
+    assert_lines(&out, &["* 1 EXPUNGE", "* 2 EXISTS", "g OK Done"]);
+    let out = client.ok("h UID FETCH 1:* UID").await;
+    assert_lines(&out, &["* 1 FETCH (UID 2)", "* 2 FETCH (UID 3)"]);
+    let out = client.ok("i UNSELECT").await;
+    assert_lines(&out, &["i OK Unselected"]);
+    let (out, after) = client.send("j IDLE").await;
+    assert_eq!((out.as_str(), after), ("j BAD Select a mailbox first\r\n", After::Continue));
+}
+
+#[tokio::test]
+async fn mailboxes_are_created_listed_renamed_and_deleted() {
+    let mut client = Client::logged_in().await;
+    client.ok("a CREATE Projects/").await;
+    client.ok("b CREATE Projects/Budget").await;
+    let (out, _) = client.send("c CREATE Projects").await;
+    assert_lines(&out, &["c NO [ALREADYEXISTS] Mailbox exists"]);
+    let out = client.ok("d LIST \"\" *").await;
+    assert_lines(
+        &out,
+        &[
+            "* LIST (\\HasNoChildren) \"/\" INBOX",
+            "* LIST (\\HasChildren) \"/\" Projects",
+            "* LIST (\\HasNoChildren) \"/\" Projects/Budget",
+            "d OK Listed",
+        ],
+    );
+    let out = client.ok("e LIST \"\" \"\"").await;
+    assert_lines(&out, &["* LIST (\\Noselect) \"/\" \"\"", "e OK Listed"]);
+    let out = client.ok("f LIST Projects %").await;
+    assert_lines(&out, &["* LIST (\\HasNoChildren) \"/\" Projects/Budget", "f OK Listed"]);
+    client.ok("g UNSUBSCRIBE Projects/Budget").await;
+    let out = client.ok("h LSUB \"\" *").await;
+    assert!(!out.contains("Projects/Budget"), "{out}");
+    client.ok("i RENAME Projects Archive").await;
+    let out = client.ok("j LIST \"\" *").await;
+    assert!(out.contains("\"/\" Archive/Budget") && !out.contains("Projects"), "{out}");
+    client.service.put_message(ANA, "Archive", &mail("old"), &[]);
+    let out = client.ok("k STATUS Archive (MESSAGES UIDNEXT UNSEEN)").await;
+    assert_lines(&out, &["* STATUS Archive (MESSAGES 1 UIDNEXT 2 UNSEEN 1)", "k OK STATUS completed"]);
+    let (out, _) = client.send("l STATUS Nowhere (MESSAGES)").await;
+    assert_lines(&out, &["l NO No such mailbox"]);
+    let (out, _) = client.send("m DELETE INBOX").await;
+    assert_lines(&out, &["m NO INBOX cannot be deleted"]);
+    client.ok("n DELETE Archive/Budget").await;
+    let (out, _) = client.send("o DELETE Archive/Budget").await;
+    assert!(out.starts_with("o NO"), "{out}");
+    let out = client.ok("p NAMESPACE").await;
+    assert_lines(&out, &["* NAMESPACE ((\"\" \"/\")) NIL NIL", "p OK Namespaces listed"]);
+}
+
+#[tokio::test]
+async fn append_answers_with_its_uid_and_asks_to_create_a_missing_mailbox() {
+    let mut client = Client::with_inbox(&["one"]).await;
+    let message = mail("appended");
+    let out = client.ok(&format!("a APPEND INBOX (\\Seen) {{{}+}}\r\n{message}", message.len())).await;
+    // The selected mailbox learns of it before the tagged answer.
+    assert_lines(&out, &["* 2 EXISTS", "a OK [APPENDUID 1 2] Appended"]);
+    let (out, _) = client.send(&format!("b APPEND Drafts {{{}+}}\r\n{message}", message.len())).await;
+    assert_lines(&out, &["b NO [TRYCREATE] No such mailbox"]);
+    let out = client.ok("c FETCH 2 FLAGS").await;
+    assert_lines(&out, &["* 2 FETCH (FLAGS (\\Seen))"]);
+}
+
+#[tokio::test]
+async fn fetch_gives_items_sections_and_sets_seen_unless_peeking() {
+    let mut client = Client::with_inbox(&["one", "two"]).await;
+    let out = client.ok("a FETCH 1:2 (UID FLAGS RFC822.SIZE)").await;
+    let size = mail("one").len();
+    assert_lines(
+        &out,
+        &[
+            &format!("* 1 FETCH (UID 1 FLAGS () RFC822.SIZE {size})"),
+            &format!("* 2 FETCH (UID 2 FLAGS () RFC822.SIZE {size})"),
+            "a OK FETCH completed",
+        ],
+    );
+    let out = client.ok("b FETCH 1 BODY.PEEK[HEADER.FIELDS (SUBJECT)]").await;
+    assert_lines(&out, &["* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {16}", "Subject: one", ")"]);
+    let out = client.ok("c FETCH 1 FLAGS").await;
+    assert_lines(&out, &["* 1 FETCH (FLAGS ())"]);
+    let out = client.ok("d FETCH 1 BODY[TEXT]").await;
+    assert_lines(&out, &["* 1 FETCH (BODY[TEXT] {12}", "Hello Ana.", " FLAGS (\\Seen))"]);
+    let out = client.ok("e FETCH 2 BODY[]<0.4>").await;
+    assert_lines(&out, &["* 2 FETCH (BODY[]<0> {4}", "From FLAGS (\\Seen))"]);
+    let out = client.ok("f UID FETCH 2 (FLAGS)").await;
+    assert_lines(&out, &["* 2 FETCH (UID 2 FLAGS (\\Seen))"]);
+    let out = client.ok("g FETCH 1 FAST").await;
+    assert!(
+        out.starts_with("* 1 FETCH (FLAGS (\\Seen) INTERNALDATE \"04-Mar-2026 10:00:00 +0000\" RFC822.SIZE"),
+        "{out}"
+    );
+    let (out, _) = client.send("h FETCH 3 FLAGS").await;
+    assert_lines(&out, &["h BAD Invalid message sequence number"]);
+    let out = client.ok("i UID FETCH 3:* FLAGS").await;
+    // UID ranges name only what exists: "3:*" is "2" when 2 is the highest UID.
+    assert_lines(&out, &["* 2 FETCH (UID 2 FLAGS (\\Seen))", "i OK FETCH completed"]);
+}
+
+#[tokio::test]
+async fn store_changes_flags_silently_or_not_and_conditionally() {
+    let mut client = Client::with_inbox(&["one", "two"]).await;
+    let out = client.ok("a STORE 1 +FLAGS (\\Flagged)").await;
+    assert_lines(&out, &["* 1 FETCH (FLAGS (\\Flagged))", "a OK STORE completed"]);
+    let out = client.ok("b STORE 1:2 +FLAGS.SILENT (\\Answered)").await;
+    assert_eq!(out, "b OK STORE completed\r\n");
+    let out = client.ok("c UID STORE 1 -FLAGS (\\Flagged)").await;
+    assert_lines(&out, &["* 1 FETCH (FLAGS (\\Answered) UID 1)"]);
+    let out = client.ok("d STORE 2 FLAGS ($Label1)").await;
+    assert_lines(&out, &["* 2 FETCH (FLAGS ($Label1))"]);
+    // Message 1 changed after modseq 1: a conditional STORE leaves it alone.
+    let out = client.ok("e STORE 1:2 (UNCHANGEDSINCE 1) +FLAGS (\\Seen)").await;
+    assert_lines(&out, &["e OK [MODIFIED 1:2] Conditional STORE failed for some messages"]);
+}
+
+#[tokio::test]
+async fn search_answers_with_sequence_numbers_or_uids() {
+    let mut client = Client::with_inbox(&["budget", "lunch", "budget again"]).await;
+    client.ok("a STORE 2 +FLAGS (\\Seen)").await;
+    let cases = [
+        ("b SEARCH UNSEEN", "* SEARCH 1 3"),
+        ("c SEARCH SUBJECT budget", "* SEARCH 1 3"),
+        ("d UID SEARCH SEEN", "* SEARCH 2"),
+        ("e SEARCH NOT SUBJECT budget", "* SEARCH 2"),
+        ("f SEARCH 2:3 UNSEEN", "* SEARCH 3"),
+        ("g SEARCH FLAGGED", "* SEARCH"),
+    ];
+    for (command, expected) in cases {
+        let out = client.ok(command).await;
+        assert_lines(&out, &[expected]);
+    }
+}
+
+#[tokio::test]
+async fn copy_and_move_answer_with_copyuid_and_move_expunges() {
+    let mut client = Client::with_inbox(&["one", "two", "three"]).await;
+    client.ok("a CREATE Archive").await;
+    let out = client.ok("b COPY 1 Archive").await;
+    assert_lines(&out, &["b OK [COPYUID 2 1 1] COPY completed"]);
+    let out = client.ok("c MOVE 2:3 Archive").await;
+    assert_lines(&out, &["* OK [COPYUID 2 2,3 2,3] Moved", "* 3 EXPUNGE", "* 2 EXPUNGE", "c OK MOVE completed"]);
+    assert_eq!(client.service.uids(ANA, "Archive"), [1, 2, 3]);
+    let (out, _) = client.send("d COPY 1 Nowhere").await;
+    assert_lines(&out, &["d NO [TRYCREATE] No such mailbox"]);
+    let (out, _) = client.send("e MOVE 1 INBOX").await;
+    assert_lines(&out, &["e NO cannot move messages into the mailbox they are in"]);
+}
+
+#[tokio::test]
+async fn expunge_removes_deleted_messages_and_close_does_it_silently() {
+    let mut client = Client::with_inbox(&["one", "two", "three", "four"]).await;
+    client.ok("a STORE 1,3 +FLAGS.SILENT (\\Deleted)").await;
+    let out = client.ok("b UID EXPUNGE 3").await;
+    assert_lines(&out, &["* 3 EXPUNGE", "b OK Expunged"]);
+    let out = client.ok("c EXPUNGE").await;
+    assert_lines(&out, &["* 1 EXPUNGE", "c OK Expunged"]);
+    assert_eq!(client.service.uids(ANA, "INBOX"), [2, 4]);
+    client.ok("d STORE 1 +FLAGS.SILENT (\\Deleted)").await;
+    let out = client.ok("e CLOSE").await;
+    assert_eq!(out, "e OK Closed\r\n");
+    assert_eq!(client.service.uids(ANA, "INBOX"), [4]);
+    client.ok("f EXAMINE INBOX").await;
+    let (out, _) = client.send("g EXPUNGE").await;
+    assert_lines(&out, &["g NO [READ-ONLY] Mailbox is read-only (EXAMINE)"]);
+}

@@ -1,0 +1,13 @@
+//! Every multi-process test in one binary (one link against node and RocksDB instead of
+//! one per area), a module per area; the harness is `tests/src/lib.rs`.
+
+mod actors;
+mod chaos;
+mod dev_cluster;
+mod failover;
+mod idempotency;
+mod imap;
+mod operator;
+mod outbound;
+mod restart;
+mod smtp;
