@@ -196,33 +196,60 @@ pub fn run(scenario: &str, cluster: &Cluster, options: &DrillOptions) -> anyhow:
     outcome?;
     healed?;
     let observed = read_replicas(cluster, &users)?;
-    let outbound = check_outbound(&history.outbound, &await_deliveries(&sink, &history.outbound));
+    let outbound = check_outbound(&history.outbound, &await_deliveries(cluster, &users, &sink, &history.outbound));
     let mut found = report(scenario, options, history.messages, &observed, faults.events, &faults.isolations);
     found.passed &= outbound.violation_lines().next().is_none();
     found.outbound = outbound;
     Ok(found)
 }
 
-/// What the sink got once every queued item arrived, or after a minute (retries back
-/// off; an item that never arrives is the checker's to report).
-fn await_deliveries(sink: &WebhookSink, queued: &[Operation]) -> Vec<Delivery> {
+/// What the sink got once every queued item arrived, or once the cluster holds none of
+/// the drill users' items pending any more (an item lost with its shard, or failed, will
+/// never arrive: that is the checker's to report), or after a minute (retries back off).
+fn await_deliveries(
+    cluster: &Cluster,
+    users: &[(String, u64)],
+    sink: &WebhookSink,
+    queued: &[Operation],
+) -> Vec<Delivery> {
     let delivered = || -> Vec<Delivery> {
         let received = sink.received().into_iter();
         received.map(|r| Delivery { client_ref: r.body, idempotency_key: r.idempotency_key }).collect()
     };
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut next_queue_check = Instant::now() + Duration::from_secs(2);
     loop {
         let deliveries = delivered();
         let arrived: std::collections::HashSet<&str> = deliveries.iter().map(|d| d.client_ref.as_str()).collect();
-        if queued.iter().filter(|o| o.is_ok()).all(|o| arrived.contains(o.client_ref.as_str()))
-            || Instant::now() > deadline
-        {
+        let all_arrived = queued.iter().filter(|o| o.is_ok()).all(|o| arrived.contains(o.client_ref.as_str()));
+        let nothing_pending = Instant::now() >= next_queue_check && {
+            next_queue_check = Instant::now() + Duration::from_secs(1);
+            pending_outbound(cluster, users) == Some(0)
+        };
+        if all_arrived || nothing_pending || Instant::now() > deadline {
             // A moment longer, for redeliveries already on their way.
             std::thread::sleep(Duration::from_millis(500));
             return delivered();
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// How many of the users' outbound items the cluster still holds pending; `None` when a
+/// user's list could not be read.
+fn pending_outbound(cluster: &Cluster, users: &[(String, u64)]) -> Option<usize> {
+    let mut pending = 0;
+    for (user, _) in users {
+        let url = cluster.url(cluster.ids()[0], &format!("/api/v1/users/{user}/outbound"));
+        let list: serde_json::Value = match ureq::get(&url).timeout(Duration::from_secs(5)).call() {
+            Ok(response) => response.into_json().ok()?,
+            // The user itself was lost (a drill against an unsafe cluster): nothing pending.
+            Err(ureq::Error::Status(404, _)) => continue,
+            Err(_) => return None,
+        };
+        pending += list["outbound"].as_array()?.iter().filter(|item| item["status"] == "pending").count();
+    }
+    Some(pending)
 }
 
 /// The faults of each scenario, over about `span`: most inject one fault, hold it for
