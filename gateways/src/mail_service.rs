@@ -55,6 +55,12 @@ pub struct NewMessage {
     pub existing_mailbox: bool,
 }
 
+/// The mailboxes every user has beside INBOX, with their RFC 6154 special-use attribute,
+/// so that mail clients find where sent mail, drafts, deleted and junk mail belong
+/// instead of each making its own ("Sent Items", "Deleted Messages", ...).
+pub const SPECIAL_USE_MAILBOXES: [(&str, &str); 5] =
+    [("Sent", "\\Sent"), ("Drafts", "\\Drafts"), ("Trash", "\\Trash"), ("Junk", "\\Junk"), ("Archive", "\\Archive")];
+
 /// A mailbox's counters, as IMAP SELECT and STATUS report them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MailboxState {
@@ -65,7 +71,14 @@ pub struct MailboxState {
     pub messages: u32,
     /// Only filled in by [`MailService::mailboxes`].
     pub unseen: u32,
+    /// Messages no session has seen as `\Recent` yet; only filled in by
+    /// [`MailService::mailboxes`].
+    pub recent: u32,
+    /// Messages from this UID on are `\Recent` for the next session to claim them.
+    pub first_recent_uid: u32,
     pub subscribed: bool,
+    /// The RFC 6154 attribute (`\Sent`, `\Trash`, ...), if it is a special-use mailbox.
+    pub special_use: Option<String>,
 }
 
 /// One message's metadata, and its bytes when asked for.
@@ -198,6 +211,9 @@ pub trait MailService: Send + Sync + 'static {
         uids: &[u32],
         remove: bool,
     ) -> Result<Copied, ServiceError>;
+    /// Makes this session the first to see the messages no session has seen yet: the UIDs
+    /// in the returned range are `\Recent` for it alone (RFC 3501 2.3.2).
+    async fn claim_recent(&self, user_id: &str, mailbox: &str) -> Result<std::ops::Range<u32>, ServiceError>;
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::mail_service::{
-    Account, Copied, FlagChange, FlagsStored, MailService, MailboxState, MessageInfo, NewMessage, Relay, ServiceError,
-    Stored,
+    Account, Copied, FlagChange, FlagsStored, MailService, MailboxState, MessageInfo, NewMessage, Relay,
+    SPECIAL_USE_MAILBOXES, ServiceError, Stored,
 };
 
 const INBOX: &str = "INBOX";
@@ -19,8 +19,10 @@ const INBOX: &str = "INBOX";
 struct MemMailbox {
     uid_validity: u32,
     next_uid: u32,
+    first_recent_uid: u32,
     highest_modseq: u64,
     subscribed: bool,
+    special_use: Option<String>,
     messages: BTreeMap<u32, MessageInfo>,
 }
 
@@ -41,8 +43,10 @@ impl State {
         MemMailbox {
             uid_validity: self.next_uid_validity,
             next_uid: 1,
+            first_recent_uid: 1,
             highest_modseq: 0,
             subscribed: true,
+            special_use: None,
             messages: BTreeMap::new(),
         }
     }
@@ -60,8 +64,8 @@ pub struct MemService {
 }
 
 impl MemService {
-    /// A service whose users are `(e-mail address, password)`; each has an INBOX, and
-    /// the domains of their addresses are local.
+    /// A service whose users are `(e-mail address, password)`; each has an INBOX and the
+    /// special-use mailboxes, and the domains of their addresses are local.
     pub fn with_users(users: &[(&str, &str)]) -> Self {
         let service = Self::default();
         {
@@ -74,6 +78,10 @@ impl MemService {
                 }
                 let inbox = state.new_mailbox();
                 state.mailboxes.insert((email.to_string(), INBOX.to_string()), inbox);
+                for (name, special_use) in SPECIAL_USE_MAILBOXES {
+                    let mailbox = MemMailbox { special_use: Some(special_use.to_string()), ..state.new_mailbox() };
+                    state.mailboxes.insert((email.to_string(), name.to_string()), mailbox);
+                }
             }
         }
         service
@@ -135,6 +143,7 @@ impl MemService {
 
 fn state_of(name: &str, mailbox: &MemMailbox) -> MailboxState {
     let unseen = mailbox.messages.values().filter(|m| !m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen")));
+    let recent = mailbox.messages.keys().filter(|&&uid| uid >= mailbox.first_recent_uid).count() as u32;
     MailboxState {
         name: name.to_string(),
         uid_validity: mailbox.uid_validity,
@@ -142,7 +151,10 @@ fn state_of(name: &str, mailbox: &MemMailbox) -> MailboxState {
         highest_modseq: mailbox.highest_modseq,
         messages: mailbox.messages.len() as u32,
         unseen: unseen.count() as u32,
+        recent,
+        first_recent_uid: mailbox.first_recent_uid,
         subscribed: mailbox.subscribed,
+        special_use: mailbox.special_use.clone(),
     }
 }
 
@@ -181,8 +193,8 @@ impl MailService for MemService {
     async fn mailbox(&self, user_id: &str, mailbox: &str, _local: bool) -> Result<MailboxState, ServiceError> {
         let mut state = self.state.lock().unwrap();
         let mut found = state_of(mailbox, state.mailbox(user_id, mailbox)?);
-        // Like the replicated query: unseen counts come only with the list.
-        found.unseen = 0;
+        // Like the replicated query: unseen and recent counts come only with the list.
+        (found.unseen, found.recent) = (0, 0);
         Ok(found)
     }
 
@@ -194,6 +206,14 @@ impl MailService for MemService {
         }
         if state.mailboxes.contains_key(&key) {
             return Err(ServiceError::Conflict(format!("mailbox {mailbox} exists")));
+        }
+        // Superior names are created too, as the replicated state does.
+        for (at, _) in mailbox.match_indices('/') {
+            let superior = (user_id.to_string(), mailbox[..at].to_string());
+            if !superior.1.is_empty() && !state.mailboxes.contains_key(&superior) {
+                let fresh = state.new_mailbox();
+                state.mailboxes.insert(superior, fresh);
+            }
         }
         let fresh = state.new_mailbox();
         state.mailboxes.insert(key, fresh);
@@ -355,5 +375,13 @@ impl MailService for MemService {
             }
         }
         Ok(copied)
+    }
+
+    async fn claim_recent(&self, user_id: &str, mailbox: &str) -> Result<std::ops::Range<u32>, ServiceError> {
+        let mut state = self.state.lock().unwrap();
+        let mailbox = state.mailbox(user_id, mailbox)?;
+        let claimed = mailbox.first_recent_uid..mailbox.next_uid;
+        mailbox.first_recent_uid = mailbox.next_uid;
+        Ok(claimed)
     }
 }

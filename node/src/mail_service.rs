@@ -11,11 +11,14 @@ use crate::clock::now_ms;
 use crate::cluster::Cluster;
 use crate::passwords::verify_password;
 use crate::proto::state::{
-    CopyMessages, CreateMailbox, DeleteMailbox, Deliver, Expunge, GetMailbox, ListMailboxes, ListMessages, Mailbox,
-    MessageMeta, OutboundItem, RenameMailbox, StoreFlags, Subscribe, command, query, store_flags,
+    ClaimRecent, CopyMessages, CreateMailbox, DeleteMailbox, Deliver, Expunge, GetMailbox, ListMailboxes, ListMessages,
+    Mailbox, MessageMeta, OutboundItem, RenameMailbox, StoreFlags, Subscribe, command, query, store_flags,
 };
+use crate::state::folders::first_recent;
 
-fn state_of(name: &str, mailbox: &Mailbox, unseen: u32) -> MailboxState {
+/// A mailbox record as the gateways see it; `unseen` and `recent` are counted only by the
+/// mailbox list.
+fn state_of(name: &str, mailbox: &Mailbox, unseen: u32, recent: u32) -> MailboxState {
     MailboxState {
         name: name.to_string(),
         uid_validity: mailbox.uid_validity,
@@ -23,7 +26,10 @@ fn state_of(name: &str, mailbox: &Mailbox, unseen: u32) -> MailboxState {
         highest_modseq: mailbox.highest_modseq,
         messages: mailbox.exists,
         unseen,
+        recent,
+        first_recent_uid: first_recent(mailbox),
         subscribed: mailbox.subscribed,
+        special_use: (!mailbox.special_use.is_empty()).then(|| mailbox.special_use.clone()),
     }
 }
 
@@ -112,7 +118,7 @@ impl MailService for Cluster {
         Ok(result
             .mailboxes
             .iter()
-            .map(|m| state_of(&m.name, &m.mailbox.clone().unwrap_or_default(), m.unseen))
+            .map(|m| state_of(&m.name, &m.mailbox.clone().unwrap_or_default(), m.unseen, m.recent))
             .collect())
     }
 
@@ -120,7 +126,7 @@ impl MailService for Cluster {
         let get = query::Q::GetMailbox(GetMailbox { user_id: user_id.to_string(), mailbox: mailbox.to_string() });
         let shard = self.shard_of(user_id);
         let result = if local { self.query_local(shard, get).await? } else { self.query(shard, get).await? };
-        Ok(state_of(mailbox, &result.mailbox.unwrap_or_default(), 0))
+        Ok(state_of(mailbox, &result.mailbox.unwrap_or_default(), 0, 0))
     }
 
     async fn create_mailbox(&self, user_id: &str, mailbox: &str) -> Result<(), ServiceError> {
@@ -239,5 +245,11 @@ impl MailService for Cluster {
             dest_uids: result.dest_uids,
             expunged: result.expunged,
         })
+    }
+
+    async fn claim_recent(&self, user_id: &str, mailbox: &str) -> Result<std::ops::Range<u32>, ServiceError> {
+        let op = command::Op::ClaimRecent(ClaimRecent { user_id: user_id.to_string(), mailbox: mailbox.to_string() });
+        let result = self.on_mailboxes(user_id, op).await?;
+        Ok(result.recent_from..result.recent_to)
     }
 }

@@ -14,6 +14,12 @@
       while the other expunges, and a session whose mailbox is deleted and created again
       is ended (its UIDs would mean other messages). The INBOX must hold 3 messages.
 
+  imap_client.py details IMAP MX USER PASSWORD
+      What strict clients lean on (RFC 3501 and extensions): \Recent for the first session
+      only, keywords announced in FLAGS before a FETCH shows them, SEARCH by the Date
+      header and by header fields, sections inside attached messages, SPECIAL-USE
+      mailboxes, ID. The INBOX must be empty; MX delivers the test messages.
+
   imap_client.py guess IMAP USER RIGHT_PASSWORD ATTEMPTS
       Tries ATTEMPTS wrong passwords, then the right one (each on a new connection), and
       prints JSON with the server's answers.
@@ -103,15 +109,15 @@ def conformance(address, mx, user, password):
         assert b'BODYSTRUCTURE ("TEXT" "plain"' in text, text
 
     # Folders: CREATE, APPEND (APPENDUID), LIST, STATUS.
-    ok(imap.create("Archive"))
-    typ, _ = imap.create("Archive")
+    ok(imap.create("Projects"))
+    typ, _ = imap.create("Projects")
     assert typ == "NO", "CREATE of an existing mailbox"
     message = b"From: a@example.org\r\nSubject: appended draft\r\n\r\nDraft body.\r\n"
-    typ, data = imap.append("Archive", "(\\Draft)", None, message)
+    typ, data = imap.append("Projects", "(\\Draft)", None, message)
     assert typ == "OK" and b"APPENDUID" in data[0], data
     typ, data = imap.append("Nowhere", None, None, message)
     assert typ == "NO" and b"TRYCREATE" in data[0], data
-    status = ok(imap.status("Archive", "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN)"))[0].decode()
+    status = ok(imap.status("Projects", "(MESSAGES UIDNEXT UIDVALIDITY UNSEEN)"))[0].decode()
     assert "MESSAGES 1" in status and "UNSEEN 1" in status, status
 
     # Flags: STORE, FETCH FLAGS, SEARCH.
@@ -131,26 +137,26 @@ def conformance(address, mx, user, password):
 
     # COPY (COPYUID) and MOVE between folders, EXPUNGE.
     if exists:
-        typ, data = imap.uid("COPY", "1:*", "Archive")
+        typ, data = imap.uid("COPY", "1:*", "Projects")
         # imaplib files the tagged response's [COPYUID ...] code under its name.
         assert typ == "OK" and "COPYUID" in imap.untagged_responses, (typ, imap.untagged_responses)
-        ok(imap.select("Archive"))
+        ok(imap.select("Projects"))
         archived = int(imap.untagged_responses.get("EXISTS", [b"0"])[-1])
         assert archived == exists + 1, (archived, exists)
-        ok(imap.create("Archive/2026"))
-        typ, data = imap.uid("MOVE", "1:*", "Archive/2026")
+        ok(imap.create("Projects/2026"))
+        typ, data = imap.uid("MOVE", "1:*", "Projects/2026")
         assert typ == "OK", (typ, data)
-        ok(imap.select("Archive"))
+        ok(imap.select("Projects"))
         assert int(imap.untagged_responses["EXISTS"][-1]) == 0
-        status = ok(imap.status("Archive/2026", "(MESSAGES)"))[0].decode()
+        status = ok(imap.status("Projects/2026", "(MESSAGES)"))[0].decode()
         assert f"MESSAGES {exists + 1}" in status, status
-        ok(imap.select("Archive/2026"))
+        ok(imap.select("Projects/2026"))
         ok(imap.store("1", "+FLAGS", "(\\Deleted)"))
         data = ok(imap.expunge())
         assert data[0] == b"1", data
-        ok(imap.rename("Archive", "Old"))
+        ok(imap.rename("Projects", "Old"))
         names = b" ".join(ok(imap.list()))
-        assert b"Old/2026" in names and b'"Archive"' not in names, names
+        assert b"Old/2026" in names and b'"Projects"' not in names, names
         ok(imap.delete("Old/2026"))
 
     # IDLE: a message delivered over SMTP shows up as EXISTS while idling.
@@ -167,6 +173,9 @@ def conformance(address, mx, user, password):
         if line.endswith(b"EXISTS\r\n"):
             break
     assert line == f"* {before + 1} EXISTS\r\n".encode(), line
+    # The new message is \Recent for this session, the first to see it (RFC 3501 2.3.2).
+    line = imap.readline()
+    assert line.endswith(b" RECENT\r\n") and line != b"* 0 RECENT\r\n", line
     imap.send(b"DONE\r\n")
     assert imap.readline().startswith(f"{tag} OK".encode())
     seen["idle_saw_new_mail"] = True
@@ -201,6 +210,72 @@ def two_sessions(address, user, password):
     print(json.dumps({"ok": True}))
 
 
+NESTED = (
+    b"From: a@x.org\r\nSubject: outer\r\nDate: Sun, 1 Mar 2026 23:30:00 -0800\r\nX-Case: 4711\r\n"
+    b"Content-Type: multipart/mixed; boundary=\"A\"\r\n\r\n"
+    b"--A\r\nContent-Type: message/rfc822\r\n\r\n"
+    b"From: b@y.org\r\nSubject: inner\r\nContent-Type: multipart/alternative; boundary=\"B\"\r\n\r\n"
+    b"--B\r\nContent-Type: text/plain\r\n\r\ninner plain\r\n--B\r\nContent-Type: text/html\r\n\r\n<p>html</p>\r\n--B--\r\n"
+    b"--A\r\nContent-Type: text/plain\r\n\r\nouter text\r\n--A--\r\n"
+)
+
+
+def details(address, mx, user, password):
+    with smtplib.SMTP(*hostport(mx), timeout=30) as s:
+        s.sendmail("citizen@example.org", [user], NESTED)
+        s.sendmail("citizen@example.org", [user], b"Subject: plain\r\nDate: Mon, 9 Mar 2026 08:00:00 +0300\r\n\r\nhi\r\n")
+    first, second = connect(address, user, password), connect(address, user, password)
+    caps = ok(first.capability())[0].decode().upper().split()
+    assert "ID" in caps and "SPECIAL-USE" in caps, caps
+
+    # \Recent: the first session to select the mailbox gets it, the next one does not.
+    ok(first.select("INBOX"))
+    assert first.untagged_responses["RECENT"] == [b"2"], first.untagged_responses
+    ok(second.select("INBOX"))
+    assert second.untagged_responses["RECENT"] == [b"0"], second.untagged_responses
+    assert ok(first.search(None, "RECENT"))[0].split() == [b"1", b"2"]
+    assert ok(second.search(None, "OLD"))[0].split() == [b"1", b"2"]
+    assert b"\\Recent" in ok(first.fetch("1", "(FLAGS)"))[0]
+
+    # A new keyword is announced (FLAGS, PERMANENTFLAGS) before a FETCH shows it.
+    tag = first._new_tag().decode()
+    first.send(f"{tag} STORE 1 +FLAGS ($Label1)\r\n".encode())
+    lines = []
+    while not lines or not lines[-1].startswith(tag.encode()):
+        lines.append(first.readline())
+    flags_at = next(i for i, l in enumerate(lines) if l.startswith(b"* FLAGS ") and b"$Label1" in l)
+    fetch_at = next(i for i, l in enumerate(lines) if b" FETCH " in l)
+    assert flags_at < fetch_at, lines
+    assert any(b"PERMANENTFLAGS" in l and b"$Label1" in l and b"\\*" in l for l in lines), lines
+
+    # SEARCH by the Date header (its own date, not the arrival date) and by header fields.
+    assert ok(first.search(None, "SENTON", "1-Mar-2026"))[0].split() == [b"1"]
+    assert ok(first.search(None, "SENTSINCE", "2-Mar-2026"))[0].split() == [b"2"]
+    assert ok(first.search(None, "HEADER", "X-Case", '""'))[0].split() == [b"1"]
+    assert ok(first.search(None, "HEADER", "X-Case", "4711"))[0].split() == [b"1"]
+
+    # Sections inside the attached message, and in a nested multipart.
+    for section, expected in [("1.1", b"inner plain"), ("1.2", b"<p>html</p>"), ("2", b"outer text")]:
+        data = ok(first.fetch("1", f"(BODY.PEEK[{section}])"))
+        assert data[0][1] == expected, (section, data)
+    data = ok(first.fetch("1", "(BODY.PEEK[1.HEADER.FIELDS (SUBJECT)])"))
+    assert data[0][1] == b"Subject: inner\r\n\r\n", data
+    data = ok(first.fetch("1", "(BODY.PEEK[1.TEXT])"))
+    assert data[0][1].startswith(b"--B\r\n"), data
+
+    # SPECIAL-USE: every user has Sent, Drafts, Trash, Junk and Archive, marked as such.
+    listed = b"\n".join(ok(first.list()))
+    for name, attribute in [("Sent", "Sent"), ("Drafts", "Drafts"), ("Trash", "Trash"), ("Junk", "Junk"), ("Archive", "Archive")]:
+        assert re.search(rf'\(.*\\{attribute}.*\) "/" {name}\b'.encode(), listed), (name, listed)
+
+    # ID: the server says who it is.
+    typ, data = first.xatom("ID", '("name" "imaplib")')
+    assert typ == "OK" and b'"name" "UMS"' in first.untagged_responses.get("ID", [b""])[0], (typ, data, first.untagged_responses)
+    first.logout()
+    second.logout()
+    print(json.dumps({"ok": True}))
+
+
 def guess(address, user, right, attempts):
     answers = []
     for password in [f"wrong-{n}" for n in range(int(attempts))] + [right]:
@@ -220,6 +295,8 @@ if __name__ == "__main__":
         refs(*args)
     elif command == "two-sessions":
         two_sessions(*args)
+    elif command == "details":
+        details(*args)
     elif command == "guess":
         guess(*args)
     else:

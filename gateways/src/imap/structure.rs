@@ -21,20 +21,45 @@ fn istring(text: &str) -> IString<'static> {
         .unwrap_or_else(|_| IString::from(Literal::unvalidated(text.as_bytes().to_vec())))
 }
 
+fn address(addr: &mail_parser::Addr<'_>) -> Address<'static> {
+    let address = addr.address.as_deref().unwrap_or_default();
+    let (mailbox, host) = address.rsplit_once('@').map_or((address, None), |(m, h)| (m, Some(h)));
+    Address {
+        name: nstring(addr.name.as_deref()),
+        adl: NString::NIL,
+        mailbox: nstring(Some(mailbox)),
+        host: nstring(host),
+    }
+}
+
+/// An ENVELOPE address list. A group (`team: a@x, b@y;`, `undisclosed-recipients:;`) is
+/// written as RFC 3501 7.4.2 says: a start marker with NIL host and the group's name as
+/// mailbox, its members, and an end marker of four NILs.
 fn addresses(list: Option<&mail_parser::Address<'_>>) -> Vec<Address<'static>> {
-    let Some(list) = list else { return Vec::new() };
-    list.iter()
-        .map(|addr| {
-            let address = addr.address.as_deref().unwrap_or_default();
-            let (mailbox, host) = address.rsplit_once('@').map_or((address, None), |(m, h)| (m, Some(h)));
-            Address {
-                name: nstring(addr.name.as_deref()),
-                adl: NString::NIL,
-                mailbox: nstring(Some(mailbox)),
-                host: nstring(host),
+    match list {
+        None => Vec::new(),
+        Some(mail_parser::Address::List(list)) => list.iter().map(address).collect(),
+        Some(mail_parser::Address::Group(groups)) => {
+            let mut out = Vec::new();
+            for group in groups {
+                let Some(name) = group.name.as_deref() else {
+                    // Addresses outside any group, beside groups in the same header.
+                    out.extend(group.addresses.iter().map(address));
+                    continue;
+                };
+                let marker = |mailbox: NString<'static>| Address {
+                    name: NString::NIL,
+                    adl: NString::NIL,
+                    mailbox,
+                    host: NString::NIL,
+                };
+                out.push(marker(nstring(Some(name))));
+                out.extend(group.addresses.iter().map(address));
+                out.push(marker(NString::NIL));
             }
-        })
-        .collect()
+            out
+        }
+    }
 }
 
 fn envelope_of(message: &Message<'_>) -> Envelope<'static> {
@@ -81,7 +106,7 @@ pub fn envelope(raw: &[u8]) -> Envelope<'static> {
 /// The BODYSTRUCTURE of a message (without extension data).
 pub fn body_structure(raw: &[u8]) -> BodyStructure<'static> {
     match parse(raw) {
-        Some(message) => structure_of(&message, 0, 0),
+        Some(message) => structure_of(raw, &message, 0, 0),
         None => plain_text(raw.len(), raw.iter().filter(|&&b| b == b'\n').count()),
     }
 }
@@ -124,7 +149,9 @@ fn plain_text(size: usize, lines: usize) -> BodyStructure<'static> {
 /// nested thousands deep must not exhaust the stack).
 const MAX_DEPTH: usize = 32;
 
-fn structure_of(message: &Message<'_>, id: u32, depth: usize) -> BodyStructure<'static> {
+/// The structure of part `id` of `message`. Part offsets, nested messages' included, are
+/// positions in the whole stored message, `raw`.
+fn structure_of(raw: &[u8], message: &Message<'_>, id: u32, depth: usize) -> BodyStructure<'static> {
     let Some(part) = message.part(id) else { return plain_text(0, 0) };
     if depth >= MAX_DEPTH {
         return opaque(part.offset_end.saturating_sub(part.offset_body));
@@ -139,7 +166,7 @@ fn structure_of(message: &Message<'_>, id: u32, depth: usize) -> BodyStructure<'
         .unwrap_or_default();
     if let PartType::Multipart(children) = &part.body {
         let bodies: Vec<BodyStructure<'static>> =
-            children.iter().map(|&child| structure_of(message, child, depth + 1)).collect();
+            children.iter().map(|&child| structure_of(raw, message, child, depth + 1)).collect();
         return match Vec1::try_from(bodies) {
             Ok(bodies) => BodyStructure::Multi { bodies, subtype: istring(&subtype), extension_data: None },
             Err(_) => plain_text(0, 0),
@@ -148,7 +175,6 @@ fn structure_of(message: &Message<'_>, id: u32, depth: usize) -> BodyStructure<'
     if kind == "text" && parameters.is_empty() {
         parameters.push((istring("charset"), istring("us-ascii")));
     }
-    let raw = message.raw_message();
     let (start, end) = (part.offset_body as usize, (part.offset_end as usize).min(raw.len()));
     let body_bytes = raw.get(start..end).unwrap_or_default();
     let lines = body_bytes.iter().filter(|&&b| b == b'\n').count() as u32;
@@ -162,7 +188,7 @@ fn structure_of(message: &Message<'_>, id: u32, depth: usize) -> BodyStructure<'
     let specific = match (&part.body, kind.as_ref()) {
         (PartType::Message(inner), _) => SpecificFields::Message {
             envelope: Box::new(envelope_of(inner)),
-            body_structure: Box::new(structure_of(inner, 0, depth + 1)),
+            body_structure: Box::new(structure_of(raw, inner, 0, depth + 1)),
             number_of_lines: lines,
         },
         (_, "text") => SpecificFields::Text { subtype: istring(&subtype), number_of_lines: lines },
@@ -180,7 +206,8 @@ pub fn part_bytes(raw: &[u8], path: &[u32], mime: bool) -> Option<Vec<u8>> {
     }
     let (message, id) = descend(&message, 0, path)?;
     let part = message.part(id)?;
-    let bytes = message.raw_message();
+    // Offsets are positions in the whole message, inside attached messages too.
+    let bytes = raw;
     let range = if mime {
         part.offset_header as usize..part.offset_body as usize
     } else {
@@ -210,7 +237,7 @@ fn descend<'m>(message: &'m Message<'m>, id: u32, path: &[u32]) -> Option<(&'m M
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use imap_codec::ResponseCodec;
     use imap_codec::encode::Encoder;
@@ -266,5 +293,52 @@ mod tests {
         assert!(part_bytes(MULTIPART, &[3], false).is_none());
         let single = b"Subject: x\r\n\r\nbody\r\n";
         assert_eq!(part_bytes(single, &[1], false).unwrap(), b"body\r\n");
+    }
+
+    /// Part 1 is an attached message (itself multipart), part 2 a nested multipart.
+    pub(crate) const NESTED: &[u8] = b"From: a@x.org\r\nSubject: outer\r\nContent-Type: multipart/mixed; boundary=\"A\"\r\n\r\n\
+--A\r\nContent-Type: message/rfc822\r\n\r\n\
+From: b@y.org\r\nSubject: inner\r\nX-Inner: 1\r\nContent-Type: multipart/alternative; boundary=\"B\"\r\n\r\n\
+--B\r\nContent-Type: text/plain\r\n\r\ninner plain\r\n--B\r\nContent-Type: text/html\r\n\r\n<p>inner html</p>\r\n--B--\r\n\
+--A\r\nContent-Type: multipart/related; boundary=\"C\"\r\n\r\n\
+--C\r\nContent-Type: text/html; charset=utf-8\r\n\r\n<p>related</p>\r\n--C\r\nContent-Type: image/png\r\n\r\nPNG\r\n--C--\r\n\
+--A--\r\n";
+
+    fn text(bytes: Option<Vec<u8>>) -> String {
+        String::from_utf8(bytes.expect("such a part")).unwrap()
+    }
+
+    #[test]
+    fn parts_of_attached_messages_and_nested_multiparts() {
+        // BODY[1] is the whole attached message; [1.1] and [1.2] its parts.
+        assert!(text(part_bytes(NESTED, &[1], false)).starts_with("From: b@y.org\r\nSubject: inner"));
+        assert_eq!(text(part_bytes(NESTED, &[1, 1], false)), "inner plain");
+        assert_eq!(text(part_bytes(NESTED, &[1, 2], false)), "<p>inner html</p>");
+        assert_eq!(text(part_bytes(NESTED, &[1, 2], true)), "Content-Type: text/html\r\n\r\n");
+        // Part 2 is multipart/related: [2.1] and its MIME header, [2.2].
+        assert_eq!(text(part_bytes(NESTED, &[2, 1], false)), "<p>related</p>");
+        assert_eq!(text(part_bytes(NESTED, &[2, 1], true)), "Content-Type: text/html; charset=utf-8\r\n\r\n");
+        assert_eq!(text(part_bytes(NESTED, &[2, 2], false)), "PNG");
+        assert!(part_bytes(NESTED, &[2, 3], false).is_none());
+        assert!(part_bytes(NESTED, &[1, 3], false).is_none());
+        // The attached message's parts have their own sizes in BODYSTRUCTURE.
+        let text = encoded(MessageDataItem::BodyStructure(body_structure(NESTED)));
+        assert!(text.contains("\"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 11 0)"), "{text}");
+        assert!(text.contains("\"html\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" 17 0)"), "{text}");
+    }
+
+    #[test]
+    fn envelope_groups_are_marked_as_rfc_3501_says() {
+        let raw = b"From: a@x.org\r\nTo: undisclosed-recipients:;\r\nCc: team: b@y.org, \"C\" <c@y.org>;, d@z.org\r\n\r\nhi\r\n";
+        let text = encoded(MessageDataItem::Envelope(envelope(raw)));
+        // To: an empty group is a start and an end marker.
+        assert!(text.contains("((NIL NIL \"undisclosed-recipients\" NIL)(NIL NIL NIL NIL))"), "{text}");
+        // Cc: the group's members between its markers, then the address outside it.
+        assert!(
+            text.contains(
+                "((NIL NIL \"team\" NIL)(NIL NIL \"b\" \"y.org\")(\"C\" NIL \"c\" \"y.org\")(NIL NIL NIL NIL)(NIL NIL \"d\" \"z.org\"))"
+            ),
+            "{text}"
+        );
     }
 }

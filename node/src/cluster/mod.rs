@@ -243,6 +243,7 @@ fn mailbox_user(op: &command::Op) -> Option<String> {
         command::Op::StoreFlags(op) => Some(op.user_id.clone()),
         command::Op::Expunge(op) => Some(op.user_id.clone()),
         command::Op::CopyMessages(op) => Some(op.user_id.clone()),
+        command::Op::ClaimRecent(op) => Some(op.user_id.clone()),
         command::Op::PutUser(_)
         | command::Op::ClaimAddresses(_)
         | command::Op::Enqueue(_)

@@ -11,8 +11,9 @@ use storage::{Cf, KvRead};
 
 use super::{RecordCache, key, mailbox_key, message_key, result, valid_name};
 use crate::proto::state::{
-    CommandResult, CopyMessages, CreateMailbox, DeleteMailbox, Expunge, ListMailboxes, Mailbox, MailboxInfo,
-    MessageMeta, QueryResult, RenameMailbox, StoreFlags, Subscribe, command_result::Status, store_flags::Mode,
+    ClaimRecent, CommandResult, CopyMessages, CreateMailbox, DeleteMailbox, Expunge, ListMailboxes, Mailbox,
+    MailboxInfo, MessageMeta, QueryResult, RenameMailbox, StoreFlags, Subscribe, command_result::Status,
+    store_flags::Mode,
 };
 
 pub const INBOX: &str = "INBOX";
@@ -22,7 +23,15 @@ const SEEN: &str = "\\Seen";
 /// A fresh mailbox. Log indexes only grow, so a mailbox created again under an old
 /// name gets a larger UIDVALIDITY than before.
 pub(super) fn new_mailbox(ctx: &ApplyContext<'_>) -> Mailbox {
-    Mailbox { uid_validity: (ctx.index() as u32).max(1), next_uid: 1, highest_modseq: 0, exists: 0, subscribed: false }
+    Mailbox {
+        uid_validity: (ctx.index() as u32).max(1),
+        next_uid: 1,
+        highest_modseq: 0,
+        exists: 0,
+        subscribed: false,
+        first_recent_uid: 1,
+        special_use: String::new(),
+    }
 }
 
 fn load(ctx: &ApplyContext<'_>, cache: &mut RecordCache, user: &str, mailbox: &str) -> Option<Mailbox> {
@@ -77,6 +86,14 @@ pub(super) fn create(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, create
     }
     if load(ctx, cache, &create.user_id, &create.mailbox).is_some() {
         return result(Status::Conflict, format!("mailbox {} exists", create.mailbox));
+    }
+    // RFC 3501 6.3.3: superior names that do not exist yet are created too (a/b for a/b/c),
+    // so the hierarchy a client lists has no gaps.
+    for (at, _) in create.mailbox.match_indices('/') {
+        let superior = &create.mailbox[..at];
+        if !superior.is_empty() && load(ctx, cache, &create.user_id, superior).is_none() {
+            save(ctx, cache, &create.user_id, superior, &Mailbox { subscribed: true, ..new_mailbox(ctx) });
+        }
     }
     let mailbox = Mailbox { subscribed: true, ..new_mailbox(ctx) };
     save(ctx, cache, &create.user_id, &create.mailbox, &mailbox);
@@ -201,6 +218,25 @@ pub(super) fn expunge(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, expun
     out
 }
 
+/// The claiming session is the first to see the messages no session has seen yet: they
+/// are \Recent for it (RFC 3501 2.3.2), and for no session after it.
+pub(super) fn claim_recent(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, claim: ClaimRecent) -> CommandResult {
+    let Some(mut mailbox) = load(ctx, cache, &claim.user_id, &claim.mailbox) else {
+        return not_found(&claim.user_id, &claim.mailbox);
+    };
+    let (from, to) = (first_recent(&mailbox), mailbox.next_uid);
+    if from < to {
+        mailbox.first_recent_uid = to;
+        save(ctx, cache, &claim.user_id, &claim.mailbox, &mailbox);
+    }
+    CommandResult { recent_from: from, recent_to: to, mailbox: Some(mailbox), ..Default::default() }
+}
+
+/// The first UID no session has claimed (records from before \Recent existed hold 0).
+pub fn first_recent(mailbox: &Mailbox) -> u32 {
+    mailbox.first_recent_uid.max(1)
+}
+
 pub(super) fn copy(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, copy: CopyMessages) -> CommandResult {
     let (user, from, to) = (&copy.user_id, &copy.from, &copy.to);
     let Some(mut source) = load(ctx, cache, user, from) else {
@@ -252,6 +288,7 @@ pub(super) fn list(engine: &dyn KvRead, group: GroupId, list: &ListMailboxes) ->
                 name: String::from_utf8_lossy(&k[prefix_len..]).into_owned(),
                 mailbox: Some(mailbox),
                 unseen: 0,
+                recent: 0,
             });
         }
         true
@@ -259,14 +296,16 @@ pub(super) fn list(engine: &dyn KvRead, group: GroupId, list: &ListMailboxes) ->
     for info in &mut mailboxes {
         let start = state_machine_key(group, &message_key(&list.user_id, &info.name, 0));
         let end = state_machine_key(group, &key(&[b"i", user, info.name.as_bytes(), &[0xff; 5]]));
-        let mut unseen = 0;
+        let first_recent = info.mailbox.as_ref().map_or(1, first_recent);
+        let (mut unseen, mut recent) = (0, 0);
         engine.scan(Cf::Data, &start, &end, &mut |_, v| {
-            if MessageMeta::decode(v).is_ok_and(|m| !m.flags.iter().any(|f| f.eq_ignore_ascii_case(SEEN))) {
-                unseen += 1;
+            if let Ok(meta) = MessageMeta::decode(v) {
+                unseen += u32::from(!meta.flags.iter().any(|f| f.eq_ignore_ascii_case(SEEN)));
+                recent += u32::from(meta.uid >= first_recent);
             }
             true
         })?;
-        info.unseen = unseen;
+        (info.unseen, info.recent) = (unseen, recent);
     }
     Ok(QueryResult { mailboxes, ..Default::default() })
 }

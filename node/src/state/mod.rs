@@ -17,11 +17,12 @@
 //! UIDs and modseqs are allocated here, during apply, so they are identical on every
 //! replica and survive failover. Apply is deterministic: times come in the command.
 
-mod folders;
+pub mod folders;
 
 use std::collections::HashMap;
 
 use consensus::{ApplyContext, GroupId, StateMachine, state_machine_key};
+use gateways::mail_service::SPECIAL_USE_MAILBOXES;
 use prost::Message;
 use storage::{Cf, KvRead};
 
@@ -163,6 +164,7 @@ impl StateMachine for UmsMachine {
                 command::Op::StoreFlags(store) => folders::store(ctx, cache, store),
                 command::Op::Expunge(expunge) => folders::expunge(ctx, cache, expunge),
                 command::Op::CopyMessages(copy) => folders::copy(ctx, cache, copy),
+                command::Op::ClaimRecent(claim) => folders::claim_recent(ctx, cache, claim),
             },
             Ok(Command { op: None }) => result(Status::Invalid, "empty command"),
             Err(e) => result(Status::Invalid, format!("undecodable command: {e}")),
@@ -184,11 +186,16 @@ fn put_user(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, put: PutUser) -
     }
     cache.put(ctx, &user_key(&user.id), user.encode_to_vec());
     // Every user has an INBOX from the start, so its UIDVALIDITY never changes under an
-    // IMAP client that selected it before the first message arrived.
-    let inbox = mailbox_key(&user.id, folders::INBOX);
-    if cache.get(ctx, &inbox).is_none() {
-        let mailbox = Mailbox { subscribed: true, ..folders::new_mailbox(ctx) };
-        cache.put(ctx, &inbox, mailbox.encode_to_vec());
+    // IMAP client that selected it before the first message arrived, and the special-use
+    // mailboxes (Sent, Drafts, Trash, Junk, Archive) mail clients look for.
+    let defaults = std::iter::once((folders::INBOX, "")).chain(SPECIAL_USE_MAILBOXES);
+    for (name, special_use) in defaults {
+        let key = mailbox_key(&user.id, name);
+        if cache.get(ctx, &key).is_none() {
+            let special_use = special_use.to_string();
+            let mailbox = Mailbox { subscribed: true, special_use, ..folders::new_mailbox(ctx) };
+            cache.put(ctx, &key, mailbox.encode_to_vec());
+        }
     }
     CommandResult { user: Some(user), ..Default::default() }
 }

@@ -39,6 +39,18 @@ fn a_mail_client_works_against_any_node_with_the_same_uids() {
     assert_eq!(seen["idle_saw_new_mail"], true);
 }
 
+/// The details strict clients rely on, with imaplib against a real node: \Recent, keyword
+/// announcements, SEARCH by the Date header and by header field, sections inside attached
+/// messages, SPECIAL-USE mailboxes, ID.
+#[test]
+fn imaplib_sees_recent_keywords_sent_dates_nested_sections_and_special_use() {
+    let cluster = TestCluster::start(3, |_| {});
+    let user = "strict@ministry.go.ke";
+    cluster.create_user_with_password(user, "strict-password");
+    let seen = run_python("imap_client.py", &["details", &cluster.imap(2), &cluster.smtp(3), user, "strict-password"]);
+    assert_eq!(seen["ok"], true);
+}
+
 #[test]
 fn mbsync_mirrors_a_mailbox_into_a_maildir() {
     let cluster = TestCluster::start(3, |_| {});

@@ -1,12 +1,12 @@
 //! The connection's state commands: the greeting and CAPABILITY, STARTTLS, LOGIN (and
 //! the credential check AUTHENTICATE PLAIN shares, throttled per IP and account),
-//! ENABLE and LOGOUT.
+//! ENABLE, ID and LOGOUT.
 
 use std::time::Instant;
 
 use imap_types::IntoStatic;
 use imap_types::auth::AuthMechanism;
-use imap_types::core::{Tag, Vec1};
+use imap_types::core::{IString, NString, Tag, Vec1};
 use imap_types::extensions::enable::CapabilityEnable;
 use imap_types::response::{Capability, Code, Data};
 
@@ -48,6 +48,8 @@ impl Session {
             Capability::Enable,
             Capability::CondStore,
             Capability::Unselect,
+            Capability::Id,
+            Capability::try_from("SPECIAL-USE").expect("an atom"),
         ]);
         Vec1::try_from(caps).expect("not empty")
     }
@@ -133,6 +135,20 @@ impl Session {
         }
         out.extend(data(Data::Enabled { capabilities: enabled }));
         out.extend(ok(tag, None, "Enabled"));
+        Ok(After::Continue)
+    }
+
+    /// ID (RFC 2971): who we are; what the client says of itself is only informative.
+    pub(super) fn id(&self, tag: &Tag<'_>, out: &mut Vec<u8>) -> Handled {
+        let field = |name: &str, value: &str| {
+            (IString::try_from(name.to_string()).expect("a quoted string"), NString::try_from(value.to_string()).ok())
+        };
+        let parameters = [field("name", "UMS"), field("version", env!("CARGO_PKG_VERSION")), field("vendor", "UMS")]
+            .into_iter()
+            .filter_map(|(name, value)| Some((name, value?)))
+            .collect();
+        out.extend(data(Data::Id { parameters: Some(parameters) }));
+        out.extend(ok(tag, None, "ID completed"));
         Ok(After::Continue)
     }
 

@@ -2,6 +2,8 @@
 //! messages, header fields, MIME parts, partials, MODSEQ), setting `\\Seen` for a
 //! non-PEEK body fetch in a writable mailbox; CHANGEDSINCE (CONDSTORE) filters by modseq.
 
+use std::collections::HashMap;
+
 use imap_types::IntoStatic;
 use imap_types::core::{AString, Literal, NString, Tag, Vec1};
 use imap_types::fetch::{Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section};
@@ -28,14 +30,18 @@ impl Session {
         let targets = resolve_set(tag, selected, set, by_uid)?;
         let (name, read_only) = (selected.name.clone(), selected.read_only);
         let mut names: Vec<MessageDataItemName<'_>> = match names {
+            // RFC 3501 6.4.5: FAST, ALL (FAST and ENVELOPE), FULL (ALL and BODY).
             MacroOrMessageDataItemNames::Macro(m) => {
                 let mut names = vec![
                     MessageDataItemName::Flags,
                     MessageDataItemName::InternalDate,
                     MessageDataItemName::Rfc822Size,
                 ];
-                if !matches!(m, Macro::Fast) {
+                if matches!(m, Macro::All | Macro::Full) {
                     names.push(MessageDataItemName::Envelope);
+                }
+                if matches!(m, Macro::Full) {
+                    names.push(MessageDataItemName::Body);
                 }
                 names
             }
@@ -99,9 +105,17 @@ impl Session {
                 }
             }
         }
-        for message in messages.iter().filter(|m| changed_since.is_none_or(|since| m.modseq > since)) {
-            let Some(&(seq, _)) = targets.iter().find(|&&(_, uid)| uid == message.uid) else { continue };
-            let items: Vec<MessageDataItem<'static>> = names.iter().filter_map(|n| item(n, message)).collect();
+        let shown: Vec<&MessageInfo> =
+            messages.iter().filter(|m| changed_since.is_none_or(|since| m.modseq > since)).collect();
+        if names.contains(&MessageDataItemName::Flags) {
+            self.announce_keywords(shown.iter().copied(), out);
+        }
+        let selected = self.selected(tag)?;
+        let seq_of: HashMap<u32, u32> = targets.iter().map(|&(seq, uid)| (uid, seq)).collect();
+        for message in shown {
+            let Some(&seq) = seq_of.get(&message.uid) else { continue };
+            let recent = selected.is_recent(message.uid);
+            let items: Vec<MessageDataItem<'static>> = names.iter().filter_map(|n| item(n, message, recent)).collect();
             if let Ok(items) = Vec1::try_from(items) {
                 out.extend(data(Data::Fetch { seq: nz(seq), items }));
             }
@@ -111,12 +125,12 @@ impl Session {
     }
 }
 
-/// One FETCH item of one message, if it can be given.
-fn item(name: &MessageDataItemName<'_>, message: &MessageInfo) -> Option<MessageDataItem<'static>> {
+/// One FETCH item of one message (`recent`: `\Recent` in this session), if it can be given.
+fn item(name: &MessageDataItemName<'_>, message: &MessageInfo, recent: bool) -> Option<MessageDataItem<'static>> {
     let raw = message.raw.as_deref().unwrap_or_default();
     let literal = |bytes: &[u8]| NString::from(Literal::unvalidated(bytes.to_vec()));
     Some(match name {
-        MessageDataItemName::Flags => MessageDataItem::Flags(flags_of(&message.flags)),
+        MessageDataItemName::Flags => MessageDataItem::Flags(flags_of(&message.flags, recent)),
         MessageDataItemName::Uid => MessageDataItem::Uid(nz(message.uid)),
         MessageDataItemName::InternalDate => MessageDataItem::InternalDate(internal_date(message.internal_date_ms)),
         MessageDataItemName::Rfc822Size => MessageDataItem::Rfc822Size(message.size.min(u32::MAX as u64) as u32),

@@ -1,6 +1,8 @@
 //! The mailbox hierarchy: CREATE, DELETE, RENAME, SUBSCRIBE/UNSUBSCRIBE, LIST/LSUB,
 //! STATUS and NAMESPACE. Names are full paths with "/" between levels.
 
+use std::collections::BTreeMap;
+
 use imap_types::core::{Atom, QuotedChar, Tag};
 use imap_types::flag::FlagNameAttribute;
 use imap_types::response::Data;
@@ -91,17 +93,21 @@ impl Session {
         };
         let full = format!("{reference}{pattern}");
         let mailboxes = self.service.mailboxes(&user).await.map_err(|e| no_unavailable(tag, &e))?;
-        for mailbox in mailboxes.iter().filter(|m| sets::matches(&full, &m.name) && (!subscribed_only || m.subscribed))
-        {
-            let Some(name) = mailbox_of(&mailbox.name) else { continue };
-            let has_children = mailboxes.iter().any(|m| m.name.starts_with(&format!("{}/", mailbox.name)));
-            let attribute = if has_children { "HasChildren" } else { "HasNoChildren" };
-            let items = vec![FlagNameAttribute::from(Atom::unvalidated(attribute))];
+        let names: Vec<(&str, bool)> = mailboxes.iter().map(|m| (m.name.as_str(), m.subscribed)).collect();
+        for (name, attributes) in listed(&names, &full, subscribed_only) {
+            let Some(mailbox) = mailbox_of(&name) else { continue };
+            let mut items: Vec<FlagNameAttribute<'static>> =
+                attributes.into_iter().map(|a| FlagNameAttribute::from(Atom::unvalidated(a))).collect();
+            // RFC 6154: what the mailbox is for, on every LIST.
+            let special_use = mailboxes.iter().find(|m| m.name == name).and_then(|m| m.special_use.as_deref());
+            if let Some(attribute) = special_use.and_then(|a| a.strip_prefix('\\')) {
+                items.push(FlagNameAttribute::from(Atom::unvalidated(attribute.to_string())));
+            }
             let delimiter = Some(QuotedChar::unvalidated('/'));
             out.extend(data(if subscribed_only {
-                Data::Lsub { items, delimiter, mailbox: name }
+                Data::Lsub { items, delimiter, mailbox }
             } else {
-                Data::List { items, delimiter, mailbox: name }
+                Data::List { items, delimiter, mailbox }
             }));
         }
         out.extend(ok(tag, None, "Listed"));
@@ -124,7 +130,7 @@ impl Session {
             .iter()
             .filter_map(|item| match item {
                 StatusDataItemName::Messages => Some(StatusDataItem::Messages(state.messages)),
-                StatusDataItemName::Recent => Some(StatusDataItem::Recent(0)),
+                StatusDataItemName::Recent => Some(StatusDataItem::Recent(state.recent)),
                 StatusDataItemName::UidNext => Some(StatusDataItem::UidNext(nz(state.uid_next))),
                 StatusDataItemName::UidValidity => Some(StatusDataItem::UidValidity(nz(state.uid_validity))),
                 StatusDataItemName::Unseen => Some(StatusDataItem::Unseen(state.unseen)),
@@ -143,5 +149,68 @@ impl Session {
         out.extend_from_slice(b"* NAMESPACE ((\"\" \"/\")) NIL NIL\r\n");
         out.extend(ok(tag, None, "Namespaces listed"));
         Ok(After::Continue)
+    }
+}
+
+/// What LIST (or LSUB: `subscribed_only`) answers for `pattern` over a user's mailboxes
+/// `(name, subscribed)`: each name with its attributes, in name order. Every mailbox says
+/// whether it has children (RFC 3348). LSUB lists subscribed mailboxes; one below the
+/// pattern's level (`%`) is stood in for by its ancestor at that level, which, unless
+/// subscribed itself, is flagged `\Noselect` (RFC 3501 6.3.9).
+fn listed(mailboxes: &[(&str, bool)], pattern: &str, subscribed_only: bool) -> BTreeMap<String, Vec<&'static str>> {
+    let has_children = |name: &str| mailboxes.iter().any(|(other, _)| other.starts_with(&format!("{name}/")));
+    let children = |name: &str| if has_children(name) { "HasChildren" } else { "HasNoChildren" };
+    let mut listed: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
+    for &(name, subscribed) in mailboxes {
+        if subscribed_only && !subscribed {
+            continue;
+        }
+        if sets::matches(pattern, name) {
+            listed.insert(name.to_string(), vec![children(name)]);
+        } else if subscribed_only {
+            let mut ancestors = name.match_indices('/').map(|(at, _)| &name[..at]);
+            if let Some(stand_in) = ancestors.rfind(|a| sets::matches(pattern, a)) {
+                let subscribed = mailboxes.iter().any(|&(other, s)| other == stand_in && s);
+                listed.entry(stand_in.to_string()).or_insert_with(|| {
+                    if subscribed { vec![children(stand_in)] } else { vec!["Noselect", children(stand_in)] }
+                });
+            }
+        }
+    }
+    listed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_and_lsub_answers() {
+        let mailboxes = [("INBOX", true), ("Projects", false), ("Projects/Budget", true), ("Projects/Old", false)];
+        // (pattern, LSUB?, the answer: names with their attributes)
+        type Case<'a> = (&'a str, bool, &'a [(&'a str, &'a [&'a str])]);
+        let cases: [Case<'_>; 5] = [
+            (
+                "*",
+                false,
+                &[
+                    ("INBOX", &["HasNoChildren"]),
+                    ("Projects", &["HasChildren"]),
+                    ("Projects/Budget", &["HasNoChildren"]),
+                    ("Projects/Old", &["HasNoChildren"]),
+                ],
+            ),
+            ("%", false, &[("INBOX", &["HasNoChildren"]), ("Projects", &["HasChildren"])]),
+            // The subscribed child's unsubscribed parent stands in for it, \Noselect.
+            ("%", true, &[("INBOX", &["HasNoChildren"]), ("Projects", &["Noselect", "HasChildren"])]),
+            ("*", true, &[("INBOX", &["HasNoChildren"]), ("Projects/Budget", &["HasNoChildren"])]),
+            ("Projects/%", true, &[("Projects/Budget", &["HasNoChildren"])]),
+        ];
+        for (pattern, lsub, expected) in cases {
+            let got = listed(&mailboxes, pattern, lsub);
+            let expected: BTreeMap<String, Vec<&str>> =
+                expected.iter().map(|(name, attributes)| (name.to_string(), attributes.to_vec())).collect();
+            assert_eq!(got, expected, "{} {pattern}", if lsub { "LSUB" } else { "LIST" });
+        }
     }
 }

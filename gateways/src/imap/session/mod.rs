@@ -8,11 +8,11 @@
 //!
 //! This file holds the session's state and the dispatch; each command family has its
 //! own file, an `impl Session` block each: [`auth`] (CAPABILITY, STARTTLS, LOGIN,
-//! ENABLE, LOGOUT), [`select`] (SELECT/EXAMINE, CLOSE, UNSELECT, NOOP, IDLE and the
+//! ENABLE, ID, LOGOUT), [`select`] (SELECT/EXAMINE, CLOSE, UNSELECT, NOOP, IDLE and the
 //! refresh that reports changes made elsewhere), [`mailboxes`] (CREATE, DELETE, RENAME,
 //! (UN)SUBSCRIBE, LIST/LSUB, STATUS, NAMESPACE), [`append`], [`fetch`], [`store`],
-//! [`search`], [`copy`] (COPY/MOVE) and [`expunge`]; [`responses`] builds the wire
-//! answers.
+//! [`search`], [`copy`] (COPY/MOVE) and [`expunge`]; [`selected`] is the session's view
+//! of its selected mailbox, [`responses`] builds the wire answers.
 
 mod append;
 mod auth;
@@ -23,6 +23,7 @@ mod mailboxes;
 mod responses;
 mod search;
 mod select;
+mod selected;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -41,6 +42,7 @@ use crate::limits::LoginThrottle;
 use crate::mail_service::MailService;
 use responses::{bad, name_of, no, pattern_of};
 pub use responses::{bye, encode};
+use selected::Selected;
 
 /// What the server does after sending a command's responses.
 #[derive(Debug, PartialEq, Eq)]
@@ -56,18 +58,6 @@ pub enum After {
 /// How a command handler ends: what the server does next, or the tagged NO/BAD that
 /// ends the command early (written after any untagged responses already in `out`).
 type Handled = Result<After, Vec<u8>>;
-
-/// The mailbox a session has selected.
-struct Selected {
-    name: String,
-    read_only: bool,
-    /// The mailbox's UIDVALIDITY when selected: a different one means it was deleted and
-    /// created again, and this session's UIDs mean nothing any more.
-    uid_validity: u32,
-    /// UIDs in order: message sequence number n is `uids[n - 1]`.
-    uids: Vec<u32>,
-    highest_modseq: u64,
-}
 
 /// One client's session.
 pub struct Session {
@@ -145,6 +135,7 @@ impl Session {
             CommandBody::Authenticate { .. } => Err(bad(tag, "AUTHENTICATE is handled by the server")),
             CommandBody::Enable { capabilities } => self.enable(tag, capabilities.as_ref(), out),
             CommandBody::Namespace => self.namespace(tag, out),
+            CommandBody::Id { .. } => self.id(tag, out),
             CommandBody::Select { mailbox, .. } => self.select(tag, &name_of(&mailbox), false, out).await,
             CommandBody::Examine { mailbox, .. } => self.select(tag, &name_of(&mailbox), true, out).await,
             CommandBody::Unselect => self.unselect(tag, out),

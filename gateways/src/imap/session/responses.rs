@@ -96,16 +96,42 @@ pub(super) fn mailbox_of(name: &str) -> Option<Mailbox<'static>> {
     Mailbox::try_from(name.to_string()).ok()
 }
 
-pub(super) fn flags_of(strings: &[String]) -> Vec<FlagFetch<'static>> {
-    strings
+/// A message's flags as FETCH shows them, `\Recent` last when it is recent here.
+pub(super) fn flags_of(strings: &[String], recent: bool) -> Vec<FlagFetch<'static>> {
+    let mut flags: Vec<FlagFetch<'static>> = strings
         .iter()
         .filter_map(|s| Flag::try_from(s.as_str()).ok().map(IntoStatic::into_static))
         .map(FlagFetch::Flag)
-        .collect()
+        .collect();
+    if recent {
+        flags.push(FlagFetch::Recent);
+    }
+    flags
 }
 
+/// Flag names as FLAGS and PERMANENTFLAGS list them.
+pub(super) fn flag_list(names: &[String]) -> Vec<Flag<'static>> {
+    names.iter().filter_map(|s| Flag::try_from(s.as_str()).ok().map(IntoStatic::into_static)).collect()
+}
+
+/// UIDs as a UIDPLUS set, consecutive runs as ranges (`2:4,9`); order is kept, since
+/// COPYUID pairs the source and destination sets element by element.
 pub(super) fn uid_set(uids: &[u32]) -> Option<UidSet> {
-    let elements: Vec<UidElement> = uids.iter().map(|&u| UidElement::Single(nz(u))).collect();
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for &uid in uids {
+        match runs.last_mut() {
+            Some((_, last)) if last.checked_add(1) == Some(uid) => *last = uid,
+            _ => runs.push((uid, uid)),
+        }
+    }
+    let elements: Vec<UidElement> = runs
+        .into_iter()
+        .map(
+            |(first, last)| {
+                if first == last { UidElement::Single(nz(first)) } else { UidElement::Range(nz(first), nz(last)) }
+            },
+        )
+        .collect();
     Vec1::try_from(elements).ok().map(UidSet)
 }
 

@@ -10,7 +10,7 @@ use imap_types::search::SearchKey;
 
 use super::responses::{data, no_unavailable, nz, ok};
 use super::{After, Handled, Session};
-use crate::imap::search_keys::{matches_key, needs_text};
+use crate::imap::search_keys::{Candidate, matches_key, needs_text};
 
 impl Session {
     pub(super) async fn search(
@@ -29,12 +29,13 @@ impl Session {
         let uids = selected.uids.clone();
         let messages =
             self.service.messages(&user, &name, Some(&uids), needs_body).await.map_err(|e| no_unavailable(tag, &e))?;
+        let selected = self.selected(tag)?;
         let mut hits = Vec::new();
         let mut highest_modseq = 0;
         for message in &messages {
-            let Ok(position) = uids.binary_search(&message.uid) else { continue };
-            let seq = position as u32 + 1;
-            if criteria.iter().all(|key| matches_key(key, message, seq, &uids)) {
+            let Some(seq) = selected.seq_of(message.uid) else { continue };
+            let candidate = Candidate::new(message, seq, &uids, selected.is_recent(message.uid));
+            if criteria.iter().all(|key| matches_key(key, &candidate)) {
                 hits.push(nz(if by_uid { message.uid } else { seq }));
                 highest_modseq = highest_modseq.max(message.modseq);
             }

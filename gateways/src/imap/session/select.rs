@@ -1,14 +1,17 @@
 //! The selected state: SELECT/EXAMINE, CLOSE, UNSELECT, NOOP/CHECK and IDLE, and the
 //! refresh that tells the client what changed elsewhere (new mail, expunges, flags).
+//! SELECT and each refresh that finds new mail claim the messages no session has seen
+//! yet, which makes them `\Recent` here (decided by the replicated state, so exactly one
+//! session on any node gets each).
 
 use imap_types::core::{Tag, Vec1};
 use imap_types::fetch::MessageDataItem;
 use imap_types::flag::FlagPerm;
 use imap_types::response::{Code, Data};
 
-use super::responses::{SYSTEM_FLAGS, bye, data, flags_of, no, no_unavailable, nz, nz64, ok, untagged_ok};
+use super::responses::{bye, data, flag_list, flags_of, no, no_unavailable, nz, nz64, ok, untagged_ok};
 use super::{After, Handled, Selected, Session};
-use crate::mail_service::ServiceError;
+use crate::mail_service::{MessageInfo, ServiceError};
 
 impl Session {
     pub(super) async fn select(&mut self, tag: &Tag<'_>, name: &str, read_only: bool, out: &mut Vec<u8>) -> Handled {
@@ -21,31 +24,41 @@ impl Session {
         };
         let messages = self.service.messages(&user, name, None, false).await.map_err(|e| no_unavailable(tag, &e))?;
         let uids: Vec<u32> = messages.iter().map(|m| m.uid).collect();
-        out.extend(data(Data::Flags(SYSTEM_FLAGS.to_vec())));
-        out.extend(data(Data::Exists(uids.len() as u32)));
-        out.extend(data(Data::Recent(0)));
-        if let Some(first) = messages.iter().position(|m| !m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen"))) {
-            out.extend(untagged_ok(Code::Unseen(nz(first as u32 + 1)), "First unseen"));
-        }
-        let mut permanent: Vec<FlagPerm<'static>> = SYSTEM_FLAGS.iter().cloned().map(FlagPerm::Flag).collect();
-        permanent.push(FlagPerm::Asterisk);
-        out.extend(untagged_ok(
-            Code::PermanentFlags(if read_only { Vec::new() } else { permanent }),
-            "Flags permitted",
-        ));
         // Two reads: a message may have arrived between them.
         let uid_next = state.uid_next.max(uids.last().map_or(1, |&u| u + 1));
-        out.extend(untagged_ok(Code::UidNext(nz(uid_next)), "Predicted next UID"));
-        out.extend(untagged_ok(Code::UidValidity(nz(state.uid_validity)), "UIDs valid"));
+        let recent = if read_only {
+            // EXAMINE changes nothing, \Recent included (RFC 3501 6.3.2).
+            std::iter::once(state.first_recent_uid..u32::MAX).collect()
+        } else if state.first_recent_uid < uid_next {
+            let claimed = self.service.claim_recent(&user, name).await.map_err(|e| no_unavailable(tag, &e))?;
+            std::iter::once(claimed).collect()
+        } else {
+            Vec::new()
+        };
         let highest_modseq = messages.iter().map(|m| m.modseq).max().unwrap_or(0).max(state.highest_modseq);
-        out.extend(untagged_ok(Code::HighestModSeq(nz64(highest_modseq)), "Highest"));
-        self.selected = Some(Selected {
+        let mut selected = Selected {
             name: name.to_string(),
             read_only,
             uid_validity: state.uid_validity,
             uids,
             highest_modseq,
-        });
+            recent,
+            recent_reported: 0,
+            keywords: Vec::new(),
+        };
+        selected.learn_keywords(messages.iter().flat_map(|m| &m.flags));
+        selected.recent_reported = selected.recent_count();
+        out.extend(data(Data::Flags(flag_list(&selected.flag_names()))));
+        out.extend(data(Data::Exists(selected.uids.len() as u32)));
+        out.extend(data(Data::Recent(selected.recent_reported)));
+        if let Some(first) = messages.iter().position(|m| !m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen"))) {
+            out.extend(untagged_ok(Code::Unseen(nz(first as u32 + 1)), "First unseen"));
+        }
+        out.extend(permanent_flags(&selected));
+        out.extend(untagged_ok(Code::UidNext(nz(uid_next)), "Predicted next UID"));
+        out.extend(untagged_ok(Code::UidValidity(nz(state.uid_validity)), "UIDs valid"));
+        out.extend(untagged_ok(Code::HighestModSeq(nz64(highest_modseq)), "Highest"));
+        self.selected = Some(selected);
         let code = if read_only { Code::ReadOnly } else { Code::ReadWrite };
         out.extend(ok(tag, Some(code), if read_only { "EXAMINE completed" } else { "SELECT completed" }));
         Ok(After::Continue)
@@ -106,23 +119,32 @@ impl Session {
         !changed || self.refresh(out).await
     }
 
-    /// Tells the client about expunged messages (highest sequence number first, so the
-    /// numbers stay right) and forgets them.
+    /// Tells the client about expunged messages and forgets them.
     pub(super) fn report_expunged(&mut self, expunged: &[u32], out: &mut Vec<u8>) {
         let Some(selected) = self.selected.as_mut() else { return };
-        let mut positions: Vec<usize> =
-            expunged.iter().filter_map(|uid| selected.uids.iter().position(|u| u == uid)).collect();
-        positions.sort_unstable_by(|a, b| b.cmp(a));
-        for position in positions {
-            selected.uids.remove(position);
-            out.extend(data(Data::Expunge(nz(position as u32 + 1))));
+        for seq in selected.remove(expunged) {
+            out.extend(data(Data::Expunge(nz(seq))));
         }
     }
 
-    /// Brings the selected mailbox up to date: EXPUNGE for messages gone, EXISTS for new
-    /// ones, FETCH FLAGS for messages changed elsewhere. False (with a BYE in `out`) when
-    /// the mailbox was deleted, or deleted and created again: the session must end
-    /// (RFC 3501 7.1.1: UIDVALIDITY may only change between sessions).
+    /// Before responses that show these messages' flags: announces keywords the client
+    /// has not been told about (RFC 3501 7.2.6), as untagged FLAGS and PERMANENTFLAGS.
+    pub(super) fn announce_keywords<'a>(
+        &mut self,
+        messages: impl IntoIterator<Item = &'a MessageInfo>,
+        out: &mut Vec<u8>,
+    ) {
+        let Some(selected) = self.selected.as_mut() else { return };
+        if selected.learn_keywords(messages.into_iter().flat_map(|m| &m.flags)) {
+            out.extend(data(Data::Flags(flag_list(&selected.flag_names()))));
+            out.extend(permanent_flags(selected));
+        }
+    }
+
+    /// Brings the selected mailbox up to date: EXPUNGE for messages gone, EXISTS (and
+    /// RECENT) for new ones, FETCH FLAGS for messages changed elsewhere. False (with a BYE
+    /// in `out`) when the mailbox was deleted, or deleted and created again: the session
+    /// must end (RFC 3501 7.1.1: UIDVALIDITY may only change between sessions).
     pub async fn refresh(&mut self, out: &mut Vec<u8>) -> bool {
         let (Some(user), Some(selected)) = (self.user.clone(), self.selected.as_ref()) else { return true };
         let name = selected.name.clone();
@@ -138,28 +160,51 @@ impl Session {
         let current: Vec<u32> = messages.iter().map(|m| m.uid).collect();
         let gone: Vec<u32> = selected.uids.iter().filter(|u| current.binary_search(u).is_err()).copied().collect();
         self.report_expunged(&gone, out);
-        let selected = self.selected.as_mut().expect("checked above");
+        let selected = self.selected.as_ref().expect("checked above");
         let known_max = selected.uids.last().copied().unwrap_or(0);
         let before = selected.highest_modseq;
         let new: Vec<u32> = current.iter().filter(|&&u| u > known_max).copied().collect();
+        let changed: Vec<&MessageInfo> = messages.iter().filter(|m| m.modseq > before && m.uid <= known_max).collect();
+        let read_only = selected.read_only;
+        // New mail is \Recent for the first session to see it: this one, if the claim
+        // finds it still unclaimed (a failed claim leaves it to the next session).
+        let claim = if new.is_empty() || read_only { None } else { self.service.claim_recent(&user, &name).await.ok() };
+        self.announce_keywords(messages.iter().filter(|m| m.modseq > before), out);
+        let selected = self.selected.as_mut().expect("checked above");
+        selected.recent.extend(claim);
         if !new.is_empty() {
             selected.uids.extend(new);
             out.extend(data(Data::Exists(selected.uids.len() as u32)));
         }
-        for message in messages.iter().filter(|m| m.modseq > before && m.uid <= known_max) {
-            if let Some(position) = selected.uids.iter().position(|&u| u == message.uid) {
-                let mut items =
-                    vec![MessageDataItem::Flags(flags_of(&message.flags)), MessageDataItem::Uid(nz(message.uid))];
+        let recent = selected.recent_count();
+        if recent != selected.recent_reported {
+            selected.recent_reported = recent;
+            out.extend(data(Data::Recent(recent)));
+        }
+        for message in changed {
+            if let Some(seq) = selected.seq_of(message.uid) {
+                let mut items = vec![
+                    MessageDataItem::Flags(flags_of(&message.flags, selected.is_recent(message.uid))),
+                    MessageDataItem::Uid(nz(message.uid)),
+                ];
                 if self.condstore {
                     items.push(MessageDataItem::ModSeq(nz64(message.modseq)));
                 }
-                out.extend(data(Data::Fetch {
-                    seq: nz(position as u32 + 1),
-                    items: Vec1::try_from(items).expect("not empty"),
-                }));
+                out.extend(data(Data::Fetch { seq: nz(seq), items: Vec1::try_from(items).expect("not empty") }));
             }
         }
         selected.highest_modseq = messages.iter().map(|m| m.modseq).max().unwrap_or(0).max(before);
         true
     }
+}
+
+/// PERMANENTFLAGS: every known flag and `\*` (new keywords may be made), or none when
+/// the mailbox is read-only.
+fn permanent_flags(selected: &Selected) -> Vec<u8> {
+    let flags: Vec<FlagPerm<'static>> = if selected.read_only {
+        Vec::new()
+    } else {
+        flag_list(&selected.flag_names()).into_iter().map(FlagPerm::Flag).chain([FlagPerm::Asterisk]).collect()
+    };
+    untagged_ok(Code::PermanentFlags(flags), "Flags permitted")
 }

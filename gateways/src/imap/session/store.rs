@@ -48,14 +48,18 @@ impl Session {
             .await
             .map_err(|e| no_unavailable(tag, &e))?;
         let condstore = self.condstore || unchanged_since.is_some();
+        if !silent {
+            self.announce_keywords(&stored.messages, out);
+        }
+        let selected = self.selected(tag)?;
         for message in &stored.messages {
-            let Some(&(seq, _)) = targets.iter().find(|&&(_, uid)| uid == message.uid) else { continue };
+            let Some(seq) = selected.seq_of(message.uid) else { continue };
             if silent && !condstore {
                 continue;
             }
             let mut items = Vec::new();
             if !silent {
-                items.push(MessageDataItem::Flags(flags_of(&message.flags)));
+                items.push(MessageDataItem::Flags(flags_of(&message.flags, selected.is_recent(message.uid))));
             }
             if by_uid {
                 items.push(MessageDataItem::Uid(nz(message.uid)));

@@ -177,17 +177,24 @@ async fn select_reports_the_mailbox_and_refresh_reports_changes() {
 #[tokio::test]
 async fn mailboxes_are_created_listed_renamed_and_deleted() {
     let mut client = Client::logged_in().await;
-    client.ok("a CREATE Projects/").await;
-    client.ok("b CREATE Projects/Budget").await;
+    // A missing superior is created with its child (RFC 3501 6.3.3).
+    client.ok("a CREATE Projects/Budget").await;
+    let (out, _) = client.send("b CREATE Projects/").await;
+    assert_lines(&out, &["b NO [ALREADYEXISTS] Mailbox exists"]);
     let (out, _) = client.send("c CREATE Projects").await;
     assert_lines(&out, &["c NO [ALREADYEXISTS] Mailbox exists"]);
     let out = client.ok("d LIST \"\" *").await;
     assert_lines(
         &out,
         &[
+            "* LIST (\\HasNoChildren \\Archive) \"/\" Archive",
+            "* LIST (\\HasNoChildren \\Drafts) \"/\" Drafts",
             "* LIST (\\HasNoChildren) \"/\" INBOX",
+            "* LIST (\\HasNoChildren \\Junk) \"/\" Junk",
             "* LIST (\\HasChildren) \"/\" Projects",
             "* LIST (\\HasNoChildren) \"/\" Projects/Budget",
+            "* LIST (\\HasNoChildren \\Sent) \"/\" Sent",
+            "* LIST (\\HasNoChildren \\Trash) \"/\" Trash",
             "d OK Listed",
         ],
     );
@@ -195,21 +202,25 @@ async fn mailboxes_are_created_listed_renamed_and_deleted() {
     assert_lines(&out, &["* LIST (\\Noselect) \"/\" \"\"", "e OK Listed"]);
     let out = client.ok("f LIST Projects %").await;
     assert_lines(&out, &["* LIST (\\HasNoChildren) \"/\" Projects/Budget", "f OK Listed"]);
+    // A subscribed child stands in for its unsubscribed parent as \Noselect (RFC 3501 6.3.9).
+    client.ok("g1 UNSUBSCRIBE Projects").await;
+    let out = client.ok("g2 LSUB \"\" %").await;
+    assert_lines(&out, &["* LSUB (\\Noselect \\HasChildren) \"/\" Projects", "g2 OK Listed"]);
     client.ok("g UNSUBSCRIBE Projects/Budget").await;
     let out = client.ok("h LSUB \"\" *").await;
-    assert!(!out.contains("Projects/Budget"), "{out}");
-    client.ok("i RENAME Projects Archive").await;
+    assert!(!out.contains("Projects"), "{out}");
+    client.ok("i RENAME Projects Done").await;
     let out = client.ok("j LIST \"\" *").await;
-    assert!(out.contains("\"/\" Archive/Budget") && !out.contains("Projects"), "{out}");
-    client.service.put_message(ANA, "Archive", &mail("old"), &[]);
-    let out = client.ok("k STATUS Archive (MESSAGES UIDNEXT UNSEEN)").await;
-    assert_lines(&out, &["* STATUS Archive (MESSAGES 1 UIDNEXT 2 UNSEEN 1)", "k OK STATUS completed"]);
+    assert!(out.contains("\"/\" Done/Budget") && !out.contains("Projects"), "{out}");
+    client.service.put_message(ANA, "Done", &mail("old"), &[]);
+    let out = client.ok("k STATUS Done (MESSAGES UIDNEXT UNSEEN RECENT)").await;
+    assert_lines(&out, &["* STATUS Done (MESSAGES 1 UIDNEXT 2 UNSEEN 1 RECENT 1)", "k OK STATUS completed"]);
     let (out, _) = client.send("l STATUS Nowhere (MESSAGES)").await;
     assert_lines(&out, &["l NO No such mailbox"]);
     let (out, _) = client.send("m DELETE INBOX").await;
     assert_lines(&out, &["m NO INBOX cannot be deleted"]);
-    client.ok("n DELETE Archive/Budget").await;
-    let (out, _) = client.send("o DELETE Archive/Budget").await;
+    client.ok("n DELETE Done/Budget").await;
+    let (out, _) = client.send("o DELETE Done/Budget").await;
     assert!(out.starts_with("o NO"), "{out}");
     let out = client.ok("p NAMESPACE").await;
     assert_lines(&out, &["* NAMESPACE ((\"\" \"/\")) NIL NIL", "p OK Namespaces listed"]);
@@ -222,10 +233,10 @@ async fn append_answers_with_its_uid_and_asks_to_create_a_missing_mailbox() {
     let out = client.ok(&format!("a APPEND INBOX (\\Seen) {{{}+}}\r\n{message}", message.len())).await;
     // The selected mailbox learns of it before the tagged answer.
     assert_lines(&out, &["* 2 EXISTS", "a OK [APPENDUID 1 2] Appended"]);
-    let (out, _) = client.send(&format!("b APPEND Drafts {{{}+}}\r\n{message}", message.len())).await;
+    let (out, _) = client.send(&format!("b APPEND Nowhere {{{}+}}\r\n{message}", message.len())).await;
     assert_lines(&out, &["b NO [TRYCREATE] No such mailbox"]);
     let out = client.ok("c FETCH 2 FLAGS").await;
-    assert_lines(&out, &["* 2 FETCH (FLAGS (\\Seen))"]);
+    assert_lines(&out, &["* 2 FETCH (FLAGS (\\Seen \\Recent))"]);
 }
 
 #[tokio::test]
@@ -236,44 +247,44 @@ async fn fetch_gives_items_sections_and_sets_seen_unless_peeking() {
     assert_lines(
         &out,
         &[
-            &format!("* 1 FETCH (UID 1 FLAGS () RFC822.SIZE {size})"),
-            &format!("* 2 FETCH (UID 2 FLAGS () RFC822.SIZE {size})"),
+            &format!("* 1 FETCH (UID 1 FLAGS (\\Recent) RFC822.SIZE {size})"),
+            &format!("* 2 FETCH (UID 2 FLAGS (\\Recent) RFC822.SIZE {size})"),
             "a OK FETCH completed",
         ],
     );
     let out = client.ok("b FETCH 1 BODY.PEEK[HEADER.FIELDS (SUBJECT)]").await;
     assert_lines(&out, &["* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {16}", "Subject: one", ")"]);
     let out = client.ok("c FETCH 1 FLAGS").await;
-    assert_lines(&out, &["* 1 FETCH (FLAGS ())"]);
+    assert_lines(&out, &["* 1 FETCH (FLAGS (\\Recent))"]);
     let out = client.ok("d FETCH 1 BODY[TEXT]").await;
-    assert_lines(&out, &["* 1 FETCH (BODY[TEXT] {12}", "Hello Ana.", " FLAGS (\\Seen))"]);
+    assert_lines(&out, &["* 1 FETCH (BODY[TEXT] {12}", "Hello Ana.", " FLAGS (\\Seen \\Recent))"]);
     let out = client.ok("e FETCH 2 BODY[]<0.4>").await;
-    assert_lines(&out, &["* 2 FETCH (BODY[]<0> {4}", "From FLAGS (\\Seen))"]);
+    assert_lines(&out, &["* 2 FETCH (BODY[]<0> {4}", "From FLAGS (\\Seen \\Recent))"]);
     let out = client.ok("f UID FETCH 2 (FLAGS)").await;
-    assert_lines(&out, &["* 2 FETCH (UID 2 FLAGS (\\Seen))"]);
+    assert_lines(&out, &["* 2 FETCH (UID 2 FLAGS (\\Seen \\Recent))"]);
     let out = client.ok("g FETCH 1 FAST").await;
     assert!(
-        out.starts_with("* 1 FETCH (FLAGS (\\Seen) INTERNALDATE \"04-Mar-2026 10:00:00 +0000\" RFC822.SIZE"),
+        out.starts_with("* 1 FETCH (FLAGS (\\Seen \\Recent) INTERNALDATE \"04-Mar-2026 10:00:00 +0000\" RFC822.SIZE"),
         "{out}"
     );
     let (out, _) = client.send("h FETCH 3 FLAGS").await;
     assert_lines(&out, &["h BAD Invalid message sequence number"]);
     let out = client.ok("i UID FETCH 3:* FLAGS").await;
     // UID ranges name only what exists: "3:*" is "2" when 2 is the highest UID.
-    assert_lines(&out, &["* 2 FETCH (UID 2 FLAGS (\\Seen))", "i OK FETCH completed"]);
+    assert_lines(&out, &["* 2 FETCH (UID 2 FLAGS (\\Seen \\Recent))", "i OK FETCH completed"]);
 }
 
 #[tokio::test]
 async fn store_changes_flags_silently_or_not_and_conditionally() {
     let mut client = Client::with_inbox(&["one", "two"]).await;
     let out = client.ok("a STORE 1 +FLAGS (\\Flagged)").await;
-    assert_lines(&out, &["* 1 FETCH (FLAGS (\\Flagged))", "a OK STORE completed"]);
+    assert_lines(&out, &["* 1 FETCH (FLAGS (\\Flagged \\Recent))", "a OK STORE completed"]);
     let out = client.ok("b STORE 1:2 +FLAGS.SILENT (\\Answered)").await;
     assert_eq!(out, "b OK STORE completed\r\n");
     let out = client.ok("c UID STORE 1 -FLAGS (\\Flagged)").await;
-    assert_lines(&out, &["* 1 FETCH (FLAGS (\\Answered) UID 1)"]);
+    assert_lines(&out, &["* 1 FETCH (FLAGS (\\Answered \\Recent) UID 1)"]);
     let out = client.ok("d STORE 2 FLAGS ($Label1)").await;
-    assert_lines(&out, &["* 2 FETCH (FLAGS ($Label1))"]);
+    assert_lines(&out, &["* 2 FETCH (FLAGS ($Label1 \\Recent))"]);
     // Message 1 changed after modseq 1: a conditional STORE leaves it alone.
     let out = client.ok("e STORE 1:2 (UNCHANGEDSINCE 1) +FLAGS (\\Seen)").await;
     assert_lines(&out, &["e OK [MODIFIED 1:2] Conditional STORE failed for some messages"]);
@@ -300,11 +311,10 @@ async fn search_answers_with_sequence_numbers_or_uids() {
 #[tokio::test]
 async fn copy_and_move_answer_with_copyuid_and_move_expunges() {
     let mut client = Client::with_inbox(&["one", "two", "three"]).await;
-    client.ok("a CREATE Archive").await;
     let out = client.ok("b COPY 1 Archive").await;
-    assert_lines(&out, &["b OK [COPYUID 2 1 1] COPY completed"]);
+    assert_lines(&out, &["b OK [COPYUID 6 1 1] COPY completed"]);
     let out = client.ok("c MOVE 2:3 Archive").await;
-    assert_lines(&out, &["* OK [COPYUID 2 2,3 2,3] Moved", "* 3 EXPUNGE", "* 2 EXPUNGE", "c OK MOVE completed"]);
+    assert_lines(&out, &["* OK [COPYUID 6 2:3 2:3] Moved", "* 2 EXPUNGE", "* 2 EXPUNGE", "c OK MOVE completed"]);
     assert_eq!(client.service.uids(ANA, "Archive"), [1, 2, 3]);
     let (out, _) = client.send("d COPY 1 Nowhere").await;
     assert_lines(&out, &["d NO [TRYCREATE] No such mailbox"]);
@@ -328,4 +338,159 @@ async fn expunge_removes_deleted_messages_and_close_does_it_silently() {
     client.ok("f EXAMINE INBOX").await;
     let (out, _) = client.send("g EXPUNGE").await;
     assert_lines(&out, &["g NO [READ-ONLY] Mailbox is read-only (EXAMINE)"]);
+}
+
+#[tokio::test]
+async fn recent_goes_to_the_first_session_to_see_new_mail() {
+    let mut first = Client::logged_in().await;
+    first.service.put_message(ANA, "INBOX", &mail("one"), &[]);
+    first.service.put_message(ANA, "INBOX", &mail("two"), &["\\Seen"]);
+    let out = first.ok("a SELECT INBOX").await;
+    assert_lines(&out, &["* 2 EXISTS", "* 2 RECENT"]);
+    let mut second = first.another().await;
+    let out = second.ok("b SELECT INBOX").await;
+    assert_lines(&out, &["* 2 EXISTS", "* 0 RECENT"]);
+    let out = second.ok("c STATUS INBOX (MESSAGES RECENT)").await;
+    assert_lines(&out, &["* STATUS INBOX (MESSAGES 2 RECENT 0)"]);
+
+    // New mail while both have INBOX selected: the first to look claims it.
+    first.service.put_message(ANA, "INBOX", &mail("three"), &[]);
+    let out = second.ok("d NOOP").await;
+    assert_lines(&out, &["* 3 EXISTS", "* 1 RECENT", "d OK Done"]);
+    let out = first.ok("e NOOP").await;
+    assert_lines(&out, &["* 3 EXISTS", "e OK Done"]);
+    assert!(!out.contains("RECENT"), "{out}");
+    for (command, expected) in
+        [("f SEARCH RECENT", "* SEARCH 3"), ("g SEARCH NEW", "* SEARCH 3"), ("h SEARCH OLD", "* SEARCH 1 2")]
+    {
+        assert_lines(&second.ok(command).await, &[expected]);
+    }
+    let out = first.ok("i FETCH 1:3 FLAGS").await;
+    assert_lines(
+        &out,
+        &["* 1 FETCH (FLAGS (\\Recent))", "* 2 FETCH (FLAGS (\\Seen \\Recent))", "* 3 FETCH (FLAGS ())"],
+    );
+
+    // EXAMINE sees what nobody has claimed, and claims nothing.
+    let mut third = first.another().await;
+    first.service.put_message(ANA, "INBOX", &mail("four"), &[]);
+    let out = third.ok("j EXAMINE INBOX").await;
+    assert_lines(&out, &["* 4 EXISTS", "* 1 RECENT"]);
+    let out = first.ok("k NOOP").await;
+    assert_lines(&out, &["* 4 EXISTS", "* 3 RECENT"]);
+
+    // APPEND and COPY into the selected mailbox: EXISTS and RECENT before the tagged OK.
+    let message = mail("appended");
+    let out = first.ok(&format!("l APPEND INBOX {{{}+}}\r\n{message}", message.len())).await;
+    assert_lines(&out, &["* 5 EXISTS", "* 4 RECENT", "l OK [APPENDUID 1 5] Appended"]);
+    let out = first.ok("m COPY 1 INBOX").await;
+    assert_lines(&out, &["m OK [COPYUID 1 1 6] COPY completed"]);
+    let out = first.ok("n NOOP").await;
+    assert_lines(&out, &["* 6 EXISTS", "* 5 RECENT"]);
+}
+
+#[tokio::test]
+async fn new_keywords_are_announced_before_a_fetch_shows_them() {
+    let mut client = Client::with_inbox(&["one"]).await;
+    let out = client.ok("a STORE 1 +FLAGS ($Forwarded)").await;
+    assert_lines(
+        &out,
+        &[
+            "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded)",
+            "* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded \\*)] Flags permitted",
+            "* 1 FETCH (FLAGS ($Forwarded \\Recent))",
+            "a OK STORE completed",
+        ],
+    );
+    let out = client.ok("b STORE 1 FLAGS ($forwarded)").await;
+    assert!(!out.contains("* FLAGS"), "a known keyword, in any case, is not announced again: {out}");
+    // A keyword another client sets is announced before the refresh shows it.
+    let mut other = client.another().await;
+    other.ok("o1 SELECT INBOX").await;
+    other.ok("o2 STORE 1 +FLAGS.SILENT ($Junk)").await;
+    let out = client.ok("c NOOP").await;
+    assert_lines(
+        &out,
+        &[
+            "* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Forwarded $Junk)",
+            "* 1 FETCH (FLAGS ($forwarded $Junk \\Recent) UID 1)",
+        ],
+    );
+    // SELECT lists the keywords in use.
+    let out = client.ok("d EXAMINE INBOX").await;
+    assert_lines(&out, &["* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $forwarded $Junk)"]);
+    let message = mail("labelled");
+    let out = client.ok(&format!("e APPEND Archive ($Label1) {{{}+}}\r\n{message}", message.len())).await;
+    assert!(!out.contains("* FLAGS"), "APPEND to another mailbox announces nothing here: {out}");
+}
+
+#[tokio::test]
+async fn id_names_the_server() {
+    let mut client = Client::connected(true);
+    let out = client.ok("a ID (\"name\" \"Thunderbird\" \"version\" \"128.0\")").await;
+    assert_lines(
+        &out,
+        &[
+            &format!("* ID (\"name\" \"UMS\" \"version\" \"{}\" \"vendor\" \"UMS\")", env!("CARGO_PKG_VERSION")),
+            "a OK ID completed",
+        ],
+    );
+    let out = client.ok("b ID NIL").await;
+    assert!(out.starts_with("* ID ("), "{out}");
+    let out = client.ok("c CAPABILITY").await;
+    assert!(out.contains(" ID ") && out.contains(" SPECIAL-USE"), "{out}");
+}
+
+#[tokio::test]
+async fn fetch_macros_name_their_items() {
+    let mut client = Client::with_inbox(&["one"]).await;
+    let size = mail("one").len();
+    let out = client.ok("a FETCH 1 FAST").await;
+    assert!(
+        out.starts_with("* 1 FETCH (FLAGS (\\Recent) INTERNALDATE \"04-Mar-2026 10:00:00 +0000\" RFC822.SIZE"),
+        "{out}"
+    );
+    assert!(out.contains(&format!("RFC822.SIZE {size})")), "FAST ends at the size: {out}");
+    let out = client.ok("b FETCH 1 ALL").await;
+    assert!(out.contains(" ENVELOPE (") && !out.contains(" BODY ("), "{out}");
+    let out = client.ok("c FETCH 1 FULL").await;
+    assert!(out.contains(" ENVELOPE (") && out.contains(" BODY (\"TEXT\" \"plain\""), "{out}");
+}
+
+#[tokio::test]
+async fn fetch_reaches_into_attached_messages_and_nested_multiparts() {
+    let client = Client::logged_in().await;
+    let nested = String::from_utf8(crate::imap::structure::tests::NESTED.to_vec()).unwrap();
+    client.service.put_message(ANA, "INBOX", &nested, &["\\Seen"]);
+    let mut client = client;
+    client.ok("s EXAMINE INBOX").await;
+    let cases = [
+        ("a FETCH 1 BODY[1.1]", "* 1 FETCH (BODY[1.1] {11}\r\ninner plain)"),
+        ("b FETCH 1 BODY[1.2]", "* 1 FETCH (BODY[1.2] {17}\r\n<p>inner html</p>)"),
+        ("c FETCH 1 BODY[1.TEXT]<0.7>", "* 1 FETCH (BODY[1.TEXT]<0> {7}\r\n--B\r\nCo)"),
+        (
+            "d FETCH 1 BODY[1.HEADER.FIELDS (SUBJECT)]",
+            "* 1 FETCH (BODY[1.HEADER.FIELDS (SUBJECT)] {18}\r\nSubject: inner\r\n\r\n)",
+        ),
+        (
+            "e FETCH 1 BODY[1.HEADER.FIELDS.NOT (FROM SUBJECT CONTENT-TYPE)]",
+            "* 1 FETCH (BODY[1.HEADER.FIELDS.NOT (FROM SUBJECT CONTENT-TYPE)] {14}\r\nX-Inner: 1\r\n\r\n)",
+        ),
+        ("f FETCH 1 BODY[2.1]", "* 1 FETCH (BODY[2.1] {14}\r\n<p>related</p>)"),
+        (
+            "g FETCH 1 BODY[2.1.MIME]",
+            "* 1 FETCH (BODY[2.1.MIME] {42}\r\nContent-Type: text/html; charset=utf-8\r\n\r\n)",
+        ),
+        ("h FETCH 1 BODY[2.2]", "* 1 FETCH (BODY[2.2] {3}\r\nPNG)"),
+        ("i FETCH 1 BODY[3]", "* 1 FETCH (BODY[3] {0}\r\n)"),
+    ];
+    for (command, expected) in cases {
+        let out = client.ok(command).await;
+        assert!(out.starts_with(expected), "{command}:\n{out}");
+    }
+    let out = client.ok("j FETCH 1 BODY[1.HEADER]").await;
+    assert!(
+        out.starts_with("* 1 FETCH (BODY[1.HEADER] {") && out.contains("\r\nSubject: inner\r\nX-Inner: 1\r\n"),
+        "{out}"
+    );
 }
