@@ -46,6 +46,8 @@ pub struct DrillOptions {
     pub users: usize,
     /// A write slower than this counts as its shard being unavailable.
     pub stall_ms: u64,
+    /// The longest wait for queued webhooks still pending in the cluster.
+    pub outbound_wait: Duration,
     /// Which public endpoints the workload writes through.
     pub protocol: Protocol,
 }
@@ -196,7 +198,10 @@ pub fn run(scenario: &str, cluster: &Cluster, options: &DrillOptions) -> anyhow:
     outcome?;
     healed?;
     let observed = read_replicas(cluster, &users)?;
-    let outbound = check_outbound(&history.outbound, &await_deliveries(cluster, &users, &sink, &history.outbound));
+    let outbound = check_outbound(
+        &history.outbound,
+        &await_deliveries(cluster, &users, &sink, &history.outbound, options.outbound_wait),
+    );
     let mut found = report(scenario, options, history.messages, &observed, faults.events, &faults.isolations);
     found.passed &= outbound.violation_lines().next().is_none();
     found.outbound = outbound;
@@ -205,18 +210,19 @@ pub fn run(scenario: &str, cluster: &Cluster, options: &DrillOptions) -> anyhow:
 
 /// What the sink got once every queued item arrived, or once the cluster holds none of
 /// the drill users' items pending any more (an item lost with its shard, or failed, will
-/// never arrive: that is the checker's to report), or after a minute (retries back off).
+/// never arrive: that is the checker's to report), or after `wait` (retries back off).
 fn await_deliveries(
     cluster: &Cluster,
     users: &[(String, u64)],
     sink: &WebhookSink,
     queued: &[Operation],
+    wait: Duration,
 ) -> Vec<Delivery> {
     let delivered = || -> Vec<Delivery> {
         let received = sink.received().into_iter();
         received.map(|r| Delivery { client_ref: r.body, idempotency_key: r.idempotency_key }).collect()
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + wait;
     let mut next_queue_check = Instant::now() + Duration::from_secs(2);
     loop {
         let deliveries = delivered();

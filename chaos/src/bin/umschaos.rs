@@ -52,6 +52,10 @@ enum Command {
         /// A write slower than this (ms) counts as its shard being unavailable.
         #[arg(long, default_value_t = 250)]
         stall_ms: u64,
+        /// How long to wait after the workload for queued webhooks still pending in the
+        /// cluster to arrive, e.g. 60s (an item that never does is reported).
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        outbound_wait: Duration,
         /// Write through the HTTP API, SMTP (the nodes' MX ports), or both in turn.
         #[arg(long, default_value = "mixed")]
         workload: Protocol,
@@ -76,8 +80,20 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn main() {
-    let Command::Drill { scenario, cluster, nodes, duration, rate, seed, users, stall_ms, workload, quick, json } =
-        Cli::parse().command;
+    let Command::Drill {
+        scenario,
+        cluster,
+        nodes,
+        duration,
+        rate,
+        seed,
+        users,
+        stall_ms,
+        outbound_wait,
+        workload,
+        quick,
+        json,
+    } = Cli::parse().command;
     let result = (|| -> anyhow::Result<bool> {
         let cluster = if nodes.is_empty() { Cluster::from_dir(&cluster)? } else { Cluster::from_addresses(&nodes)? };
         let options = DrillOptions {
@@ -86,6 +102,7 @@ fn main() {
             seed,
             users,
             stall_ms,
+            outbound_wait,
             protocol: workload,
         };
         if workload != Protocol::Http && cluster.ids().iter().any(|&id| cluster.node(id).config.smtp.listen.is_none()) {
