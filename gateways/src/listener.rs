@@ -4,27 +4,31 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
-use crate::limits::{ConnectionLimits, IpLimiter, Refusal};
+use crate::limits::{IpLimiter, Refusal};
 
 /// Why a client is turned away, in words for the refusal line.
 pub fn refusal_text(refusal: Refusal) -> &'static str {
     match refusal {
         Refusal::TooManyConnections => "Too many connections from your address, try again later",
         Refusal::TooManyNewConnections => "Too many new connections from your address, try again later",
+        Refusal::Misbehaving => "Too many failed commands or logins from your address, try again later",
+        Refusal::Busy => "Too many connections, try again later",
     }
 }
 
 /// Accepts connections forever: `serve` runs for each admitted one (its slot is freed
-/// when it returns); a refused client gets `refusal_line` and is closed.
+/// when it returns); a refused client gets `refusal_line` and is closed. The limiter is
+/// the protocol's, shared with its sessions, which report offences to it.
 pub async fn accept_loop<S, F, R>(
     listener: TcpListener,
-    limits: ConnectionLimits,
+    limiter: Arc<IpLimiter>,
     protocol: &'static str,
     refusal_line: R,
     serve: S,
@@ -33,7 +37,6 @@ pub async fn accept_loop<S, F, R>(
     F: Future<Output = ()> + Send + 'static,
     R: Fn(Refusal) -> Vec<u8>,
 {
-    let limiter = IpLimiter::new(limits);
     loop {
         let (mut stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,

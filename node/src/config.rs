@@ -220,6 +220,42 @@ impl NodeConfig {
         Ok(config)
     }
 
+    /// This configuration with `overrides` applied, each `dotted.key=value` as it would be
+    /// written in node.toml (`imap.connections.max_per_ip=100`, `smtp.hostname="mx"`; a
+    /// value that is not TOML is taken as a string). An unknown key is an error, as in a
+    /// file.
+    pub fn with_overrides(&self, overrides: &[String]) -> Result<Self, ConfigError> {
+        let invalid = |m: String| ConfigError::Invalid(m);
+        let mut root = toml::Value::try_from(self).map_err(|e| invalid(e.to_string()))?;
+        for assignment in overrides {
+            let (key, value) = assignment
+                .split_once('=')
+                .ok_or_else(|| invalid(format!("'{assignment}' is not KEY=VALUE, e.g. imap.max_auth_failures=5")))?;
+            let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut table| table.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(value.to_string()));
+            let mut path: Vec<&str> = key.trim().split('.').collect();
+            let last =
+                path.pop().filter(|k| !k.is_empty()).ok_or_else(|| invalid(format!("empty key in '{assignment}'")))?;
+            let mut table = &mut root;
+            for part in path {
+                table = table
+                    .as_table_mut()
+                    .ok_or_else(|| invalid(format!("'{key}': {part} is not a section")))?
+                    .entry(part)
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            }
+            table
+                .as_table_mut()
+                .ok_or_else(|| invalid(format!("'{key}' is not in a section")))?
+                .insert(last.to_string(), value);
+        }
+        let config: NodeConfig = root.try_into().map_err(|e: toml::de::Error| invalid(format!("--set: {e}")))?;
+        config.validate()?;
+        Ok(config)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         if self.node_id == 0 {
@@ -290,6 +326,8 @@ pub struct DevPorts {
     pub smtp: u16,
     pub submission: u16,
     pub imap: u16,
+    /// IMAP with implicit TLS (IMAPS).
+    pub imaps: u16,
     pub smpp: u16,
     pub http: u16,
 }
@@ -301,7 +339,15 @@ pub fn dev_ports(node: NodeId) -> DevPorts {
 /// Ports of node `n` when the cluster's port blocks start at `base` (node n: base + 100n).
 pub fn ports_in_block(base: u16, node: NodeId) -> DevPorts {
     let base = base + 100 * node as u16;
-    DevPorts { peer: base, smtp: base + 25, submission: base + 87, imap: base + 43, smpp: base + 75, http: base + 80 }
+    DevPorts {
+        peer: base,
+        smtp: base + 25,
+        submission: base + 87,
+        imap: base + 43,
+        imaps: base + 93,
+        smpp: base + 75,
+        http: base + 80,
+    }
 }
 
 #[cfg(test)]
@@ -324,6 +370,25 @@ mod tests {
             "#,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn overrides_set_any_setting_by_its_dotted_name() {
+        let base = config();
+        let set = |list: &[&str]| base.with_overrides(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let changed = set(&["imap.connections.max_per_ip=100", "smtp.hostname=mx.health.go.ke", "shards=32"]).unwrap();
+        assert_eq!(changed.imap.connections.max_per_ip, 100);
+        assert_eq!(changed.smtp.hostname, "mx.health.go.ke");
+        assert_eq!(changed.shards, 32);
+        for (bad, why) in [
+            ("imap.conections.max_per_ip=1", "unknown field"),
+            ("imap.max_auth_failures=many", "invalid type"),
+            ("shards=0", "shards"),
+            ("nonsense", "KEY=VALUE"),
+        ] {
+            let error = set(&[bad]).unwrap_err().to_string();
+            assert!(error.contains(why), "{bad}: {error}");
+        }
     }
 
     #[test]

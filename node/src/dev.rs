@@ -61,6 +61,7 @@ pub fn local_config(base: u16, id: NodeId, nodes: usize, data: &Path, cluster_id
     };
     let imap = ImapSettings {
         listen: Some(([127, 0, 0, 1], ports.imap).into()),
+        tls_listen: Some(([127, 0, 0, 1], ports.imaps).into()),
         tls_cert: Some(cert),
         tls_key: Some(key),
         ..ImapSettings::default()
@@ -101,8 +102,9 @@ fn read_or_create(path: &Path, create: impl FnOnce() -> String) -> anyhow::Resul
     Ok(value)
 }
 
-/// Runs the dev cluster until Ctrl-C; `insecure_auth` lets mail clients log in without TLS.
-pub fn run(nodes: usize, data: &Path, insecure_auth: bool) -> anyhow::Result<()> {
+/// Runs the dev cluster until Ctrl-C; `insecure_auth` lets mail clients log in without TLS;
+/// `overrides` (`dotted.key=value`) change any node.toml setting of every node.
+pub fn run(nodes: usize, data: &Path, insecure_auth: bool, overrides: &[String]) -> anyhow::Result<()> {
     ensure!((1..=9).contains(&nodes), "--nodes must be between 1 and 9 (node N uses ports 7N00-7N99)");
     fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let data = data.canonicalize()?;
@@ -126,6 +128,7 @@ pub fn run(nodes: usize, data: &Path, insecure_auth: bool) -> anyhow::Result<()>
         let mut config = dev_config(id, nodes, &data, &cluster_id);
         config.smtp.allow_insecure_auth = insecure_auth;
         config.imap.allow_insecure_auth = insecure_auth;
+        let config = config.with_overrides(overrides)?;
         let (child, log_path) = spawn_node(&exe, &config).with_context(|| format!("starting node {id}"))?;
         children.push((id, child, log_path));
     }
@@ -207,16 +210,19 @@ fn create_demo_users() -> anyhow::Result<()> {
 
 fn print_endpoints(nodes: usize, data: &Path, cluster_id: &str) {
     println!("\nUMS dev cluster '{cluster_id}' is up: {nodes} nodes, data in {}", data.display());
-    println!("  node  peer           SMTP (MX)        submission       IMAP             HTTP API / metrics");
+    println!(
+        "  node  peer           SMTP (MX)        submission       IMAP (STARTTLS)  IMAPS            HTTP API / metrics"
+    );
     for id in 1..=nodes as NodeId {
         let ports = dev_ports(id);
         println!(
-            "  {id:>4}  {}:{:<5}  127.0.0.1:{:<5}  127.0.0.1:{:<5}  127.0.0.1:{:<5}  http://127.0.0.1:{}/api/v1/cluster  (/metrics, /health)",
+            "  {id:>4}  {}:{:<5}  127.0.0.1:{:<5}  127.0.0.1:{:<5}  127.0.0.1:{:<5}  127.0.0.1:{:<5}  http://127.0.0.1:{}/api/v1/cluster  (/metrics, /health)",
             std::net::Ipv4Addr::from(local_peer_ip(id)),
             ports.peer,
             ports.smtp,
             ports.submission,
             ports.imap,
+            ports.imaps,
             ports.http
         );
     }

@@ -14,11 +14,12 @@
       while the other expunges, and a session whose mailbox is deleted and created again
       is ended (its UIDs would mean other messages). The INBOX must hold 3 messages.
 
-  imap_client.py details IMAP MX USER PASSWORD
+  imap_client.py details IMAP MX USER PASSWORD IMAPS
       What strict clients lean on (RFC 3501 and extensions): \Recent for the first session
       only, keywords announced in FLAGS before a FETCH shows them, SEARCH by the Date
       header and by header fields, sections inside attached messages, SPECIAL-USE
-      mailboxes, ID. The INBOX must be empty; MX delivers the test messages.
+      mailboxes, ID, and IMAPS (TLS from the first byte). The INBOX must be empty; MX
+      delivers the test messages.
 
   imap_client.py guess IMAP USER RIGHT_PASSWORD ATTEMPTS
       Tries ATTEMPTS wrong passwords, then the right one (each on a new connection), and
@@ -220,7 +221,7 @@ NESTED = (
 )
 
 
-def details(address, mx, user, password):
+def details(address, mx, user, password, imaps):
     with smtplib.SMTP(*hostport(mx), timeout=30) as s:
         s.sendmail("citizen@example.org", [user], NESTED)
         s.sendmail("citizen@example.org", [user], b"Subject: plain\r\nDate: Mon, 9 Mar 2026 08:00:00 +0300\r\n\r\nhi\r\n")
@@ -273,6 +274,16 @@ def details(address, mx, user, password):
     assert typ == "OK" and b'"name" "UMS"' in first.untagged_responses.get("ID", [b""])[0], (typ, data, first.untagged_responses)
     first.logout()
     second.logout()
+
+    # IMAPS: TLS from the first byte, then a login straight away (no STARTTLS offered).
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    secure = imaplib.IMAP4_SSL(*hostport(imaps), ssl_context=context, timeout=30)
+    assert "STARTTLS" not in secure.capabilities and "AUTH=PLAIN" in secure.capabilities, secure.capabilities
+    secure.login(user, password)
+    assert int(ok(secure.select("INBOX", readonly=True))[0]) == 2
+    secure.logout()
     print(json.dumps({"ok": True}))
 
 

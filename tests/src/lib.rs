@@ -56,7 +56,7 @@ pub fn run_python(script: &str, args: &[&str]) -> Value {
 }
 
 /// The ports one node listens on: peer, HTTP, SMTP, submission, IMAP.
-const PORTS_PER_NODE: usize = 5;
+const PORTS_PER_NODE: usize = 6;
 
 /// `PORTS_PER_NODE` distinct free ports on `ip`: all are held until all are chosen, so the
 /// system cannot hand the same one out twice.
@@ -135,6 +135,7 @@ impl TestCluster {
                 };
                 let imap = ImapSettings {
                     listen: Some(SocketAddr::from((ip, ports[&member.id][4]))),
+                    tls_listen: Some(SocketAddr::from((ip, ports[&member.id][5]))),
                     tls_cert: Some(tls_cert.clone()),
                     tls_key: Some(tls_key.clone()),
                     ..ImapSettings::default()
@@ -224,6 +225,11 @@ impl TestCluster {
     /// Node `id`'s IMAP address (host:port).
     pub fn imap(&self, id: u64) -> String {
         self.nodes[id as usize - 1].config.imap.listen.expect("IMAP configured").to_string()
+    }
+
+    /// Node `id`'s IMAPS (implicit TLS) address (host:port).
+    pub fn imaps(&self, id: u64) -> String {
+        self.nodes[id as usize - 1].config.imap.tls_listen.expect("IMAPS configured").to_string()
     }
 
     /// Node `id`'s SMTP submission address (host:port).

@@ -1,10 +1,10 @@
-//! The IMAP listener: per-IP admission, framing with imap-codec's `Fragmentizer`
+//! The IMAP listeners (STARTTLS, and implicit TLS for IMAPS): per-IP admission, framing with imap-codec's `Fragmentizer`
 //! (literals: `+` continuation for synchronizing ones, a size limit for all), STARTTLS,
 //! AUTHENTICATE PLAIN's exchange, IDLE's wait (polling for changes), autologout.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer, LiteralAnnouncement};
@@ -20,7 +20,7 @@ use tracing::{debug, info};
 
 use super::session::{After, Session, bye};
 use super::settings::ImapSettings;
-use crate::limits::LoginThrottle;
+use crate::limits::{IpLimiter, LoginThrottle};
 use crate::listener;
 use crate::mail_service::MailService;
 
@@ -33,30 +33,41 @@ struct Gateway {
     service: Arc<dyn MailService>,
     tls: Option<TlsAcceptor>,
     logins: Arc<LoginThrottle>,
+    /// Connections and offences per client address.
+    limiter: Arc<IpLimiter>,
 }
 
-/// Binds the IMAP listener (if configured) and serves it on the current tokio runtime.
+/// Binds the IMAP listeners (if configured: STARTTLS on `listen`, implicit TLS on
+/// `tls_listen`) and serves them on the current tokio runtime.
 pub async fn start(settings: ImapSettings, service: Arc<dyn MailService>) -> anyhow::Result<()> {
     settings.validate().map_err(anyhow::Error::msg)?;
-    let Some(address) = settings.listen else { return Ok(()) };
     let tls = match (&settings.tls_cert, &settings.tls_key) {
         (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
         _ => None,
     };
     let logins = LoginThrottle::new(settings.logins.clone());
-    let socket = TcpListener::bind(address).await.with_context(|| format!("binding IMAP on {address}"))?;
-    info!(%address, "IMAP listening");
-    let limits = settings.connections.clone();
-    let gateway = Arc::new(Gateway { settings, service, tls, logins });
-    let serve = move |stream, peer| {
+    // Both listeners count connections and offences per address together.
+    let limiter = IpLimiter::new(settings.connections.clone());
+    let listeners = [(settings.listen, false), (settings.tls_listen, true)];
+    let gateway = Arc::new(Gateway { settings, service, tls, logins, limiter: Arc::clone(&limiter) });
+    for (address, implicit_tls) in listeners {
+        let Some(address) = address else { continue };
+        let socket = TcpListener::bind(address).await.with_context(|| format!("binding IMAP on {address}"))?;
+        info!(%address, implicit_tls, "IMAP listening");
         let gateway = Arc::clone(&gateway);
-        async move { serve_connection(stream, peer, &gateway).await }
-    };
-    tokio::spawn(listener::accept_loop(socket, limits, "imap", |refusal| bye(listener::refusal_text(refusal)), serve));
+        let serve = move |stream, peer| {
+            let gateway = Arc::clone(&gateway);
+            async move { serve_connection(stream, peer, implicit_tls, &gateway).await }
+        };
+        let refusal = |refusal| bye(listener::refusal_text(refusal));
+        tokio::spawn(listener::accept_loop(socket, Arc::clone(&limiter), "imap", refusal, serve));
+    }
     Ok(())
 }
 
-async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, gateway: &Gateway) {
+/// One client: on the implicit-TLS port the handshake comes first (RFC 8314); on the
+/// other, STARTTLS upgrades the connection when the client asks.
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, implicit_tls: bool, gateway: &Gateway) {
     let settings = &gateway.settings;
     let mut session = Session::new(
         Arc::clone(&gateway.service),
@@ -66,6 +77,20 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, gateway: &Gat
         settings.allow_insecure_auth,
         settings.max_auth_failures,
     );
+    let acceptor = gateway.tls.as_ref();
+    if implicit_tls {
+        let acceptor = acceptor.expect("validated: the implicit-TLS port needs a certificate");
+        let Some(mut encrypted) = crate::tls::upgrade(acceptor, stream, peer).await else { return };
+        session.tls_started();
+        if encrypted.write_all(&session.greeting()).await.is_err() {
+            return;
+        }
+        if let Err(e) = converse(encrypted, &mut session, gateway).await {
+            debug!(%peer, error = %e, "IMAP connection ended");
+        }
+        return;
+    }
+    let mut stream = stream;
     if stream.write_all(&session.greeting()).await.is_err() {
         return;
     }
@@ -74,7 +99,7 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, gateway: &Gat
         Ok(None) => return,
         Err(e) => return debug!(%peer, error = %e, "IMAP connection ended"),
     };
-    let acceptor = gateway.tls.as_ref().expect("STARTTLS is only offered with a certificate");
+    let acceptor = acceptor.expect("STARTTLS is only offered with a certificate");
     let Some(encrypted) = crate::tls::upgrade(acceptor, plain, peer).await else { return };
     session.tls_started();
     if let Err(e) = converse(encrypted, &mut session, gateway).await {
@@ -203,6 +228,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                 },
                 Err(error) => {
                     errors += 1;
+                    gateway.limiter.record_offences(session.client_ip(), 1, Instant::now());
                     debug!(?error, "undecodable IMAP command");
                     let line = match fragmentizer.decode_tag() {
                         Some(tag) => format!("{} BAD Invalid command or arguments\r\n", tag.as_ref()),
@@ -232,6 +258,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         };
+        gateway.limiter.record_offences(session.client_ip(), session.take_offences(), Instant::now());
         stream.write_all(&out).await?;
         match after {
             After::Continue | After::Idle => {}

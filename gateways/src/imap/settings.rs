@@ -11,8 +11,11 @@ use crate::limits::{ConnectionLimits, LoginLimits};
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ImapSettings {
-    /// e.g. 127.0.0.1:7143.
+    /// e.g. 127.0.0.1:7143 (STARTTLS).
     pub listen: Option<SocketAddr>,
+    /// IMAPS, TLS from the first byte (RFC 8314), e.g. 127.0.0.1:7193; needs the
+    /// certificate.
+    pub tls_listen: Option<SocketAddr>,
     /// PEM certificate chain and private key: STARTTLS is offered when both are set.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -34,6 +37,7 @@ impl Default for ImapSettings {
     fn default() -> Self {
         Self {
             listen: None,
+            tls_listen: None,
             tls_cert: None,
             tls_key: None,
             allow_insecure_auth: false,
@@ -51,6 +55,9 @@ impl ImapSettings {
     pub fn validate(&self) -> Result<(), String> {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("imap: tls_cert and tls_key go together".into());
+        }
+        if self.tls_listen.is_some() && self.tls_cert.is_none() {
+            return Err("imap: tls_listen (IMAPS) needs tls_cert and tls_key".into());
         }
         if self.max_literal_bytes == 0 || self.autologout_secs == 0 || self.idle_poll_ms == 0 {
             return Err("imap: max_literal_bytes, autologout_secs and idle_poll_ms must be positive".into());

@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use super::message::{fingerprint, received_header};
 use super::session::{DeliveryOutcome, Envelope, Event, Mode, Policy, Recipient, Session};
 use super::settings::SmtpSettings;
-use crate::limits::LoginThrottle;
+use crate::limits::{IpLimiter, LoginThrottle};
 use crate::listener;
 use crate::mail_service::{MailService, NewMessage, Relay};
 
@@ -32,6 +32,8 @@ struct Gateway {
     service: Arc<dyn MailService>,
     tls: Option<TlsAcceptor>,
     logins: Arc<LoginThrottle>,
+    /// Connections and offences per client address, for both listeners.
+    limiter: Arc<IpLimiter>,
     domains: Mutex<HashMap<String, (bool, Instant)>>,
     /// Bytes of message copies being replicated right now, in KiB permits: one message
     /// to many recipients is one copy each, so without a bound a few clients could make
@@ -55,13 +57,15 @@ pub async fn start(settings: SmtpSettings, service: Arc<dyn MailService>) -> any
     let logins = LoginThrottle::new(settings.logins.clone());
     let listeners = [(settings.listen, Mode::Mx), (settings.submission_listen, Mode::Submission)];
     let in_flight = tokio::sync::Semaphore::new(IN_FLIGHT_KIB as usize);
-    let gateway = Arc::new(Gateway { settings, service, tls, logins, domains: Mutex::new(HashMap::new()), in_flight });
+    let limiter = IpLimiter::new(settings.connections.clone());
+    let domains = Mutex::new(HashMap::new());
+    let gateway = Arc::new(Gateway { settings, service, tls, logins, limiter, domains, in_flight });
     for (address, mode) in listeners {
         let Some(address) = address else { continue };
         let socket = TcpListener::bind(address).await.with_context(|| format!("binding SMTP {mode:?} on {address}"))?;
         info!(%address, ?mode, "SMTP listening");
         let (gateway, hostname) = (Arc::clone(&gateway), gateway.settings.hostname.clone());
-        let limits = gateway.settings.connections.clone();
+        let limiter = Arc::clone(&gateway.limiter);
         // RFC 5321: 421, then close.
         let refusal =
             move |refusal| format!("421 4.7.0 {hostname} {}\r\n", listener::refusal_text(refusal)).into_bytes();
@@ -69,7 +73,7 @@ pub async fn start(settings: SmtpSettings, service: Arc<dyn MailService>) -> any
             let gateway = Arc::clone(&gateway);
             async move { serve_connection(stream, peer, mode, &gateway).await }
         };
-        tokio::spawn(listener::accept_loop(socket, limits, "smtp", refusal, serve));
+        tokio::spawn(listener::accept_loop(socket, limiter, "smtp", refusal, serve));
     }
     Ok(())
 }
@@ -115,6 +119,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
         match session.next_event() {
             Event::Reply(text) => out.extend_from_slice(text.as_bytes()),
             Event::NeedInput => {
+                gateway.limiter.record_offences(peer.ip(), session.take_offences(), Instant::now());
                 // Replies to pipelined commands go out together, when the input is used up.
                 flush(&mut stream, &mut out).await?;
                 match tokio::time::timeout(timeout, stream.read(&mut buf)).await {
@@ -146,6 +151,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                 session.delivered(outcome);
             }
             Event::Close => {
+                gateway.limiter.record_offences(peer.ip(), session.take_offences(), Instant::now());
                 flush(&mut stream, &mut out).await?;
                 let _ = stream.shutdown().await;
                 return Ok(None);

@@ -192,6 +192,8 @@ pub struct Session {
     transaction: Option<Transaction>,
     errors: u32,
     auth_failures: u32,
+    /// Errors and failed logins not yet reported to the listener's offence count.
+    offences: u32,
 }
 
 fn reply(code: u16, status: &str, text: &str) -> Event {
@@ -216,7 +218,14 @@ impl Session {
             transaction: None,
             errors: 0,
             auth_failures: 0,
+            offences: 0,
         }
+    }
+
+    /// The client errors (bad commands, unknown recipients) and failed logins since the
+    /// last call: what counts against its address (see [`crate::limits`]).
+    pub fn take_offences(&mut self) -> u32 {
+        std::mem::take(&mut self.offences)
     }
 
     /// Bytes read from the client.
@@ -343,6 +352,7 @@ impl Session {
     /// A client error: reply, and hang up on a client that keeps making them.
     fn error(&mut self, code: u16, status: &str, text: &str) {
         self.errors += 1;
+        self.offences += 1;
         if self.errors >= self.policy.max_errors {
             self.close_with(421, "4.7.0", "Too many errors, closing connection");
         } else {
@@ -662,6 +672,7 @@ impl Session {
             }
             Ok(None) => {
                 self.auth_failures += 1;
+                self.offences += 1;
                 if self.auth_failures >= self.policy.max_auth_failures {
                     self.close_with(421, "4.7.0", "Too many failed logins, closing connection");
                 } else {
@@ -883,6 +894,11 @@ mod tests {
         let sent = converse(&mut s, "HELLO\r\n\0\0\0\r\nMAIL\r\nRCPT TO:<>\r\nEHLO\r\n\r\nMAIL FROM:<a b@c>\r\nÿþ\r\n");
         assert!(codes(&sent).iter().skip(1).all(|c| c.starts_with('5') || *c == "250"), "{sent}");
         assert!(!sent.contains("<close>"));
+        let errors = codes(&sent).iter().filter(|c| c.starts_with('5')).count() as u32;
+        assert_eq!(s.take_offences(), errors, "every error counts against the client's address: {sent}");
+        assert_eq!(s.take_offences(), 0, "once");
+        converse(&mut s, "EHLO c\r\nMAIL FROM:<x@y>\r\nRCPT TO:<nobody@local.test>\r\n");
+        assert_eq!(s.take_offences(), 1, "an unknown recipient counts (directory harvesting)");
     }
 
     #[test]

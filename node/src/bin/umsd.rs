@@ -36,6 +36,11 @@ enum Command {
         /// certificate; development only.
         #[arg(long)]
         insecure_auth: bool,
+        /// Change a node.toml setting of every node, as `dotted.key=value` (repeatable):
+        /// e.g. `--set imap.connections.max_per_ip=100 --set smtp.max_recipients=500`.
+        /// Every key is in the README's configuration section.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        overrides: Vec<String>,
     },
 }
 
@@ -51,7 +56,9 @@ fn main() {
             let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok();
             node::server::run(config, metrics)
         }),
-        (None, Some(Command::Dev { nodes, data, insecure_auth })) => node::dev::run(nodes, &data, insecure_auth),
+        (None, Some(Command::Dev { nodes, data, insecure_auth, overrides })) => {
+            node::dev::run(nodes, &data, insecure_auth, &overrides)
+        }
         (Some(_), Some(_)) => Err(anyhow::anyhow!("use either --config FILE or a subcommand, not both")),
         (None, None) => Err(anyhow::anyhow!("nothing to do: run `umsd --config node.toml` or `umsd dev` (see --help)")),
     };

@@ -41,13 +41,16 @@ fn a_mail_client_works_against_any_node_with_the_same_uids() {
 
 /// The details strict clients rely on, with imaplib against a real node: \Recent, keyword
 /// announcements, SEARCH by the Date header and by header field, sections inside attached
-/// messages, SPECIAL-USE mailboxes, ID.
+/// messages, SPECIAL-USE mailboxes, ID, IMAPS.
 #[test]
 fn imaplib_sees_recent_keywords_sent_dates_nested_sections_and_special_use() {
     let cluster = TestCluster::start(3, |_| {});
     let user = "strict@ministry.go.ke";
     cluster.create_user_with_password(user, "strict-password");
-    let seen = run_python("imap_client.py", &["details", &cluster.imap(2), &cluster.smtp(3), user, "strict-password"]);
+    let seen = run_python(
+        "imap_client.py",
+        &["details", &cluster.imap(2), &cluster.smtp(3), user, "strict-password", &cluster.imaps(1)],
+    );
     assert_eq!(seen["ok"], true);
 }
 
@@ -154,4 +157,75 @@ fn a_client_whose_node_dies_reconnects_elsewhere_and_sees_everything_acknowledge
     let answers: Vec<&str> = answers.as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
     assert!(answers[..3].iter().all(|a| a.contains("AUTHENTICATIONFAILED")), "{answers:?}");
     assert!(answers[3].contains("Too many failed logins"), "{answers:?}");
+}
+
+/// A ministry's office reaches us from one NAT address: hundreds of connections at once
+/// from it are all served, and its staff's logins work; an address that keeps sending
+/// garbage is refused new connections once it passes its offences, while the
+/// connections it already holds (and other protocols' limits) are untouched.
+#[test]
+fn an_office_behind_one_address_gets_in_and_a_misbehaving_address_is_refused() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpStream;
+
+    let cluster = TestCluster::start(1, |config| {
+        config.imap.allow_insecure_auth = true;
+        config.imap.connections.max_offences_per_ip = 30;
+    });
+    let user = "clerk@ministry.go.ke";
+    cluster.create_user_with_password(user, "clerk-password");
+    let address = cluster.imap(1);
+    let greeting = |stream: &TcpStream| {
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).expect("a greeting");
+        line
+    };
+    let office: Vec<TcpStream> = (0..400)
+        .map(|_| {
+            let stream = TcpStream::connect(&address).expect("connect");
+            stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            stream
+        })
+        .collect();
+    for stream in &office {
+        assert!(greeting(stream).starts_with("* OK"), "every connection of the office is served");
+    }
+    for (n, mut stream) in office.iter().take(20).enumerate() {
+        stream.write_all(format!("a{n} LOGIN {user} clerk-password\r\n").as_bytes()).unwrap();
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        while !line.starts_with(&format!("a{n} ")) {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+        }
+        assert!(line.starts_with(&format!("a{n} OK")), "{line}");
+    }
+
+    // Clients of that address send garbage (15 bad commands each, below the per-connection
+    // limit): 30 offences in all, then its new connections are refused.
+    let garbage = |round: &str| {
+        let mut rogue = TcpStream::connect(&address).unwrap();
+        rogue.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        assert!(greeting(&rogue).starts_with("* OK"));
+        for n in 0..15 {
+            rogue.write_all(format!("{round}{n} FROBNICATE\r\n").as_bytes()).unwrap();
+        }
+        let mut reader = BufReader::new(rogue);
+        for _ in 0..15 {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            assert!(line.contains(" BAD "), "{line}");
+        }
+    };
+    garbage("x");
+    assert!(greeting(&TcpStream::connect(&address).unwrap()).starts_with("* OK"), "15 offences are tolerated");
+    garbage("y");
+    let refused = greeting(&TcpStream::connect(&address).unwrap());
+    assert!(refused.starts_with("* BYE Too many failed commands or logins"), "{refused}");
+    // What the office already holds keeps working.
+    let mut held = &office[0];
+    held.write_all(b"n1 NOOP\r\n").unwrap();
+    let mut line = String::new();
+    BufReader::new(held).read_line(&mut line).unwrap();
+    assert!(line.starts_with("n1 OK"), "{line}");
 }

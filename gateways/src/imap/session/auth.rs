@@ -107,6 +107,7 @@ impl Session {
             Ok(None) => {
                 self.logins.record_failure(self.client_ip, login, Instant::now());
                 self.auth_failures += 1;
+                self.offences += 1;
                 let reply = no(tag, Some(other_code("AUTHENTICATIONFAILED")), "Invalid credentials");
                 if self.auth_failures >= self.max_auth_failures {
                     let mut out = reply;

@@ -73,6 +73,8 @@ pub struct Session {
     selected: Option<Selected>,
     /// CONDSTORE was enabled (or used): FETCH and STORE responses carry MODSEQ.
     condstore: bool,
+    /// Failed logins not yet reported to the listener's offence count.
+    offences: u32,
 }
 
 impl Session {
@@ -96,7 +98,18 @@ impl Session {
             user: None,
             selected: None,
             condstore: false,
+            offences: 0,
         }
+    }
+
+    pub fn client_ip(&self) -> IpAddr {
+        self.client_ip
+    }
+
+    /// Failed logins since the last call: what counts against the client's address (see
+    /// [`crate::limits`]).
+    pub fn take_offences(&mut self) -> u32 {
+        std::mem::take(&mut self.offences)
     }
 
     pub fn is_authenticated(&self) -> bool {

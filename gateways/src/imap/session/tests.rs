@@ -114,6 +114,7 @@ async fn auth_login_needs_tls_and_the_right_password() {
         assert_lines(&out, &[&format!("{tag} NO [AUTHENTICATIONFAILED] Invalid credentials")]);
         assert_eq!(got, after);
     }
+    assert_eq!(client.session.take_offences(), 2, "failed logins count against the client's address");
     // The third failure (max_auth_failures = 3) ends the connection.
     let (out, after) = client.send(&format!("e LOGIN {ANA} wrong")).await;
     assert!(out.ends_with("* BYE Too many failed logins\r\n"), "{out}");
