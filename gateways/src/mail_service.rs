@@ -16,6 +16,9 @@ pub enum ServiceError {
     Conflict(String),
     #[error("{0}")]
     Invalid(String),
+    /// The user's storage quota would be exceeded.
+    #[error("{0}")]
+    OverQuota(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -33,6 +36,16 @@ pub struct Account {
     /// The user id (the primary e-mail address, lower-case).
     pub user_id: String,
     pub email: String,
+    /// The storage quota is used up: no more mail fits until some is deleted.
+    pub over_quota: bool,
+}
+
+/// A user's storage, as IMAP QUOTA reports it (RFC 9208).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Quota {
+    pub used_bytes: u64,
+    pub limit_bytes: u64,
+    pub messages: u64,
 }
 
 /// A message to store in one user's mailbox.
@@ -211,6 +224,8 @@ pub trait MailService: Send + Sync + 'static {
         uids: &[u32],
         remove: bool,
     ) -> Result<Copied, ServiceError>;
+    /// A user's storage usage and limit.
+    async fn quota(&self, user_id: &str) -> Result<Quota, ServiceError>;
     /// Makes this session the first to see the messages no session has seen yet: the UIDs
     /// in the returned range are `\Recent` for it alone (RFC 3501 2.3.2).
     async fn claim_recent(&self, user_id: &str, mailbox: &str) -> Result<std::ops::Range<u32>, ServiceError>;

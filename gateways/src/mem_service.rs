@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::mail_service::{
-    Account, Copied, FlagChange, FlagsStored, MailService, MailboxState, MessageInfo, NewMessage, Relay,
+    Account, Copied, FlagChange, FlagsStored, MailService, MailboxState, MessageInfo, NewMessage, Quota, Relay,
     SPECIAL_USE_MAILBOXES, ServiceError, Stored,
 };
 
@@ -34,6 +34,8 @@ struct State {
     mailboxes: BTreeMap<(String, String), MemMailbox>,
     /// Grows like a log index: a mailbox created again gets a larger UIDVALIDITY.
     next_uid_validity: u32,
+    /// Every user's storage quota.
+    quota_bytes: u64,
     relays: Vec<Relay>,
 }
 
@@ -49,6 +51,24 @@ impl State {
             special_use: None,
             messages: BTreeMap::new(),
         }
+    }
+
+    fn used_bytes(&self, user: &str) -> u64 {
+        let messages =
+            self.mailboxes.iter().filter(|((owner, _), _)| owner == user).flat_map(|(_, m)| m.messages.values());
+        messages.map(|m| m.size).sum()
+    }
+
+    /// Refuses `bytes` more for `user` beyond the quota, as the replicated state does.
+    fn check_room(&self, user: &str, bytes: u64) -> Result<(), ServiceError> {
+        let used = self.used_bytes(user);
+        if used + bytes > self.quota_bytes {
+            return Err(ServiceError::OverQuota(format!(
+                "{user} is over quota: {used} of {} bytes used",
+                self.quota_bytes
+            )));
+        }
+        Ok(())
     }
 
     fn mailbox(&mut self, user: &str, name: &str) -> Result<&mut MemMailbox, ServiceError> {
@@ -70,6 +90,7 @@ impl MemService {
         let service = Self::default();
         {
             let mut state = service.state.lock().unwrap();
+            state.quota_bytes = 10 * 1024 * 1024;
             for (email, password) in users {
                 state.users.insert(email.to_string(), password.to_string());
                 let domain = email.rsplit('@').next().unwrap_or_default().to_string();
@@ -100,6 +121,11 @@ impl MemService {
         self.store_new(message).expect("test delivery").uid
     }
 
+    /// Sets every user's storage quota.
+    pub fn set_quota(&self, bytes: u64) {
+        self.state.lock().unwrap().quota_bytes = bytes;
+    }
+
     /// The relays queued so far.
     pub fn relays(&self) -> Vec<Relay> {
         self.state.lock().unwrap().relays.clone()
@@ -117,6 +143,7 @@ impl MemService {
             return Err(ServiceError::NotFound(format!("no such user: {}", message.user_id)));
         }
         let key = (message.user_id.clone(), message.mailbox.clone());
+        state.check_room(&message.user_id, message.raw.len() as u64)?;
         if !state.mailboxes.contains_key(&key) {
             if message.existing_mailbox {
                 return Err(ServiceError::NotFound(format!("no mailbox {}", message.mailbox)));
@@ -166,14 +193,16 @@ impl MailService for MemService {
 
     async fn find_user(&self, address: &str) -> Result<Option<Account>, ServiceError> {
         let address = address.to_lowercase();
-        let known = self.state.lock().unwrap().users.contains_key(&address);
-        Ok(known.then(|| Account { user_id: address.clone(), email: address }))
+        let state = self.state.lock().unwrap();
+        let over_quota = state.used_bytes(&address) >= state.quota_bytes;
+        let known = state.users.contains_key(&address);
+        Ok(known.then(|| Account { user_id: address.clone(), email: address, over_quota }))
     }
 
     async fn verify_login(&self, login: &str, password: &str) -> Result<Option<Account>, ServiceError> {
         let login = login.to_lowercase();
         let valid = self.state.lock().unwrap().users.get(&login).is_some_and(|p| p == password);
-        Ok(valid.then(|| Account { user_id: login.clone(), email: login }))
+        Ok(valid.then(|| Account { user_id: login.clone(), email: login, over_quota: false }))
     }
 
     async fn deliver(&self, message: NewMessage) -> Result<Stored, ServiceError> {
@@ -350,6 +379,11 @@ impl MailService for MemService {
         }
         let mut state = self.state.lock().unwrap();
         state.mailbox(user_id, to)?;
+        if !remove {
+            let source = state.mailbox(user_id, from)?;
+            let bytes = source.messages.values().filter(|m| uids.contains(&m.uid)).map(|m| m.size).sum();
+            state.check_room(user_id, bytes)?;
+        }
         let source = state.mailbox(user_id, from)?;
         let mut picked: Vec<MessageInfo> =
             source.messages.values().filter(|m| uids.contains(&m.uid)).cloned().collect();
@@ -383,5 +417,15 @@ impl MailService for MemService {
         let claimed = mailbox.first_recent_uid..mailbox.next_uid;
         mailbox.first_recent_uid = mailbox.next_uid;
         Ok(claimed)
+    }
+
+    async fn quota(&self, user_id: &str) -> Result<Quota, ServiceError> {
+        let state = self.state.lock().unwrap();
+        let messages = state.mailboxes.iter().filter(|((owner, _), _)| owner == user_id).map(|(_, m)| m.messages.len());
+        Ok(Quota {
+            used_bytes: state.used_bytes(user_id),
+            limit_bytes: state.quota_bytes,
+            messages: messages.sum::<usize>() as u64,
+        })
     }
 }

@@ -21,6 +21,7 @@ use crate::cluster::{Cluster, ServiceError, UserInput};
 use crate::config::Member;
 use crate::peer::PeerNetwork;
 use crate::proto::state::{ListMessages, OutboundItem, User, outbound_item};
+use crate::state::quota;
 
 /// Largest message accepted over HTTP (the SMTP limit, 35 MB, plus JSON overhead).
 const MAX_BODY_BYTES: usize = 48 << 20;
@@ -48,6 +49,7 @@ fn error_response(error: &ServiceError) -> HttpResponse {
         ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
         ServiceError::Conflict(_) => StatusCode::CONFLICT,
         ServiceError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ServiceError::OverQuota(_) => StatusCode::INSUFFICIENT_STORAGE,
         ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
     };
     let mut response = HttpResponse::build(status);
@@ -161,6 +163,7 @@ fn user_view(cluster: &Cluster, user: &User) -> serde_json::Value {
         "employee_number": user.employee_number,
         "shard": cluster.shard_of(&user.id),
         "created_ms": user.created_ms,
+        "quota_bytes": quota::limit(user),
     })
 }
 
@@ -183,6 +186,9 @@ struct UserBody {
     /// An argon2 PHC hash migrated from another directory, instead of `password`.
     #[serde(default)]
     password_hash: Option<String>,
+    /// Storage quota in bytes; absent keeps the user's (or the default, 5 GiB).
+    #[serde(default)]
+    quota_bytes: Option<u64>,
 }
 
 async fn upsert_user(state: State, body: web::Json<UserBody>) -> HttpResponse {
@@ -196,6 +202,7 @@ async fn upsert_user(state: State, body: web::Json<UserBody>) -> HttpResponse {
         employee_number: body.employee_number,
         password: body.password.filter(|p| !p.is_empty()),
         password_hash: body.password_hash.filter(|p| !p.is_empty()),
+        quota_bytes: body.quota_bytes,
     };
     match state.cluster.upsert_user(input).await {
         Ok(upserted) => {

@@ -3,8 +3,8 @@
 
 use async_trait::async_trait;
 use gateways::mail_service::{
-    Account, Copied, FlagChange, FlagsStored, MailService, MailboxState, MessageInfo, NewMessage, Relay, ServiceError,
-    Stored,
+    Account, Copied, FlagChange, FlagsStored, MailService, MailboxState, MessageInfo, NewMessage, Quota, Relay,
+    ServiceError, Stored,
 };
 
 use crate::clock::now_ms;
@@ -62,8 +62,11 @@ impl MailService for Cluster {
     }
 
     async fn find_user(&self, address: &str) -> Result<Option<Account>, ServiceError> {
-        match self.lookup_user(address).await {
-            Ok(user) => Ok(Some(Account { user_id: user.id, email: user.email })),
+        match self.lookup_account(address).await {
+            Ok((user, quota)) => {
+                let over_quota = quota.used_bytes >= quota.limit_bytes;
+                Ok(Some(Account { user_id: user.id, email: user.email, over_quota }))
+            }
             Err(ServiceError::NotFound(_) | ServiceError::Invalid(_)) => Ok(None),
             Err(e) => Err(e),
         }
@@ -80,7 +83,7 @@ impl MailService for Cluster {
         let valid = tokio::task::spawn_blocking(move || verify_password(&password, &hash))
             .await
             .map_err(|e| ServiceError::Internal(e.to_string()))?;
-        Ok(valid.then_some(Account { user_id: user.id, email: user.email }))
+        Ok(valid.then_some(Account { user_id: user.id, email: user.email, over_quota: false }))
     }
 
     async fn deliver(&self, message: NewMessage) -> Result<Stored, ServiceError> {
@@ -93,6 +96,8 @@ impl MailService for Cluster {
             flags: message.flags,
             client_ref: message.client_ref,
             existing_mailbox: message.existing_mailbox,
+            // What clients and other servers send counts against the user's quota.
+            ignore_quota: false,
         };
         let (_, delivered) = self.deliver_to_user(deliver, message.idempotency_key.as_deref()).await?;
         Ok(Stored { uid: delivered.uid, uid_validity: delivered.uid_validity, modseq: delivered.modseq })
@@ -251,5 +256,9 @@ impl MailService for Cluster {
         let op = command::Op::ClaimRecent(ClaimRecent { user_id: user_id.to_string(), mailbox: mailbox.to_string() });
         let result = self.on_mailboxes(user_id, op).await?;
         Ok(result.recent_from..result.recent_to)
+    }
+
+    async fn quota(&self, user_id: &str) -> Result<Quota, ServiceError> {
+        Ok(self.lookup_account(user_id).await?.1)
     }
 }

@@ -21,6 +21,11 @@
       mailboxes, ID, and IMAPS (TLS from the first byte). The INBOX must be empty; MX
       delivers the test messages.
 
+  imap_client.py quota IMAP MX USER PASSWORD
+      For a user with an 8 KiB quota and an empty INBOX: SMTP takes mail until it no longer
+      fits (552 5.2.2), a full mailbox refuses recipients (452 4.2.2), APPEND and COPY are
+      refused with [OVERQUOTA], GETQUOTAROOT reports the usage, and EXPUNGE makes room.
+
   imap_client.py guess IMAP USER RIGHT_PASSWORD ATTEMPTS
       Tries ATTEMPTS wrong passwords, then the right one (each on a new connection), and
       prints JSON with the server's answers.
@@ -287,6 +292,45 @@ def details(address, mx, user, password, imaps):
     print(json.dumps({"ok": True}))
 
 
+def quota(address, mx, user, password):
+    sent = [0]
+
+    def send(size):
+        # Each message its own (an identical resend would be stored once, by design).
+        sent[0] += 1
+        message = f"Subject: filler {sent[0]}\r\n\r\n".encode() + b"x" * size + b"\r\n"
+        with smtplib.SMTP(*hostport(mx), timeout=30) as s:
+            try:
+                s.sendmail("citizen@example.org", [user], message)
+                return 250
+            except smtplib.SMTPRecipientsRefused as e:
+                return e.recipients[user][0]
+            except smtplib.SMTPDataError as e:
+                return e.smtp_code
+
+    assert send(3000) == 250 and send(3000) == 250
+    third = send(3000)
+    assert third == 552, f"a message that does not fit the quota is refused for good: {third}"
+    assert send(800) == 250, "a smaller one still fits"
+    imap = connect(address, user, password)
+    typ, data = imap.getquotaroot("INBOX")
+    assert typ == "OK", (typ, data)
+    storage = re.search(rb"STORAGE (\d+) (\d+)", b" ".join(d for d in data[1])).groups()
+    used, limit = int(storage[0]), int(storage[1])
+    assert limit == 8 and 6 <= used <= 8, (used, limit)
+    typ, data = imap.append("INBOX", None, None, b"Subject: draft\r\n\r\n" + b"y" * 3000 + b"\r\n")
+    assert typ == "NO" and b"OVERQUOTA" in data[0], (typ, data)
+    ok(imap.select("INBOX"))
+    typ, data = imap.copy("1", "Archive")
+    assert typ == "NO" and b"OVERQUOTA" in data[0], (typ, data)
+    # Room is made by deleting mail; then mail is taken again.
+    ok(imap.store("1:2", "+FLAGS", "(\\Deleted)"))
+    ok(imap.expunge())
+    assert send(3000) == 250, "room was made"
+    imap.logout()
+    print(json.dumps({"ok": True}))
+
+
 def guess(address, user, right, attempts):
     answers = []
     for password in [f"wrong-{n}" for n in range(int(attempts))] + [right]:
@@ -308,6 +352,8 @@ if __name__ == "__main__":
         two_sessions(*args)
     elif command == "details":
         details(*args)
+    elif command == "quota":
+        quota(*args)
     elif command == "guess":
         guess(*args)
     else:

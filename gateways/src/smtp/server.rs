@@ -19,7 +19,7 @@ use super::session::{DeliveryOutcome, Envelope, Event, Mode, Policy, Recipient, 
 use super::settings::SmtpSettings;
 use crate::limits::{IpLimiter, LoginThrottle};
 use crate::listener;
-use crate::mail_service::{MailService, NewMessage, Relay};
+use crate::mail_service::{MailService, NewMessage, Relay, ServiceError};
 
 /// How long a domain's local/remote answer is reused (saves a meta-group read per RCPT).
 const DOMAIN_CACHE_TTL: Duration = Duration::from_secs(10);
@@ -173,6 +173,7 @@ async fn check_recipient(gateway: &Gateway, address: &str, domain: &str) -> Reci
     match is_local_domain(gateway, domain).await {
         Ok(false) => Recipient::Remote,
         Ok(true) => match gateway.service.find_user(address).await {
+            Ok(Some(account)) if account.over_quota => Recipient::MailboxFull,
             Ok(Some(account)) => Recipient::Local { user_id: account.user_id },
             Ok(None) => Recipient::Unknown,
             Err(e) => {
@@ -180,7 +181,7 @@ async fn check_recipient(gateway: &Gateway, address: &str, domain: &str) -> Reci
                 Recipient::Unavailable
             }
         },
-        Err(crate::mail_service::ServiceError::Invalid(_)) => Recipient::BadAddress,
+        Err(ServiceError::Invalid(_)) => Recipient::BadAddress,
         Err(e) => {
             warn!(domain, error = %e, "domain lookup failed");
             Recipient::Unavailable
@@ -188,7 +189,7 @@ async fn check_recipient(gateway: &Gateway, address: &str, domain: &str) -> Reci
     }
 }
 
-async fn is_local_domain(gateway: &Gateway, domain: &str) -> Result<bool, crate::mail_service::ServiceError> {
+async fn is_local_domain(gateway: &Gateway, domain: &str) -> Result<bool, ServiceError> {
     if let Some(&(local, at)) = gateway.domains.lock().unwrap().get(domain)
         && at.elapsed() < DOMAIN_CACHE_TTL
     {
@@ -265,12 +266,18 @@ async fn deliver(gateway: &Gateway, envelope: Envelope) -> DeliveryOutcome {
         })
     });
     let (stored, queued) = futures::join!(join_all(stores), join_all(relays));
+    let copies = stored.len() + queued.len();
     let first_error =
         stored.into_iter().filter_map(Result::err).chain(queued.into_iter().filter_map(Result::err)).next();
     match first_error {
         None => {
             metrics::counter!("ums_smtp_messages_accepted_total").increment(1);
             DeliveryOutcome::Done { id }
+        }
+        Some(ServiceError::OverQuota(reason)) => {
+            metrics::counter!("ums_smtp_messages_over_quota_total").increment(1);
+            debug!(id, reason, "a recipient is over quota");
+            DeliveryOutcome::MailboxFull { permanent: copies == 1 }
         }
         Some(e) => {
             metrics::counter!("ums_smtp_messages_deferred_total").increment(1);

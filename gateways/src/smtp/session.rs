@@ -78,6 +78,9 @@ pub enum Recipient {
     Unknown,
     /// Not an address we can deliver to at all (a bad domain name, an address literal).
     BadAddress,
+    /// A user of ours whose storage quota is used up (RFC 3463 4.2.2: try again later,
+    /// once the user has made room).
+    MailboxFull,
     /// The directory could not answer now.
     Unavailable,
 }
@@ -89,6 +92,10 @@ pub enum DeliveryOutcome {
     Done { id: String },
     /// Some recipient could not be served now; the client should retry.
     Failed { reason: String },
+    /// The message does not fit a recipient's storage quota: for good (`permanent`, the
+    /// only recipient, 552 5.2.2), or until the client retries (others were stored, and a
+    /// retry stores them no second time: 452 4.2.2).
+    MailboxFull { permanent: bool },
 }
 
 /// A message ready to be stored, as the client handed it over.
@@ -496,6 +503,9 @@ impl Session {
             Recipient::Remote => self.error(550, "5.7.1", "Relaying denied: we do not accept mail for that domain"),
             Recipient::Unknown => self.error(550, "5.1.1", "Mailbox unavailable: no such user here"),
             Recipient::BadAddress => self.error(501, "5.1.3", "Bad recipient address: not a deliverable domain"),
+            Recipient::MailboxFull => {
+                self.out.push_back(reply(452, "4.2.2", "Mailbox full: the recipient is over quota, try again later"))
+            }
             Recipient::Unavailable => {
                 self.out.push_back(reply(451, "4.4.3", "Directory temporarily unavailable, try again later"))
             }
@@ -552,6 +562,12 @@ impl Session {
             DeliveryOutcome::Done { id } => reply(250, "2.0.0", &format!("Ok: queued as {id}")),
             DeliveryOutcome::Failed { reason } => {
                 reply(451, "4.3.0", &format!("Temporary failure ({reason}), try again later"))
+            }
+            DeliveryOutcome::MailboxFull { permanent: true } => {
+                reply(552, "5.2.2", "Mailbox full: the message does not fit the recipient's quota")
+            }
+            DeliveryOutcome::MailboxFull { permanent: false } => {
+                reply(452, "4.2.2", "Mailbox full: a recipient is over quota, try again later")
             }
         });
     }
@@ -954,5 +970,28 @@ mod tests {
         // The transaction is over: RCPT needs a new MAIL.
         let sent = converse(&mut s, "RCPT TO:<a@local.test>\r\n");
         assert!(sent.starts_with("503"), "{sent}");
+    }
+
+    #[test]
+    fn a_full_mailbox_is_452_at_rcpt_and_a_message_too_big_for_it_552() {
+        let mut s = Session::new(policy(Mode::Mx), ip());
+        converse(&mut s, "EHLO c\r\nMAIL FROM:<x@y>\r\n");
+        s.receive(b"RCPT TO:<a@local.test>\r\n");
+        assert!(matches!(s.next_event(), Event::CheckRecipient { .. }));
+        s.recipient_checked(Recipient::MailboxFull);
+        assert_eq!(
+            s.next_event(),
+            Event::Reply("452 4.2.2 Mailbox full: the recipient is over quota, try again later\r\n".into())
+        );
+        for (permanent, expected) in [
+            (true, "552 5.2.2 Mailbox full: the message does not fit the recipient's quota\r\n"),
+            (false, "452 4.2.2 Mailbox full: a recipient is over quota, try again later\r\n"),
+        ] {
+            converse(&mut s, "RSET\r\nMAIL FROM:<x@y>\r\nRCPT TO:<a@local.test>\r\nDATA\r\n");
+            s.receive(b"hi\r\n.\r\n");
+            assert!(matches!(s.next_event(), Event::Deliver(_)));
+            s.delivered(DeliveryOutcome::MailboxFull { permanent });
+            assert_eq!(s.next_event(), Event::Reply(expected.into()));
+        }
     }
 }

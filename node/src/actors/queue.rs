@@ -21,7 +21,7 @@ use gateways::smtp::relay::{self, RelayOutcome, RelayTarget};
 use crate::clock::now_ms;
 use crate::cluster::Cluster;
 use crate::placement::META_GROUP;
-use crate::proto::state::{OutboundAttempt, OutboundItem};
+use crate::proto::state::{Deliver, OutboundAttempt, OutboundItem};
 
 /// Retry policy and pacing of every shard's queue.
 #[derive(Clone, Debug)]
@@ -174,7 +174,18 @@ async fn bounce(
         original: &item.payload,
     });
     let key = format!("bounce:{key}");
-    cluster.deliver(&item.user_id, "INBOX", message, "email", &key, Some(&key)).await.map(|_| ())
+    let deliver = Deliver {
+        user_id: item.user_id.clone(),
+        mailbox: "INBOX".into(),
+        raw: message,
+        kind: "email".into(),
+        internal_date_ms: now_ms(),
+        client_ref: key.clone(),
+        // The sender must learn of the failure even with a full mailbox.
+        ignore_quota: true,
+        ..Default::default()
+    };
+    cluster.deliver_to_user(deliver, Some(&key)).await.map(|_| ())
 }
 
 /// Leadership news from the Raft thread.

@@ -72,6 +72,10 @@ enum UserCommand {
         /// Without one, a new user gets a one-time password, printed here.
         #[arg(long)]
         password: Option<String>,
+        /// Storage quota over all the user's mailboxes, e.g. 5GiB, 500MiB (default 5GiB;
+        /// mail that does not fit is refused: SMTP 452/552, IMAP [OVERQUOTA]).
+        #[arg(long, value_parser = parse_size)]
+        quota: Option<u64>,
     },
     /// Import an HR personnel export: header `employee_number,name,ministry,email,mobile,fax`
     /// and an optional `password` column. Re-importing updates users, never duplicates them;
@@ -282,11 +286,14 @@ fn main() {
     let result = match cli.command {
         Command::Status => status(&cli.node),
         Command::User {
-            command: UserCommand::Add { email, name, ministry, mobile, fax, employee_number, password },
+            command: UserCommand::Add { email, name, ministry, mobile, fax, employee_number, password, quota },
         } => {
             let mut user = json!({ "email": email, "name": name, "ministry": ministry, "msisdn": mobile, "fax": fax, "employee_number": employee_number });
             if let Some(password) = password {
                 user["password"] = json!(password);
+            }
+            if let Some(quota) = quota {
+                user["quota_bytes"] = json!(quota);
             }
             upsert(&cli.node, user).map(|(created, body)| {
                 println!(
@@ -307,5 +314,36 @@ fn main() {
     if let Err(error) = result {
         eprintln!("umsctl: {error:#}");
         std::process::exit(1);
+    }
+}
+
+/// A size with an optional binary unit: `5GiB`, `500MiB`, `64KiB`, or bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number.parse().map_err(|_| format!("'{text}' is not a size like 5GiB or 500MiB"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "tib" | "t" => 1 << 40,
+        other => return Err(format!("unknown unit '{other}' in '{text}'; use KiB, MiB, GiB or TiB")),
+    };
+    value.checked_mul(factor).ok_or_else(|| format!("'{text}' is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("5GiB"), Ok(5 << 30));
+        assert_eq!(parse_size("500MiB"), Ok(500 << 20));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert!(parse_size("5 parsecs").is_err());
+        assert!(parse_size("GiB").is_err());
     }
 }

@@ -11,6 +11,7 @@ fn error_from_status(status: i32, error: String) -> Result<(), ServiceError> {
         Status::NotFound => Err(ServiceError::NotFound(error)),
         Status::Conflict => Err(ServiceError::Conflict(error)),
         Status::Invalid => Err(ServiceError::Invalid(error)),
+        Status::OverQuota => Err(ServiceError::OverQuota(error)),
     }
 }
 

@@ -1,6 +1,8 @@
 //! Users and their addresses: resolving an address (e-mail, MSISDN, fax number,
 //! employee number) to a user id, reading a user, creating or updating one.
 
+use gateways::mail_service::Quota;
+
 use super::{Cluster, ServiceError};
 use crate::addresses::{normalize_address, normalize_phone};
 use crate::clock::now_ms;
@@ -22,6 +24,8 @@ pub struct UserInput {
     /// An existing argon2 hash (PHC string), e.g. migrated from another directory;
     /// used instead of `password`.
     pub password_hash: Option<String>,
+    /// Storage quota in bytes; `None` keeps the user's (a new user gets the default).
+    pub quota_bytes: Option<u64>,
 }
 
 /// The result of [`Cluster::upsert_user`].
@@ -47,10 +51,18 @@ impl Cluster {
     }
 
     pub async fn lookup_user(&self, address: &str) -> Result<User, ServiceError> {
+        Ok(self.lookup_account(address).await?.0)
+    }
+
+    /// The user owning `address`, with its storage usage and quota.
+    pub async fn lookup_account(&self, address: &str) -> Result<(User, Quota), ServiceError> {
         let user_id = self.resolve(address).await?;
         let result =
             self.query(self.shard_of(&user_id), query::Q::GetUser(GetUser { user_id: user_id.clone() })).await?;
-        result.user.ok_or_else(|| ServiceError::NotFound(format!("no such user: {user_id}")))
+        let usage = result.usage.unwrap_or_default();
+        let quota = Quota { used_bytes: usage.bytes, limit_bytes: result.quota_bytes, messages: usage.messages };
+        let user = result.user.ok_or_else(|| ServiceError::NotFound(format!("no such user: {user_id}")))?;
+        Ok((user, quota))
     }
 
     /// Creates a user, or updates the one with the same e-mail address.
@@ -105,6 +117,7 @@ impl Cluster {
             employee_number,
             password_hash,
             created_ms: existing.as_ref().map_or_else(now_ms, |u| u.created_ms),
+            quota_bytes: input.quota_bytes.or(existing.as_ref().map(|u| u.quota_bytes)).unwrap_or(0),
         };
         let result = self.propose(shard, command::Op::PutUser(PutUser { user: Some(user) })).await?;
         Ok(UpsertedUser { user: result.user.unwrap_or_default(), created: existing.is_none(), initial_password })

@@ -9,7 +9,7 @@ use gateways::mail_service::FlagChange;
 use prost::Message;
 use storage::{Cf, KvRead};
 
-use super::{RecordCache, key, mailbox_key, message_key, result, valid_name};
+use super::{RecordCache, key, mailbox_key, message_key, quota, result, valid_name};
 use crate::proto::state::{
     ClaimRecent, CommandResult, CopyMessages, CreateMailbox, DeleteMailbox, Expunge, ListMailboxes, Mailbox,
     MailboxInfo, MessageMeta, QueryResult, RenameMailbox, StoreFlags, Subscribe, command_result::Status,
@@ -108,9 +108,12 @@ pub(super) fn delete(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, delete
     if load(ctx, cache, user, name).is_none() {
         return not_found(user, name);
     }
+    let (mut bytes, mut count) = (0, 0);
     for meta in messages(ctx, user, name) {
         remove_message(ctx, user, name, meta.uid);
+        (bytes, count) = (bytes + meta.size as i64, count + 1);
     }
+    quota::change(ctx, cache, user, -bytes, -count);
     cache.delete(ctx, &mailbox_key(user, name));
     CommandResult::default()
 }
@@ -205,11 +208,14 @@ pub(super) fn expunge(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, expun
     let candidates =
         if expunge.all_deleted { messages(ctx, user, name) } else { selected(ctx, user, name, &expunge.uids) };
     let mut out = CommandResult::default();
+    let mut freed = 0;
     for meta in candidates.into_iter().filter(|m| m.flags.iter().any(|f| f.eq_ignore_ascii_case(DELETED))) {
         remove_message(ctx, user, name, meta.uid);
         mailbox.exists = mailbox.exists.saturating_sub(1);
         out.expunged.push(meta.uid);
+        freed += meta.size as i64;
     }
+    quota::change(ctx, cache, user, -freed, -(out.expunged.len() as i64));
     if !out.expunged.is_empty() {
         mailbox.highest_modseq += 1;
         save(ctx, cache, user, name, &mailbox);
@@ -249,7 +255,16 @@ pub(super) fn copy(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, copy: Co
         return result(Status::Invalid, "cannot move messages into the mailbox they are in");
     }
     let mut out = CommandResult { dest_uid_validity: target.uid_validity, ..Default::default() };
-    for meta in selected(ctx, user, from, &copy.uids) {
+    let picked = selected(ctx, user, from, &copy.uids);
+    // A copy takes room; a move only changes where the room is taken.
+    if !copy.r#move {
+        let (bytes, count) = (picked.iter().map(|m| m.size).sum::<u64>(), picked.len() as i64);
+        if let Some(refused) = quota::refusal(ctx, cache, user, bytes) {
+            return refused;
+        }
+        quota::change(ctx, cache, user, bytes as i64, count);
+    }
+    for meta in picked {
         let blob = ctx.get(Cf::Blobs, &message_key(user, from, meta.uid)).unwrap_or_default();
         let uid = target.next_uid;
         target.next_uid += 1;

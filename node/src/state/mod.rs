@@ -18,6 +18,7 @@
 //! replica and survive failover. Apply is deterministic: times come in the command.
 
 pub mod folders;
+pub mod quota;
 
 use std::collections::HashMap;
 
@@ -250,6 +251,12 @@ fn deliver_message(ctx: &mut ApplyContext<'_>, cache: &mut RecordCache, deliver:
     if stored.is_none() && deliver.existing_mailbox {
         return result(Status::NotFound, format!("{} has no mailbox {}", deliver.user_id, deliver.mailbox));
     }
+    if !deliver.ignore_quota
+        && let Some(refused) = quota::refusal(ctx, cache, &deliver.user_id, deliver.raw.len() as u64)
+    {
+        return refused;
+    }
+    quota::change(ctx, cache, &deliver.user_id, deliver.raw.len() as i64, 1);
     let mut mailbox = stored.unwrap_or_else(|| folders::new_mailbox(ctx));
     let uid = mailbox.next_uid;
     mailbox.next_uid += 1;
@@ -331,7 +338,12 @@ pub fn execute_query(engine: &dyn KvRead, group: GroupId, query: &Query) -> stor
     let not_found = |what: String| QueryResult { status: Status::NotFound as i32, error: what, ..Default::default() };
     Ok(match &query.q {
         Some(query::Q::GetUser(get)) => match read(&user_key(&get.user_id))? {
-            Some(bytes) => QueryResult { user: User::decode(bytes.as_slice()).ok(), ..Default::default() },
+            Some(bytes) => {
+                let user = User::decode(bytes.as_slice()).ok();
+                let quota_bytes = user.as_ref().map_or(quota::DEFAULT_QUOTA_BYTES, quota::limit);
+                let usage = Some(quota::usage(engine, group, &get.user_id)?);
+                QueryResult { user, usage, quota_bytes, ..Default::default() }
+            }
             None => not_found(format!("no such user: {}", get.user_id)),
         },
         Some(query::Q::ResolveAddress(resolve)) => match read(&address_key(&resolve.address))? {

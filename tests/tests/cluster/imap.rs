@@ -229,3 +229,35 @@ fn an_office_behind_one_address_gets_in_and_a_misbehaving_address_is_refused() {
     BufReader::new(held).read_line(&mut line).unwrap();
     assert!(line.starts_with("n1 OK"), "{line}");
 }
+
+/// A user's storage quota holds across protocols: SMTP refuses what does not fit (552) and
+/// recipients of a full mailbox (452), IMAP refuses APPEND and COPY ([OVERQUOTA]) and
+/// reports the usage; deleting mail makes room.
+#[test]
+fn a_mailbox_over_quota_refuses_mail_until_room_is_made() {
+    let cluster = TestCluster::start(3, |_| {});
+    let user = "full@ministry.go.ke";
+    let body = serde_json::json!({ "email": user, "password": "full-password", "quota_bytes": 8192 });
+    let created = devkit::http::post_with_retry(&cluster.url(1, "/api/v1/users"), &body).expect("create the user");
+    assert_eq!(created["quota_bytes"], 8192);
+    let seen = run_python("imap_client.py", &["quota", &cluster.imap(2), &cluster.smtp(3), user, "full-password"]);
+    assert_eq!(seen["ok"], true);
+    // The operator lowers the quota below the usage: the mailbox is full, recipients wait.
+    let body = serde_json::json!({ "email": user, "quota_bytes": 1024 });
+    devkit::http::post_with_retry(&cluster.url(2, "/api/v1/users"), &body).expect("lower the quota");
+    let mut smtp = std::net::TcpStream::connect(cluster.smtp(1)).unwrap();
+    use std::io::{BufRead, BufReader, Write};
+    let mut reader = BufReader::new(smtp.try_clone().unwrap());
+    let mut reply = || {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        line
+    };
+    reply();
+    smtp.write_all(b"HELO c\r\nMAIL FROM:<citizen@example.org>\r\n").unwrap();
+    reply();
+    reply();
+    smtp.write_all(format!("RCPT TO:<{user}>\r\n").as_bytes()).unwrap();
+    let refused = reply();
+    assert!(refused.starts_with("452 4.2.2"), "{refused}");
+}

@@ -46,6 +46,7 @@ impl Session {
                 out.extend(ok(tag, Some(code), "Appended"));
             }
             Err(ServiceError::NotFound(_)) => out.extend(no(tag, Some(Code::TryCreate), "No such mailbox")),
+            Err(ServiceError::OverQuota(e)) => out.extend(no(tag, Some(Code::OverQuota), &e)),
             Err(e) => out.extend(no_unavailable(tag, &e)),
         }
         Ok(After::Continue)

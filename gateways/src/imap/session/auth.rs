@@ -8,6 +8,7 @@ use imap_types::IntoStatic;
 use imap_types::auth::AuthMechanism;
 use imap_types::core::{IString, NString, Tag, Vec1};
 use imap_types::extensions::enable::CapabilityEnable;
+use imap_types::extensions::quota::Resource;
 use imap_types::response::{Capability, Code, Data};
 
 use super::responses::{bad, bye, data, no, no_unavailable, ok, other_code, untagged_ok};
@@ -50,6 +51,8 @@ impl Session {
             Capability::Unselect,
             Capability::Id,
             Capability::try_from("SPECIAL-USE").expect("an atom"),
+            Capability::Quota,
+            Capability::QuotaRes(Resource::Storage),
         ]);
         Vec1::try_from(caps).expect("not empty")
     }

@@ -28,6 +28,7 @@ impl Session {
             Ok(copied) => copied,
             Err(ServiceError::NotFound(_)) => return Err(no(tag, Some(Code::TryCreate), "No such mailbox")),
             Err(ServiceError::Invalid(e)) => return Err(no(tag, None, &e)),
+            Err(ServiceError::OverQuota(e)) => return Err(no(tag, Some(Code::OverQuota), &e)),
             Err(e) => return Err(no_unavailable(tag, &e)),
         };
         let code = match (uid_set(&copied.source_uids), uid_set(&copied.dest_uids)) {

@@ -11,7 +11,7 @@
 //! ENABLE, ID, LOGOUT), [`select`] (SELECT/EXAMINE, CLOSE, UNSELECT, NOOP, IDLE and the
 //! refresh that reports changes made elsewhere), [`mailboxes`] (CREATE, DELETE, RENAME,
 //! (UN)SUBSCRIBE, LIST/LSUB, STATUS, NAMESPACE), [`append`], [`fetch`], [`store`],
-//! [`search`], [`copy`] (COPY/MOVE) and [`expunge`]; [`selected`] is the session's view
+//! [`search`], [`copy`] (COPY/MOVE), [`expunge`] and [`quota`]; [`selected`] is the session's view
 //! of its selected mailbox, [`responses`] builds the wire answers.
 
 mod append;
@@ -20,6 +20,7 @@ mod copy;
 mod expunge;
 mod fetch;
 mod mailboxes;
+mod quota;
 mod responses;
 mod search;
 mod select;
@@ -149,6 +150,11 @@ impl Session {
             CommandBody::Enable { capabilities } => self.enable(tag, capabilities.as_ref(), out),
             CommandBody::Namespace => self.namespace(tag, out),
             CommandBody::Id { .. } => self.id(tag, out),
+            CommandBody::GetQuota { root } => {
+                self.get_quota(tag, &String::from_utf8_lossy(root.as_ref()), None, out).await
+            }
+            CommandBody::GetQuotaRoot { mailbox } => self.get_quota(tag, "", Some(&name_of(&mailbox)), out).await,
+            CommandBody::SetQuota { .. } => self.set_quota(tag, out),
             CommandBody::Select { mailbox, .. } => self.select(tag, &name_of(&mailbox), false, out).await,
             CommandBody::Examine { mailbox, .. } => self.select(tag, &name_of(&mailbox), true, out).await,
             CommandBody::Unselect => self.unselect(tag, out),

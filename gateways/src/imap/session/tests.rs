@@ -495,3 +495,31 @@ async fn fetch_reaches_into_attached_messages_and_nested_multiparts() {
         "{out}"
     );
 }
+
+#[tokio::test]
+async fn quota_is_reported_and_enforced_at_append_and_copy() {
+    let mut client = Client::with_inbox(&["one"]).await;
+    let size = mail("one").len() as u64;
+    // Room for two and a half messages; usage and limit are reported in KiB.
+    let quota = 2 * size + size / 2;
+    client.service.set_quota(quota);
+    let out = client.ok("a GETQUOTAROOT INBOX").await;
+    let storage = format!("* QUOTA \"\" (STORAGE 1 {})", quota / 1024);
+    assert_lines(&out, &["* QUOTAROOT INBOX \"\"", &storage, "a OK GETQUOTAROOT completed"]);
+    let out = client.ok("b GETQUOTA \"\"").await;
+    assert_lines(&out, &[&storage]);
+    let (out, _) = client.send("c GETQUOTA other").await;
+    assert!(out.starts_with("c NO"), "{out}");
+    let (out, _) = client.send("d SETQUOTA \"\" (STORAGE 1)").await;
+    assert!(out.starts_with("d NO Quotas are set by the operator"), "{out}");
+    client.ok("e COPY 1 Archive").await;
+    let (out, _) = client.send("f COPY 1 Archive").await;
+    assert!(out.starts_with("f NO [OVERQUOTA]"), "a copy that does not fit: {out}");
+    let out = client.ok("g MOVE 1 Archive").await;
+    assert!(out.contains("g OK"), "a move takes no more room: {out}");
+    let big = "x".repeat(2 * size as usize);
+    let (out, _) = client.send(&format!("h APPEND INBOX {{{}+}}\r\n{big}", big.len())).await;
+    assert!(out.starts_with("h NO [OVERQUOTA]"), "{out}");
+    let out = client.ok("i CAPABILITY").await;
+    assert!(out.contains(" QUOTA ") && out.contains(" QUOTA=RES-STORAGE"), "{out}");
+}
