@@ -26,6 +26,11 @@
       fits (552 5.2.2), a full mailbox refuses recipients (452 4.2.2), APPEND and COPY are
       refused with [OVERQUOTA], GETQUOTAROOT reports the usage, and EXPUNGE makes room.
 
+  imap_client.py qresync IMAP_A IMAP_B IMAP_C USER PASSWORD
+      QRESYNC (RFC 7162) across nodes: a client caches the INBOX (5 messages) through node A;
+      through node B messages are expunged and flagged; the client comes back through node C
+      and learns exactly that (VANISHED (EARLIER), FETCH of the changed ones only).
+
   imap_client.py guess IMAP USER RIGHT_PASSWORD ATTEMPTS
       Tries ATTEMPTS wrong passwords, then the right one (each on a new connection), and
       prints JSON with the server's answers.
@@ -331,6 +336,36 @@ def quota(address, mx, user, password):
     print(json.dumps({"ok": True}))
 
 
+def qresync(a, b, c, user, password):
+    first = connect(a, user, password)
+    assert "QRESYNC" in ok(first.capability())[0].decode().upper().split()
+    ok(first.enable("QRESYNC"))
+    ok(first.select("INBOX"))
+    uidvalidity = int(first.untagged_responses["UIDVALIDITY"][0])
+    modseq = int(re.search(rb"\d+", first.untagged_responses["HIGHESTMODSEQ"][0]).group())
+    uids = ok(first.uid("SEARCH", None, "ALL"))[0].split()
+    assert len(uids) == 5, uids
+    first.logout()
+
+    other = connect(b, user, password)
+    ok(other.select("INBOX"))
+    ok(other.uid("STORE", f"{uids[0].decode()},{uids[2].decode()}", "+FLAGS", "(\\Deleted)"))
+    ok(other.expunge())
+    ok(other.uid("STORE", uids[3].decode(), "+FLAGS", "($Label1)"))
+    other.logout()
+
+    back = connect(c, user, password)
+    ok(back.enable("QRESYNC"))
+    typ, data = back.xatom("SELECT", "INBOX", f"(QRESYNC ({uidvalidity} {modseq} {uids[0].decode()}:{uids[-1].decode()}))")
+    assert typ == "OK", (typ, data)
+    vanished = back.untagged_responses.get("VANISHED", [])
+    assert vanished == [f"(EARLIER) {uids[0].decode()},{uids[2].decode()}".encode()], vanished
+    fetched = back.untagged_responses.get("FETCH", [])
+    assert len(fetched) == 1 and f"UID {uids[3].decode()}".encode() in fetched[0] and b"$Label1" in fetched[0], fetched
+    back.logout()
+    print(json.dumps({"ok": True}))
+
+
 def guess(address, user, right, attempts):
     answers = []
     for password in [f"wrong-{n}" for n in range(int(attempts))] + [right]:
@@ -354,6 +389,8 @@ if __name__ == "__main__":
         details(*args)
     elif command == "quota":
         quota(*args)
+    elif command == "qresync":
+        qresync(*args)
     elif command == "guess":
         guess(*args)
     else:

@@ -6,17 +6,22 @@ use imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 /// Whether `value` is in `set`, where `*` stands for `largest`. Never expands ranges, so
 /// `1:4294967295` costs nothing.
 pub fn contains(set: &SequenceSet, value: u32, largest: u32) -> bool {
-    let resolve = |s: &SeqOrUid| match s {
-        SeqOrUid::Value(v) => v.get(),
+    set.0.as_ref().iter().any(|sequence| {
+        let (first, last) = bounds(sequence, largest);
+        first <= value && value <= last
+    })
+}
+
+/// A sequence's first and last number, `*` standing for `largest` (`5:2` is 2 to 5).
+fn bounds(sequence: &Sequence, largest: u32) -> (u32, u32) {
+    let value = |number: &SeqOrUid| match number {
+        SeqOrUid::Value(n) => n.get(),
         SeqOrUid::Asterisk => largest,
     };
-    set.0.as_ref().iter().any(|sequence| match sequence {
-        Sequence::Single(s) => resolve(s) == value,
-        Sequence::Range(a, b) => {
-            let (a, b) = (resolve(a), resolve(b));
-            a.min(b) <= value && value <= a.max(b)
-        }
-    })
+    match sequence {
+        Sequence::Single(one) => (value(one), value(one)),
+        Sequence::Range(a, b) => (value(a).min(value(b)), value(a).max(value(b))),
+    }
 }
 
 /// The `(sequence number, UID)` pairs of `uids` (a mailbox in UID order) that `set`
@@ -113,6 +118,45 @@ pub fn header_fields(raw: &[u8], names: &[String], exclude: bool) -> Vec<u8> {
     out
 }
 
+/// The UIDs of `known` (all of `1..uid_next` without it) that are not in `present`
+/// (sorted), as runs: what QRESYNC's `VANISHED (EARLIER)` reports. Ranges are walked, not
+/// expanded, so `1:4000000000` costs what the mailbox holds.
+pub fn vanished(known: Option<&SequenceSet>, present: &[u32], uid_next: u32) -> Vec<(u32, u32)> {
+    let largest = uid_next.saturating_sub(1);
+    let ranges: Vec<(u32, u32)> = match known {
+        None => vec![(1, largest)],
+        Some(set) => set.0.as_ref().iter().map(|sequence| bounds(sequence, largest)).collect(),
+    };
+    let mut gone: Vec<(u32, u32)> = Vec::new();
+    for (first, last) in ranges {
+        let (first, last) = (first.max(1), last.min(largest));
+        if first > last {
+            continue;
+        }
+        let mut next = first;
+        let start = present.partition_point(|&uid| uid < first);
+        for &uid in present[start..].iter().take_while(|&&uid| uid <= last) {
+            if uid > next {
+                gone.push((next, uid - 1));
+            }
+            next = uid + 1;
+        }
+        if next <= last {
+            gone.push((next, last));
+        }
+    }
+    gone.sort_unstable();
+    // Overlapping ranges in `known` must not report a UID twice.
+    let mut merged: Vec<(u32, u32)> = Vec::new();
+    for (first, last) in gone {
+        match merged.last_mut() {
+            Some((_, end)) if first <= end.saturating_add(1) => *end = (*end).max(last),
+            _ => merged.push((first, last)),
+        }
+    }
+    merged
+}
+
 /// `<origin.length>` of a partial fetch.
 pub fn partial(data: &[u8], origin: u32, length: u32) -> &[u8] {
     let start = (origin as usize).min(data.len());
@@ -126,6 +170,17 @@ mod tests {
 
     fn set(text: &str) -> SequenceSet {
         SequenceSet::try_from(text).unwrap()
+    }
+
+    #[test]
+    fn vanished_is_what_the_client_knows_and_the_mailbox_no_longer_holds() {
+        let present = [3, 5, 9, 12];
+        assert_eq!(vanished(None, &present, 14), [(1, 2), (4, 4), (6, 8), (10, 11), (13, 13)]);
+        assert_eq!(vanished(Some(&set("1:6")), &present, 14), [(1, 2), (4, 4), (6, 6)]);
+        assert_eq!(vanished(Some(&set("4,9,11:20")), &present, 14), [(4, 4), (11, 11), (13, 13)]);
+        assert_eq!(vanished(Some(&set("2:4,3:6")), &present, 14), [(2, 2), (4, 4), (6, 6)], "overlaps once");
+        assert_eq!(vanished(Some(&set("1:4000000000")), &[], 3), [(1, 2)], "ranges are not expanded");
+        assert!(vanished(None, &[], 1).is_empty(), "an empty, never used mailbox");
     }
 
     #[test]

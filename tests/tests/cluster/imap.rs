@@ -261,3 +261,22 @@ fn a_mailbox_over_quota_refuses_mail_until_room_is_made() {
     let refused = reply();
     assert!(refused.starts_with("452 4.2.2"), "{refused}");
 }
+
+/// QRESYNC across nodes: a client that cached the INBOX through one node, and comes back
+/// through another after expunges and flag changes made through a third, is told exactly
+/// what changed (VANISHED (EARLIER), FETCH of the changed messages only).
+#[test]
+fn qresync_tells_a_returning_client_what_changed_elsewhere() {
+    let cluster = TestCluster::start(3, |_| {});
+    let user = "mobile@ministry.go.ke";
+    cluster.create_user_with_password(user, "mobile-password");
+    for n in 0..5 {
+        cluster.deliver_email(n % 3 + 1, user, &format!("Subject: letter {n}\r\n\r\nHello {n}.\r\n"));
+    }
+    cluster.converged_messages(user, Duration::from_secs(10));
+    let seen = run_python(
+        "imap_client.py",
+        &["qresync", &cluster.imap(1), &cluster.imap(2), &cluster.imap(3), user, "mobile-password"],
+    );
+    assert_eq!(seen["ok"], true);
+}

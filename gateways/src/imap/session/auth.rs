@@ -48,6 +48,7 @@ impl Session {
             Capability::LiteralPlus,
             Capability::Enable,
             Capability::CondStore,
+            Capability::QResync,
             Capability::Unselect,
             Capability::Id,
             Capability::try_from("SPECIAL-USE").expect("an atom"),
@@ -134,6 +135,10 @@ impl Session {
         for capability in capabilities {
             if matches!(capability, CapabilityEnable::CondStore) {
                 self.condstore = true;
+                enabled.push(capability.clone().into_static());
+            } else if capability.to_string().eq_ignore_ascii_case("QRESYNC") {
+                // QRESYNC implies CONDSTORE (RFC 7162 3.2.3).
+                (self.qresync, self.condstore) = (true, true);
                 enabled.push(capability.clone().into_static());
             }
         }

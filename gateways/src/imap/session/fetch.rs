@@ -10,10 +10,20 @@ use imap_types::fetch::{Macro, MacroOrMessageDataItemNames, MessageDataItem, Mes
 use imap_types::response::Data;
 use imap_types::sequence::SequenceSet;
 
-use super::responses::{data, flags_of, internal_date, no, no_unavailable, nz, nz64, ok};
+use super::responses::{bad, data, flags_of, internal_date, no, no_unavailable, nz, nz64, ok, sequence_set};
 use super::{After, Handled, Session, resolve_set};
 use crate::imap::{sets, structure};
 use crate::mail_service::{FlagChange, MessageInfo};
+
+/// What a FETCH command asks for, beside the messages and items it names.
+pub(super) struct FetchRequest {
+    /// `UID FETCH`: the set holds UIDs, and responses carry them.
+    pub by_uid: bool,
+    /// CONDSTORE: only messages changed after this modseq.
+    pub changed_since: Option<u64>,
+    /// QRESYNC: also report, as `VANISHED (EARLIER)`, the set's UIDs that are gone.
+    pub vanished: bool,
+}
 
 impl Session {
     pub(super) async fn fetch(
@@ -21,12 +31,22 @@ impl Session {
         tag: &Tag<'_>,
         set: &SequenceSet,
         names: MacroOrMessageDataItemNames<'_>,
-        by_uid: bool,
-        changed_since: Option<u64>,
+        request: FetchRequest,
         out: &mut Vec<u8>,
     ) -> Handled {
+        let FetchRequest { by_uid, changed_since, vanished } = request;
+        if vanished && !(self.qresync && by_uid && changed_since.is_some()) {
+            // RFC 7162 3.2.6: only UID FETCH with CHANGEDSINCE, once QRESYNC is enabled.
+            return Err(bad(tag, "VANISHED needs ENABLE QRESYNC, UID FETCH and CHANGEDSINCE"));
+        }
         let user = self.user(tag)?;
         let selected = self.selected(tag)?;
+        if vanished {
+            let largest = selected.uids.last().map_or(1, |&uid| uid + 1);
+            if let Some(gone) = sequence_set(&sets::vanished(Some(set), &selected.uids, largest)) {
+                out.extend(data(Data::Vanished { earlier: true, known_uids: gone }));
+            }
+        }
         let targets = resolve_set(tag, selected, set, by_uid)?;
         let (name, read_only) = (selected.name.clone(), selected.read_only);
         let mut names: Vec<MessageDataItemName<'_>> = match names {

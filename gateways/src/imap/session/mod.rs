@@ -74,6 +74,9 @@ pub struct Session {
     selected: Option<Selected>,
     /// CONDSTORE was enabled (or used): FETCH and STORE responses carry MODSEQ.
     condstore: bool,
+    /// QRESYNC was enabled (RFC 7162): expunges are reported as VANISHED, SELECT may
+    /// resynchronise, and a new SELECT first says the old mailbox was CLOSED.
+    qresync: bool,
     /// Failed logins not yet reported to the listener's offence count.
     offences: u32,
 }
@@ -99,6 +102,7 @@ impl Session {
             user: None,
             selected: None,
             condstore: false,
+            qresync: false,
             offences: 0,
         }
     }
@@ -155,8 +159,12 @@ impl Session {
             }
             CommandBody::GetQuotaRoot { mailbox } => self.get_quota(tag, "", Some(&name_of(&mailbox)), out).await,
             CommandBody::SetQuota { .. } => self.set_quota(tag, out),
-            CommandBody::Select { mailbox, .. } => self.select(tag, &name_of(&mailbox), false, out).await,
-            CommandBody::Examine { mailbox, .. } => self.select(tag, &name_of(&mailbox), true, out).await,
+            CommandBody::Select { mailbox, parameters } => {
+                self.select(tag, &name_of(&mailbox), false, &parameters, out).await
+            }
+            CommandBody::Examine { mailbox, parameters } => {
+                self.select(tag, &name_of(&mailbox), true, &parameters, out).await
+            }
             CommandBody::Unselect => self.unselect(tag, out),
             CommandBody::Close => self.close(tag, out).await,
             CommandBody::Create { mailbox } => self.create(tag, &name_of(&mailbox), out).await,
@@ -182,7 +190,9 @@ impl Session {
                     FetchModifier::ChangedSince(since) => Some(since.get()),
                     _ => None,
                 });
-                self.fetch(tag, &sequence_set, macro_or_item_names, uid, changed_since, out).await
+                let vanished = modifiers.contains(&FetchModifier::Vanished);
+                let request = fetch::FetchRequest { by_uid: uid, changed_since, vanished };
+                self.fetch(tag, &sequence_set, macro_or_item_names, request, out).await
             }
             CommandBody::Store { sequence_set, kind, response, flags, uid, modifiers } => {
                 let unchanged_since = modifiers.iter().map(|StoreModifier::UnchangedSince(since)| *since).next();

@@ -12,6 +12,7 @@ use imap_types::extensions::uidplus::{UidElement, UidSet};
 use imap_types::flag::{Flag, FlagFetch};
 use imap_types::mailbox::{ListMailbox, Mailbox};
 use imap_types::response::{Code, CodeOther, Data, Response, Status, StatusBody, StatusKind, Tagged};
+use imap_types::sequence::{SeqOrUid, Sequence, SequenceSet};
 
 use crate::mail_service::ServiceError;
 
@@ -114,17 +115,22 @@ pub(super) fn flag_list(names: &[String]) -> Vec<Flag<'static>> {
     names.iter().filter_map(|s| Flag::try_from(s.as_str()).ok().map(IntoStatic::into_static)).collect()
 }
 
-/// UIDs as a UIDPLUS set, consecutive runs as ranges (`2:4,9`); order is kept, since
-/// COPYUID pairs the source and destination sets element by element.
-pub(super) fn uid_set(uids: &[u32]) -> Option<UidSet> {
+/// Sorted, distinct numbers as runs of consecutive ones: `[2, 3, 4, 9]` is `[(2, 4), (9, 9)]`.
+/// Order is kept, since COPYUID pairs its source and destination sets element by element.
+pub(super) fn runs(numbers: &[u32]) -> Vec<(u32, u32)> {
     let mut runs: Vec<(u32, u32)> = Vec::new();
-    for &uid in uids {
+    for &n in numbers {
         match runs.last_mut() {
-            Some((_, last)) if last.checked_add(1) == Some(uid) => *last = uid,
-            _ => runs.push((uid, uid)),
+            Some((_, last)) if last.checked_add(1) == Some(n) => *last = n,
+            _ => runs.push((n, n)),
         }
     }
-    let elements: Vec<UidElement> = runs
+    runs
+}
+
+/// UIDs as a UIDPLUS set, consecutive runs as ranges (`2:4,9`).
+pub(super) fn uid_set(uids: &[u32]) -> Option<UidSet> {
+    let elements: Vec<UidElement> = runs(uids)
         .into_iter()
         .map(
             |(first, last)| {
@@ -133,6 +139,18 @@ pub(super) fn uid_set(uids: &[u32]) -> Option<UidSet> {
         )
         .collect();
     Vec1::try_from(elements).ok().map(UidSet)
+}
+
+/// Runs of numbers as a sequence set (`2:4,9`), e.g. for VANISHED or MODIFIED.
+pub(super) fn sequence_set(runs: &[(u32, u32)]) -> Option<SequenceSet> {
+    let value = |n: u32| SeqOrUid::Value(nz(n));
+    let sequences: Vec<Sequence> =
+        runs.iter()
+            .map(|&(first, last)| {
+                if first == last { Sequence::Single(value(first)) } else { Sequence::Range(value(first), value(last)) }
+            })
+            .collect();
+    Vec1::try_from(sequences).ok().map(SequenceSet)
 }
 
 pub(super) fn internal_date(ms: u64) -> DateTime {

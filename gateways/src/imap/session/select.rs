@@ -9,14 +9,40 @@ use imap_types::fetch::MessageDataItem;
 use imap_types::flag::FlagPerm;
 use imap_types::response::{Code, Data};
 
-use super::responses::{bye, data, flag_list, flags_of, no, no_unavailable, nz, nz64, ok, untagged_ok};
-use super::{After, Handled, Selected, Session};
+use imap_types::command::SelectParameter;
+
+use super::responses::{
+    bad, bye, data, flag_list, flags_of, no, no_unavailable, nz, nz64, ok, runs, sequence_set, untagged_ok,
+};
+use super::{After, Handled, Selected, Session, sets};
 use crate::mail_service::{MessageInfo, ServiceError};
 
 impl Session {
-    pub(super) async fn select(&mut self, tag: &Tag<'_>, name: &str, read_only: bool, out: &mut Vec<u8>) -> Handled {
+    pub(super) async fn select(
+        &mut self,
+        tag: &Tag<'_>,
+        name: &str,
+        read_only: bool,
+        parameters: &[SelectParameter],
+        out: &mut Vec<u8>,
+    ) -> Handled {
         let user = self.user(tag)?;
-        self.selected = None;
+        let mut resync = None;
+        for parameter in parameters {
+            match parameter {
+                SelectParameter::CondStore => self.condstore = true,
+                SelectParameter::QResync { .. } if !self.qresync => {
+                    return Err(bad(tag, "QRESYNC parameters need ENABLE QRESYNC first"));
+                }
+                SelectParameter::QResync { uid_validity, mod_sequence_value, known_uids, .. } => {
+                    resync = Some((uid_validity.get(), mod_sequence_value.get(), known_uids.clone()));
+                }
+            }
+        }
+        // RFC 7162 3.2.11: the client learns where the old mailbox's responses end.
+        if self.selected.take().is_some() && self.qresync {
+            out.extend(untagged_ok(Code::Closed, "Previous mailbox closed"));
+        }
         let state = match self.service.mailbox(&user, name, false).await {
             Ok(state) => state,
             Err(ServiceError::NotFound(_)) => return Err(no(tag, None, "No such mailbox")),
@@ -58,6 +84,23 @@ impl Session {
         out.extend(untagged_ok(Code::UidNext(nz(uid_next)), "Predicted next UID"));
         out.extend(untagged_ok(Code::UidValidity(nz(state.uid_validity)), "UIDs valid"));
         out.extend(untagged_ok(Code::HighestModSeq(nz64(highest_modseq)), "Highest"));
+        // QRESYNC: what the client's cache lacks, instead of the whole mailbox again.
+        if let Some((_, since, known)) = resync.filter(|(validity, ..)| *validity == state.uid_validity) {
+            if let Some(gone) = sequence_set(&sets::vanished(known.as_ref(), &selected.uids, uid_next)) {
+                out.extend(data(Data::Vanished { earlier: true, known_uids: gone }));
+            }
+            for (position, message) in messages.iter().enumerate().filter(|(_, m)| m.modseq > since) {
+                let items = vec![
+                    MessageDataItem::Uid(nz(message.uid)),
+                    MessageDataItem::Flags(flags_of(&message.flags, selected.is_recent(message.uid))),
+                    MessageDataItem::ModSeq(nz64(message.modseq)),
+                ];
+                out.extend(data(Data::Fetch {
+                    seq: nz(position as u32 + 1),
+                    items: Vec1::try_from(items).expect("not empty"),
+                }));
+            }
+        }
         self.selected = Some(selected);
         let code = if read_only { Code::ReadOnly } else { Code::ReadWrite };
         out.extend(ok(tag, Some(code), if read_only { "EXAMINE completed" } else { "SELECT completed" }));
@@ -119,11 +162,22 @@ impl Session {
         !changed || self.refresh(out).await
     }
 
-    /// Tells the client about expunged messages and forgets them.
+    /// Tells the client about expunged messages and forgets them: EXPUNGE with sequence
+    /// numbers, or, once QRESYNC is enabled, one VANISHED with their UIDs (RFC 7162 3.2.10).
     pub(super) fn report_expunged(&mut self, expunged: &[u32], out: &mut Vec<u8>) {
         let Some(selected) = self.selected.as_mut() else { return };
-        for seq in selected.remove(expunged) {
-            out.extend(data(Data::Expunge(nz(seq))));
+        let mut known: Vec<u32> = expunged.iter().copied().filter(|&uid| selected.seq_of(uid).is_some()).collect();
+        known.sort_unstable();
+        known.dedup();
+        let numbers = selected.remove(&known);
+        if self.qresync {
+            if let Some(uids) = sequence_set(&runs(&known)) {
+                out.extend(data(Data::Vanished { earlier: false, known_uids: uids }));
+            }
+        } else {
+            for seq in numbers {
+                out.extend(data(Data::Expunge(nz(seq))));
+            }
         }
     }
 

@@ -523,3 +523,43 @@ async fn quota_is_reported_and_enforced_at_append_and_copy() {
     let out = client.ok("i CAPABILITY").await;
     assert!(out.contains(" QUOTA ") && out.contains(" QUOTA=RES-STORAGE"), "{out}");
 }
+
+#[tokio::test]
+async fn qresync_resynchronises_with_vanished_and_changed_flags() {
+    let mut client = Client::with_inbox(&["one", "two", "three", "four"]).await;
+    let (out, _) = client.send("a SELECT INBOX (QRESYNC (1 1))").await;
+    assert_lines(&out, &["a BAD QRESYNC parameters need ENABLE QRESYNC first"]);
+    // The client's cache: UIDs 1-4 at modseq 4. Another client then changes things.
+    let mut other = client.another().await;
+    other.ok("o1 SELECT INBOX").await;
+    other.ok("o2 STORE 2 +FLAGS.SILENT (\\Seen)").await;
+    other.ok("o3 STORE 1,3 +FLAGS.SILENT (\\Deleted)").await;
+    other.ok("o4 EXPUNGE").await;
+    client.ok("b UNSELECT").await;
+    let out = client.ok("c ENABLE QRESYNC").await;
+    assert_lines(&out, &["* ENABLED QRESYNC"]);
+    let out = client.ok("d SELECT INBOX (QRESYNC (1 4 1:4))").await;
+    assert_lines(
+        &out,
+        &[
+            "* VANISHED (EARLIER) 1,3",
+            "* 1 FETCH (UID 2 FLAGS (\\Seen) MODSEQ (5))",
+            "d OK [READ-WRITE] SELECT completed",
+        ],
+    );
+    assert!(!out.contains("UID 4"), "unchanged messages are not sent again: {out}");
+    // Once QRESYNC is on, expunges are VANISHED by UID.
+    client.ok("e UID STORE 2 +FLAGS.SILENT (\\Deleted)").await;
+    let out = client.ok("f EXPUNGE").await;
+    assert_lines(&out, &["* VANISHED 2", "f OK Expunged"]);
+    let out = client.ok("g UID FETCH 1:4 (FLAGS) (CHANGEDSINCE 1 VANISHED)").await;
+    assert_lines(&out, &["* VANISHED (EARLIER) 1:3", "* 1 FETCH (UID 4 FLAGS () MODSEQ (4))"]);
+    let (out, _) = client.send("h FETCH 1 (FLAGS) (CHANGEDSINCE 1 VANISHED)").await;
+    assert!(out.starts_with("h BAD"), "VANISHED only with UID FETCH: {out}");
+    // A new SELECT says where the old mailbox's responses end.
+    let out = client.ok("i SELECT Archive").await;
+    assert!(out.starts_with("* OK [CLOSED]"), "{out}");
+    // A stale UIDVALIDITY gets the plain SELECT answer.
+    let out = client.ok("j SELECT INBOX (QRESYNC (99 1))").await;
+    assert!(!out.contains("VANISHED"), "{out}");
+}
