@@ -1,6 +1,7 @@
 //! IMAP4rev1 for staff mail clients: a session per connection over the replicated
 //! mailboxes, with commands parsed and responses encoded by imap-codec.
 
+pub mod binary;
 pub mod search_keys;
 pub mod server;
 pub mod session;

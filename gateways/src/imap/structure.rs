@@ -216,6 +216,22 @@ pub fn part_bytes(raw: &[u8], path: &[u32], mime: bool) -> Option<Vec<u8>> {
     bytes.get(range).map(<[u8]>::to_vec)
 }
 
+/// The body of the part at `path` with its transfer encoding undone (BINARY[1.2]); the
+/// whole message as it is for an empty path (BINARY[]); `None` if there is no such part.
+pub fn binary_part(raw: &[u8], path: &[u32]) -> Option<Result<Vec<u8>, crate::imap::binary::UnknownEncoding>> {
+    if path.is_empty() {
+        return Some(Ok(raw.to_vec()));
+    }
+    let message = parse(raw)?;
+    if path.len() > MAX_DEPTH {
+        return None;
+    }
+    let (inner, id) = descend(&message, 0, path)?;
+    let part = inner.part(id)?;
+    let body = raw.get(part.offset_body as usize..part.offset_end as usize)?;
+    Some(crate::imap::binary::decode(body, part.content_transfer_encoding()))
+}
+
 /// Follows `path` from part `id` of `message`, into attached messages where needed.
 fn descend<'m>(message: &'m Message<'m>, id: u32, path: &[u32]) -> Option<(&'m Message<'m>, u32)> {
     let Some((&n, rest)) = path.split_first() else { return Some((message, id)) };

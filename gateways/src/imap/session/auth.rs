@@ -52,6 +52,7 @@ impl Session {
             Capability::Unselect,
             Capability::Id,
             Capability::try_from("SPECIAL-USE").expect("an atom"),
+            Capability::Binary,
             Capability::Quota,
             Capability::QuotaRes(Resource::Storage),
         ]);

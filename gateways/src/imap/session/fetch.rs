@@ -5,13 +5,15 @@
 use std::collections::HashMap;
 
 use imap_types::IntoStatic;
-use imap_types::core::{AString, Literal, NString, Tag, Vec1};
+use imap_types::core::{AString, Literal, LiteralMode, NString, NString8, Tag, Vec1};
+use imap_types::extensions::binary::Literal8;
 use imap_types::fetch::{Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section};
-use imap_types::response::Data;
+use imap_types::response::{Code, Data};
 use imap_types::sequence::SequenceSet;
 
 use super::responses::{bad, data, flags_of, internal_date, no, no_unavailable, nz, nz64, ok, sequence_set};
 use super::{After, Handled, Session, resolve_set};
+use crate::imap::binary::UnknownEncoding;
 use crate::imap::{sets, structure};
 use crate::mail_service::{FlagChange, MessageInfo};
 
@@ -67,12 +69,6 @@ impl Session {
             }
             MacroOrMessageDataItemNames::MessageDataItemNames(names) => names,
         };
-        if names
-            .iter()
-            .any(|n| matches!(n, MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. }))
-        {
-            return Err(no(tag, None, "BINARY is not supported"));
-        }
         if by_uid && !names.contains(&MessageDataItemName::Uid) {
             names.insert(0, MessageDataItemName::Uid);
         }
@@ -89,6 +85,8 @@ impl Session {
                     | MessageDataItemName::Envelope
                     | MessageDataItemName::BodyStructure
                     | MessageDataItemName::Body
+                    | MessageDataItemName::Binary { .. }
+                    | MessageDataItemName::BinarySize { .. }
             )
         });
         let sets_seen = !read_only
@@ -96,6 +94,7 @@ impl Session {
                 matches!(
                     n,
                     MessageDataItemName::BodyExt { peek: false, .. }
+                        | MessageDataItemName::Binary { peek: false, .. }
                         | MessageDataItemName::Rfc822
                         | MessageDataItemName::Rfc822Text
                 )
@@ -103,6 +102,18 @@ impl Session {
         let uids: Vec<u32> = targets.iter().map(|&(_, uid)| uid).collect();
         let mut messages =
             self.service.messages(&user, &name, Some(&uids), needs_body).await.map_err(|e| no_unavailable(tag, &e))?;
+        // RFC 3516: a part whose encoding cannot be undone fails the whole FETCH, before
+        // anything (\Seen included) changes.
+        for message in &messages {
+            for name in &names {
+                if let MessageDataItemName::Binary { section, .. } | MessageDataItemName::BinarySize { section } = name
+                    && let Some(Err(UnknownEncoding(encoding))) =
+                        structure::binary_part(message.raw.as_deref().unwrap_or_default(), &numbers(section))
+                {
+                    return Err(no(tag, Some(Code::UnknownCte), &format!("cannot decode {encoding} content")));
+                }
+            }
+        }
         if sets_seen {
             let unseen: Vec<u32> = messages
                 .iter()
@@ -135,8 +146,12 @@ impl Session {
         for message in shown {
             let Some(&seq) = seq_of.get(&message.uid) else { continue };
             let recent = selected.is_recent(message.uid);
-            let items: Vec<MessageDataItem<'static>> = names.iter().filter_map(|n| item(n, message, recent)).collect();
-            if let Ok(items) = Vec1::try_from(items) {
+            let items: Vec<MessageDataItem<'static>> = names.iter().map(|n| item(n, message, recent)).collect();
+            let partial_binary =
+                names.iter().any(|n| matches!(n, MessageDataItemName::Binary { partial: Some(_), .. }));
+            if partial_binary {
+                out.extend(fetch_with_origins(seq, &names, items));
+            } else if let Ok(items) = Vec1::try_from(items) {
                 out.extend(data(Data::Fetch { seq: nz(seq), items }));
             }
         }
@@ -145,11 +160,11 @@ impl Session {
     }
 }
 
-/// One FETCH item of one message (`recent`: `\Recent` in this session), if it can be given.
-fn item(name: &MessageDataItemName<'_>, message: &MessageInfo, recent: bool) -> Option<MessageDataItem<'static>> {
+/// One FETCH item of one message (`recent`: `\Recent` in this session).
+fn item(name: &MessageDataItemName<'_>, message: &MessageInfo, recent: bool) -> MessageDataItem<'static> {
     let raw = message.raw.as_deref().unwrap_or_default();
     let literal = |bytes: &[u8]| NString::from(Literal::unvalidated(bytes.to_vec()));
-    Some(match name {
+    match name {
         MessageDataItemName::Flags => MessageDataItem::Flags(flags_of(&message.flags, recent)),
         MessageDataItemName::Uid => MessageDataItem::Uid(nz(message.uid)),
         MessageDataItemName::InternalDate => MessageDataItem::InternalDate(internal_date(message.internal_date_ms)),
@@ -202,8 +217,53 @@ fn item(name: &MessageDataItemName<'_>, message: &MessageInfo, recent: bool) -> 
                 data: literal(&bytes),
             }
         }
-        _ => return None,
-    })
+        // A part that does not exist is empty (as for BODY[]).
+        MessageDataItemName::Binary { section, partial, .. } => {
+            let whole = structure::binary_part(raw, &numbers(section)).and_then(Result::ok).unwrap_or_default();
+            let bytes = match partial {
+                Some((origin, length)) => sets::partial(&whole, *origin, length.get()).to_vec(),
+                None => whole,
+            };
+            // Bytes that a literal cannot carry (NUL) go in a literal8 (RFC 3516 4.2).
+            let value = if bytes.contains(&0) {
+                NString8::Literal8(Literal8 { data: bytes.into(), mode: LiteralMode::Sync })
+            } else {
+                NString8::NString(literal(&bytes))
+            };
+            MessageDataItem::Binary { section: section.clone(), value }
+        }
+        MessageDataItemName::BinarySize { section } => {
+            let size = structure::binary_part(raw, &numbers(section)).and_then(Result::ok).map_or(0, |b| b.len());
+            MessageDataItem::BinarySize { section: section.clone(), size: size.min(u32::MAX as usize) as u32 }
+        }
+    }
+}
+
+/// A FETCH response whose partial BINARY items carry their origin (`BINARY[2]<1> {3}`, RFC
+/// 3516 4.2), which imap-types has no field for: each item is encoded on its own and the
+/// origin put after its section.
+fn fetch_with_origins(seq: u32, names: &[MessageDataItemName<'_>], items: Vec<MessageDataItem<'static>>) -> Vec<u8> {
+    let mut out = format!("* {seq} FETCH (").into_bytes();
+    for (index, (name, item)) in names.iter().zip(items).enumerate() {
+        let alone = data(Data::Fetch { seq: nz(seq), items: Vec1::from(item) });
+        let prefix = format!("* {seq} FETCH (");
+        let mut text = alone[prefix.len()..alone.len() - b")\r\n".len()].to_vec();
+        if let MessageDataItemName::Binary { partial: Some((origin, _)), .. } = name
+            && let Some(end) = text.iter().position(|&b| b == b']')
+        {
+            text.splice(end + 1..end + 1, format!("<{origin}>").into_bytes());
+        }
+        if index > 0 {
+            out.push(b' ');
+        }
+        out.extend(text);
+    }
+    out.extend_from_slice(b")\r\n");
+    out
+}
+
+fn numbers(section: &[std::num::NonZeroU32]) -> Vec<u32> {
+    section.iter().map(|n| n.get()).collect()
 }
 
 fn part_path(part: &Part) -> Vec<u32> {

@@ -563,3 +563,36 @@ async fn qresync_resynchronises_with_vanished_and_changed_flags() {
     let out = client.ok("j SELECT INBOX (QRESYNC (99 1))").await;
     assert!(!out.contains("VANISHED"), "{out}");
 }
+
+#[tokio::test]
+async fn binary_fetches_parts_with_their_encoding_undone() {
+    let client = Client::logged_in().await;
+    let message = "From: a@x.org\r\nSubject: scan\r\nContent-Type: multipart/mixed; boundary=\"Z\"\r\n\r\n\
+                   --Z\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9\r\n\
+                   --Z\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQ=\r\n\
+                   --Z\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAAEC\r\n\
+                   --Z\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 x\r\n\
+                   --Z--\r\n";
+    client.service.put_message(ANA, "INBOX", message, &["\\Seen"]);
+    let mut client = client;
+    client.ok("s SELECT INBOX").await;
+    let cases = [
+        ("a FETCH 1 BINARY.PEEK[1]", "* 1 FETCH (BINARY[1] {5}\r\ncafé)"),
+        ("b FETCH 1 BINARY.PEEK[2]", "* 1 FETCH (BINARY[2] {8}\r\n%PDF-1.4)"),
+        ("c FETCH 1 BINARY.SIZE[2]", "* 1 FETCH (BINARY.SIZE[2] 8)"),
+        ("d FETCH 1 BINARY.PEEK[2]<1.3>", "* 1 FETCH (BINARY[2]<1> {3}\r\nPDF)"),
+        // Bytes a literal cannot carry go in a literal8.
+        ("e FETCH 1 BINARY.PEEK[3]", "* 1 FETCH (BINARY[3] ~{3}\r\n\u{0}\u{1}\u{2})"),
+    ];
+    for (command, expected) in cases {
+        let out = client.ok(command).await;
+        assert!(out.starts_with(expected), "{command}:\n{out:?}");
+    }
+    let (out, _) = client.send("f FETCH 1 BINARY.PEEK[4]").await;
+    assert!(out.starts_with("f NO [UNKNOWN-CTE]"), "{out}");
+    let out = client.ok("g CAPABILITY").await;
+    assert!(out.contains(" BINARY "), "{out}");
+    // APPEND takes a literal8 (binary content) too.
+    let out = client.ok("h APPEND Drafts ~{11+}\r\nSubject:\0\r\n").await;
+    assert!(out.contains("h OK [APPENDUID"), "{out}");
+}
