@@ -31,6 +31,11 @@
       through node B messages are expunged and flagged; the client comes back through node C
       and learns exactly that (VANISHED (EARLIER), FETCH of the changed ones only).
 
+  imap_client.py compress IMAPS USER PASSWORD
+      COMPRESS=DEFLATE (RFC 4978) over IMAPS: after the tagged OK both directions are raw
+      DEFLATE; SELECT, FETCH and LOGOUT work compressed, each response burst arrives
+      without waiting for more. The INBOX must hold at least one message.
+
   imap_client.py guess IMAP USER RIGHT_PASSWORD ATTEMPTS
       Tries ATTEMPTS wrong passwords, then the right one (each on a new connection), and
       prints JSON with the server's answers.
@@ -366,6 +371,47 @@ def qresync(a, b, c, user, password):
     print(json.dumps({"ok": True}))
 
 
+def compress(imaps, user, password):
+    import socket
+    import zlib
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    raw = context.wrap_socket(socket.create_connection(hostport(imaps), timeout=20))
+    reader = raw.makefile("rb")
+    assert b"COMPRESS=DEFLATE" in reader.readline()
+    raw.sendall(f'a LOGIN {user} "{password}"\r\n'.encode())
+    assert reader.readline().startswith(b"a OK")
+    raw.sendall(b"b COMPRESS DEFLATE\r\n")
+    assert reader.readline() == b"b OK DEFLATE active\r\n"
+    compressor, decompressor = zlib.compressobj(wbits=-15), zlib.decompressobj(wbits=-15)
+    pending = b""
+
+    def command(line, tag):
+        nonlocal pending
+        raw.sendall(compressor.compress(line) + compressor.flush(zlib.Z_SYNC_FLUSH))
+        while True:
+            while b"\r\n" in pending:
+                text, pending = pending.split(b"\r\n", 1)
+                lines.append(text)
+                if text.startswith(tag + b" "):
+                    return text
+            chunk = raw.recv(65536)
+            assert chunk, "the server closed the connection"
+            pending += decompressor.decompress(chunk)
+
+    lines = []
+    assert command(b"c SELECT INBOX\r\n", b"c").startswith(b"c OK"), lines
+    assert any(l.endswith(b" EXISTS") for l in lines), lines
+    assert command(b"d UID FETCH 1:* (UID RFC822.SIZE)\r\n", b"d").startswith(b"d OK"), lines
+    assert any(b" FETCH (UID " in l for l in lines), lines
+    assert command(b"e COMPRESS DEFLATE\r\n", b"e").startswith(b"e NO [COMPRESSIONACTIVE]"), lines
+    assert command(b"f LOGOUT\r\n", b"f").startswith(b"f OK"), lines
+    raw.close()
+    print(json.dumps({"ok": True, "lines": len(lines)}))
+
+
 def guess(address, user, right, attempts):
     answers = []
     for password in [f"wrong-{n}" for n in range(int(attempts))] + [right]:
@@ -391,6 +437,8 @@ if __name__ == "__main__":
         quota(*args)
     elif command == "qresync":
         qresync(*args)
+    elif command == "compress":
+        compress(*args)
     elif command == "guess":
         guess(*args)
     else:

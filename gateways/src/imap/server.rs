@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use async_compression::tokio::bufread::DeflateDecoder;
+use async_compression::tokio::write::DeflateEncoder;
 use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer, LiteralAnnouncement};
 use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
 use imap_types::IntoStatic;
@@ -66,7 +68,8 @@ pub async fn start(settings: ImapSettings, service: Arc<dyn MailService>) -> any
 }
 
 /// One client: on the implicit-TLS port the handshake comes first (RFC 8314); on the
-/// other, STARTTLS upgrades the connection when the client asks.
+/// other, STARTTLS upgrades the connection when the client asks. COMPRESS=DEFLATE then
+/// wraps whichever stream is in use (RFC 4978).
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, implicit_tls: bool, gateway: &Gateway) {
     let settings = &gateway.settings;
     let mut session = Session::new(
@@ -78,33 +81,77 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, implicit_tls: boo
         settings.max_auth_failures,
     );
     let acceptor = gateway.tls.as_ref();
-    if implicit_tls {
+    let result = if implicit_tls {
         let acceptor = acceptor.expect("validated: the implicit-TLS port needs a certificate");
-        let Some(mut encrypted) = crate::tls::upgrade(acceptor, stream, peer).await else { return };
+        let Some(encrypted) = crate::tls::upgrade(acceptor, stream, peer).await else { return };
         session.tls_started();
-        if encrypted.write_all(&session.greeting()).await.is_err() {
-            return;
+        let ending = greet_and_converse(encrypted, &mut session, gateway).await;
+        finish(ending, &mut session, gateway).await
+    } else {
+        match greet_and_converse(stream, &mut session, gateway).await {
+            Ok(Ending::StartTls(plain)) => {
+                let acceptor = acceptor.expect("STARTTLS is only offered with a certificate");
+                let Some(encrypted) = crate::tls::upgrade(acceptor, plain, peer).await else { return };
+                session.tls_started();
+                let ending = converse(encrypted, &mut session, gateway).await;
+                finish(ending, &mut session, gateway).await
+            }
+            ending => finish(ending, &mut session, gateway).await,
         }
-        if let Err(e) = converse(encrypted, &mut session, gateway).await {
-            debug!(%peer, error = %e, "IMAP connection ended");
-        }
-        return;
-    }
-    let mut stream = stream;
-    if stream.write_all(&session.greeting()).await.is_err() {
-        return;
-    }
-    let plain = match converse(stream, &mut session, gateway).await {
-        Ok(Some(plain)) => plain,
-        Ok(None) => return,
-        Err(e) => return debug!(%peer, error = %e, "IMAP connection ended"),
     };
-    let acceptor = acceptor.expect("STARTTLS is only offered with a certificate");
-    let Some(encrypted) = crate::tls::upgrade(acceptor, plain, peer).await else { return };
-    session.tls_started();
-    if let Err(e) = converse(encrypted, &mut session, gateway).await {
+    if let Err(e) = result {
         debug!(%peer, error = %e, "IMAP connection ended");
     }
+}
+
+/// Carries on after a conversation ended: compressed, if the client asked for it.
+async fn finish<S: AsyncRead + AsyncWrite + Unpin>(
+    ending: std::io::Result<Ending<S>>,
+    session: &mut Session,
+    gateway: &Gateway,
+) -> std::io::Result<()> {
+    match ending? {
+        Ending::Compress(stream) => compressed(stream, session, gateway).await,
+        // A second STARTTLS is refused by the session; nothing else follows.
+        Ending::Closed | Ending::StartTls(_) => Ok(()),
+    }
+}
+
+/// How the conversation over one stream ended.
+enum Ending<S> {
+    Closed,
+    /// STARTTLS was answered OK: the stream is to be encrypted.
+    StartTls(S),
+    /// COMPRESS was answered OK: the stream is to be compressed.
+    Compress(S),
+}
+
+async fn greet_and_converse<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    session: &mut Session,
+    gateway: &Gateway,
+) -> std::io::Result<Ending<S>> {
+    send(&mut stream, &session.greeting()).await?;
+    converse(stream, session, gateway).await
+}
+
+/// The rest of the conversation compressed both ways with raw DEFLATE; every response
+/// burst is flushed (a sync flush), so the client sees it at once.
+async fn compressed<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    session: &mut Session,
+    gateway: &Gateway,
+) -> std::io::Result<()> {
+    let (reader, writer) = tokio::io::split(stream);
+    let reader = DeflateDecoder::new(tokio::io::BufReader::new(reader));
+    let writer = DeflateEncoder::new(writer);
+    // Nothing follows compression: STARTTLS and a second COMPRESS are refused by the session.
+    converse(tokio::io::join(reader, writer), session, gateway).await.map(drop)
+}
+
+async fn send<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes).await?;
+    stream.flush().await
 }
 
 /// What the connection is reading next.
@@ -121,7 +168,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     session: &mut Session,
     gateway: &Gateway,
-) -> std::io::Result<Option<S>> {
+) -> std::io::Result<Ending<S>> {
     let settings = &gateway.settings;
     let autologout = Duration::from_secs(settings.autologout_secs);
     let idle_poll = Duration::from_millis(settings.idle_poll_ms);
@@ -144,26 +191,26 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                 match tokio::time::timeout(autologout, stream.read(&mut buf)).await {
                     Ok(read) => Some(read),
                     Err(_) => {
-                        let _ = stream.write_all(&bye("Autologout; idle for too long")).await;
-                        return Ok(None);
+                        let _ = send(&mut stream, &bye("Autologout; idle for too long")).await;
+                        return Ok(Ending::Closed);
                     }
                 }
             };
             match read {
-                Some(Ok(0)) => return Ok(None),
+                Some(Ok(0)) => return Ok(Ending::Closed),
                 Some(Ok(n)) => fragmentizer.enqueue_bytes(&buf[..n]),
                 Some(Err(e)) => return Err(e),
                 None => {
                     let mut out = Vec::new();
                     let alive = session.idle_tick(&mut out).await;
                     if !out.is_empty() {
-                        stream.write_all(&out).await?;
+                        send(&mut stream, &out).await?;
                     }
                     if !alive || idling_since.is_some_and(|since| since.elapsed() > autologout) {
                         if alive {
-                            stream.write_all(&bye("Autologout; idle for too long")).await?;
+                            send(&mut stream, &bye("Autologout; idle for too long")).await?;
                         }
-                        return Ok(None);
+                        return Ok(Ending::Closed);
                     }
                 }
             }
@@ -176,17 +223,17 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                     // The client waits for our go-ahead: refuse, and it sends nothing.
                     (Some(tag), LiteralMode::Sync) => {
                         fragmentizer.skip_message();
-                        stream.write_all(format!("{tag} NO [TOOBIG] {too_big}\r\n").as_bytes()).await?;
+                        send(&mut stream, format!("{tag} NO [TOOBIG] {too_big}\r\n").as_bytes()).await?;
                     }
                     // A non-synchronizing literal's bytes are already on their way and would
                     // be read as commands: the only safe answer is to hang up.
                     _ => {
-                        stream.write_all(&bye(&too_big)).await?;
-                        return Ok(None);
+                        send(&mut stream, &bye(&too_big)).await?;
+                        return Ok(Ending::Closed);
                     }
                 }
             } else if mode == LiteralMode::Sync {
-                stream.write_all(b"+ Ready for literal data\r\n").await?;
+                send(&mut stream, b"+ Ready for literal data\r\n").await?;
             }
             continue;
         }
@@ -259,13 +306,14 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
             }
         };
         gateway.limiter.record_offences(session.client_ip(), session.take_offences(), Instant::now());
-        stream.write_all(&out).await?;
+        send(&mut stream, &out).await?;
         match after {
             After::Continue | After::Idle => {}
-            After::StartTls => return Ok(Some(stream)),
+            After::StartTls => return Ok(Ending::StartTls(stream)),
+            After::Compress => return Ok(Ending::Compress(stream)),
             After::Close => {
                 let _ = stream.shutdown().await;
-                return Ok(None);
+                return Ok(Ending::Closed);
             }
         }
     }

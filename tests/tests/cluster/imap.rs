@@ -41,7 +41,7 @@ fn a_mail_client_works_against_any_node_with_the_same_uids() {
 
 /// The details strict clients rely on, with imaplib against a real node: \Recent, keyword
 /// announcements, SEARCH by the Date header and by header field, sections inside attached
-/// messages, SPECIAL-USE mailboxes, ID, IMAPS.
+/// messages, SPECIAL-USE mailboxes, ID, IMAPS, COMPRESS=DEFLATE.
 #[test]
 fn imaplib_sees_recent_keywords_sent_dates_nested_sections_and_special_use() {
     let cluster = TestCluster::start(3, |_| {});
@@ -51,6 +51,8 @@ fn imaplib_sees_recent_keywords_sent_dates_nested_sections_and_special_use() {
         "imap_client.py",
         &["details", &cluster.imap(2), &cluster.smtp(3), user, "strict-password", &cluster.imaps(1)],
     );
+    assert_eq!(seen["ok"], true);
+    let seen = run_python("imap_client.py", &["compress", &cluster.imaps(3), user, "strict-password"]);
     assert_eq!(seen["ok"], true);
 }
 

@@ -56,6 +56,9 @@ impl Session {
             Capability::Quota,
             Capability::QuotaRes(Resource::Storage),
         ]);
+        if !self.compressed {
+            caps.push(Capability::try_from("COMPRESS=DEFLATE").expect("an atom"));
+        }
         Vec1::try_from(caps).expect("not empty")
     }
 
@@ -66,7 +69,8 @@ impl Session {
     }
 
     pub(super) fn starttls(&self, tag: &Tag<'_>, out: &mut Vec<u8>) -> Handled {
-        if self.tls || !self.tls_available {
+        // After COMPRESS the TLS handshake would be compressed: TLS comes first (RFC 4978).
+        if self.tls || !self.tls_available || self.compressed {
             return Err(bad(tag, "STARTTLS not available"));
         }
         out.extend(ok(tag, None, "Begin TLS negotiation now"));
@@ -146,6 +150,17 @@ impl Session {
         out.extend(data(Data::Enabled { capabilities: enabled }));
         out.extend(ok(tag, None, "Enabled"));
         Ok(After::Continue)
+    }
+
+    /// COMPRESS DEFLATE (RFC 4978): for slow mobile links; once, and for the rest of the
+    /// connection.
+    pub(super) fn compress(&mut self, tag: &Tag<'_>, out: &mut Vec<u8>) -> Handled {
+        if self.compressed {
+            return Err(no(tag, Some(other_code("COMPRESSIONACTIVE")), "Compression is already in effect"));
+        }
+        self.compressed = true;
+        out.extend(ok(tag, None, "DEFLATE active"));
+        Ok(After::Compress)
     }
 
     /// ID (RFC 2971): who we are; what the client says of itself is only informative.

@@ -53,6 +53,8 @@ pub enum After {
     StartTls,
     /// Enter IDLE: the continuation was sent; wait for DONE, polling for changes.
     Idle,
+    /// Compress the connection both ways from here on (COMPRESS was answered OK).
+    Compress,
     Close,
 }
 
@@ -79,6 +81,8 @@ pub struct Session {
     qresync: bool,
     /// Failed logins not yet reported to the listener's offence count.
     offences: u32,
+    /// COMPRESS=DEFLATE is in effect (RFC 4978).
+    compressed: bool,
 }
 
 impl Session {
@@ -104,6 +108,7 @@ impl Session {
             condstore: false,
             qresync: false,
             offences: 0,
+            compressed: false,
         }
     }
 
@@ -145,6 +150,7 @@ impl Session {
             CommandBody::Noop | CommandBody::Check => self.noop(tag, out).await,
             CommandBody::Logout => self.logout(tag, out),
             CommandBody::StartTLS => self.starttls(tag, out),
+            CommandBody::Compress { .. } => self.compress(tag, out),
             CommandBody::Login { username, password } => {
                 let login = String::from_utf8_lossy(username.as_ref()).into_owned();
                 let password = String::from_utf8_lossy(password.declassify().as_ref()).into_owned();

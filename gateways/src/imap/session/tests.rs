@@ -596,3 +596,18 @@ async fn binary_fetches_parts_with_their_encoding_undone() {
     let out = client.ok("h APPEND Drafts ~{11+}\r\nSubject:\0\r\n").await;
     assert!(out.contains("h OK [APPENDUID"), "{out}");
 }
+
+#[tokio::test]
+async fn compress_is_offered_once_and_tls_must_come_first() {
+    let mut client = Client::connected(false);
+    let (out, _) = client.send("a CAPABILITY").await;
+    assert!(out.contains("COMPRESS=DEFLATE"), "{out}");
+    let (out, after) = client.send("b COMPRESS DEFLATE").await;
+    assert_eq!((out.as_str(), after), ("b OK DEFLATE active\r\n", After::Compress));
+    let (out, _) = client.send("c COMPRESS DEFLATE").await;
+    assert!(out.starts_with("c NO [COMPRESSIONACTIVE]"), "{out}");
+    let (out, _) = client.send("d STARTTLS").await;
+    assert!(out.starts_with("d BAD"), "no TLS inside compression: {out}");
+    let (out, _) = client.send("e CAPABILITY").await;
+    assert!(!out.contains("COMPRESS=DEFLATE"), "not offered again: {out}");
+}
