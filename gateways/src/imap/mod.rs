@@ -7,7 +7,9 @@ pub mod server;
 pub mod session;
 pub mod sets;
 pub mod settings;
+pub mod sort;
 pub mod structure;
+pub mod thread;
 
 pub use server::start;
 pub use settings::ImapSettings;

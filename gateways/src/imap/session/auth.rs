@@ -9,6 +9,7 @@ use imap_types::auth::AuthMechanism;
 use imap_types::core::{IString, NString, Tag, Vec1};
 use imap_types::extensions::enable::CapabilityEnable;
 use imap_types::extensions::quota::Resource;
+use imap_types::extensions::thread::ThreadingAlgorithm;
 use imap_types::response::{Capability, Code, Data};
 
 use super::responses::{bad, bye, data, no, no_unavailable, ok, other_code, untagged_ok};
@@ -53,6 +54,9 @@ impl Session {
             Capability::Id,
             Capability::try_from("SPECIAL-USE").expect("an atom"),
             Capability::Binary,
+            Capability::Sort(None),
+            Capability::Thread(ThreadingAlgorithm::References),
+            Capability::Thread(ThreadingAlgorithm::OrderedSubject),
             Capability::Quota,
             Capability::QuotaRes(Resource::Storage),
         ]);

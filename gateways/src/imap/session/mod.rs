@@ -11,7 +11,7 @@
 //! ENABLE, ID, LOGOUT), [`select`] (SELECT/EXAMINE, CLOSE, UNSELECT, NOOP, IDLE and the
 //! refresh that reports changes made elsewhere), [`mailboxes`] (CREATE, DELETE, RENAME,
 //! (UN)SUBSCRIBE, LIST/LSUB, STATUS, NAMESPACE), [`append`], [`fetch`], [`store`],
-//! [`search`], [`copy`] (COPY/MOVE), [`expunge`] and [`quota`]; [`selected`] is the session's view
+//! [`search`], [`sort`] (SORT, THREAD), [`copy`] (COPY/MOVE), [`expunge`] and [`quota`]; [`selected`] is the session's view
 //! of its selected mailbox, [`responses`] builds the wire answers.
 
 mod append;
@@ -25,6 +25,7 @@ mod responses;
 mod search;
 mod select;
 mod selected;
+mod sort;
 mod store;
 #[cfg(test)]
 mod tests;
@@ -191,6 +192,14 @@ impl Session {
             CommandBody::Expunge => self.expunge(tag, None, out).await,
             CommandBody::ExpungeUid { sequence_set } => self.expunge(tag, Some(&sequence_set), out).await,
             CommandBody::Search { criteria, uid, .. } => self.search(tag, criteria.as_ref(), uid, out).await,
+            CommandBody::Sort { sort_criteria, charset, search_criteria, uid } => {
+                let charset = charset.as_ref().to_string();
+                self.sort(tag, sort_criteria.as_ref(), &charset, search_criteria.as_ref(), uid, out).await
+            }
+            CommandBody::Thread { algorithm, charset, search_criteria, uid } => {
+                let charset = charset.as_ref().to_string();
+                self.thread(tag, &algorithm, &charset, search_criteria.as_ref(), uid, out).await
+            }
             CommandBody::Fetch { sequence_set, macro_or_item_names, uid, modifiers } => {
                 let changed_since = modifiers.iter().find_map(|m| match m {
                     FetchModifier::ChangedSince(since) => Some(since.get()),
@@ -214,7 +223,6 @@ impl Session {
                 self.copy(tag, &sequence_set, &name_of(&mailbox), uid, true, out).await
             }
             CommandBody::Idle => self.idle(tag, out),
-            _ => Err(bad(tag, "Command not supported")),
         }
     }
 

@@ -611,3 +611,45 @@ async fn compress_is_offered_once_and_tls_must_come_first() {
     let (out, _) = client.send("e CAPABILITY").await;
     assert!(!out.contains("COMPRESS=DEFLATE"), "not offered again: {out}");
 }
+
+#[tokio::test]
+async fn sort_and_thread_order_what_a_search_finds() {
+    let client = Client::logged_in().await;
+    let put = |subject: &str, date: &str, from: &str, extra: &str| {
+        let raw = format!("From: {from}\r\nSubject: {subject}\r\nDate: {date}\r\n{extra}\r\nHello.\r\n");
+        client.service.put_message(ANA, "INBOX", &raw, &[]);
+    };
+    put("Budget", "Mon, 2 Mar 2026 09:00:00 +0000", "ben@x.org", "Message-ID: <a@x>\r\n");
+    put("Lunch", "Sun, 1 Mar 2026 12:00:00 +0000", "ana@x.org", "Message-ID: <b@x>\r\n");
+    put("Re: Budget", "Tue, 3 Mar 2026 09:00:00 +0000", "carl@x.org", "Message-ID: <c@x>\r\nIn-Reply-To: <a@x>\r\n");
+    put(
+        "Re: Budget",
+        "Wed, 4 Mar 2026 09:00:00 +0000",
+        "ana@x.org",
+        "Message-ID: <d@x>\r\nReferences: <a@x> <c@x>\r\n",
+    );
+    let mut client = client;
+    client.ok("s SELECT INBOX").await;
+    let cases = [
+        ("a SORT (DATE) UTF-8 ALL", "* SORT 2 1 3 4"),
+        ("b SORT (REVERSE DATE) UTF-8 ALL", "* SORT 4 3 1 2"),
+        ("c SORT (SUBJECT DATE) US-ASCII ALL", "* SORT 1 3 4 2"),
+        ("d SORT (FROM REVERSE DATE) UTF-8 ALL", "* SORT 4 2 1 3"),
+        ("e SORT (ARRIVAL) UTF-8 SUBJECT budget", "* SORT 1 3 4"),
+        ("f UID SORT (REVERSE DATE) UTF-8 ALL", "* SORT 4 3 1 2"),
+        ("g THREAD REFERENCES UTF-8 ALL", "* THREAD (2)(1 3 4)"),
+        ("h THREAD ORDEREDSUBJECT UTF-8 ALL", "* THREAD (2)(1 (3)(4))"),
+        ("i UID THREAD REFERENCES UTF-8 NOT FROM ana", "* THREAD (1 3)"),
+    ];
+    for (command, expected) in cases {
+        let out = client.ok(command).await;
+        assert_lines(&out, &[expected]);
+    }
+    let (out, _) = client.send("j SORT (DATE) KOI8-R ALL").await;
+    assert!(out.starts_with("j NO [BADCHARSET (UTF-8 US-ASCII)]"), "{out}");
+    let out = client.ok("k CAPABILITY").await;
+    assert!(
+        out.contains(" SORT ") && out.contains(" THREAD=REFERENCES") && out.contains(" THREAD=ORDEREDSUBJECT"),
+        "{out}"
+    );
+}
