@@ -2,6 +2,7 @@
 //! mailboxes, with commands parsed and responses encoded by imap-codec.
 
 pub mod binary;
+pub mod extended;
 pub mod search_keys;
 pub mod server;
 pub mod session;

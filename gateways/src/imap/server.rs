@@ -9,17 +9,19 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_compression::tokio::bufread::DeflateDecoder;
 use async_compression::tokio::write::DeflateEncoder;
+use imap_codec::decode::Decoder;
 use imap_codec::fragmentizer::{FragmentInfo, Fragmentizer, LiteralAnnouncement};
 use imap_codec::{AuthenticateDataCodec, CommandCodec, IdleDoneCodec};
 use imap_types::IntoStatic;
 use imap_types::auth::{AuthMechanism, AuthenticateData};
-use imap_types::command::CommandBody;
+use imap_types::command::{Command, CommandBody};
 use imap_types::core::{LiteralMode, Tag};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
+use super::extended::{self, Extension};
 use super::session::{After, Session, bye};
 use super::settings::ImapSettings;
 use crate::limits::{IpLimiter, LoginThrottle};
@@ -241,8 +243,8 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
             continue;
         }
         let (out, after) = match std::mem::replace(&mut reading, Reading::Command) {
-            Reading::Command => match fragmentizer.decode_message(&CommandCodec::default()) {
-                Ok(command) => match command.body {
+            Reading::Command => match decode_command(&fragmentizer) {
+                Ok((command, extension)) => match command.body {
                     CommandBody::Authenticate { .. } if session.is_authenticated() => (
                         format!("{} BAD Already authenticated\r\n", command.tag.as_ref()).into_bytes(),
                         After::Continue,
@@ -265,7 +267,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                     _ => {
                         let tag = command.tag.clone().into_static();
-                        let (out, after) = session.handle(command).await;
+                        let (out, after) = session.handle(command, extension).await;
                         if after == After::Idle {
                             reading = Reading::IdleDone(tag);
                             idling_since = Some(std::time::Instant::now());
@@ -273,10 +275,10 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                         (out, after)
                     }
                 },
-                Err(error) => {
+                Err(()) => {
                     errors += 1;
                     gateway.limiter.record_offences(session.client_ip(), 1, Instant::now());
-                    debug!(?error, "undecodable IMAP command");
+                    debug!("undecodable IMAP command");
                     let line = match fragmentizer.decode_tag() {
                         Some(tag) => format!("{} BAD Invalid command or arguments\r\n", tag.as_ref()),
                         None => "* BAD Invalid command\r\n".to_string(),
@@ -316,6 +318,19 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                 return Ok(Ending::Closed);
             }
         }
+    }
+}
+
+/// The complete command in the fragmentizer, with the extension forms imap-codec does not
+/// parse yet (ESEARCH, LIST-EXTENDED) split off first.
+fn decode_command(fragmentizer: &Fragmentizer) -> Result<(Command<'static>, Extension), ()> {
+    if fragmentizer.is_max_message_size_exceeded() || fragmentizer.is_message_poisoned() {
+        return Err(());
+    }
+    let (bytes, extension) = extended::split(fragmentizer.message_bytes());
+    match CommandCodec::default().decode(&bytes) {
+        Ok((b"", command)) => Ok((command.into_static(), extension)),
+        _ => Err(()),
     }
 }
 

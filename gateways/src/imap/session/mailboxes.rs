@@ -10,7 +10,8 @@ use imap_types::status::{StatusDataItem, StatusDataItemName};
 
 use super::responses::{bad, data, mailbox_of, no, no_unavailable, nz, ok, other_code};
 use super::{After, Handled, Session, sets};
-use crate::mail_service::ServiceError;
+use crate::imap::extended::ListOptions;
+use crate::mail_service::{MailboxState, ServiceError};
 
 impl Session {
     pub(super) async fn create(&mut self, tag: &Tag<'_>, name: &str, out: &mut Vec<u8>) -> Handled {
@@ -67,18 +68,20 @@ impl Session {
         Ok(After::Continue)
     }
 
-    /// LIST, or LSUB (`subscribed_only`).
+    /// LIST (with LIST-EXTENDED `options`, if given), or LSUB (`subscribed_only`).
     pub(super) async fn list(
         &mut self,
         tag: &Tag<'_>,
         reference: &str,
         pattern: &[u8],
         subscribed_only: bool,
+        options: Option<ListOptions>,
         out: &mut Vec<u8>,
     ) -> Handled {
         let user = self.user(tag)?;
         let pattern = String::from_utf8_lossy(pattern).into_owned();
-        if pattern.is_empty() {
+        let options = options.unwrap_or_default();
+        if pattern.is_empty() && options.more_patterns.is_empty() {
             // The hierarchy delimiter and root.
             out.extend_from_slice(
                 format!("* {} (\\Noselect) \"/\" \"\"\r\n", if subscribed_only { "LSUB" } else { "LIST" }).as_bytes(),
@@ -91,24 +94,57 @@ impl Session {
         } else {
             format!("{reference}/")
         };
-        let full = format!("{reference}{pattern}");
         let mailboxes = self.service.mailboxes(&user).await.map_err(|e| no_unavailable(tag, &e))?;
         let names: Vec<(&str, bool)> = mailboxes.iter().map(|m| (m.name.as_str(), m.subscribed)).collect();
-        for (name, attributes) in listed(&names, &full, subscribed_only) {
+        let mut entries: BTreeMap<String, Vec<&'static str>> = BTreeMap::new();
+        for pattern in std::iter::once(&pattern).chain(&options.more_patterns) {
+            let full = format!("{reference}{pattern}");
+            let lsub = subscribed_only || options.subscribed;
+            for (name, attributes) in listed(&names, &full, lsub) {
+                entries.entry(name).or_insert(attributes);
+            }
+        }
+        for (name, mut attributes) in entries {
+            let state = mailboxes.iter().find(|m| m.name == name);
+            let special_use = state.and_then(|m| m.special_use.as_deref()).and_then(|a| a.strip_prefix('\\'));
+            if options.special_use && special_use.is_none() {
+                continue;
+            }
+            let subscribed = state.is_some_and(|m| m.subscribed);
+            // LIST (SUBSCRIBED) names the stand-in parents of subscribed children by
+            // CHILDINFO with RECURSIVEMATCH, and leaves them out without it (RFC 5258 3).
+            let stand_in = options.subscribed && !subscribed;
+            if stand_in && !options.recursive_match {
+                continue;
+            }
+            if options.subscribed {
+                attributes.retain(|a| *a != "Noselect");
+            }
             let Some(mailbox) = mailbox_of(&name) else { continue };
             let mut items: Vec<FlagNameAttribute<'static>> =
                 attributes.into_iter().map(|a| FlagNameAttribute::from(Atom::unvalidated(a))).collect();
+            if options.return_subscribed && subscribed {
+                items.push(FlagNameAttribute::from(Atom::unvalidated("Subscribed")));
+            }
             // RFC 6154: what the mailbox is for, on every LIST.
-            let special_use = mailboxes.iter().find(|m| m.name == name).and_then(|m| m.special_use.as_deref());
-            if let Some(attribute) = special_use.and_then(|a| a.strip_prefix('\\')) {
+            if let Some(attribute) = special_use {
                 items.push(FlagNameAttribute::from(Atom::unvalidated(attribute.to_string())));
             }
             let delimiter = Some(QuotedChar::unvalidated('/'));
-            out.extend(data(if subscribed_only {
-                Data::Lsub { items, delimiter, mailbox }
+            let mut line = data(if subscribed_only {
+                Data::Lsub { items, delimiter, mailbox: mailbox.clone() }
             } else {
-                Data::List { items, delimiter, mailbox }
-            }));
+                Data::List { items, delimiter, mailbox: mailbox.clone() }
+            });
+            if stand_in {
+                line.truncate(line.len() - 2);
+                line.extend_from_slice(b" (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n");
+            }
+            out.extend(line);
+            // LIST-STATUS (RFC 5819): the mailbox's STATUS right after it.
+            if let (Some(items), Some(state)) = (&options.status, state) {
+                out.extend(data(Data::Status { mailbox, items: status_items(state, items).into() }));
+            }
         }
         out.extend(ok(tag, None, "Listed"));
         Ok(After::Continue)
@@ -126,20 +162,8 @@ impl Session {
         let Some(state) = mailboxes.into_iter().find(|m| m.name == name) else {
             return Err(no(tag, None, "No such mailbox"));
         };
-        let values: Vec<StatusDataItem> = items
-            .iter()
-            .filter_map(|item| match item {
-                StatusDataItemName::Messages => Some(StatusDataItem::Messages(state.messages)),
-                StatusDataItemName::Recent => Some(StatusDataItem::Recent(state.recent)),
-                StatusDataItemName::UidNext => Some(StatusDataItem::UidNext(nz(state.uid_next))),
-                StatusDataItemName::UidValidity => Some(StatusDataItem::UidValidity(nz(state.uid_validity))),
-                StatusDataItemName::Unseen => Some(StatusDataItem::Unseen(state.unseen)),
-                StatusDataItemName::HighestModSeq => Some(StatusDataItem::HighestModSeq(state.highest_modseq)),
-                _ => None,
-            })
-            .collect();
         let mailbox = mailbox_of(name).ok_or_else(|| bad(tag, "Bad mailbox name"))?;
-        out.extend(data(Data::Status { mailbox, items: values.into() }));
+        out.extend(data(Data::Status { mailbox, items: values(&state, items).into() }));
         out.extend(ok(tag, None, "STATUS completed"));
         Ok(After::Continue)
     }
@@ -150,6 +174,39 @@ impl Session {
         out.extend(ok(tag, None, "Namespaces listed"));
         Ok(After::Continue)
     }
+}
+
+/// The STATUS data of a mailbox for the items asked for.
+fn values(state: &MailboxState, items: &[StatusDataItemName]) -> Vec<StatusDataItem> {
+    items
+        .iter()
+        .filter_map(|item| match item {
+            StatusDataItemName::Messages => Some(StatusDataItem::Messages(state.messages)),
+            StatusDataItemName::Recent => Some(StatusDataItem::Recent(state.recent)),
+            StatusDataItemName::UidNext => Some(StatusDataItem::UidNext(nz(state.uid_next))),
+            StatusDataItemName::UidValidity => Some(StatusDataItem::UidValidity(nz(state.uid_validity))),
+            StatusDataItemName::Unseen => Some(StatusDataItem::Unseen(state.unseen)),
+            StatusDataItemName::HighestModSeq => Some(StatusDataItem::HighestModSeq(state.highest_modseq)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// LIST-STATUS's items, given as text (`MESSAGES UNSEEN`); unknown ones are left out.
+fn status_items(state: &MailboxState, names: &str) -> Vec<StatusDataItem> {
+    let names: Vec<StatusDataItemName> = names
+        .split_whitespace()
+        .filter_map(|name| match name.to_ascii_uppercase().as_str() {
+            "MESSAGES" => Some(StatusDataItemName::Messages),
+            "RECENT" => Some(StatusDataItemName::Recent),
+            "UIDNEXT" => Some(StatusDataItemName::UidNext),
+            "UIDVALIDITY" => Some(StatusDataItemName::UidValidity),
+            "UNSEEN" => Some(StatusDataItemName::Unseen),
+            "HIGHESTMODSEQ" => Some(StatusDataItemName::HighestModSeq),
+            _ => None,
+        })
+        .collect();
+    values(state, &names)
 }
 
 /// What LIST (or LSUB: `subscribed_only`) answers for `pattern` over a user's mailboxes

@@ -39,6 +39,7 @@ use imap_types::flag::StoreResponse;
 use imap_types::response::Code;
 use imap_types::sequence::SequenceSet;
 
+use super::extended::Extension;
 use super::sets;
 use crate::limits::LoginThrottle;
 use crate::mail_service::MailService;
@@ -131,11 +132,12 @@ impl Session {
         self.tls = true;
     }
 
-    /// Handles one command (AUTHENTICATE's exchange and IDLE's wait are the server's).
-    pub async fn handle(&mut self, command: Command<'_>) -> (Vec<u8>, After) {
+    /// Handles one command (AUTHENTICATE's exchange and IDLE's wait are the server's),
+    /// with what it asked beyond imap-codec's form of it (ESEARCH, LIST-EXTENDED).
+    pub async fn handle(&mut self, command: Command<'_>, extension: Extension) -> (Vec<u8>, After) {
         let tag = command.tag.clone();
         let mut out = Vec::new();
-        let after = match self.dispatch(&tag, command.body, &mut out).await {
+        let after = match self.dispatch(&tag, command.body, extension, &mut out).await {
             Ok(after) => after,
             Err(reply) => {
                 out.extend(reply);
@@ -145,7 +147,13 @@ impl Session {
         (out, after)
     }
 
-    async fn dispatch(&mut self, tag: &Tag<'_>, body: CommandBody<'_>, out: &mut Vec<u8>) -> Handled {
+    async fn dispatch(
+        &mut self,
+        tag: &Tag<'_>,
+        body: CommandBody<'_>,
+        extension: Extension,
+        out: &mut Vec<u8>,
+    ) -> Handled {
         match body {
             CommandBody::Capability => self.capability(tag, out),
             CommandBody::Noop | CommandBody::Check => self.noop(tag, out).await,
@@ -180,10 +188,14 @@ impl Session {
             CommandBody::Subscribe { mailbox } => self.set_subscribed(tag, &name_of(&mailbox), true, out).await,
             CommandBody::Unsubscribe { mailbox } => self.set_subscribed(tag, &name_of(&mailbox), false, out).await,
             CommandBody::List { reference, mailbox_wildcard } => {
-                self.list(tag, &name_of(&reference), &pattern_of(&mailbox_wildcard), false, out).await
+                let options = match extension {
+                    Extension::List(options) => Some(options),
+                    _ => None,
+                };
+                self.list(tag, &name_of(&reference), &pattern_of(&mailbox_wildcard), false, options, out).await
             }
             CommandBody::Lsub { reference, mailbox_wildcard } => {
-                self.list(tag, &name_of(&reference), &pattern_of(&mailbox_wildcard), true, out).await
+                self.list(tag, &name_of(&reference), &pattern_of(&mailbox_wildcard), true, None, out).await
             }
             CommandBody::Status { mailbox, item_names } => self.status(tag, &name_of(&mailbox), &item_names, out).await,
             CommandBody::Append { mailbox, flags, date, message } => {
@@ -191,7 +203,13 @@ impl Session {
             }
             CommandBody::Expunge => self.expunge(tag, None, out).await,
             CommandBody::ExpungeUid { sequence_set } => self.expunge(tag, Some(&sequence_set), out).await,
-            CommandBody::Search { criteria, uid, .. } => self.search(tag, criteria.as_ref(), uid, out).await,
+            CommandBody::Search { criteria, uid, .. } => {
+                let returns = match extension {
+                    Extension::SearchReturn(returns) => Some(returns),
+                    _ => None,
+                };
+                self.search(tag, criteria.as_ref(), uid, returns, out).await
+            }
             CommandBody::Sort { sort_criteria, charset, search_criteria, uid } => {
                 let charset = charset.as_ref().to_string();
                 self.sort(tag, sort_criteria.as_ref(), &charset, search_criteria.as_ref(), uid, out).await
