@@ -25,6 +25,17 @@
       CPUs were (all processes), and the TLS version and cipher. Errors (with the
       server's reply) go to stderr.
 
+  imap-load.py mixed --servers HOST:PORT[,...] --users N --sessions N --duration S
+                     [--relogin N] [--size BYTES] [--server-root PID]
+      A mail client's day, from one address: session i works on user (i % users) + 1 on
+      server i % #servers, in rounds for DURATION seconds: (every RELOGIN rounds, default
+      10, a new connection: STARTTLS and LOGIN) SELECT INBOX, FETCH 10 messages whole,
+      STORE +FLAGS (\Seen) on them, APPEND a message of SIZE bytes (4096), and UID STORE
+      \Deleted + EXPUNGE of that message again, so the mailbox keeps its size. Every answer
+      is checked. Prints one line of key=value results: per command (login, select, fetch,
+      store, append, expunge) operations a second and p50/p99 latency in ms, and errors,
+      elapsed seconds, CPU as for `run`.
+
 The {n} in --login and --password is the user's number. Certificates are not verified
 (both systems in the benchmark use self-signed ones). Latencies are measured in this
 process, so they include waiting for Python's GIL with the other session threads.
@@ -348,15 +359,149 @@ def run(args):
     print(" ".join(f"{k}={v}" for k, v in result.items()), flush=True)
 
 
+MIXED = ("login", "select", "fetch", "store", "append", "expunge")
+
+
+class Mixed(Session):
+    """A client's day over and over (see `mixed` in the module docstring)."""
+
+    def __init__(self, index, args, errors):
+        super().__init__(index, args, errors)
+        self.times = {name: [] for name in MIXED}
+        self.body = (f"From: bench@example.org\r\nTo: {self.login}\r\nSubject: draft {index}\r\n\r\n".encode()
+                     + b"x" * max(0, args.size - 80) + b"\r\n")
+
+    def timed(self, name, call):
+        started = time.perf_counter()
+        self.pending = (time.monotonic(), name)
+        result = call()
+        self.pending = None
+        self.times[name].append(time.perf_counter() - started)
+        return result
+
+    def checked(self, name, typ, data):
+        if typ != "OK":
+            raise RuntimeError(f"{name}: {typ} {text(data)}")
+        return data
+
+    def login_again(self):
+        if self.imap is not None:
+            try:
+                self.imap.logout()
+            except Exception:
+                pass
+            close(self.imap)
+            self.imap = None
+        self.imap = self.timed("login", lambda: connect(self.server, self.login, self.password))
+        self.tls = f"{self.imap.sock.version()}/{self.imap.sock.cipher()[0]}"
+
+    def round(self, number):
+        if self.imap is None or number % self.args.relogin == 0:
+            self.login_again()
+        imap = self.imap
+        data = self.checked("select", *self.timed("select", lambda: imap.select("INBOX")))
+        exists = int(data[0])
+        if exists >= 10:
+            first = 1 + (number * 10 + self.index * 7) % (exists - 9)
+            window = f"{first}:{first + 9}"
+            data = self.checked("fetch", *self.timed("fetch", lambda: imap.fetch(window, "(UID FLAGS BODY[])")))
+            bodies = sum(1 for item in data if isinstance(item, tuple))
+            if bodies != 10:
+                raise RuntimeError(f"FETCH {window}: {bodies} messages in the answer, 10 asked for")
+            self.checked("store", *self.timed("store", lambda: imap.store(window, "+FLAGS", "(\\Seen)")))
+        typ, data = self.timed("append", lambda: imap.append("INBOX", None, None, self.body))
+        self.checked("append", typ, data)
+        uid = re.search(rb"APPENDUID \d+ (\d+)", data[0] if data and data[0] else b"")
+        if uid is None:
+            raise RuntimeError(f"APPEND: no APPENDUID in {text(data)}")
+        uid = uid.group(1).decode()
+
+        def remove():
+            self.checked("expunge", *imap.uid("STORE", uid, "+FLAGS", "(\\Deleted)"))
+            return imap.expunge()
+
+        self.checked("expunge", *self.timed("expunge", remove))
+
+    def run(self, barrier, clock):
+        barrier.wait()
+        end, number = clock["end"], 0
+        while time.monotonic() < end:
+            try:
+                self.round(number)
+            except (imaplib.IMAP4.abort, OSError, EOFError) as e:
+                self.pending = None
+                self.errors.add(self.index, f"connection: {describe(e)}")
+                close(self.imap)
+                self.imap = None
+            except Exception as e:
+                self.pending = None
+                self.errors.add(self.index, describe(e))
+            number += 1
+        self.done = time.monotonic()
+        if self.imap is not None:
+            try:
+                self.imap.logout()
+            except Exception:
+                pass
+            close(self.imap)
+
+
+def mixed(args):
+    errors = Errors()
+    sessions = [Mixed(i, args, errors) for i in range(args.sessions)]
+    clock = {}
+
+    def start():
+        clock["cpu"] = own_cpu()
+        clock["machine"] = machine_cpu()
+        clock["server_cpu"] = cpu_of_tree(args.server_root)
+        clock["start"] = time.monotonic()
+        clock["end"] = clock["start"] + args.duration
+
+    barrier = threading.Barrier(len(sessions), action=start, timeout=900)
+    threads = [threading.Thread(target=s.run, args=(barrier, clock), daemon=True) for s in sessions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=args.duration + args.grace + 60)
+    end = max([clock["end"]] + [s.done for s in sessions if s.done is not None])
+    elapsed = end - clock["start"]
+    cpu = own_cpu() - clock["cpu"]
+    busy, total = (b - a for a, b in zip(clock["machine"], machine_cpu()))
+    server_cpu = cpu_of_tree(args.server_root)
+    if errors.total():
+        print(f"  {errors.total()} errors:", file=sys.stderr)
+        for what, n in errors.counts.most_common(10):
+            print(f"    {n:6d}  {what}", file=sys.stderr)
+    result = {"elapsed": f"{elapsed:.3f}", "errors": errors.total()}
+    for name in MIXED:
+        times = sorted(x for s in sessions for x in s.times[name])
+        result[f"{name}_ops"] = len(times)
+        result[f"{name}_rate"] = f"{len(times) / elapsed:.1f}" if elapsed > 0 else "-"
+        result[f"{name}_p50_ms"] = f"{percentile(times, 50) * 1000:.1f}"
+        result[f"{name}_p99_ms"] = f"{percentile(times, 99) * 1000:.1f}"
+    result["client_cpu_s"] = f"{cpu:.1f}"
+    result["server_cpu_s"] = "-" if server_cpu is None else f"{server_cpu - clock['server_cpu']:.1f}"
+    result["machine_busy"] = f"{100 * busy / total:.0f}%" if total else "-"
+    print(" ".join(f"{k}={v}" for k, v in result.items()), flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description="IMAP fetch load (see the module docstring)")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("count", "run"):
+    for name in ("count", "run", "mixed"):
         p = sub.add_parser(name)
         p.add_argument("--servers", required=True, type=lambda s: s.split(","), help="HOST:PORT[,HOST:PORT...]")
         p.add_argument("--users", type=int, default=10)
         p.add_argument("--login", default="user{n}@ministry.go.ke")
         p.add_argument("--password", default="demo-password-{n}")
+        if name == "mixed":
+            p.add_argument("--sessions", type=int, default=20)
+            p.add_argument("--duration", type=float, default=30)
+            p.add_argument("--relogin", type=int, default=10, help="rounds per connection")
+            p.add_argument("--size", type=int, default=4096, help="bytes of each APPENDed message")
+            p.add_argument("--server-root", type=int, help="pid whose process tree's CPU time to report")
+            p.add_argument("--grace", type=float, default=15)
         if name == "run":
             p.add_argument("--sessions", type=int, default=50)
             p.add_argument("--duration", type=float, default=20)
@@ -368,7 +513,9 @@ def main():
     args = parser.parse_args()
     if args.users < 1 or getattr(args, "sessions", 1) < 1 or getattr(args, "batch", 1) < 1:
         parser.error("--users, --sessions and --batch must be positive")
-    count(args) if args.command == "count" else run(args)
+    if getattr(args, "relogin", 1) < 1:
+        parser.error("--relogin must be positive")
+    {"count": count, "run": run, "mixed": mixed}[args.command](args)
 
 
 if __name__ == "__main__":
