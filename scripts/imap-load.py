@@ -293,10 +293,8 @@ class Session:
             close(self.imap)
 
 
-def run(args):
-    errors = Errors()
-    sessions = [Session(i, args, errors) for i in range(args.sessions)]
-    clock = {}
+def start_barrier(args, sessions, clock):
+    """A barrier the sessions pass together; the last to arrive starts the clock."""
 
     def start():
         clock["cpu"] = own_cpu()
@@ -305,7 +303,34 @@ def run(args):
         clock["start"] = time.monotonic()
         clock["end"] = clock["start"] + args.duration
 
-    barrier = threading.Barrier(len(sessions), action=start, timeout=900)
+    return threading.Barrier(len(sessions), action=start, timeout=900)
+
+
+def resources(args, clock):
+    """CPU used since the clock started: by this process, by the server's process tree,
+    and how busy the machine's CPUs were."""
+    cpu = own_cpu() - clock["cpu"]
+    busy, total = (b - a for a, b in zip(clock["machine"], machine_cpu()))
+    server_cpu = cpu_of_tree(args.server_root)
+    return {
+        "client_cpu_s": f"{cpu:.1f}",
+        "server_cpu_s": "-" if server_cpu is None else f"{server_cpu - clock['server_cpu']:.1f}",
+        "machine_busy": f"{100 * busy / total:.0f}%" if total else "-",
+    }
+
+
+def report_errors(errors):
+    if errors.total():
+        print(f"  {errors.total()} errors:", file=sys.stderr)
+        for what, n in errors.counts.most_common(10):
+            print(f"    {n:6d}  {what}", file=sys.stderr)
+
+
+def run(args):
+    errors = Errors()
+    sessions = [Session(i, args, errors) for i in range(args.sessions)]
+    clock = {}
+    barrier = start_barrier(args, sessions, clock)
     threads = [threading.Thread(target=s.run, args=(barrier, clock), daemon=True) for s in sessions]
     setup = time.monotonic()
     for thread in threads:
@@ -329,19 +354,14 @@ def run(args):
         pending = s.pending
         what = f"{pending[1]}: no answer within {time.monotonic() - pending[0]:.0f} s" if pending else "session did not finish"
         errors.add(s.index, f"{what} (given up {args.grace:g} s after the end)")
-    cpu = own_cpu() - clock["cpu"]
-    busy, total = (b - a for a, b in zip(clock["machine"], machine_cpu()))
-    server_cpu = cpu_of_tree(args.server_root)
+    used = resources(args, clock)
     end = max([clock["end"]] + [s.done for s in sessions if s.done is not None])
     elapsed = end - clock["start"]
     latencies = sorted(x for s in sessions for x in s.latencies)
     fetched = sum(s.fetched for s in sessions)
     tls = sorted({s.tls for s in sessions if s.tls})
     print(f"  {len(sessions)} sessions ready after {clock['start'] - setup:.1f} s; measured for {elapsed:.1f} s", file=sys.stderr)
-    if errors.total():
-        print(f"  {errors.total()} errors:", file=sys.stderr)
-        for what, n in errors.counts.most_common(10):
-            print(f"    {n:6d}  {what}", file=sys.stderr)
+    report_errors(errors)
     result = {
         "fetched": fetched,
         "elapsed": f"{elapsed:.3f}",
@@ -351,9 +371,7 @@ def run(args):
         "batches": len(latencies),
         "errors": errors.total(),
         "mbytes": f"{sum(s.bytes for s in sessions) / 1e6:.1f}",
-        "client_cpu_s": f"{cpu:.1f}",
-        "server_cpu_s": "-" if server_cpu is None else f"{server_cpu - clock['server_cpu']:.1f}",
-        "machine_busy": f"{100 * busy / total:.0f}%" if total else "-",
+        **used,
         "tls": ",".join(tls) or "-",
     }
     print(" ".join(f"{k}={v}" for k, v in result.items()), flush=True)
@@ -450,29 +468,16 @@ def mixed(args):
     errors = Errors()
     sessions = [Mixed(i, args, errors) for i in range(args.sessions)]
     clock = {}
-
-    def start():
-        clock["cpu"] = own_cpu()
-        clock["machine"] = machine_cpu()
-        clock["server_cpu"] = cpu_of_tree(args.server_root)
-        clock["start"] = time.monotonic()
-        clock["end"] = clock["start"] + args.duration
-
-    barrier = threading.Barrier(len(sessions), action=start, timeout=900)
+    barrier = start_barrier(args, sessions, clock)
     threads = [threading.Thread(target=s.run, args=(barrier, clock), daemon=True) for s in sessions]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=args.duration + args.grace + 60)
+    used = resources(args, clock)
     end = max([clock["end"]] + [s.done for s in sessions if s.done is not None])
     elapsed = end - clock["start"]
-    cpu = own_cpu() - clock["cpu"]
-    busy, total = (b - a for a, b in zip(clock["machine"], machine_cpu()))
-    server_cpu = cpu_of_tree(args.server_root)
-    if errors.total():
-        print(f"  {errors.total()} errors:", file=sys.stderr)
-        for what, n in errors.counts.most_common(10):
-            print(f"    {n:6d}  {what}", file=sys.stderr)
+    report_errors(errors)
     result = {"elapsed": f"{elapsed:.3f}", "errors": errors.total()}
     for name in MIXED:
         times = sorted(x for s in sessions for x in s.times[name])
@@ -480,9 +485,7 @@ def mixed(args):
         result[f"{name}_rate"] = f"{len(times) / elapsed:.1f}" if elapsed > 0 else "-"
         result[f"{name}_p50_ms"] = f"{percentile(times, 50) * 1000:.1f}"
         result[f"{name}_p99_ms"] = f"{percentile(times, 99) * 1000:.1f}"
-    result["client_cpu_s"] = f"{cpu:.1f}"
-    result["server_cpu_s"] = "-" if server_cpu is None else f"{server_cpu - clock['server_cpu']:.1f}"
-    result["machine_busy"] = f"{100 * busy / total:.0f}%" if total else "-"
+    result.update(used)
     print(" ".join(f"{k}={v}" for k, v in result.items()), flush=True)
 
 

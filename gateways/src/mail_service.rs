@@ -87,6 +87,10 @@ pub struct MailboxState {
     /// Messages no session has seen as `\Recent` yet; only filled in by
     /// [`MailService::mailboxes`].
     pub recent: u32,
+    /// Messages flagged `\Deleted` and their bytes (STATUS DELETED and DELETED-STORAGE,
+    /// RFC 9208); only filled in by [`MailService::mailboxes`].
+    pub deleted: u32,
+    pub deleted_bytes: u64,
     /// Messages from this UID on are `\Recent` for the next session to claim them.
     pub first_recent_uid: u32,
     pub subscribed: bool,

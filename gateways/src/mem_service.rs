@@ -171,6 +171,8 @@ impl MemService {
 fn state_of(name: &str, mailbox: &MemMailbox) -> MailboxState {
     let unseen = mailbox.messages.values().filter(|m| !m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Seen")));
     let recent = mailbox.messages.keys().filter(|&&uid| uid >= mailbox.first_recent_uid).count() as u32;
+    let deleted: Vec<&MessageInfo> =
+        mailbox.messages.values().filter(|m| m.flags.iter().any(|f| f.eq_ignore_ascii_case("\\Deleted"))).collect();
     MailboxState {
         name: name.to_string(),
         uid_validity: mailbox.uid_validity,
@@ -179,6 +181,8 @@ fn state_of(name: &str, mailbox: &MemMailbox) -> MailboxState {
         messages: mailbox.messages.len() as u32,
         unseen: unseen.count() as u32,
         recent,
+        deleted: deleted.len() as u32,
+        deleted_bytes: deleted.iter().map(|m| m.size).sum(),
         first_recent_uid: mailbox.first_recent_uid,
         subscribed: mailbox.subscribed,
         special_use: mailbox.special_use.clone(),
@@ -222,8 +226,8 @@ impl MailService for MemService {
     async fn mailbox(&self, user_id: &str, mailbox: &str, _local: bool) -> Result<MailboxState, ServiceError> {
         let mut state = self.state.lock().unwrap();
         let mut found = state_of(mailbox, state.mailbox(user_id, mailbox)?);
-        // Like the replicated query: unseen and recent counts come only with the list.
-        (found.unseen, found.recent) = (0, 0);
+        // Like the replicated query: the counts come only with the list.
+        (found.unseen, found.recent, found.deleted, found.deleted_bytes) = (0, 0, 0, 0);
         Ok(found)
     }
 

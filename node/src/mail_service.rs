@@ -12,21 +12,23 @@ use crate::cluster::Cluster;
 use crate::passwords::verify_password;
 use crate::proto::state::{
     ClaimRecent, CopyMessages, CreateMailbox, DeleteMailbox, Deliver, Expunge, GetMailbox, ListMailboxes, ListMessages,
-    Mailbox, MessageMeta, OutboundItem, RenameMailbox, StoreFlags, Subscribe, command, query, store_flags,
+    Mailbox, MailboxInfo, MessageMeta, OutboundItem, RenameMailbox, StoreFlags, Subscribe, command, query, store_flags,
 };
 use crate::state::folders::first_recent;
 
-/// A mailbox record as the gateways see it; `unseen` and `recent` are counted only by the
-/// mailbox list.
-fn state_of(name: &str, mailbox: &Mailbox, unseen: u32, recent: u32) -> MailboxState {
+/// A mailbox record as the gateways see it; the counts are made only by the mailbox list.
+fn state_of(name: &str, mailbox: &Mailbox, counts: Option<&MailboxInfo>) -> MailboxState {
+    let counts = counts.cloned().unwrap_or_default();
     MailboxState {
         name: name.to_string(),
         uid_validity: mailbox.uid_validity,
         uid_next: mailbox.next_uid,
         highest_modseq: mailbox.highest_modseq,
         messages: mailbox.exists,
-        unseen,
-        recent,
+        unseen: counts.unseen,
+        recent: counts.recent,
+        deleted: counts.deleted,
+        deleted_bytes: counts.deleted_bytes,
         first_recent_uid: first_recent(mailbox),
         subscribed: mailbox.subscribed,
         special_use: (!mailbox.special_use.is_empty()).then(|| mailbox.special_use.clone()),
@@ -123,7 +125,7 @@ impl MailService for Cluster {
         Ok(result
             .mailboxes
             .iter()
-            .map(|m| state_of(&m.name, &m.mailbox.clone().unwrap_or_default(), m.unseen, m.recent))
+            .map(|m| state_of(&m.name, &m.mailbox.clone().unwrap_or_default(), Some(m)))
             .collect())
     }
 
@@ -131,7 +133,7 @@ impl MailService for Cluster {
         let get = query::Q::GetMailbox(GetMailbox { user_id: user_id.to_string(), mailbox: mailbox.to_string() });
         let shard = self.shard_of(user_id);
         let result = if local { self.query_local(shard, get).await? } else { self.query(shard, get).await? };
-        Ok(state_of(mailbox, &result.mailbox.unwrap_or_default(), 0, 0))
+        Ok(state_of(mailbox, &result.mailbox.unwrap_or_default(), None))
     }
 
     async fn create_mailbox(&self, user_id: &str, mailbox: &str) -> Result<(), ServiceError> {

@@ -335,6 +335,9 @@ def quota(address, mx, user, password):
     assert typ == "NO" and b"OVERQUOTA" in data[0], (typ, data)
     # Room is made by deleting mail; then mail is taken again.
     ok(imap.store("1:2", "+FLAGS", "(\\Deleted)"))
+    # RFC 9208 4.2: what an EXPUNGE would give back.
+    status = ok(imap.status("INBOX", "(DELETED DELETED-STORAGE)"))[0].decode()
+    assert "DELETED 2" in status and re.search(r"DELETED-STORAGE [67]\b", status), status
     ok(imap.expunge())
     assert send(3000) == 250, "room was made"
     imap.logout()

@@ -304,6 +304,8 @@ pub(super) fn list(engine: &dyn KvRead, group: GroupId, list: &ListMailboxes) ->
                 mailbox: Some(mailbox),
                 unseen: 0,
                 recent: 0,
+                deleted: 0,
+                deleted_bytes: 0,
             });
         }
         true
@@ -312,15 +314,17 @@ pub(super) fn list(engine: &dyn KvRead, group: GroupId, list: &ListMailboxes) ->
         let start = state_machine_key(group, &message_key(&list.user_id, &info.name, 0));
         let end = state_machine_key(group, &key(&[b"i", user, info.name.as_bytes(), &[0xff; 5]]));
         let first_recent = info.mailbox.as_ref().map_or(1, first_recent);
-        let (mut unseen, mut recent) = (0, 0);
         engine.scan(Cf::Data, &start, &end, &mut |_, v| {
             if let Ok(meta) = MessageMeta::decode(v) {
-                unseen += u32::from(!meta.flags.iter().any(|f| f.eq_ignore_ascii_case(SEEN)));
-                recent += u32::from(meta.uid >= first_recent);
+                let has = |flag: &str| meta.flags.iter().any(|f| f.eq_ignore_ascii_case(flag));
+                info.unseen += u32::from(!has(SEEN));
+                info.recent += u32::from(meta.uid >= first_recent);
+                if has(DELETED) {
+                    (info.deleted, info.deleted_bytes) = (info.deleted + 1, info.deleted_bytes + meta.size);
+                }
             }
             true
         })?;
-        (info.unseen, info.recent) = (unseen, recent);
     }
     Ok(QueryResult { mailboxes, ..Default::default() })
 }

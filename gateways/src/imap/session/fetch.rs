@@ -11,7 +11,9 @@ use imap_types::fetch::{Macro, MacroOrMessageDataItemNames, MessageDataItem, Mes
 use imap_types::response::{Code, Data};
 use imap_types::sequence::SequenceSet;
 
-use super::responses::{bad, data, flags_of, internal_date, no, no_unavailable, nz, nz64, ok, sequence_set};
+use super::responses::{
+    bad, data, flags_of, internal_date, no, no_unavailable, nz, nz64, ok, other_code, sequence_set,
+};
 use super::{After, Handled, Session, resolve_set};
 use crate::imap::binary::UnknownEncoding;
 use crate::imap::{sets, structure};
@@ -154,6 +156,13 @@ impl Session {
             } else if let Ok(items) = Vec1::try_from(items) {
                 out.extend(data(Data::Fetch { seq: nz(seq), items }));
             }
+        }
+        // Messages another session expunged, which this one has not been told of yet, have
+        // no data to give any more: the others are answered, and the client is told why
+        // some are missing (RFC 2180 4.1.2, RFC 5530 EXPUNGEISSUED).
+        if messages.len() < targets.len() {
+            out.extend(no(tag, Some(other_code("EXPUNGEISSUED")), "Some of the requested messages no longer exist"));
+            return Ok(After::Continue);
         }
         out.extend(ok(tag, None, "FETCH completed"));
         Ok(After::Continue)

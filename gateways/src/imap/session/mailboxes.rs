@@ -180,14 +180,15 @@ impl Session {
 fn values(state: &MailboxState, items: &[StatusDataItemName]) -> Vec<StatusDataItem> {
     items
         .iter()
-        .filter_map(|item| match item {
-            StatusDataItemName::Messages => Some(StatusDataItem::Messages(state.messages)),
-            StatusDataItemName::Recent => Some(StatusDataItem::Recent(state.recent)),
-            StatusDataItemName::UidNext => Some(StatusDataItem::UidNext(nz(state.uid_next))),
-            StatusDataItemName::UidValidity => Some(StatusDataItem::UidValidity(nz(state.uid_validity))),
-            StatusDataItemName::Unseen => Some(StatusDataItem::Unseen(state.unseen)),
-            StatusDataItemName::HighestModSeq => Some(StatusDataItem::HighestModSeq(state.highest_modseq)),
-            _ => None,
+        .map(|item| match item {
+            StatusDataItemName::Messages => StatusDataItem::Messages(state.messages),
+            StatusDataItemName::Recent => StatusDataItem::Recent(state.recent),
+            StatusDataItemName::UidNext => StatusDataItem::UidNext(nz(state.uid_next)),
+            StatusDataItemName::UidValidity => StatusDataItem::UidValidity(nz(state.uid_validity)),
+            StatusDataItemName::Unseen => StatusDataItem::Unseen(state.unseen),
+            StatusDataItemName::HighestModSeq => StatusDataItem::HighestModSeq(state.highest_modseq),
+            StatusDataItemName::Deleted => StatusDataItem::Deleted(state.deleted),
+            StatusDataItemName::DeletedStorage => StatusDataItem::DeletedStorage(state.deleted_bytes.div_ceil(1024)),
         })
         .collect()
 }
@@ -203,6 +204,8 @@ fn status_items(state: &MailboxState, names: &str) -> Vec<StatusDataItem> {
             "UIDVALIDITY" => Some(StatusDataItemName::UidValidity),
             "UNSEEN" => Some(StatusDataItemName::Unseen),
             "HIGHESTMODSEQ" => Some(StatusDataItemName::HighestModSeq),
+            "DELETED" => Some(StatusDataItemName::Deleted),
+            "DELETED-STORAGE" => Some(StatusDataItemName::DeletedStorage),
             _ => None,
         })
         .collect();

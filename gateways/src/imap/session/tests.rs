@@ -523,6 +523,11 @@ async fn quota_is_reported_and_enforced_at_append_and_copy() {
     assert!(out.starts_with("h NO [OVERQUOTA]"), "{out}");
     let out = client.ok("i CAPABILITY").await;
     assert!(out.contains(" QUOTA ") && out.contains(" QUOTA=RES-STORAGE"), "{out}");
+    // RFC 9208 4.2: what an EXPUNGE would give back.
+    client.ok("j SELECT Archive").await;
+    client.ok("j2 STORE 1 +FLAGS.SILENT (\\Deleted)").await;
+    let out = client.ok("k STATUS Archive (DELETED DELETED-STORAGE)").await;
+    assert_lines(&out, &["* STATUS Archive (DELETED 1 DELETED-STORAGE 1)"]);
 }
 
 #[tokio::test]
@@ -703,4 +708,26 @@ async fn list_extended_selects_and_returns_what_was_asked_for() {
     );
     let out = client.ok("h CAPABILITY").await;
     assert!(out.contains(" ESEARCH") && out.contains(" LIST-EXTENDED") && out.contains(" LIST-STATUS"), "{out}");
+}
+
+#[tokio::test]
+async fn a_fetch_of_messages_expunged_elsewhere_answers_the_rest_and_says_why() {
+    let mut client = Client::with_inbox(&["one", "two", "three"]).await;
+    let mut other = client.another().await;
+    other.ok("o1 SELECT INBOX").await;
+    other.ok("o2 STORE 2 +FLAGS.SILENT (\\Deleted)").await;
+    other.ok("o3 EXPUNGE").await;
+    // This session still counts three messages; the second has no data any more.
+    let (out, _) = client.send("a FETCH 1:3 (UID)").await;
+    assert_lines(
+        &out,
+        &[
+            "* 1 FETCH (UID 1)",
+            "* 3 FETCH (UID 3)",
+            "a NO [EXPUNGEISSUED] Some of the requested messages no longer exist",
+        ],
+    );
+    let out = client.ok("b NOOP").await;
+    assert_lines(&out, &["* 2 EXPUNGE"]);
+    client.ok("c FETCH 1:2 (UID)").await;
 }
