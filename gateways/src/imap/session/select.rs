@@ -4,12 +4,12 @@
 //! yet, which makes them `\Recent` here (decided by the replicated state, so exactly one
 //! session on any node gets each).
 
+use imap_types::command::SelectParameter;
 use imap_types::core::{Tag, Vec1};
 use imap_types::fetch::MessageDataItem;
 use imap_types::flag::FlagPerm;
 use imap_types::response::{Code, Data};
-
-use imap_types::command::SelectParameter;
+use imap_types::sequence::SequenceSet;
 
 use super::responses::{
     bad, bye, data, flag_list, flags_of, no, no_unavailable, nz, nz64, ok, runs, sequence_set, untagged_ok,
@@ -27,18 +27,7 @@ impl Session {
         out: &mut Vec<u8>,
     ) -> Handled {
         let user = self.user(tag)?;
-        let mut resync = None;
-        for parameter in parameters {
-            match parameter {
-                SelectParameter::CondStore => self.condstore = true,
-                SelectParameter::QResync { .. } if !self.qresync => {
-                    return Err(bad(tag, "QRESYNC parameters need ENABLE QRESYNC first"));
-                }
-                SelectParameter::QResync { uid_validity, mod_sequence_value, known_uids, .. } => {
-                    resync = Some((uid_validity.get(), mod_sequence_value.get(), known_uids.clone()));
-                }
-            }
-        }
+        let resync = self.resync_request(tag, parameters)?;
         // RFC 7162 3.2.11: the client learns where the old mailbox's responses end.
         if self.selected.take().is_some() && self.qresync {
             out.extend(untagged_ok(Code::Closed, "Previous mailbox closed"));
@@ -84,27 +73,35 @@ impl Session {
         out.extend(untagged_ok(Code::UidNext(nz(uid_next)), "Predicted next UID"));
         out.extend(untagged_ok(Code::UidValidity(nz(state.uid_validity)), "UIDs valid"));
         out.extend(untagged_ok(Code::HighestModSeq(nz64(highest_modseq)), "Highest"));
-        // QRESYNC: what the client's cache lacks, instead of the whole mailbox again.
-        if let Some((_, since, known)) = resync.filter(|(validity, ..)| *validity == state.uid_validity) {
-            if let Some(gone) = sequence_set(&sets::vanished(known.as_ref(), &selected.uids, uid_next)) {
-                out.extend(data(Data::Vanished { earlier: true, known_uids: gone }));
-            }
-            for (position, message) in messages.iter().enumerate().filter(|(_, m)| m.modseq > since) {
-                let items = vec![
-                    MessageDataItem::Uid(nz(message.uid)),
-                    MessageDataItem::Flags(flags_of(&message.flags, selected.is_recent(message.uid))),
-                    MessageDataItem::ModSeq(nz64(message.modseq)),
-                ];
-                out.extend(data(Data::Fetch {
-                    seq: nz(position as u32 + 1),
-                    items: Vec1::try_from(items).expect("not empty"),
-                }));
-            }
+        if let Some(resync) = resync.filter(|r| r.uid_validity == state.uid_validity) {
+            out.extend(resynchronise(&selected, &messages, &resync, uid_next));
         }
         self.selected = Some(selected);
         let code = if read_only { Code::ReadOnly } else { Code::ReadWrite };
         out.extend(ok(tag, Some(code), if read_only { "EXAMINE completed" } else { "SELECT completed" }));
         Ok(After::Continue)
+    }
+
+    /// SELECT's parameters: CONDSTORE switches it on, QRESYNC (once enabled) says what
+    /// the client has cached.
+    fn resync_request(&mut self, tag: &Tag<'_>, parameters: &[SelectParameter]) -> Result<Option<Resync>, Vec<u8>> {
+        let mut resync = None;
+        for parameter in parameters {
+            match parameter {
+                SelectParameter::CondStore => self.condstore = true,
+                SelectParameter::QResync { .. } if !self.qresync => {
+                    return Err(bad(tag, "QRESYNC parameters need ENABLE QRESYNC first"));
+                }
+                SelectParameter::QResync { uid_validity, mod_sequence_value, known_uids, .. } => {
+                    resync = Some(Resync {
+                        uid_validity: uid_validity.get(),
+                        since: mod_sequence_value.get(),
+                        known: known_uids.clone(),
+                    });
+                }
+            }
+        }
+        Ok(resync)
     }
 
     pub(super) fn unselect(&mut self, tag: &Tag<'_>, out: &mut Vec<u8>) -> Handled {
@@ -250,6 +247,36 @@ impl Session {
         selected.highest_modseq = messages.iter().map(|m| m.modseq).max().unwrap_or(0).max(before);
         true
     }
+}
+
+/// What a QRESYNC client has cached of the mailbox (RFC 7162 3.2.5).
+struct Resync {
+    uid_validity: u32,
+    /// The highest modseq the client knows.
+    since: u64,
+    /// The UIDs it knows (all below UIDNEXT when it does not say).
+    known: Option<SequenceSet>,
+}
+
+/// QRESYNC's answer to a SELECT: what the client's cache lacks instead of the whole
+/// mailbox again: the UIDs gone (VANISHED (EARLIER)) and the messages changed since.
+fn resynchronise(selected: &Selected, messages: &[MessageInfo], resync: &Resync, uid_next: u32) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Some(gone) = sequence_set(&sets::vanished(resync.known.as_ref(), &selected.uids, uid_next)) {
+        out.extend(data(Data::Vanished { earlier: true, known_uids: gone }));
+    }
+    for (position, message) in messages.iter().enumerate().filter(|(_, m)| m.modseq > resync.since) {
+        let items = vec![
+            MessageDataItem::Uid(nz(message.uid)),
+            MessageDataItem::Flags(flags_of(&message.flags, selected.is_recent(message.uid))),
+            MessageDataItem::ModSeq(nz64(message.modseq)),
+        ];
+        out.extend(data(Data::Fetch {
+            seq: nz(position as u32 + 1),
+            items: Vec1::try_from(items).expect("not empty"),
+        }));
+    }
+    out
 }
 
 /// PERMANENTFLAGS: every known flag and `\*` (new keywords may be made), or none when
