@@ -217,6 +217,16 @@ class Session:
         batch = self.args.batch
         self.chunks = [uids[i : i + batch] for i in range(0, len(uids), batch)]
 
+    def hang_up(self):
+        """LOGOUT (best effort) and close the connection, if one is open."""
+        if self.imap is not None:
+            try:
+                self.imap.logout()
+            except Exception:
+                pass
+            close(self.imap)
+            self.imap = None
+
     def reopen(self):
         close(self.imap)
         self.imap = None
@@ -285,12 +295,7 @@ class Session:
             self.fetched += messages
             self.bytes += nbytes
         self.done = time.monotonic()
-        if self.imap is not None:
-            try:
-                self.imap.logout()
-            except Exception:
-                pass
-            close(self.imap)
+        self.hang_up()
 
 
 def start_barrier(args, sessions, clock):
@@ -326,15 +331,22 @@ def report_errors(errors):
             print(f"    {n:6d}  {what}", file=sys.stderr)
 
 
-def run(args):
+def start_sessions(kind, args):
+    """`args.sessions` sessions of `kind`, each on a thread of its own, started together:
+    (errors, sessions, clock, threads); the clock starts when all are ready."""
     errors = Errors()
-    sessions = [Session(i, args, errors) for i in range(args.sessions)]
+    sessions = [kind(i, args, errors) for i in range(args.sessions)]
     clock = {}
     barrier = start_barrier(args, sessions, clock)
     threads = [threading.Thread(target=s.run, args=(barrier, clock), daemon=True) for s in sessions]
-    setup = time.monotonic()
     for thread in threads:
         thread.start()
+    return errors, sessions, clock, threads
+
+
+def run(args):
+    setup = time.monotonic()
+    errors, sessions, clock, threads = start_sessions(Session, args)
     # Wait for the sessions, telling about batches that go unanswered for long; give up
     # on those still waiting `grace` seconds after the end (they count as errors).
     told = set()
@@ -403,13 +415,7 @@ class Mixed(Session):
         return data
 
     def login_again(self):
-        if self.imap is not None:
-            try:
-                self.imap.logout()
-            except Exception:
-                pass
-            close(self.imap)
-            self.imap = None
+        self.hang_up()
         self.imap = self.timed("login", lambda: connect(self.server, self.login, self.password))
         self.tls = f"{self.imap.sock.version()}/{self.imap.sock.cipher()[0]}"
 
@@ -456,22 +462,11 @@ class Mixed(Session):
                 self.errors.add(self.index, describe(e))
             number += 1
         self.done = time.monotonic()
-        if self.imap is not None:
-            try:
-                self.imap.logout()
-            except Exception:
-                pass
-            close(self.imap)
+        self.hang_up()
 
 
 def mixed(args):
-    errors = Errors()
-    sessions = [Mixed(i, args, errors) for i in range(args.sessions)]
-    clock = {}
-    barrier = start_barrier(args, sessions, clock)
-    threads = [threading.Thread(target=s.run, args=(barrier, clock), daemon=True) for s in sessions]
-    for thread in threads:
-        thread.start()
+    errors, sessions, clock, threads = start_sessions(Mixed, args)
     for thread in threads:
         thread.join(timeout=args.duration + args.grace + 60)
     used = resources(args, clock)
