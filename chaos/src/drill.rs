@@ -341,6 +341,11 @@ fn inject(
     }
 }
 
+/// Ballast beyond which a victim that has not stopped is not pushed: more than its WAL
+/// and memtables can hold (so its storage must fail), little enough for it to catch up
+/// once its filesystem is freed, should it have stalled instead of stopping.
+const MAX_BALLAST_MIB: u32 = 128;
+
 /// Until `victim` stops or `until`: appends 1 MiB messages (through the other nodes) to a
 /// ballast mailbox, so the full disk is needed at once instead of after the space
 /// RocksDB set aside earlier runs out. Ballast is not part of the checked history.
@@ -354,13 +359,22 @@ fn write_ballast(cluster: &Cluster, victim: u64, faults: &mut Faults, until: Ins
     let body = serde_json::json!({ "kind": "email", "body": "x".repeat(1 << 20) });
     let url = cluster.url(entry, &format!("/api/v1/users/{BALLAST_USER}/messages"));
     let mut written = 0;
-    while Instant::now() < until && cluster.pid(victim).is_some() && written < 512 {
+    while Instant::now() < until && cluster.pid(victim).is_some() && written < MAX_BALLAST_MIB {
         if ureq::post(&url).timeout(Duration::from_secs(5)).send_json(body.clone()).is_ok() {
             written += 1;
         }
     }
-    let state = if cluster.pid(victim).is_some() { "still running" } else { "stopped" };
-    faults.log(format!("wrote {written} MiB of ballast through node {entry}; node {victim} {state}"));
+    if cluster.pid(victim).is_none() {
+        faults.log(format!("wrote {written} MiB of ballast through node {entry}; node {victim} stopped"));
+        return;
+    }
+    // Its storage should have failed by now: what the node said of it goes in the report.
+    faults.log(format!("wrote {written} MiB of ballast through node {entry}; node {victim} still running"));
+    let log = cluster.node(victim).config_path.with_file_name("umsd.log");
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    for line in text.lines().filter(|l| l.contains("ERROR") || l.contains("WARN")).rev().take(3) {
+        faults.log(format!("node {victim}: {}", line.chars().take(300).collect::<String>()));
+    }
 }
 
 /// A node's own replica of a mailbox as `(UID, drill reference)`: the client reference
