@@ -1,7 +1,9 @@
 //! A running cluster as a drill sees it: its nodes' configurations (from the data
 //! directory that `umsd dev` or a test harness laid out: `node-N/node.toml`, or from the
 //! `umsd` processes serving the HTTP addresses given with `--nodes`), their processes
-//! (found in /proc by their `--config` argument), and their HTTP API.
+//! (found in /proc by their `--config` argument), and their HTTP API, which a drill
+//! calls with each node's own admin token (`admin.token` in its data directory; a drill
+//! runs on the nodes' machine anyway) or with `UMS_TOKEN` when that is set.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,7 @@ use anyhow::{Context, bail};
 use devkit::node_file::NodeFile;
 pub use devkit::process::pid_of;
 use devkit::process::umsd_processes;
+use devkit::tokens::{NODE_TOKEN_FILE, read_token};
 use serde_json::Value;
 
 /// One node of the cluster under test.
@@ -18,6 +21,34 @@ pub struct ChaosNode {
     pub id: u64,
     pub config: NodeFile,
     pub config_path: PathBuf,
+    /// The API token the drill presents to this node.
+    pub token: String,
+}
+
+impl ChaosNode {
+    fn load(config_path: PathBuf) -> anyhow::Result<Self> {
+        let config = NodeFile::load(&config_path)?;
+        let token = match std::env::var("UMS_TOKEN") {
+            Ok(token) if !token.trim().is_empty() => token.trim().to_string(),
+            _ => {
+                // `umsd dev` and the tests keep node.toml in the data directory it names.
+                let dir = if config.data_dir.is_absolute() {
+                    config.data_dir.clone()
+                } else {
+                    config_path.parent().map(Path::to_path_buf).unwrap_or_default()
+                };
+                let path = dir.join(NODE_TOKEN_FILE);
+                read_token(&path).with_context(|| {
+                    format!(
+                        "cannot read node {}'s admin token at {}: run the drill as the user that runs umsd, or set UMS_TOKEN to an operator token",
+                        config.node_id,
+                        path.display()
+                    )
+                })?
+            }
+        };
+        Ok(Self { id: config.node_id, config, config_path, token })
+    }
 }
 
 pub struct Cluster {
@@ -35,8 +66,7 @@ impl Cluster {
         for entry in std::fs::read_dir(&dir)? {
             let config_path = entry?.path().join("node.toml");
             if config_path.exists() {
-                let config = NodeFile::load(&config_path)?;
-                nodes.push(ChaosNode { id: config.node_id, config, config_path });
+                nodes.push(ChaosNode::load(config_path)?);
             }
         }
         if nodes.is_empty() {
@@ -75,8 +105,8 @@ impl Cluster {
         let nodes: Vec<ChaosNode> = running
             .into_iter()
             .filter(|(_, c)| c.cluster_id == cluster_id)
-            .map(|(config_path, config)| ChaosNode { id: config.node_id, config, config_path })
-            .collect();
+            .map(|(config_path, _)| ChaosNode::load(config_path))
+            .collect::<anyhow::Result<_>>()?;
         let missing: Vec<u64> =
             nodes[0].config.members.iter().map(|m| m.id).filter(|id| !nodes.iter().any(|n| n.id == *id)).collect();
         if !missing.is_empty() {
@@ -118,6 +148,16 @@ impl Cluster {
         format!("http://{}{}", self.node(id).config.http_listen, path)
     }
 
+    /// A GET of `path` on node `id`, with the node's token.
+    pub fn get(&self, id: u64, path: &str) -> ureq::Request {
+        devkit::http::get(&self.url(id, path), &self.node(id).token)
+    }
+
+    /// A POST to `path` on node `id`, with the node's token.
+    pub fn post(&self, id: u64, path: &str) -> ureq::Request {
+        devkit::http::post(&self.url(id, path), &self.node(id).token)
+    }
+
     pub fn pid(&self, id: u64) -> Option<u32> {
         pid_of(&self.node(id).config_path)
     }
@@ -134,15 +174,12 @@ impl Cluster {
     /// Whether the nodes accept injected delays (`debug_faults = true`, as in `umsd dev`).
     pub fn allows_debug_faults(&self) -> bool {
         let id = self.nodes[0].id;
-        ureq::get(&self.url(id, "/api/v1/debug/faults")).timeout(Duration::from_secs(2)).call().is_ok()
+        self.get(id, "/api/v1/debug/faults").timeout(Duration::from_secs(2)).call().is_ok()
     }
 
     /// Sets network or disk delays on node `id` through its debug API.
     pub fn set_debug_faults(&self, id: u64, faults: &Value) -> anyhow::Result<()> {
-        match ureq::post(&self.url(id, "/api/v1/debug/faults"))
-            .timeout(Duration::from_secs(5))
-            .send_json(faults.clone())
-        {
+        match self.post(id, "/api/v1/debug/faults").timeout(Duration::from_secs(5)).send_json(faults.clone()) {
             Ok(_) => Ok(()),
             Err(ureq::Error::Status(404, _)) => {
                 bail!(
@@ -156,8 +193,7 @@ impl Cluster {
     /// Leader of each shard, as the first answering node sees it.
     pub fn leaders(&self) -> BTreeMap<u64, u64> {
         for node in &self.nodes {
-            if let Ok(response) =
-                ureq::get(&self.url(node.id, "/api/v1/cluster")).timeout(Duration::from_secs(2)).call()
+            if let Ok(response) = self.get(node.id, "/api/v1/cluster").timeout(Duration::from_secs(2)).call()
                 && let Ok(status) = response.into_json::<Value>()
             {
                 return status["shards"]

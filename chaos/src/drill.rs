@@ -18,7 +18,7 @@ use crate::cluster::Cluster;
 use crate::faults::Faults;
 use crate::history::{FaultEvent, Isolation, Operation};
 use crate::outbound::{Delivery, OutboundVerdict, check_outbound};
-use crate::workload::{Protocol, Workload, WorkloadSettings};
+use crate::workload::{ApiNode, Protocol, Workload, WorkloadSettings};
 
 /// Scenarios that can run against a cluster of local processes today.
 pub const AVAILABLE: [&str; 10] = [
@@ -82,7 +82,8 @@ fn create_drill_users(count: usize, cluster: &Cluster) -> anyhow::Result<Vec<(St
         .map(|n| {
             let user = format!("drill{n}@chaos.go.ke");
             let body = serde_json::json!({ "email": user, "name": "drill user", "password": "drill-password" });
-            let created = post_with_retry(&cluster.url(cluster.ids()[0], "/api/v1/users"), &body)?;
+            let entry = cluster.ids()[0];
+            let created = post_with_retry(&cluster.url(entry, "/api/v1/users"), &cluster.node(entry).token, &body)?;
             let shard = created["shard"].as_u64().with_context(|| format!("no shard in the answer for {user}"))?;
             Ok((user, shard))
         })
@@ -167,7 +168,7 @@ pub fn run(scenario: &str, cluster: &Cluster, options: &DrillOptions) -> anyhow:
             nodes: cluster
                 .ids()
                 .into_iter()
-                .map(|id| (id, format!("http://{}", cluster.node(id).config.http_listen)))
+                .map(|id| ApiNode { id, base: cluster.url(id, ""), token: cluster.node(id).token.clone() })
                 .collect(),
             smtp: cluster
                 .ids()
@@ -246,8 +247,9 @@ fn await_deliveries(
 fn pending_outbound(cluster: &Cluster, users: &[(String, u64)]) -> Option<usize> {
     let mut pending = 0;
     for (user, _) in users {
-        let url = cluster.url(cluster.ids()[0], &format!("/api/v1/users/{user}/outbound"));
-        let list: serde_json::Value = match ureq::get(&url).timeout(Duration::from_secs(5)).call() {
+        let path = format!("/api/v1/users/{user}/outbound");
+        let list: serde_json::Value = match cluster.get(cluster.ids()[0], &path).timeout(Duration::from_secs(5)).call()
+        {
             Ok(response) => response.into_json().ok()?,
             // The user itself was lost (a drill against an unsafe cluster): nothing pending.
             Err(ureq::Error::Status(404, _)) => continue,
@@ -353,14 +355,14 @@ fn write_ballast(cluster: &Cluster, victim: u64, faults: &mut Faults, until: Ins
     const BALLAST_USER: &str = "ballast@chaos.go.ke";
     let Some(entry) = cluster.ids().into_iter().find(|&id| id != victim) else { return };
     let user = serde_json::json!({ "email": BALLAST_USER, "name": "drill ballast", "password": "drill-password" });
-    if post_with_retry(&cluster.url(entry, "/api/v1/users"), &user).is_err() {
+    if post_with_retry(&cluster.url(entry, "/api/v1/users"), &cluster.node(entry).token, &user).is_err() {
         return;
     }
     let body = serde_json::json!({ "kind": "email", "body": "x".repeat(1 << 20) });
-    let url = cluster.url(entry, &format!("/api/v1/users/{BALLAST_USER}/messages"));
+    let path = format!("/api/v1/users/{BALLAST_USER}/messages");
     let mut written = 0;
     while Instant::now() < until && cluster.pid(victim).is_some() && written < MAX_BALLAST_MIB {
-        if ureq::post(&url).timeout(Duration::from_secs(5)).send_json(body.clone()).is_ok() {
+        if cluster.post(entry, &path).timeout(Duration::from_secs(5)).send_json(body.clone()).is_ok() {
             written += 1;
         }
     }
@@ -379,9 +381,9 @@ fn write_ballast(cluster: &Cluster, victim: u64, faults: &mut Faults, until: Ins
 
 /// A node's own replica of a mailbox as `(UID, drill reference)`: the client reference
 /// of an HTTP append, the `X-UMS-Drill-Ref` header of mail that came in over SMTP.
-fn replica_refs(base_url: &str, user: &str) -> Option<Vec<(u64, String)>> {
-    let url = format!("{base_url}/api/v1/users/{user}/messages?local=true&limit=10000&bodies=true");
-    let body: serde_json::Value = match ureq::get(&url).timeout(Duration::from_secs(10)).call() {
+fn replica_refs(cluster: &Cluster, id: u64, user: &str) -> Option<Vec<(u64, String)>> {
+    let path = format!("/api/v1/users/{user}/messages?local=true&limit=10000&bodies=true");
+    let body: serde_json::Value = match cluster.get(id, &path).timeout(Duration::from_secs(10)).call() {
         Ok(response) => response.into_json().ok()?,
         Err(ureq::Error::Status(404, _)) => return Some(Vec::new()),
         Err(_) => return None,
@@ -404,7 +406,7 @@ fn read_replicas(cluster: &Cluster, users: &[(String, u64)]) -> anyhow::Result<O
     for (user, _) in users {
         loop {
             let lists: Vec<Option<Vec<(u64, String)>>> =
-                cluster.ids().into_iter().map(|id| replica_refs(&cluster.url(id, ""), user)).collect();
+                cluster.ids().into_iter().map(|id| replica_refs(cluster, id, user)).collect();
             let settled = lists.iter().all(Option::is_some) && lists.windows(2).all(|w| w[0] == w[1]);
             if settled || Instant::now() > deadline {
                 // After the deadline, record what is there: the checker reports divergence.

@@ -51,11 +51,20 @@ impl std::str::FromStr for Protocol {
     }
 }
 
+/// A node's HTTP API, as the workload calls it.
+#[derive(Clone)]
+pub struct ApiNode {
+    pub id: u64,
+    /// `http://host:port`
+    pub base: String,
+    pub token: String,
+}
+
 /// Where and how fast to write.
 #[derive(Clone)]
 pub struct WorkloadSettings {
-    /// `(node id, base URL)` of every node.
-    pub nodes: Vec<(u64, String)>,
+    /// Every node's API.
+    pub nodes: Vec<ApiNode>,
     /// `(node id, SMTP MX host:port)` of every node that has one.
     pub smtp: Vec<(u64, String)>,
     pub protocol: Protocol,
@@ -167,14 +176,14 @@ fn run_worker(worker: u64, settings: &WorkloadSettings, started: Instant, stop: 
 }
 
 /// One append: the first node that accepts the connection decides the outcome.
-fn append(agent: &ureq::Agent, nodes: &[(u64, String)], user: &str, client_ref: &str) -> (u64, Outcome) {
+fn append(agent: &ureq::Agent, nodes: &[ApiNode], user: &str, client_ref: &str) -> (u64, Outcome) {
     let body =
         serde_json::json!({ "kind": "sms", "body": format!("drill message {client_ref}"), "client_ref": client_ref });
     post(agent, nodes, &format!("/api/v1/users/{user}/messages"), &body, None, "uid")
 }
 
 /// Queues an outbound webhook whose payload is the reference, keyed by it.
-fn enqueue(agent: &ureq::Agent, nodes: &[(u64, String)], user: &str, client_ref: &str, target: &str) -> (u64, Outcome) {
+fn enqueue(agent: &ureq::Agent, nodes: &[ApiNode], user: &str, client_ref: &str, target: &str) -> (u64, Outcome) {
     let body =
         serde_json::json!({ "channel": "webhook", "target": target, "body": client_ref, "content_type": "text/plain" });
     post(agent, nodes, &format!("/api/v1/users/{user}/outbound"), &body, Some(client_ref), "seq")
@@ -184,14 +193,15 @@ fn enqueue(agent: &ureq::Agent, nodes: &[(u64, String)], user: &str, client_ref:
 /// the number in the `id_field` of a 2xx's body (201 for a message, 202 for an item queued).
 fn post(
     agent: &ureq::Agent,
-    nodes: &[(u64, String)],
+    nodes: &[ApiNode],
     path: &str,
     body: &Value,
     idempotency_key: Option<&str>,
     id_field: &str,
 ) -> (u64, Outcome) {
-    for (node, base) in nodes {
-        let mut request = agent.post(&format!("{base}{path}"));
+    for node in nodes {
+        let mut request =
+            agent.post(&format!("{}{path}", node.base)).set("Authorization", &devkit::tokens::bearer(&node.token));
         if let Some(key) = idempotency_key {
             request = request.set("Idempotency-Key", key);
         }
@@ -210,7 +220,7 @@ fn post(
             Err(ureq::Error::Transport(t)) if t.kind() == ureq::ErrorKind::ConnectionFailed => continue,
             Err(e) => Outcome::Unknown { reason: e.to_string() },
         };
-        return (*node, outcome);
+        return (node.id, outcome);
     }
     (0, Outcome::Failed { reason: "no node accepted the connection".into() })
 }

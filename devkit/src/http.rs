@@ -6,12 +6,25 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use serde_json::Value;
 
-/// POSTs JSON, retrying while the cluster is still electing leaders (503) or a node
-/// is not listening yet; returns the JSON answer.
-pub fn post_with_retry(url: &str, body: &Value) -> anyhow::Result<Value> {
+use crate::tokens::bearer;
+
+/// A GET request carrying `token`.
+pub fn get(url: &str, token: &str) -> ureq::Request {
+    ureq::get(url).set("Authorization", &bearer(token))
+}
+
+/// A POST request carrying `token`.
+pub fn post(url: &str, token: &str) -> ureq::Request {
+    ureq::post(url).set("Authorization", &bearer(token))
+}
+
+/// POSTs JSON with `token`, retrying while the cluster is still electing leaders (503)
+/// or a node is not listening yet; returns the JSON answer.
+pub fn post_with_retry(url: &str, token: &str, body: &Value) -> anyhow::Result<Value> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        match ureq::post(url).timeout(Duration::from_secs(15)).send_json(body.clone()) {
+        let request = ureq::post(url).timeout(Duration::from_secs(15)).set("Authorization", &bearer(token));
+        match request.send_json(body.clone()) {
             Ok(response) => return Ok(response.into_json()?),
             Err(ureq::Error::Status(503, _)) | Err(ureq::Error::Transport(_)) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(200));
@@ -27,9 +40,9 @@ pub fn post_with_retry(url: &str, body: &Value) -> anyhow::Result<Value> {
 /// The `(uid, client_ref)` list of `user`'s INBOX as the node at `base_url` holds it
 /// in its own replica (a stale read, no leader involved). A replica that does not know
 /// the user holds none of its messages; `None` means the node did not answer.
-pub fn replica_messages(base_url: &str, user: &str) -> Option<Vec<(u64, String)>> {
+pub fn replica_messages(base_url: &str, token: &str, user: &str) -> Option<Vec<(u64, String)>> {
     let url = format!("{base_url}/api/v1/users/{user}/messages?local=true&limit=10000");
-    let body: Value = match ureq::get(&url).timeout(Duration::from_secs(5)).call() {
+    let body: Value = match get(&url, token).timeout(Duration::from_secs(5)).call() {
         Ok(response) => response.into_json().ok()?,
         Err(ureq::Error::Status(404, _)) => return Some(Vec::new()),
         Err(_) => return None,

@@ -5,9 +5,11 @@
 //! - [`process`]: starting `umsd --config FILE`, and finding running ones in /proc.
 //! - [`node_file`]: the fields of a node's `node.toml` that such programs read.
 //! - [`http`]: small HTTP client helpers for the cluster's API.
+//! - [`tokens`]: where API tokens are kept on this machine, and creating one.
 //! - [`webhook_sink`]: a receiver that records outbound webhook deliveries.
 
 pub mod http;
 pub mod node_file;
 pub mod process;
+pub mod tokens;
 pub mod webhook_sink;

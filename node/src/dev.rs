@@ -134,11 +134,12 @@ pub fn run(nodes: usize, data: &Path, insecure_auth: bool, overrides: &[String])
     }
 
     let result = wait_until_ready(nodes, &mut children, &stop).and_then(|()| {
+        let token = ensure_operator_token(&data)?;
         if !data.join("demo-users-created").exists() {
-            create_demo_users()?;
+            create_demo_users(&token)?;
             fs::write(data.join("demo-users-created"), b"")?;
         }
-        print_endpoints(nodes, &data, &cluster_id);
+        print_endpoints(nodes, &data, &cluster_id, &token);
         supervise(&mut children, &stop);
         Ok(())
     });
@@ -185,10 +186,34 @@ fn wait_until_ready(nodes: usize, children: &mut [(NodeId, Child, PathBuf)], sto
     Ok(())
 }
 
-fn create_demo_users() -> anyhow::Result<()> {
+/// The dev cluster's operator token, kept in `DATA/operator.token` (mode 0600): created
+/// through node 1 with that node's own admin token the first time, and again when the
+/// kept one no longer works (revoked, say).
+fn ensure_operator_token(data: &Path) -> anyhow::Result<String> {
+    let path = data.join(devkit::tokens::OPERATOR_TOKEN_FILE);
+    if let Some(token) = devkit::tokens::read_token(&path) {
+        let check = devkit::http::get(&format!("{}/api/v1/tokens", http_base(1)), &token)
+            .timeout(Duration::from_secs(15))
+            .call();
+        match check {
+            Ok(_) => return Ok(token),
+            Err(ureq::Error::Status(401, _)) => println!("{} no longer works; making a new one", path.display()),
+            Err(e) => bail!("checking the operator token in {}: {e}", path.display()),
+        }
+    }
+    let admin_path = data.join("node-1").join(devkit::tokens::NODE_TOKEN_FILE);
+    let admin = devkit::tokens::read_token(&admin_path)
+        .with_context(|| format!("node 1 wrote no admin token at {}", admin_path.display()))?;
+    let token = devkit::tokens::create_token(&http_base(1), &admin, "umsd dev operator", "operator", None)?;
+    devkit::tokens::write_secret_file(&path, &token).with_context(|| format!("writing {}", path.display()))?;
+    Ok(token)
+}
+
+fn create_demo_users(token: &str) -> anyhow::Result<()> {
     println!("creating {DEMO_USERS} demo users ...");
     let workers: Vec<_> = (0..4u32)
         .map(|worker| {
+            let token = token.to_string();
             std::thread::spawn(move || -> anyhow::Result<()> {
                 for n in (1..=DEMO_USERS).filter(|n| n % 4 == worker) {
                     let (email, password, msisdn) = demo_user(n);
@@ -196,7 +221,7 @@ fn create_demo_users() -> anyhow::Result<()> {
                         "email": email, "name": format!("Demo User {n}"), "ministry": "Demo",
                         "msisdn": msisdn, "password": password, "employee_number": format!("DEMO{n:04}"),
                     });
-                    post_with_retry(&format!("{}/api/v1/users", http_base(1)), &body)?;
+                    post_with_retry(&format!("{}/api/v1/users", http_base(1)), &token, &body)?;
                 }
                 Ok(())
             })
@@ -208,7 +233,7 @@ fn create_demo_users() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_endpoints(nodes: usize, data: &Path, cluster_id: &str) {
+fn print_endpoints(nodes: usize, data: &Path, cluster_id: &str, token: &str) {
     println!("\nUMS dev cluster '{cluster_id}' is up: {nodes} nodes, data in {}", data.display());
     println!(
         "  node  peer           SMTP (MX)        submission       IMAP (STARTTLS)  IMAPS            HTTP API / metrics"
@@ -228,9 +253,13 @@ fn print_endpoints(nodes: usize, data: &Path, cluster_id: &str) {
     }
     let (email, password, msisdn) = demo_user(1);
     println!("\ndemo users: user1..user{DEMO_USERS}@{DEMO_DOMAIN}, e.g. {email} / {password} / {msisdn}");
+    let token_file = data.join(devkit::tokens::OPERATOR_TOKEN_FILE);
+    println!("\noperator token (also in {}, which umsctl reads): {token}", token_file.display());
     println!(
-        "try: curl -s -XPOST -H 'content-type: application/json' -d '{{\"kind\":\"sms\",\"body\":\"hello\"}}' http://127.0.0.1:7180/api/v1/users/{email}/messages"
+        "try: curl -s -XPOST -H \"Authorization: Bearer $(cat {})\" -H 'content-type: application/json' -d '{{\"kind\":\"sms\",\"body\":\"hello\"}}' http://127.0.0.1:7180/api/v1/users/{email}/messages",
+        token_file.display()
     );
+    println!("  or as the user: curl -s -u {email}:{password} http://127.0.0.1:7180/api/v1/users/{email}/messages");
     println!("send mail: swaks --server 127.0.0.1:7125 --to {email} --from citizen@example.org");
     println!(
         "submit mail: swaks --server 127.0.0.1:7187 --tls --auth PLAIN --auth-user {email} --auth-password {password} --from {email} --to someone@example.org"

@@ -14,6 +14,7 @@
 //!   [`cluster::Cluster`] (domains, logins, deliveries, relays, IMAP mailbox operations).
 //! - [`addresses`], [`passwords`], [`clock`]: address normalisation, argon2 passwords,
 //!   the proposer's wall clock.
+//! - [`auth`]: who may call the HTTP API: tokens, roles, the policy, the authenticator.
 //! - [`http`]: the HTTP API, health and Prometheus metrics (actix-web).
 //! - [`server`]: starts one node from a config; [`dev`]: `umsd dev`, a local cluster
 //!   of child processes (process and HTTP helpers shared with the drills and tests come
@@ -21,6 +22,7 @@
 
 pub mod actors;
 pub mod addresses;
+pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod config;

@@ -15,9 +15,11 @@ use tracing::{info, warn};
 use crate::actors::ActorRuntime;
 use crate::actors::mailbox::MailboxRegistry;
 use crate::actors::queue::{Leadership, QueueSettings, QueueSupervisor};
+use crate::auth::Authenticator;
+use crate::auth::authenticator::load_or_create_node_token;
 use crate::cluster::Cluster;
 use crate::config::{NodeConfig, ThreadSettings};
-use crate::http::{self, AppState, DebugFaults};
+use crate::http::{self, AppState};
 use crate::peer::{self, PeerNetwork, PeerTransport};
 use crate::placement::{initial_placement, preferred_leaders};
 use crate::runtime::{self, LoopSettings};
@@ -30,6 +32,12 @@ const BOOTSTRAPPED_MARKER: &str = "bootstrapped";
 pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::PrometheusHandle>) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    if config.debug_faults && !http::FAULTS_COMPILED_IN {
+        anyhow::bail!(
+            "debug_faults = true, but this build has no fault injection (build with --features debug-faults)"
+        );
+    }
+    let node_token = load_or_create_node_token(&config.data_dir).context("this node's admin token")?;
     let db_path = config.data_dir.join("db");
     let rocks_options = RocksOptions { unsafe_skip_fsync: config.unsafe_skip_fsync, ..RocksOptions::default() };
     let rocks = RocksEngine::open(&db_path, &rocks_options)
@@ -139,11 +147,22 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     io_runtime.block_on(gateways::imap::start(config.imap.clone(), mail)).context("starting IMAP")?;
 
     info!(node = config.node_id, peer = %config.peer_listen, http = %config.http_listen, "node started");
+    #[cfg(any(debug_assertions, feature = "debug-faults"))]
     let debug = config.debug_faults.then(|| {
         warn!(node = config.node_id, "debug fault injection is on (debug_faults = true): never on a production node");
-        DebugFaults { network: Arc::clone(&network), disk: disk_faults }
+        http::DebugFaults { network: Arc::clone(&network), disk: disk_faults }
     });
-    let state = AppState { cluster, members: config.members.clone(), metrics, debug };
+    #[cfg(not(any(debug_assertions, feature = "debug-faults")))]
+    drop(disk_faults);
+    let authenticator = Authenticator::new(Arc::clone(&cluster), &node_token, Default::default())?;
+    let state = AppState {
+        cluster,
+        members: config.members.clone(),
+        metrics,
+        authenticator,
+        #[cfg(any(debug_assertions, feature = "debug-faults"))]
+        debug,
+    };
     let workers = ThreadSettings::resolve(config.threads.http_workers);
     let served = actix_web::rt::System::new().block_on(http::serve(config.http_listen, workers, state));
     info!(node = config.node_id, "stopping");

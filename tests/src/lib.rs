@@ -79,6 +79,8 @@ pub struct TestCluster {
     pub nodes: Vec<TestNode>,
     /// Small filesystems mounted for nodes' data, unmounted on drop.
     mounts: Vec<PathBuf>,
+    /// An operator token every node accepts, created at launch.
+    pub token: String,
 }
 
 impl TestCluster {
@@ -152,7 +154,7 @@ impl TestCluster {
                 TestNode { id: member.id, config, child: None }
             })
             .collect();
-        Self { _dir: dir, nodes, mounts: Vec::new() }
+        Self { _dir: dir, nodes, mounts: Vec::new(), token: String::new() }
     }
 
     /// Like [`TestCluster::start`], with node `small`'s data on a tmpfs of `mib` MiB of
@@ -180,7 +182,16 @@ impl TestCluster {
         for id in 1..=count as u64 {
             cluster.try_wait_healthy(id)?;
         }
+        let admin = cluster.admin_token(1);
+        cluster.token = devkit::tokens::create_token(&cluster.url(1, ""), &admin, "tests", "operator", None)
+            .map_err(|e| format!("creating the tests' operator token: {e:#}\n{}", cluster.log_tail(1)))?;
         Ok(cluster)
+    }
+
+    /// Node `id`'s own admin token (accepted by that node only).
+    pub fn admin_token(&self, id: u64) -> String {
+        let path = self.nodes[id as usize - 1].config.data_dir.join(devkit::tokens::NODE_TOKEN_FILE);
+        devkit::tokens::read_token(&path).unwrap_or_else(|| panic!("no admin token at {}", path.display()))
     }
 
     /// The directory holding `node-N/node.toml` of every node (what `umschaos --cluster` reads).
@@ -272,7 +283,7 @@ impl TestCluster {
 
     /// The cluster status as node `id` sees it.
     pub fn cluster_status(&self, id: u64) -> Value {
-        get_json(&self.url(id, "/api/v1/cluster")).expect("cluster status")
+        get_json(&self.url(id, "/api/v1/cluster"), &self.token).expect("cluster status")
     }
 
     /// Creates a user (password `test-password`) through node 1, retrying while leaders
@@ -283,14 +294,14 @@ impl TestCluster {
 
     pub fn create_user_with_password(&self, email: &str, password: &str) {
         let body = serde_json::json!({ "email": email, "name": email, "password": password });
-        devkit::http::post_with_retry(&self.url(1, "/api/v1/users"), &body)
+        devkit::http::post_with_retry(&self.url(1, "/api/v1/users"), &self.token, &body)
             .unwrap_or_else(|e| panic!("create {email}: {e}"));
     }
 
     /// Appends the e-mail `raw` to `email`'s INBOX through node `id`'s HTTP API.
     pub fn deliver_email(&self, id: u64, email: &str, raw: &str) {
         let body = serde_json::json!({ "kind": "email", "body": raw });
-        devkit::http::post_with_retry(&self.url(id, &format!("/api/v1/users/{email}/messages")), &body)
+        devkit::http::post_with_retry(&self.url(id, &format!("/api/v1/users/{email}/messages")), &self.token, &body)
             .unwrap_or_else(|e| panic!("deliver to {email}: {e}"));
     }
 
@@ -308,14 +319,14 @@ impl TestCluster {
 
     /// The `(uid, client_ref)` list of a user's INBOX on node `id`'s own replica.
     pub fn local_messages(&self, id: u64, email: &str) -> Option<Vec<(u64, String)>> {
-        devkit::http::replica_messages(&self.url(id, ""), email)
+        devkit::http::replica_messages(&self.url(id, ""), &self.token, email)
     }
 
     /// The `(uid, raw message)` list of a user's INBOX on node `id`'s own replica.
     pub fn local_bodies(&self, id: u64, email: &str) -> Option<Vec<(u64, Vec<u8>)>> {
         use base64::Engine as _;
         let url = self.url(id, &format!("/api/v1/users/{email}/messages?local=true&bodies=true&limit=10000"));
-        let body = get_json(&url).ok()?;
+        let body = get_json(&url, &self.token).ok()?;
         let decode = |m: &Value| {
             base64::engine::general_purpose::STANDARD
                 .decode(m["body_base64"].as_str().unwrap_or(""))
@@ -361,17 +372,18 @@ impl Drop for TestCluster {
     }
 }
 
-pub fn get_json(url: &str) -> Result<Value, String> {
-    match ureq::get(url).timeout(Duration::from_secs(10)).call() {
+/// The JSON answer to a GET of `url` with `token`.
+pub fn get_json(url: &str, token: &str) -> Result<Value, String> {
+    match devkit::http::get(url, token).timeout(Duration::from_secs(10)).call() {
         Ok(response) => response.into_json().map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     }
 }
 
 /// Outcome of one HTTP append: `Some(uid)` if acknowledged with 201.
-pub fn append(url: &str, client_ref: &str, body: &str) -> Option<u64> {
+pub fn append(url: &str, token: &str, client_ref: &str, body: &str) -> Option<u64> {
     let message = serde_json::json!({ "kind": "sms", "body": body, "client_ref": client_ref });
-    match ureq::post(url).timeout(Duration::from_secs(15)).send_json(message) {
+    match devkit::http::post(url, token).timeout(Duration::from_secs(15)).send_json(message) {
         Ok(response) if response.status() == 201 => response.into_json::<Value>().ok()?["uid"].as_u64(),
         _ => None,
     }
@@ -384,7 +396,7 @@ pub fn enqueue_webhook(cluster: &TestCluster, id: u64, email: &str, target: &str
     let key = format!("enqueue-{email}-{body}");
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let response = ureq::post(&cluster.url(id, &format!("/api/v1/users/{email}/outbound")))
+        let response = devkit::http::post(&cluster.url(id, &format!("/api/v1/users/{email}/outbound")), &cluster.token)
             .timeout(Duration::from_secs(15))
             .set("Idempotency-Key", &key)
             .send_json(item.clone());

@@ -2,7 +2,8 @@
 //! starts itself (ports 8100.., data under /var/tmp): 1 KB message appends over HTTP
 //! (keep-alive connections, random nodes; the clients are tasks on one thread so they
 //! leave the cores to the cluster) across many users with a fixed number in flight
-//! (acked/s, p50/p99 ack latency);
+//! (acked/s, p50/p99 ack latency), each request with an `application` token scoped to
+//! the bench users' domain, as an application sending for a ministry would;
 //! then, still under load, kill -9 of the node leading the most shards and each
 //! affected shard's write unavailability (p50/p99/max); finally idle RSS per node.
 //!
@@ -98,6 +99,7 @@ async fn client_task(
     nodes: Vec<SocketAddr>,
     body: String,
     leader_aware: bool,
+    authorization: String,
 ) {
     let mut connections: Vec<Option<BufStream<TcpStream>>> = nodes.iter().map(|_| None).collect();
     let mut leader_of_shard: HashMap<u64, usize> = HashMap::new();
@@ -117,7 +119,7 @@ async fn client_task(
         let begin = Instant::now();
         let status = tokio::time::timeout(
             Duration::from_secs(10),
-            post(&mut connections[node], nodes[node], &path, body.as_bytes()),
+            post(&mut connections[node], nodes[node], &path, &authorization, body.as_bytes()),
         )
         .await;
         match status {
@@ -151,6 +153,7 @@ async fn post(
     connection: &mut Option<BufStream<TcpStream>>,
     address: SocketAddr,
     path: &str,
+    authorization: &str,
     body: &[u8],
 ) -> std::io::Result<(u16, Option<SocketAddr>)> {
     if connection.is_none() {
@@ -160,7 +163,7 @@ async fn post(
     }
     let stream = connection.as_mut().expect("connected above");
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: {address}\r\nAuthorization: {authorization}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;
@@ -229,7 +232,7 @@ fn main() -> anyhow::Result<()> {
     let http: Vec<String> = (1..=NODES as NodeId)
         .map(|id| format!("http://127.0.0.1:{}", ports_in_block(options.base_port, id).http))
         .collect();
-    let result = run(&options, &http, &mut children);
+    let result = run(&options, &http, &data, &mut children);
     for child in &mut children {
         let _ = child.kill();
         let _ = child.wait();
@@ -238,8 +241,28 @@ fn main() -> anyhow::Result<()> {
     result
 }
 
-fn run(options: &Options, http: &[String], children: &mut [std::process::Child]) -> anyhow::Result<()> {
+/// An operator token made through node 1 with that node's own admin token, once it is up.
+fn operator_token(http: &[String], data: &std::path::Path) -> anyhow::Result<String> {
+    let admin_file = data.join("node-1").join(devkit::tokens::NODE_TOKEN_FILE);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let admin = loop {
+        match devkit::tokens::read_token(&admin_file) {
+            Some(token) => break token,
+            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            None => bail!("node 1 wrote no admin token at {}", admin_file.display()),
+        }
+    };
+    devkit::tokens::create_token(&http[0], &admin, "ums-bench operator", "operator", Some(Duration::from_secs(3600)))
+}
+
+fn run(
+    options: &Options,
+    http: &[String],
+    data: &std::path::Path,
+    children: &mut [std::process::Child],
+) -> anyhow::Result<()> {
     let users: Vec<String> = (1..=options.users).map(|n| format!("bench{n}@bench.go.ke")).collect();
+    let token = operator_token(http, data)?;
     println!(
         "ums-bench: {NODES} umsd processes, {} users, {} B messages, {} in flight",
         options.users, options.size, options.in_flight
@@ -255,12 +278,18 @@ fn run(options: &Options, http: &[String], children: &mut [std::process::Child])
                     let Some(user) = users.get(i) else { return };
                     // One precomputed hash for all: provisioning measures the cluster, not argon2.
                     let body = serde_json::json!({ "email": user, "name": "bench", "password_hash": password_hash });
-                    post_with_retry(&format!("{}/api/v1/users", http[i % NODES]), &body).expect("create bench user");
+                    post_with_retry(&format!("{}/api/v1/users", http[i % NODES]), &token, &body)
+                        .expect("create bench user");
                 }
             });
         }
     });
     println!("provisioned {} users in {:.1} s", users.len(), started.elapsed().as_secs_f64());
+    let application = serde_json::json!({
+        "name": "ums-bench sender", "role": "application", "scope": ["bench.go.ke"], "expires_in_s": 3600,
+    });
+    let created = post_with_retry(&format!("{}/api/v1/tokens", http[0]), &token, &application)?;
+    let authorization = devkit::tokens::bearer(created["token"].as_str().context("no token created")?);
 
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
@@ -280,6 +309,7 @@ fn run(options: &Options, http: &[String], children: &mut [std::process::Child])
     let load = {
         let (shared, users, body, in_flight, leader_aware) =
             (Arc::clone(&shared), users.clone(), body.clone(), options.in_flight, options.leader_aware);
+        let authorization = authorization.clone();
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("client runtime");
             runtime.block_on(async move {
@@ -292,6 +322,7 @@ fn run(options: &Options, http: &[String], children: &mut [std::process::Child])
                             addresses.clone(),
                             body.clone(),
                             leader_aware,
+                            authorization.clone(),
                         ))
                     })
                     .collect();
@@ -322,7 +353,8 @@ fn run(options: &Options, http: &[String], children: &mut [std::process::Child])
     println!("  cluster CPU per acked append: {:>5.0} µs", cpu_used.as_secs_f64() * 1e6 / acked.max(1) as f64);
 
     // Phase 2: kill -9 the node leading the most shards, under load.
-    let status: serde_json::Value = ureq::get(&format!("{}/api/v1/cluster", http[0])).call()?.into_json()?;
+    let status: serde_json::Value =
+        devkit::http::get(&format!("{}/api/v1/cluster", http[0]), &token).call()?.into_json()?;
     let mut led: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     let terms_before = shard_terms(&status);
     for shard in status["shards"].as_array().into_iter().flatten() {
@@ -361,7 +393,8 @@ fn run(options: &Options, http: &[String], children: &mut [std::process::Child])
     println!("  failed requests during the whole run: {}", shared.failed.load(Ordering::Relaxed));
     // More than one new term means a shard went through more than one election.
     let survivor = (0..NODES).find(|&i| i as u64 + 1 != victim).expect("a survivor");
-    let after: serde_json::Value = ureq::get(&format!("{}/api/v1/cluster", http[survivor])).call()?.into_json()?;
+    let after: serde_json::Value =
+        devkit::http::get(&format!("{}/api/v1/cluster", http[survivor]), &token).call()?.into_json()?;
     let terms_after = shard_terms(&after);
     let mut elections: BTreeMap<u64, usize> = BTreeMap::new();
     for shard in &victim_shards {

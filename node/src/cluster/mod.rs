@@ -6,7 +6,7 @@
 //! pure [`routing`] policy.
 //!
 //! The operations built on this are grouped by what they touch: [`users`], [`domains`],
-//! [`messages`], [`outbound`]; [`replies`] turns state-machine statuses into errors.
+//! [`messages`], [`outbound`], [`tokens`]; [`replies`] turns state-machine statuses into errors.
 
 mod domains;
 mod forward;
@@ -14,6 +14,7 @@ mod messages;
 mod outbound;
 mod replies;
 pub mod routing;
+mod tokens;
 mod users;
 
 use std::collections::HashMap;
@@ -36,6 +37,7 @@ use crate::runtime::RaftHandle;
 use crate::state::execute_query;
 use replies::{checked, decode_reply};
 use routing::{Next, Router};
+pub use tokens::TokenRequest;
 pub use users::{UpsertedUser, UserInput};
 
 /// Why a request failed, in terms a client can act on (shared with the gateways).
@@ -248,6 +250,8 @@ fn mailbox_user(op: &command::Op) -> Option<String> {
         | command::Op::ClaimAddresses(_)
         | command::Op::Enqueue(_)
         | command::Op::OutboundAttempt(_)
-        | command::Op::AddDomain(_) => None,
+        | command::Op::AddDomain(_)
+        | command::Op::PutToken(_)
+        | command::Op::RevokeToken(_) => None,
     }
 }

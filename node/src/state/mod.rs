@@ -11,6 +11,7 @@
 //! - `c\0{user}`: the addresses a user claimed (meta group), to release old ones
 //! - `d\0{domain}`: a domain we accept mail for (meta group); recorded when an e-mail
 //!   address in it is claimed, or added by an operator
+//! - `t\0{id}`: an API token (meta group, see [`tokens`])
 //! - `o\0{user}\0{seq:be64}`: an [`OutboundItem`]; `p\0{seq:be64}` → user id indexes
 //!   the pending ones for the shard's queue actor; `q` holds the next sequence number
 //!
@@ -19,6 +20,7 @@
 
 pub mod folders;
 pub mod quota;
+mod tokens;
 
 use std::collections::HashMap;
 
@@ -166,6 +168,8 @@ impl StateMachine for UmsMachine {
                 command::Op::Expunge(expunge) => folders::expunge(ctx, cache, expunge),
                 command::Op::CopyMessages(copy) => folders::copy(ctx, cache, copy),
                 command::Op::ClaimRecent(claim) => folders::claim_recent(ctx, cache, claim),
+                command::Op::PutToken(put) => tokens::put(ctx, put),
+                command::Op::RevokeToken(revoke) => tokens::revoke(ctx, revoke),
             },
             Ok(Command { op: None }) => result(Status::Invalid, "empty command"),
             Err(e) => result(Status::Invalid, format!("undecodable command: {e}")),
@@ -361,6 +365,8 @@ pub fn execute_query(engine: &dyn KvRead, group: GroupId, query: &Query) -> stor
             Some(_) => QueryResult::default(),
             None => not_found(format!("{} is not a local domain", local.domain)),
         },
+        Some(query::Q::GetToken(get)) => tokens::get_one(engine, group, get)?,
+        Some(query::Q::ListTokens(_)) => tokens::list(engine, group)?,
         None => QueryResult { status: Status::Invalid as i32, error: "empty query".into(), ..Default::default() },
     })
 }

@@ -20,7 +20,7 @@ fn mailbox_actors_activate_on_demand_and_passivate_when_idle() {
     for (i, user) in users.iter().enumerate() {
         // Through a node that may or may not lead the user's shard.
         let url = cluster.url(i as u64 % 3 + 1, &format!("/api/v1/users/{user}/messages"));
-        assert_eq!(append(&url, &format!("a{i}"), "hello"), Some(1));
+        assert_eq!(append(&url, &cluster.token, &format!("a{i}"), "hello"), Some(1));
     }
     assert_eq!(active_mailboxes(&cluster), 5, "one actor per active mailbox, on the shard leader only");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -29,6 +29,10 @@ fn mailbox_actors_activate_on_demand_and_passivate_when_idle() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let url = cluster.url(1, &format!("/api/v1/users/{}/messages", users[0]));
-    assert_eq!(append(&url, "again", "hello again"), Some(2), "a passivated mailbox comes back with its state");
+    assert_eq!(
+        append(&url, &cluster.token, "again", "hello again"),
+        Some(2),
+        "a passivated mailbox comes back with its state"
+    );
     assert_eq!(active_mailboxes(&cluster), 1);
 }

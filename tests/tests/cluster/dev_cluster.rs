@@ -43,12 +43,15 @@ fn interrupt_and_wait(child: &mut Child) {
 fn dev_cluster_starts_with_demo_users_stops_on_ctrl_c_and_resumes() {
     let data = tempfile::Builder::new().prefix("ums-dev-").tempdir_in("/var/tmp").unwrap();
     let mut dev = start_dev(data.path());
-    let user = get_json(&format!("{NODE1}/api/v1/users/user100@ministry.go.ke")).unwrap();
+    // The operator token umsd dev printed is kept where umsctl finds it.
+    let token = devkit::tokens::read_token(&data.path().join("operator.token")).expect("operator.token written");
+    let user = get_json(&format!("{NODE1}/api/v1/users/user100@ministry.go.ke"), &token).unwrap();
     assert_eq!(user["msisdn"], "+254700000100");
-    let by_number = get_json("http://127.0.0.1:7380/api/v1/users/+254700000007").unwrap();
+    let by_number = get_json("http://127.0.0.1:7380/api/v1/users/+254700000007", &token).unwrap();
     assert_eq!(by_number["email"], "user7@ministry.go.ke");
     let uid =
-        append("http://127.0.0.1:7280/api/v1/users/user1@ministry.go.ke/messages", "dev-1", "before restart").unwrap();
+        append("http://127.0.0.1:7280/api/v1/users/user1@ministry.go.ke/messages", &token, "dev-1", "before restart")
+            .unwrap();
 
     interrupt_and_wait(&mut dev);
     for port in [7180, 7280, 7380] {
@@ -59,7 +62,9 @@ fn dev_cluster_starts_with_demo_users_stops_on_ctrl_c_and_resumes() {
     }
 
     let mut dev = start_dev(data.path());
-    let messages = get_json(&format!("{NODE1}/api/v1/users/user1@ministry.go.ke/messages")).unwrap();
+    let again = devkit::tokens::read_token(&data.path().join("operator.token")).unwrap();
+    assert_eq!(again, token, "a restarted dev cluster keeps its operator token");
+    let messages = get_json(&format!("{NODE1}/api/v1/users/user1@ministry.go.ke/messages"), &token).unwrap();
     let refs: Vec<_> = messages["messages"]
         .as_array()
         .unwrap()

@@ -35,6 +35,7 @@ fn acknowledged_appends_survive_kill_9_of_the_leader() {
     let writers: Vec<_> = (0..WRITERS)
         .map(|_| {
             let (urls, outcomes, next) = (urls.clone(), Arc::clone(&outcomes), Arc::clone(&next));
+            let token = cluster.token.clone();
             std::thread::spawn(move || {
                 let mut rng = rand::thread_rng();
                 loop {
@@ -45,7 +46,7 @@ fn acknowledged_appends_survive_kill_9_of_the_leader() {
                     let user = i % USERS + 1;
                     let client_ref = format!("m{i}");
                     let node = rng.gen_range(0..3);
-                    let acked = append(&urls[node][user - 1], &client_ref, &format!("message {i}"));
+                    let acked = append(&urls[node][user - 1], &token, &client_ref, &format!("message {i}"));
                     outcomes.lock().unwrap().push((user, client_ref, acked));
                 }
             })

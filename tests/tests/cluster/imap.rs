@@ -240,13 +240,14 @@ fn a_mailbox_over_quota_refuses_mail_until_room_is_made() {
     let cluster = TestCluster::start(3, |_| {});
     let user = "full@ministry.go.ke";
     let body = serde_json::json!({ "email": user, "password": "full-password", "quota_bytes": 8192 });
-    let created = devkit::http::post_with_retry(&cluster.url(1, "/api/v1/users"), &body).expect("create the user");
+    let created = devkit::http::post_with_retry(&cluster.url(1, "/api/v1/users"), &cluster.token, &body)
+        .expect("create the user");
     assert_eq!(created["quota_bytes"], 8192);
     let seen = run_python("imap_client.py", &["quota", &cluster.imap(2), &cluster.smtp(3), user, "full-password"]);
     assert_eq!(seen["ok"], true);
     // The operator lowers the quota below the usage: the mailbox is full, recipients wait.
     let body = serde_json::json!({ "email": user, "quota_bytes": 1024 });
-    devkit::http::post_with_retry(&cluster.url(2, "/api/v1/users"), &body).expect("lower the quota");
+    devkit::http::post_with_retry(&cluster.url(2, "/api/v1/users"), &cluster.token, &body).expect("lower the quota");
     let mut smtp = std::net::TcpStream::connect(cluster.smtp(1)).unwrap();
     use std::io::{BufRead, BufReader, Write};
     let mut reader = BufReader::new(smtp.try_clone().unwrap());

@@ -10,4 +10,5 @@ mod imap;
 mod operator;
 mod outbound;
 mod restart;
+mod security;
 mod smtp;

@@ -12,6 +12,7 @@ fn umsctl(cluster: &TestCluster, args: &[&str]) -> (i32, String, String) {
         .arg("--node")
         .arg(cluster.nodes[0].config.http_listen.to_string())
         .args(args)
+        .env("UMS_TOKEN", &cluster.token)
         .output()
         .expect("run umsctl");
     (
@@ -42,10 +43,10 @@ fn hr_import_reports_bad_rows_and_reimport_updates_without_duplicates() {
     assert!(stdout.contains("2 created, 0 updated, 2 failed"), "{stdout}");
     assert!(stdout.contains("achieng@health.go.ke"), "one-time passwords are shown: {stdout}");
 
-    let by_mobile = get_json(&cluster.url(2, "/api/v1/users/+254711000003")).unwrap();
+    let by_mobile = get_json(&cluster.url(2, "/api/v1/users/+254711000003"), &cluster.token).unwrap();
     assert_eq!(by_mobile["email"], "kamau@treasury.go.ke");
     assert_eq!(by_mobile["fax"], "+254201000003");
-    assert_eq!(get_json(&cluster.url(3, "/api/v1/users/emp:E001")).unwrap()["name"], "Achieng Otieno");
+    assert_eq!(get_json(&cluster.url(3, "/api/v1/users/emp:E001"), &cluster.token).unwrap()["name"], "Achieng Otieno");
 
     // Re-import with a changed mobile number: an update, not a second user.
     std::fs::write(
@@ -58,13 +59,19 @@ fn hr_import_reports_bad_rows_and_reimport_updates_without_duplicates() {
     let (code, stdout, stderr) = umsctl(&cluster, &["user", "import", csv.to_str().unwrap()]);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert!(stdout.contains("0 created, 2 updated, 0 failed"), "{stdout}");
-    assert_eq!(get_json(&cluster.url(1, "/api/v1/users/+254711999001")).unwrap()["email"], "achieng@health.go.ke");
-    let old_number = get_json(&cluster.url(1, "/api/v1/users/+254711000001"));
+    assert_eq!(
+        get_json(&cluster.url(1, "/api/v1/users/+254711999001"), &cluster.token).unwrap()["email"],
+        "achieng@health.go.ke"
+    );
+    let old_number = get_json(&cluster.url(1, "/api/v1/users/+254711000001"), &cluster.token);
     assert!(old_number.is_err(), "the old mobile number must be released: {old_number:?}");
 
     // The work above shows up in the Prometheus metrics of the node that did it.
-    let metrics: String =
-        (1..=3).map(|id| ureq::get(&cluster.url(id, "/metrics")).call().unwrap().into_string().unwrap()).collect();
+    let metrics: String = (1..=3)
+        .map(|id| {
+            devkit::http::get(&cluster.url(id, "/metrics"), &cluster.token).call().unwrap().into_string().unwrap()
+        })
+        .collect();
     for name in [
         "ums_raft_proposals_total",
         "ums_raft_fsyncs_total",

@@ -9,7 +9,7 @@ use devkit::webhook_sink::WebhookSink;
 use tests::{TestCluster, enqueue_webhook, get_json};
 
 fn statuses(cluster: &TestCluster, node: u64, email: &str) -> Vec<String> {
-    get_json(&cluster.url(node, &format!("/api/v1/users/{email}/outbound")))
+    get_json(&cluster.url(node, &format!("/api/v1/users/{email}/outbound")), &cluster.token)
         .map(|v| v["outbound"].as_array().unwrap().iter().map(|i| i["status"].as_str().unwrap().to_string()).collect())
         .unwrap_or_default()
 }
@@ -73,7 +73,9 @@ fn an_unreachable_receiver_is_retried_then_reported_failed() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let item =
-            get_json(&cluster.url(2, &format!("/api/v1/users/{email}/outbound"))).unwrap()["outbound"][0].clone();
+            get_json(&cluster.url(2, &format!("/api/v1/users/{email}/outbound")), &cluster.token).unwrap()["outbound"]
+                [0]
+            .clone();
         if item["status"] == "failed" {
             assert_eq!(item["attempts"], 3);
             assert!(!item["last_error"].as_str().unwrap().is_empty());

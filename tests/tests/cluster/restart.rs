@@ -13,7 +13,7 @@ fn whole_cluster_restart_keeps_all_data() {
     cluster.create_user(email);
     let url = cluster.url(2, &format!("/api/v1/users/{email}/messages"));
     let acked: Vec<u64> =
-        (0..50).map(|i| append(&url, &format!("r{i}"), "kept").expect("append acknowledged")).collect();
+        (0..50).map(|i| append(&url, &cluster.token, &format!("r{i}"), "kept").expect("append acknowledged")).collect();
     for id in 1..=3 {
         cluster.kill(id);
     }
@@ -29,7 +29,7 @@ fn whole_cluster_restart_keeps_all_data() {
     );
     // And the cluster still takes writes.
     let url = cluster.url(3, &format!("/api/v1/users/{email}/messages"));
-    assert_eq!(append(&url, "after", "new"), Some(51));
+    assert_eq!(append(&url, &cluster.token, "after", "new"), Some(51));
 }
 
 #[test]
@@ -44,7 +44,7 @@ fn a_node_behind_a_compacted_log_catches_up_by_snapshot() {
     cluster.kill(3);
     let url = cluster.url(1, &format!("/api/v1/users/{email}/messages"));
     for i in 0..200 {
-        append(&url, &format!("s{i}"), "while node 3 is down").expect("two of three nodes acknowledge");
+        append(&url, &cluster.token, &format!("s{i}"), "while node 3 is down").expect("two of three nodes acknowledge");
     }
     // The shard's log on the live nodes now starts far beyond what node 3 has.
     let shard = cluster.cluster_status(1)["shards"]

@@ -102,6 +102,7 @@ fn smtp_conformance_with_smtplib_and_swaks() {
     assert!(rcpt(1, "someone@newdept.go.ke").starts_with("550 5.7.1"));
     let umsctl = Command::new(tests::binary("umsctl"))
         .args(["--node", &cluster.url(1, ""), "domain", "add", "NewDept.go.ke"])
+        .env("UMS_TOKEN", &cluster.token)
         .output()
         .unwrap();
     assert!(umsctl.status.success(), "{}", String::from_utf8_lossy(&umsctl.stderr));
@@ -471,7 +472,8 @@ fn submitted_mail_reaches_the_outside_once_across_a_leader_kill_and_refusals_bou
         assert!(std::time::Instant::now() < deadline, "no bounce for the refused message");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let outbound = tests::get_json(&cluster.url(1, &format!("/api/v1/users/{sender}/outbound"))).unwrap();
+    let outbound =
+        tests::get_json(&cluster.url(1, &format!("/api/v1/users/{sender}/outbound")), &cluster.token).unwrap();
     let statuses: Vec<&str> =
         outbound["outbound"].as_array().unwrap().iter().map(|i| i["status"].as_str().unwrap()).collect();
     assert_eq!(statuses.iter().filter(|s| **s == "delivered").count(), recipients.len(), "{statuses:?}");

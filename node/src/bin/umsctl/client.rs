@@ -1,0 +1,97 @@
+//! The HTTP client umsctl talks through: one node's address and the token to send,
+//! found on the command line, in the environment, or in a file.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::bail;
+use serde_json::Value;
+
+/// Where a token is looked for when none is given: a dev cluster's operator token.
+pub const DEFAULT_TOKEN_FILE: &str = "data/dev/operator.token";
+
+pub struct Client {
+    node: String,
+    token: Option<String>,
+}
+
+/// Says where tokens come from, for a 401's message.
+const TOKEN_HINT: &str = "give --token (or UMS_TOKEN) or --token-file (or UMS_TOKEN_FILE); `umsd dev` keeps an \
+    operator token in data/dev/operator.token, and every node its own in DATA/admin.token";
+
+impl Client {
+    /// `token` wins over `token_file`; with neither, [`DEFAULT_TOKEN_FILE`] if it exists.
+    pub fn new(node: &str, token: Option<String>, token_file: Option<PathBuf>) -> anyhow::Result<Self> {
+        let token = match (token.filter(|t| !t.trim().is_empty()), token_file) {
+            (Some(token), _) => Some(token.trim().to_string()),
+            (None, Some(file)) => match devkit::tokens::read_token(&file) {
+                Some(token) => Some(token),
+                None => bail!("cannot read a token from {}", file.display()),
+            },
+            (None, None) => devkit::tokens::read_token(Path::new(DEFAULT_TOKEN_FILE)),
+        };
+        Ok(Self { node: node.to_string(), token })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        url(&self.node, path)
+    }
+
+    fn request(&self, method: &str, url: &str) -> ureq::Request {
+        let request = ureq::request(method, url).timeout(Duration::from_secs(30));
+        match &self.token {
+            Some(token) => request.set("Authorization", &devkit::tokens::bearer(token)),
+            None => request,
+        }
+    }
+
+    /// Sends a request to `path` on this client's node; see [`Client::call_url`].
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+        self.call_url(method, &self.url(path), body)
+    }
+
+    /// Sends a request and returns (status, JSON body); transport errors say which node,
+    /// and a 401 says where a token comes from.
+    pub fn call_url(&self, method: &str, url: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+        let request = self.request(method, url);
+        let response = match body {
+            Some(body) => request.send_json(body),
+            None => request.call(),
+        };
+        match response {
+            Ok(r) => Ok((r.status(), r.into_json().unwrap_or(Value::Null))),
+            Err(ureq::Error::Status(401, r)) => {
+                let body: Value = r.into_json().unwrap_or(Value::Null);
+                bail!("{} (HTTP 401): {TOKEN_HINT}", error_text(&body))
+            }
+            Err(ureq::Error::Status(code, r)) => Ok((code, r.into_json().unwrap_or(Value::Null))),
+            Err(e) => bail!("cannot reach {url}: {e} (is the node running? see --node)"),
+        }
+    }
+
+    /// Like [`Client::call`], but anything other than 2xx is an error with the node's message.
+    pub fn expect_ok(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
+        let (code, body) = self.call(method, path, body)?;
+        if !(200..300).contains(&code) {
+            bail!("{} (HTTP {code})", error_text(&body));
+        }
+        Ok((code, body))
+    }
+}
+
+pub fn url(node: &str, path: &str) -> String {
+    if node.starts_with("http://") || node.starts_with("https://") {
+        format!("{node}{path}")
+    } else {
+        format!("http://{node}{path}")
+    }
+}
+
+pub fn error_text(body: &Value) -> String {
+    body.get("error").and_then(Value::as_str).unwrap_or("unexpected response").to_string()
+}
+
+/// Prints a JSON answer for scripts.
+pub fn print_json(value: &Value) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}

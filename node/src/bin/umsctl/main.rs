@@ -1,0 +1,216 @@
+//! `umsctl`: the operator CLI. Talks to any node's HTTP API with a token.
+//!
+//!   umsctl [--node HOST:PORT] [--token T | --token-file F] [--json] status
+//!   umsctl user add --email E [--name N] [--password P] [--mobile M] [--fax F] ...
+//!   umsctl user import FILE.csv
+//!   umsctl leader transfer SHARD NODE
+//!   umsctl domain add|show DOMAIN
+//!   umsctl token create --name N --role R [--scope D,...] [--expires 90d] | list | revoke ID
+
+mod client;
+mod cluster;
+mod tokens;
+mod users;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use client::Client;
+
+#[derive(Parser)]
+#[command(name = "umsctl", version, about = "Operate a UMS cluster through any node's HTTP API")]
+struct Cli {
+    /// A node's HTTP address (the 7N80 port of the dev cluster).
+    #[arg(long, env = "UMS_NODE", default_value = "127.0.0.1:7180", global = true)]
+    node: String,
+    /// The API token to send (a dev cluster's is in data/dev/operator.token, read by default).
+    #[arg(long, env = "UMS_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// A file holding the token, e.g. a node's own DATA/admin.token.
+    #[arg(long, env = "UMS_TOKEN_FILE", global = true)]
+    token_file: Option<PathBuf>,
+    /// Print the node's JSON answers instead of tables, for scripts.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show nodes and shards: leader, term, applied index, replica lag.
+    Status,
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage shard leadership.
+    Leader {
+        #[command(subcommand)]
+        command: LeaderCommand,
+    },
+    /// Manage the mail domains the MX accepts (a domain is also local once any user in
+    /// it exists).
+    Domain {
+        #[command(subcommand)]
+        command: DomainCommand,
+    },
+    /// Manage API tokens (operators only).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it, once: it cannot be shown again.
+    Create {
+        /// Who or what holds it (a person, a system), shown in lists and audits.
+        #[arg(long)]
+        name: String,
+        /// operator (everything), ministry-admin (users and domains of its domains),
+        /// application (sends for its domains), carrier (its own endpoints).
+        #[arg(long)]
+        role: String,
+        /// Domains (ministry-admin, application) or the carrier's name, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        scope: Vec<String>,
+        /// Lifetime: 30m, 12h, 90d, 2w, 1y, or never.
+        #[arg(long, default_value = "90d", value_parser = tokens::parse_lifetime)]
+        expires: tokens::Lifetime,
+    },
+    /// List tokens (never their secrets): role, scope, state, creation and expiry.
+    List,
+    /// Revoke a token by its id: every node refuses it within a second.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
+enum DomainCommand {
+    /// Accept mail for DOMAIN, e.g. `health.go.ke`, before any user in it exists.
+    Add { domain: String },
+    /// Say whether the MX accepts mail for DOMAIN.
+    Show { domain: String },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user, or update the one with this e-mail address.
+    Add {
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        #[arg(long, default_value = "")]
+        ministry: String,
+        /// Mobile number in international form (+254...).
+        #[arg(long, default_value = "")]
+        mobile: String,
+        #[arg(long, default_value = "")]
+        fax: String,
+        #[arg(long, default_value = "")]
+        employee_number: String,
+        /// Without one, a new user gets a one-time password, printed here.
+        #[arg(long)]
+        password: Option<String>,
+        /// Storage quota over all the user's mailboxes, e.g. 5GiB, 500MiB (default 5GiB;
+        /// mail that does not fit is refused: SMTP 452/552, IMAP [OVERQUOTA]).
+        #[arg(long, value_parser = parse_size)]
+        quota: Option<u64>,
+    },
+    /// Import an HR personnel export: header `employee_number,name,ministry,email,mobile,fax`
+    /// and an optional `password` column. Re-importing updates users, never duplicates them;
+    /// bad rows are reported with their line number and the others still import.
+    Import { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum LeaderCommand {
+    /// Move the leadership of SHARD to NODE (asks the current leader, wherever it is).
+    Transfer {
+        shard: u64,
+        #[arg(value_name = "NODE")]
+        to: u64,
+    },
+}
+
+fn main() {
+    // Behave like other command-line tools when piped into `head`: end quietly
+    // instead of panicking on a closed stdout.
+    // SAFETY: restoring the default disposition of SIGPIPE at start-up, before any
+    // other thread exists, has no other effect.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = Cli::parse();
+    let result =
+        Client::new(&cli.node, cli.token, cli.token_file).and_then(|client| run(&client, cli.command, cli.json));
+    if let Err(error) = result {
+        eprintln!("umsctl: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(client: &Client, command: Command, json_out: bool) -> anyhow::Result<()> {
+    match command {
+        Command::Status => cluster::status(client, json_out),
+        Command::User {
+            command: UserCommand::Add { email, name, ministry, mobile, fax, employee_number, password, quota },
+        } => {
+            let mut user = json!({ "email": email, "name": name, "ministry": ministry, "msisdn": mobile, "fax": fax, "employee_number": employee_number });
+            if let Some(password) = password {
+                user["password"] = json!(password);
+            }
+            if let Some(quota) = quota {
+                user["quota_bytes"] = json!(quota);
+            }
+            users::add(client, user, json_out)
+        }
+        Command::User { command: UserCommand::Import { file } } => users::import(client, &file, json_out),
+        Command::Leader { command: LeaderCommand::Transfer { shard, to } } => {
+            cluster::transfer(client, shard, to, json_out)
+        }
+        Command::Domain { command: DomainCommand::Add { domain } } => cluster::add_domain(client, &domain, json_out),
+        Command::Domain { command: DomainCommand::Show { domain } } => cluster::show_domain(client, &domain, json_out),
+        Command::Token { command: TokenCommand::Create { name, role, scope, expires } } => {
+            tokens::create(client, &name, &role, &scope, expires, json_out)
+        }
+        Command::Token { command: TokenCommand::List } => tokens::list(client, json_out),
+        Command::Token { command: TokenCommand::Revoke { id } } => tokens::revoke(client, &id, json_out),
+    }
+}
+
+/// A size with an optional binary unit: `5GiB`, `500MiB`, `64KiB`, or bytes.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: u64 = number.parse().map_err(|_| format!("'{text}' is not a size like 5GiB or 500MiB"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" | "k" => 1 << 10,
+        "mib" | "m" => 1 << 20,
+        "gib" | "g" => 1 << 30,
+        "tib" | "t" => 1 << 40,
+        other => return Err(format!("unknown unit '{other}' in '{text}'; use KiB, MiB, GiB or TiB")),
+    };
+    value.checked_mul(factor).ok_or_else(|| format!("'{text}' is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("5GiB"), Ok(5 << 30));
+        assert_eq!(parse_size("500MiB"), Ok(500 << 20));
+        assert_eq!(parse_size("1024"), Ok(1024));
+        assert!(parse_size("5 parsecs").is_err());
+        assert!(parse_size("GiB").is_err());
+    }
+}

@@ -1,0 +1,122 @@
+//! The authenticated caller of a request: the middleware that authenticates it before
+//! it is routed (401 with `WWW-Authenticate` when credentials are missing or wrong), the
+//! extractor handlers take it with, and the checks a handler makes with it (403 when the
+//! policy says no). A 403 for a user's address reads the same whether or not the user
+//! exists.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::middleware::Next;
+use actix_web::{FromRequest, HttpMessage as _, HttpRequest, HttpResponse};
+use futures::future::{Ready, ready};
+use serde_json::json;
+
+use super::{PUBLIC_PATH, State, error_response};
+use crate::addresses::normalize_address;
+use crate::auth::policy::permits;
+use crate::auth::{Action, Principal, Refused, UserAccess};
+use crate::cluster::ServiceError;
+
+/// Who is calling; handlers take it as their first argument.
+pub struct Caller(pub Principal);
+
+fn refused(refusal: Refused) -> HttpResponse {
+    match refusal {
+        Refused::Unauthenticated(message) => HttpResponse::build(StatusCode::UNAUTHORIZED)
+            .append_header(("WWW-Authenticate", "Bearer realm=\"ums\""))
+            .append_header(("WWW-Authenticate", "Basic realm=\"ums\", charset=\"UTF-8\""))
+            .json(json!({ "error": message })),
+        Refused::Unavailable(message) => error_response(&ServiceError::Unavailable(message)),
+    }
+}
+
+fn forbidden(principal: &Principal, action: &Action<'_>) -> HttpResponse {
+    let who = match principal {
+        Principal::Token { name, role, .. } => format!("token '{name}' ({role})"),
+        Principal::User { user_id } => format!("user {user_id}"),
+    };
+    HttpResponse::build(StatusCode::FORBIDDEN).json(json!({ "error": format!("{who} may not {}", action.describe()) }))
+}
+
+/// Authenticates every request but `/health` before it is routed, so no handler runs,
+/// and no body is read, for a caller without valid credentials. The principal goes into
+/// the request's extensions, where [`Caller`] finds it.
+pub(super) async fn authenticate(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    if request.path() == PUBLIC_PATH {
+        return next.call(request).await.map(ServiceResponse::map_into_left_body);
+    }
+    let authenticator = request.app_data::<State>().map(|state| Arc::clone(&state.authenticator));
+    let authenticator = authenticator.expect("the app has its state");
+    let ip = request.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |address| address.ip());
+    let outcome = match request.headers().get(AUTHORIZATION).map(|value| value.to_str()) {
+        Some(Err(_)) => Err(Refused::Unauthenticated("the Authorization header is not ASCII".into())),
+        Some(Ok(header)) => {
+            let header = header.to_string();
+            authenticator.authenticate(Some(&header), ip).await
+        }
+        None => authenticator.authenticate(None, ip).await,
+    };
+    match outcome {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.call(request).await.map(ServiceResponse::map_into_left_body)
+        }
+        Err(refusal) => Ok(request.into_response(refused(refusal)).map_into_right_body()),
+    }
+}
+
+impl FromRequest for Caller {
+    type Error = actix_web::Error;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
+        // Only a route registered without the `authenticate` middleware has none.
+        let principal = request.extensions().get::<Principal>().cloned();
+        ready(principal.map(Caller).ok_or_else(|| {
+            let refusal = refused(Refused::Unauthenticated("this endpoint needs a token".into()));
+            actix_web::error::InternalError::from_response("unauthenticated", refusal).into()
+        }))
+    }
+}
+
+impl Caller {
+    /// Ok when the policy lets the caller do `action`; the 403 to answer otherwise.
+    pub fn may(&self, action: Action<'_>) -> Result<(), Box<HttpResponse>> {
+        if permits(&self.0, &action) { Ok(()) } else { Err(Box::new(forbidden(&self.0, &action))) }
+    }
+
+    /// Like [`Caller::may`] for an action on the user behind `address` (an e-mail
+    /// address, phone number or `emp:` number). Only a caller short of operator needs
+    /// the address resolved, and one that does not resolve is refused like one outside
+    /// the caller's scope.
+    pub async fn may_for_user(
+        &self,
+        state: &State,
+        access: UserAccess,
+        address: &str,
+    ) -> Result<(), Box<HttpResponse>> {
+        if self.0.is_operator() {
+            return Ok(());
+        }
+        let user_id = match normalize_address(address) {
+            Ok(address) if address.contains('@') => address,
+            Ok(_) => match state.cluster.resolve(address).await {
+                Ok(user_id) => user_id,
+                Err(ServiceError::Unavailable(e)) => {
+                    return Err(Box::new(error_response(&ServiceError::Unavailable(e))));
+                }
+                Err(_) => String::new(),
+            },
+            Err(e) => return Err(Box::new(error_response(&e))),
+        };
+        self.may(Action::User(access, &user_id))
+    }
+}

@@ -1,0 +1,223 @@
+//! The HTTP API on port 7N80 (actix-web). Any node answers any request; errors are
+//! JSON `{"error": "..."}` with a status that says what to do (401 without valid
+//! credentials, 403 outside the caller's role or scope, 404, 400, 409, and 503 with
+//! `Retry-After` while a shard has no leader).
+//!
+//! Every request but `/health` is authenticated before it is routed
+//! ([`caller::authenticate`]), so nothing is read or done for a caller without valid
+//! credentials; each handler takes the [`caller::Caller`] and asks the policy for the
+//! one action it performs. [`ROUTES`] is the table of every route. The endpoints by subject: [`cluster`] (status, leader
+//! transfer, metrics), [`users`] (users, domains), [`messages`], [`outbound`],
+//! [`tokens`], and [`debug`] (fault injection, only in builds that have it).
+
+mod caller;
+mod cluster;
+#[cfg(any(debug_assertions, feature = "debug-faults"))]
+mod debug;
+mod messages;
+mod outbound;
+mod tokens;
+mod users;
+
+use std::sync::Arc;
+
+use actix_web::dev::ResourceDef;
+use actix_web::http::{Method, StatusCode};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, middleware, web};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+
+use crate::auth::Authenticator;
+use crate::cluster::{Cluster, ServiceError};
+use crate::config::Member;
+#[cfg(any(debug_assertions, feature = "debug-faults"))]
+pub use debug::DebugFaults;
+
+/// Whether this build can inject faults (`debug_faults = true` needs it).
+pub const FAULTS_COMPILED_IN: bool = cfg!(any(debug_assertions, feature = "debug-faults"));
+
+/// Largest message accepted over HTTP (the SMTP limit, 35 MB, plus JSON overhead).
+const MAX_BODY_BYTES: usize = 48 << 20;
+
+/// What every handler can reach.
+pub struct AppState {
+    pub cluster: Arc<Cluster>,
+    pub members: Vec<Member>,
+    pub metrics: Option<PrometheusHandle>,
+    pub authenticator: Arc<Authenticator>,
+    /// Fault injection for drills; `None` unless the node runs with `debug_faults`.
+    #[cfg(any(debug_assertions, feature = "debug-faults"))]
+    pub debug: Option<DebugFaults>,
+}
+
+type State = web::Data<AppState>;
+
+fn error_response(error: &ServiceError) -> HttpResponse {
+    let status = match error {
+        ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+        ServiceError::Conflict(_) => StatusCode::CONFLICT,
+        ServiceError::Invalid(_) => StatusCode::BAD_REQUEST,
+        ServiceError::OverQuota(_) => StatusCode::INSUFFICIENT_STORAGE,
+        ServiceError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let mut response = HttpResponse::build(status);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response.insert_header(("Retry-After", "1"));
+    }
+    response.json(json!({ "error": error.to_string() }))
+}
+
+/// The client's `Idempotency-Key` header: a retried request with the same key is
+/// applied at most once.
+fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, ServiceError> {
+    match request.headers().get("idempotency-key") {
+        None => Ok(None),
+        Some(value) => match value.to_str() {
+            Ok(key) if !key.is_empty() && key.len() <= 256 => Ok(Some(key.to_string())),
+            _ => Err(ServiceError::Invalid("Idempotency-Key must be 1 to 256 visible ASCII characters".into())),
+        },
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> HttpResponse {
+    error_response(&ServiceError::Invalid(message.into()))
+}
+
+/// Open to anyone ([`PUBLIC_PATH`]): load balancers and supervisors ask it.
+async fn health(state: State) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok", "node": state.cluster.node_id() }))
+}
+
+/// The one path open to anyone.
+const PUBLIC_PATH: &str = "/health";
+
+/// What a route does; [`Endpoint::handler`] names the function that does it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Health,
+    Metrics,
+    ClusterStatus,
+    TransferLeader,
+    UpsertUser,
+    GetUser,
+    AddDomain,
+    GetDomain,
+    AppendMessage,
+    ListMessages,
+    EnqueueOutbound,
+    ListOutbound,
+    CreateToken,
+    ListTokens,
+    RevokeToken,
+    #[cfg(any(debug_assertions, feature = "debug-faults"))]
+    GetFaults,
+    #[cfg(any(debug_assertions, feature = "debug-faults"))]
+    SetFaults,
+}
+
+/// One route of the API.
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub endpoint: Endpoint,
+}
+
+const fn route(method: Method, path: &'static str, endpoint: Endpoint) -> Route {
+    Route { method, path, endpoint }
+}
+
+/// Every route, in matching order: the server is built from this table, and the test
+/// of "no token, no answer" walks it. The hot path comes first, because routes with a
+/// `{name}` are matched by regular expression one after another until one fits.
+pub const ROUTES: &[Route] = &[
+    route(Method::POST, "/api/v1/users/{address}/messages", Endpoint::AppendMessage),
+    route(Method::GET, "/api/v1/users/{address}/messages", Endpoint::ListMessages),
+    route(Method::GET, PUBLIC_PATH, Endpoint::Health),
+    route(Method::GET, "/metrics", Endpoint::Metrics),
+    route(Method::GET, "/api/v1/cluster", Endpoint::ClusterStatus),
+    route(Method::POST, "/api/v1/shards/{shard}/transfer-leader", Endpoint::TransferLeader),
+    route(Method::POST, "/api/v1/users", Endpoint::UpsertUser),
+    route(Method::GET, "/api/v1/users/{address}", Endpoint::GetUser),
+    route(Method::POST, "/api/v1/domains", Endpoint::AddDomain),
+    route(Method::GET, "/api/v1/domains/{domain}", Endpoint::GetDomain),
+    route(Method::POST, "/api/v1/users/{address}/outbound", Endpoint::EnqueueOutbound),
+    route(Method::GET, "/api/v1/users/{address}/outbound", Endpoint::ListOutbound),
+    route(Method::POST, "/api/v1/tokens", Endpoint::CreateToken),
+    route(Method::GET, "/api/v1/tokens", Endpoint::ListTokens),
+    route(Method::DELETE, "/api/v1/tokens/{id}", Endpoint::RevokeToken),
+    #[cfg(any(debug_assertions, feature = "debug-faults"))]
+    route(Method::GET, "/api/v1/debug/faults", Endpoint::GetFaults),
+    #[cfg(any(debug_assertions, feature = "debug-faults"))]
+    route(Method::POST, "/api/v1/debug/faults", Endpoint::SetFaults),
+];
+
+impl Endpoint {
+    fn handler(self) -> actix_web::Route {
+        match self {
+            Endpoint::Health => web::to(health),
+            Endpoint::Metrics => web::to(cluster::metrics),
+            Endpoint::ClusterStatus => web::to(cluster::status),
+            Endpoint::TransferLeader => web::to(cluster::transfer_leader),
+            Endpoint::UpsertUser => web::to(users::upsert),
+            Endpoint::GetUser => web::to(users::get),
+            Endpoint::AddDomain => web::to(users::add_domain),
+            Endpoint::GetDomain => web::to(users::get_domain),
+            Endpoint::AppendMessage => web::to(messages::append),
+            Endpoint::ListMessages => web::to(messages::list),
+            Endpoint::EnqueueOutbound => web::to(outbound::enqueue),
+            Endpoint::ListOutbound => web::to(outbound::list),
+            Endpoint::CreateToken => web::to(tokens::create),
+            Endpoint::ListTokens => web::to(tokens::list),
+            Endpoint::RevokeToken => web::to(tokens::revoke),
+            #[cfg(any(debug_assertions, feature = "debug-faults"))]
+            Endpoint::GetFaults => web::to(debug::get_faults),
+            #[cfg(any(debug_assertions, feature = "debug-faults"))]
+            Endpoint::SetFaults => web::to(debug::set_faults),
+        }
+    }
+}
+
+/// No route matched: 405 with the methods the path takes, or 404.
+async fn unrouted(request: HttpRequest) -> HttpResponse {
+    let allowed: Vec<&str> = ROUTES
+        .iter()
+        .filter(|r| ResourceDef::new(r.path).is_match(request.path()))
+        .map(|r| r.method.as_str())
+        .collect();
+    if allowed.is_empty() {
+        return error_response(&ServiceError::NotFound(
+            "no such endpoint; see GET /api/v1/cluster, /api/v1/users/{address}, /health, /metrics".into(),
+        ));
+    }
+    HttpResponse::MethodNotAllowed()
+        .insert_header(("Allow", allowed.join(", ")))
+        .json(json!({ "error": format!("use {} on this endpoint", allowed.join(" or ")) }))
+}
+
+fn routes(config: &mut web::ServiceConfig) {
+    for route in ROUTES {
+        config.route(route.path, route.endpoint.handler().method(route.method.clone()));
+    }
+    config.default_service(web::to(unrouted));
+}
+
+/// Serves the API until the server is stopped (SIGINT/SIGTERM stop it gracefully).
+pub async fn serve(listen: std::net::SocketAddr, workers: usize, state: AppState) -> std::io::Result<()> {
+    let state = web::Data::new(state);
+    HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+            .app_data(web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(|error, _| {
+                let message = error.to_string();
+                actix_web::error::InternalError::from_response(error, bad_request(message)).into()
+            }))
+            .configure(routes)
+            .wrap(middleware::from_fn(caller::authenticate))
+    })
+    .workers(workers)
+    .bind(listen)?
+    .run()
+    .await
+}

@@ -1,0 +1,312 @@
+//! The API's doors, as an attacker and as each kind of caller tries them against real
+//! nodes: no route answers without credentials, the anonymous takeover of a mailbox is
+//! gone, every role stays inside its scope, users see only their own mail, a revoked
+//! token dies on every node within a second, and `umsctl token` manages tokens.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use tests::{TestCluster, binary, run_python};
+
+/// Credentials a request carries.
+#[derive(Clone, Copy)]
+enum Auth<'a> {
+    None,
+    Bearer(&'a str),
+    Basic(&'a str, &'a str),
+}
+
+/// Status, JSON body and `WWW-Authenticate` headers of one request.
+struct Answer {
+    status: u16,
+    body: Value,
+    challenges: Vec<String>,
+}
+
+fn call(method: &str, url: &str, auth: Auth<'_>, body: Option<&Value>) -> Answer {
+    let mut request = ureq::request(method, url).timeout(Duration::from_secs(15));
+    request = match auth {
+        Auth::None => request,
+        Auth::Bearer(token) => request.set("Authorization", &format!("Bearer {token}")),
+        Auth::Basic(login, password) => {
+            let pair = base64::engine::general_purpose::STANDARD.encode(format!("{login}:{password}"));
+            request.set("Authorization", &format!("Basic {pair}"))
+        }
+    };
+    let result = match body {
+        Some(body) => request.send_json(body.clone()),
+        None => request.call(),
+    };
+    let response = match result {
+        Ok(response) | Err(ureq::Error::Status(_, response)) => response,
+        Err(e) => panic!("{method} {url}: {e}"),
+    };
+    let status = response.status();
+    let challenges = response.all("www-authenticate").iter().map(|s| s.to_string()).collect();
+    let body = response.into_json().unwrap_or(Value::Null);
+    Answer { status, body, challenges }
+}
+
+fn create_token(cluster: &TestCluster, name: &str, role: &str, scope: &[&str]) -> (String, String) {
+    let body = json!({ "name": name, "role": role, "scope": scope });
+    let answer = call("POST", &cluster.url(1, "/api/v1/tokens"), Auth::Bearer(&cluster.token), Some(&body));
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    (answer.body["token"].as_str().unwrap().to_string(), answer.body["id"].as_str().unwrap().to_string())
+}
+
+/// A concrete path for a route of the table: its `{...}` filled with real names.
+fn concrete(path: &str, user: &str) -> String {
+    path.replace("{address}", user).replace("{domain}", "health.go.ke").replace("{shard}", "1").replace("{id}", "0")
+}
+
+#[test]
+fn no_route_answers_without_valid_credentials() {
+    let cluster = TestCluster::start(3, |_| {});
+    let user = "wanjiru@health.go.ke";
+    cluster.create_user_with_password(user, "wanjiru-password");
+    // A token of the right shape whose id no node knows, and a real id with a wrong secret.
+    let (real, _) = create_token(&cluster, "real", "application", &["health.go.ke"]);
+    let unknown = format!("ums_{}_{}", "0".repeat(16), "A".repeat(43));
+    let wrong_secret = format!("{}{}", &real[..real.len() - 1], if real.ends_with('A') { 'B' } else { 'A' });
+    let body = json!({});
+    for route in node::http::ROUTES {
+        let method = route.method.as_str();
+        let url = cluster.url(2, &concrete(route.path, user));
+        if route.endpoint == node::http::Endpoint::Health {
+            assert_eq!(call(method, &url, Auth::None, None).status, 200, "/health stays open");
+            continue;
+        }
+        let send = (method == "POST").then_some(&body);
+        for auth in [
+            Auth::None,
+            Auth::Bearer("not-a-token"),
+            Auth::Bearer(&unknown),
+            Auth::Bearer(&wrong_secret),
+            Auth::Basic(user, "a wrong password"),
+            Auth::Basic("nobody@health.go.ke", "wanjiru-password"),
+        ] {
+            let answer = call(method, &url, auth, send);
+            assert_eq!(answer.status, 401, "{method} {} answered {}: {}", route.path, answer.status, answer.body);
+            assert!(answer.body["error"].is_string(), "a JSON error: {}", answer.body);
+            assert!(answer.challenges.iter().any(|c| c.starts_with("Bearer")), "{:?}", answer.challenges);
+        }
+    }
+    // Unknown paths do not tell an anonymous caller which endpoints exist.
+    assert_eq!(call("GET", &cluster.url(1, "/api/v1/nothing-here"), Auth::None, None).status, 401);
+    // The same login failure for a user that exists and one that does not.
+    let url = cluster.url(1, &format!("/api/v1/users/{user}"));
+    let exists = call("GET", &url, Auth::Basic(user, "a wrong password"), None);
+    let absent = call("GET", &url, Auth::Basic("nobody@health.go.ke", "a wrong password"), None);
+    assert_eq!(exists.body, absent.body);
+}
+
+#[test]
+fn an_anonymous_caller_cannot_take_over_a_mailbox() {
+    let cluster = TestCluster::start(3, |_| {});
+    let victim = "permsec@treasury.go.ke";
+    cluster.create_user_with_password(victim, "the-real-password");
+    let takeover = json!({ "email": victim, "name": "attacker", "password": "attacker-password" });
+    let hash = json!({ "email": victim, "name": "attacker", "password_hash": "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$AAAA" });
+    for body in [&takeover, &hash] {
+        for node in 1..=3 {
+            let answer = call("POST", &cluster.url(node, "/api/v1/users"), Auth::None, Some(body));
+            assert_eq!(answer.status, 401, "{}", answer.body);
+        }
+    }
+    // Nor with a user's own login: a user cannot rewrite their own record either.
+    let answer =
+        call("POST", &cluster.url(1, "/api/v1/users"), Auth::Basic(victim, "the-real-password"), Some(&takeover));
+    assert_eq!(answer.status, 403, "{}", answer.body);
+    // The real password still opens the mailbox over IMAP, the attacker's does not.
+    let listing = run_python("imap_client.py", &["refs", &cluster.imap(2), victim, "the-real-password"]);
+    assert!(listing.is_array(), "{listing}");
+    let attacker = Command::new("python3")
+        .arg(tests::python_script("imap_client.py"))
+        .args(["refs", &cluster.imap(2), victim, "attacker-password"])
+        .output()
+        .unwrap();
+    assert!(!attacker.status.success(), "the attacker's password must not log in");
+
+    // Nothing else is open either: reading mail, injecting mail, capturing a domain,
+    // forcing elections.
+    let anonymous = [
+        ("GET", format!("/api/v1/users/{victim}/messages?bodies=true"), None),
+        ("POST", format!("/api/v1/users/{victim}/messages"), Some(json!({ "kind": "sms", "body": "phish" }))),
+        (
+            "POST",
+            "/api/v1/users".to_string(),
+            Some(json!({ "email": "x@partner.go.ke", "name": "x", "password": "p" })),
+        ),
+        ("POST", "/api/v1/shards/1/transfer-leader".to_string(), Some(json!({ "node": 2 }))),
+        ("POST", "/api/v1/debug/faults".to_string(), Some(json!({ "fsync_delay_ms": 500 }))),
+    ];
+    for (method, path, body) in &anonymous {
+        assert_eq!(call(method, &cluster.url(3, path), Auth::None, body.as_ref()).status, 401, "{method} {path}");
+    }
+    let domain = call("GET", &cluster.url(1, "/api/v1/domains/partner.go.ke"), Auth::Bearer(&cluster.token), None);
+    assert_ne!(domain.body["local"], true, "partner.go.ke must not have become local: {}", domain.body);
+}
+
+/// What is tried, as whom, the request, and the status it must get.
+type Check<'a> = (&'a str, Auth<'a>, &'a str, String, Option<&'a Value>, u16);
+
+#[test]
+fn every_role_stays_inside_its_scope() {
+    let cluster = TestCluster::start(3, |_| {});
+    let staff = "achieng@health.go.ke";
+    let other = "otieno@treasury.go.ke";
+    cluster.create_user_with_password(staff, "achieng-password");
+    cluster.create_user_with_password(other, "otieno-password");
+    let (admin, _) = create_token(&cluster, "health admin", "ministry-admin", &["health.go.ke"]);
+    let (app, _) = create_token(&cluster, "health portal", "application", &["health.go.ke"]);
+    let (carrier, _) = create_token(&cluster, "carrier", "carrier", &["safaricom"]);
+    let sms = json!({ "kind": "sms", "body": "Your appointment is at 10:00" });
+    let new_staff = json!({ "email": "new@health.go.ke", "name": "New Staff", "password": "new-password" });
+    let outsider = json!({ "email": "x@partner.go.ke", "name": "Captured", "password": "x-password" });
+    let treasury_reset = json!({ "email": other, "name": "Reset", "password": "attacker-password" });
+    let (to_node_2, empty) = (json!({ "node": 2 }), json!({}));
+    let mail = |user: &str| format!("/api/v1/users/{user}/messages");
+    let checks: Vec<Check<'_>> = vec![
+        // A ministry admin manages its own ministry's users, nothing else, and no mail.
+        ("admin creates staff", Auth::Bearer(&admin), "POST", "/api/v1/users".into(), Some(&new_staff), 201),
+        ("admin reads staff", Auth::Bearer(&admin), "GET", format!("/api/v1/users/{staff}"), None, 200),
+        ("admin reads staff mail", Auth::Bearer(&admin), "GET", mail(staff), None, 403),
+        ("admin resets treasury", Auth::Bearer(&admin), "POST", "/api/v1/users".into(), Some(&treasury_reset), 403),
+        ("admin captures a domain", Auth::Bearer(&admin), "POST", "/api/v1/users".into(), Some(&outsider), 403),
+        ("admin reads treasury", Auth::Bearer(&admin), "GET", format!("/api/v1/users/{other}"), None, 403),
+        ("admin reads the cluster", Auth::Bearer(&admin), "GET", "/api/v1/cluster".into(), None, 403),
+        ("admin lists tokens", Auth::Bearer(&admin), "GET", "/api/v1/tokens".into(), None, 403),
+        // An application sends for its ministry and reads nobody's mail.
+        ("app delivers to staff", Auth::Bearer(&app), "POST", mail(staff), Some(&sms), 201),
+        ("app delivers to treasury", Auth::Bearer(&app), "POST", mail(other), Some(&sms), 403),
+        ("app reads staff mail", Auth::Bearer(&app), "GET", mail(staff), None, 403),
+        ("app creates a user", Auth::Bearer(&app), "POST", "/api/v1/users".into(), Some(&new_staff), 403),
+        (
+            "app moves a leader",
+            Auth::Bearer(&app),
+            "POST",
+            "/api/v1/shards/1/transfer-leader".into(),
+            Some(&to_node_2),
+            403,
+        ),
+        ("app reads metrics", Auth::Bearer(&app), "GET", "/metrics".into(), None, 403),
+        // A carrier token opens none of the admin or mailbox endpoints.
+        ("carrier delivers", Auth::Bearer(&carrier), "POST", mail(staff), Some(&sms), 403),
+        ("carrier reads the cluster", Auth::Bearer(&carrier), "GET", "/api/v1/cluster".into(), None, 403),
+        // A user reads their own mail, and nobody else's.
+        ("user reads own mail", Auth::Basic(staff, "achieng-password"), "GET", mail(staff), None, 200),
+        ("user reads other mail", Auth::Basic(staff, "achieng-password"), "GET", mail(other), None, 403),
+        ("user by phone number", Auth::Basic(staff, "achieng-password"), "GET", mail("+254799999999"), None, 403),
+        ("user lists tokens", Auth::Basic(staff, "achieng-password"), "GET", "/api/v1/tokens".into(), None, 403),
+        (
+            "user faults",
+            Auth::Basic(staff, "achieng-password"),
+            "POST",
+            "/api/v1/debug/faults".into(),
+            Some(&empty),
+            403,
+        ),
+    ];
+    for (what, auth, method, path, body, expected) in checks {
+        let answer = call(method, &cluster.url(2, &path), auth, body);
+        assert_eq!(answer.status, expected, "{what}: {method} {path} → {}", answer.body);
+        if expected == 403 {
+            assert!(answer.body["error"].is_string(), "{what}: {}", answer.body);
+        }
+    }
+    // A refusal reads the same for a user that exists and one that does not.
+    let exists = call("GET", &cluster.url(1, &mail(other)), Auth::Bearer(&app), None);
+    let absent = call("GET", &cluster.url(1, &mail("ghost@treasury.go.ke")), Auth::Bearer(&app), None);
+    assert_eq!((exists.status, &exists.body), (absent.status, &absent.body));
+    // What the application delivered is in the mailbox, and the user reads it.
+    let own = call("GET", &cluster.url(3, &mail(staff)), Auth::Basic(staff, "achieng-password"), None);
+    assert_eq!(own.body["messages"].as_array().map(Vec::len), Some(1), "{}", own.body);
+}
+
+#[test]
+fn a_revoked_token_is_refused_by_every_node_within_a_second() {
+    let cluster = TestCluster::start(3, |_| {});
+    let (token, id) = create_token(&cluster, "to revoke", "operator", &[]);
+    // Every node has it in use (and cached) before it is revoked.
+    for node in 1..=3 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while call("GET", &cluster.url(node, "/api/v1/cluster"), Auth::Bearer(&token), None).status != 200 {
+            assert!(Instant::now() < deadline, "node {node} never accepted the new token");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let revoked = call("DELETE", &cluster.url(2, &format!("/api/v1/tokens/{id}")), Auth::Bearer(&cluster.token), None);
+    assert_eq!(revoked.status, 200, "{}", revoked.body);
+    assert!(revoked.body["revoked_ms"].as_u64().unwrap_or(0) > 0, "{}", revoked.body);
+    std::thread::sleep(Duration::from_secs(1));
+    for node in 1..=3 {
+        let answer = call("GET", &cluster.url(node, "/api/v1/cluster"), Auth::Bearer(&token), None);
+        assert_eq!(answer.status, 401, "node {node} still accepts a token revoked a second ago");
+    }
+    // The other tokens are untouched.
+    assert_eq!(call("GET", &cluster.url(3, "/api/v1/cluster"), Auth::Bearer(&cluster.token), None).status, 200);
+}
+
+fn umsctl(cluster: &TestCluster, token: &str, args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(binary("umsctl"))
+        .args(["--node", &cluster.nodes[0].config.http_listen.to_string()])
+        .args(args)
+        .env("UMS_TOKEN", token)
+        .env_remove("UMS_TOKEN_FILE")
+        .output()
+        .expect("run umsctl");
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).to_string();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
+
+#[test]
+fn umsctl_creates_lists_and_revokes_tokens() {
+    let cluster = TestCluster::start(3, |_| {});
+    let args = [
+        "--json",
+        "token",
+        "create",
+        "--name",
+        "health portal",
+        "--role",
+        "application",
+        "--scope",
+        "Health.go.ke",
+        "--expires",
+        "30d",
+    ];
+    let (ok, stdout, stderr) = umsctl(&cluster, &cluster.token, &args);
+    assert!(ok, "{stderr}");
+    let created: Value = serde_json::from_str(&stdout).expect("JSON");
+    let secret = created["token"].as_str().expect("the token is shown once").to_string();
+    let id = created["id"].as_str().unwrap().to_string();
+    assert_eq!(created["scope"], json!(["health.go.ke"]));
+    let expires = created["expires_ms"].as_u64().unwrap() - created["created_ms"].as_u64().unwrap();
+    assert_eq!(expires / 1000 / 86_400, 30, "{created}");
+
+    let (ok, stdout, stderr) = umsctl(&cluster, &cluster.token, &["--json", "token", "list"]);
+    assert!(ok, "{stderr}");
+    assert!(!stdout.contains(&secret[secret.len() - 43..]), "a listing never shows a secret");
+    let listed: Value = serde_json::from_str(&stdout).unwrap();
+    let entry = listed["tokens"].as_array().unwrap().iter().find(|t| t["id"] == id.as_str()).cloned();
+    assert_eq!(entry.expect("listed")["role"], "application");
+    let (ok, table, _) = umsctl(&cluster, &cluster.token, &["token", "list"]);
+    assert!(ok && table.contains("health portal") && table.contains(&id), "{table}");
+
+    // The new token works for what its role allows, and not for managing tokens.
+    let (ok, _, stderr) = umsctl(&cluster, &secret, &["token", "list"]);
+    assert!(!ok && stderr.contains("403"), "{stderr}");
+    let (ok, _, stderr) = umsctl(&cluster, &cluster.token, &["token", "revoke", &id]);
+    assert!(ok, "{stderr}");
+    std::thread::sleep(Duration::from_secs(1));
+    let answer = call("GET", &cluster.url(1, "/api/v1/domains/health.go.ke"), Auth::Bearer(&secret), None);
+    assert_eq!(answer.status, 401, "{}", answer.body);
+
+    // Bad input gets a clear error, not a token.
+    let (ok, _, stderr) = umsctl(&cluster, &cluster.token, &["token", "create", "--name", "x", "--role", "root"]);
+    assert!(!ok && stderr.contains("role"), "{stderr}");
+    let (ok, _, stderr) = umsctl(&cluster, "ums_0000000000000000_nope", &["status"]);
+    assert!(!ok && stderr.contains("401"), "{stderr}");
+}
