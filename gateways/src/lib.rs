@@ -4,6 +4,7 @@
 pub mod imap;
 pub mod limits;
 pub mod listener;
+pub mod logins;
 pub mod mail_service;
 #[cfg(test)]
 pub mod mem_service;

@@ -4,8 +4,7 @@
 //! starve everyone else (concurrent connections, new connections per second, all sized
 //! for such an office), while misbehaviour (failed logins, garbage and protocol errors,
 //! unknown recipients) counts as offences, and an address with too many of them is
-//! refused for a while. Failed logins are also throttled per account (password guessing
-//! against one person, from anywhere).
+//! refused for a while. Failed logins are throttled in [`crate::logins`].
 //!
 //! Pure bookkeeping: callers pass the current time, so tests need no clocks.
 
@@ -184,82 +183,6 @@ impl Drop for ConnectionPermit {
     }
 }
 
-/// Failed-login limits.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct LoginLimits {
-    /// Failed logins from one IP within `window_secs` before that IP is refused.
-    pub max_failures_per_ip: u32,
-    /// Failed logins for one account within `window_secs` before it is refused.
-    pub max_failures_per_account: u32,
-    pub window_secs: u64,
-}
-
-impl Default for LoginLimits {
-    /// An office behind one address shares the per-IP allowance: 1,000 staff who mistype
-    /// now and then stay well below it, while one account still locks after 10 tries.
-    fn default() -> Self {
-        Self { max_failures_per_ip: 300, max_failures_per_account: 10, window_secs: 300 }
-    }
-}
-
-/// Remembers recent failed logins per IP and per account. Once either has failed too
-/// often within the window, further attempts are refused until the window has passed
-/// since the first failure, without even checking the password.
-#[derive(Debug)]
-pub struct LoginThrottle {
-    limits: LoginLimits,
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
-}
-
-impl LoginThrottle {
-    pub fn new(limits: LoginLimits) -> Arc<Self> {
-        Arc::new(Self { limits, failures: Mutex::new(HashMap::new()) })
-    }
-
-    fn keys(ip: IpAddr, account: &str) -> [String; 2] {
-        // Spelled as the directory would resolve it, so " Alice@x" is still alice@x.
-        [format!("ip:{ip}"), format!("account:{}", account.trim().to_lowercase())]
-    }
-
-    /// Whether a login attempt from `ip` for `account` may go ahead now.
-    pub fn allows(&self, ip: IpAddr, account: &str, now: Instant) -> bool {
-        let window = Duration::from_secs(self.limits.window_secs);
-        let mut failures = self.failures.lock().unwrap();
-        let [ip_key, account_key] = Self::keys(ip, account);
-        let mut within = |key: &str, max: u32| match failures.get(key) {
-            Some(&(count, since)) if now.saturating_duration_since(since) < window => count < max,
-            Some(_) => {
-                failures.remove(key);
-                true
-            }
-            None => true,
-        };
-        within(&ip_key, self.limits.max_failures_per_ip) && within(&account_key, self.limits.max_failures_per_account)
-    }
-
-    pub fn record_failure(&self, ip: IpAddr, account: &str, now: Instant) {
-        let window = Duration::from_secs(self.limits.window_secs);
-        let mut failures = self.failures.lock().unwrap();
-        if failures.len() > SWEEP_ABOVE {
-            failures.retain(|_, (_, since)| now.saturating_duration_since(*since) < window);
-        }
-        for key in Self::keys(ip, account) {
-            let entry = failures.entry(key).or_insert((0, now));
-            if now.saturating_duration_since(entry.1) >= window {
-                *entry = (0, now);
-            }
-            entry.0 += 1;
-        }
-    }
-
-    /// A successful login clears the account's record (not the IP's).
-    pub fn record_success(&self, ip: IpAddr, account: &str) {
-        let [_, account_key] = Self::keys(ip, account);
-        self.failures.lock().unwrap().remove(&account_key);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,35 +271,5 @@ mod tests {
         assert_eq!(limiter.admit(ip(9), now).unwrap_err(), Refusal::Busy);
         drop(held);
         drop(limiter.admit(ip(9), now).expect("room again"));
-    }
-
-    #[test]
-    fn failed_logins_throttle_the_account_and_the_ip_for_a_window() {
-        let throttle =
-            LoginThrottle::new(LoginLimits { max_failures_per_ip: 5, max_failures_per_account: 3, window_secs: 60 });
-        let now = Instant::now();
-        for _ in 0..3 {
-            assert!(throttle.allows(ip(1), "Alice@x", now));
-            throttle.record_failure(ip(1), "Alice@x", now);
-        }
-        assert!(!throttle.allows(ip(1), "alice@x", now), "account throttled, case-insensitively");
-        assert!(!throttle.allows(ip(9), "alice@x", now), "from any IP");
-        assert!(throttle.allows(ip(1), "bob@x", now), "the IP is still under its own limit");
-        throttle.record_failure(ip(1), "bob@x", now);
-        throttle.record_failure(ip(1), "carol@x", now);
-        assert!(!throttle.allows(ip(1), "dave@x", now), "the IP reached 5 failures");
-        let after_window = now + Duration::from_secs(61);
-        assert!(throttle.allows(ip(1), "alice@x", after_window));
-    }
-
-    #[test]
-    fn success_clears_the_account() {
-        let throttle =
-            LoginThrottle::new(LoginLimits { max_failures_per_ip: 50, max_failures_per_account: 2, window_secs: 60 });
-        let now = Instant::now();
-        throttle.record_failure(ip(1), "a@x", now);
-        throttle.record_success(ip(1), "a@x");
-        throttle.record_failure(ip(1), "a@x", now);
-        assert!(throttle.allows(ip(1), "a@x", now));
     }
 }

@@ -184,6 +184,12 @@ pub trait MailService: Send + Sync + 'static {
     async fn is_local_domain(&self, domain: &str) -> Result<bool, ServiceError>;
     /// The user owning `address`, if any.
     async fn find_user(&self, address: &str) -> Result<Option<Account>, ServiceError>;
+    /// The user id a login names (an e-mail address, phone number or `emp:` number),
+    /// whether or not the user exists; `None` when it names nobody. Failed logins are
+    /// counted under it, so each spelling of one account is not a fresh count.
+    async fn login_account(&self, login: &str) -> Result<Option<String>, ServiceError> {
+        Ok(Some(login.trim().to_lowercase()))
+    }
     /// The user whose login and password these are; `None` for wrong credentials.
     async fn verify_login(&self, login: &str, password: &str) -> Result<Option<Account>, ServiceError>;
     /// Stores a message in a mailbox.

@@ -44,6 +44,9 @@ pub struct NodeConfig {
     /// IMAP listener (none unless configured).
     #[serde(default)]
     pub imap: ImapSettings,
+    /// Failed-login limits, one set for IMAP, SMTP submission and the API's Basic login.
+    #[serde(default)]
+    pub logins: gateways::logins::LoginLimits,
     /// DELIBERATELY UNSAFE (drill self-tests only): acknowledge without fsync, keep the
     /// WAL in memory. A drill against such a cluster must report lost messages.
     #[serde(default)]
@@ -207,6 +210,7 @@ impl NodeConfig {
             threads: ThreadSettings::default(),
             smtp: SmtpSettings::default(),
             imap: ImapSettings::default(),
+            logins: Default::default(),
             unsafe_skip_fsync: false,
             debug_faults: false,
         }
@@ -299,6 +303,7 @@ impl NodeConfig {
         }
         self.smtp.validate().map_err(ConfigError::Invalid)?;
         self.imap.validate().map_err(ConfigError::Invalid)?;
+        self.logins.validate().map_err(ConfigError::Invalid)?;
         Ok(())
     }
 

@@ -74,6 +74,14 @@ impl MailService for Cluster {
         }
     }
 
+    async fn login_account(&self, login: &str) -> Result<Option<String>, ServiceError> {
+        match self.resolve(login).await {
+            Ok(user_id) => Ok(Some(user_id)),
+            Err(ServiceError::NotFound(_) | ServiceError::Invalid(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn verify_login(&self, login: &str, password: &str) -> Result<Option<Account>, ServiceError> {
         let user = match self.lookup_user(login).await {
             Ok(user) => user,

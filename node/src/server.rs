@@ -143,8 +143,12 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     io_runtime.spawn(Arc::clone(&cluster).serve_incoming(incoming_rx));
 
     let mail: Arc<dyn gateways::mail_service::MailService> = Arc::clone(&cluster) as _;
-    io_runtime.block_on(gateways::smtp::start(config.smtp.clone(), Arc::clone(&mail))).context("starting SMTP")?;
-    io_runtime.block_on(gateways::imap::start(config.imap.clone(), mail)).context("starting IMAP")?;
+    // One count of failed logins for every protocol: a guesser gains nothing by switching.
+    let logins = gateways::logins::LoginThrottle::new(config.logins.clone());
+    let smtp = gateways::smtp::start(config.smtp.clone(), Arc::clone(&mail), Arc::clone(&logins));
+    io_runtime.block_on(smtp).context("starting SMTP")?;
+    let imap = gateways::imap::start(config.imap.clone(), mail, Arc::clone(&logins));
+    io_runtime.block_on(imap).context("starting IMAP")?;
 
     info!(node = config.node_id, peer = %config.peer_listen, http = %config.http_listen, "node started");
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
@@ -154,7 +158,7 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     });
     #[cfg(not(any(debug_assertions, feature = "debug-faults")))]
     drop(disk_faults);
-    let authenticator = Authenticator::new(Arc::clone(&cluster), &node_token, Default::default())?;
+    let authenticator = Authenticator::new(Arc::clone(&cluster), &node_token, logins)?;
     let state = AppState {
         cluster,
         members: config.members.clone(),

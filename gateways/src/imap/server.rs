@@ -24,8 +24,9 @@ use tracing::{debug, info};
 use super::extended::{self, Extension};
 use super::session::{After, Session, bye};
 use super::settings::ImapSettings;
-use crate::limits::{IpLimiter, LoginThrottle};
+use crate::limits::IpLimiter;
 use crate::listener;
+use crate::logins::LoginThrottle;
 use crate::mail_service::MailService;
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -42,14 +43,18 @@ struct Gateway {
 }
 
 /// Binds the IMAP listeners (if configured: STARTTLS on `listen`, implicit TLS on
-/// `tls_listen`) and serves them on the current tokio runtime.
-pub async fn start(settings: ImapSettings, service: Arc<dyn MailService>) -> anyhow::Result<()> {
+/// `tls_listen`) and serves them on the current tokio runtime. `logins` is the node's
+/// failed-login bookkeeping, shared with the other protocols.
+pub async fn start(
+    settings: ImapSettings,
+    service: Arc<dyn MailService>,
+    logins: Arc<LoginThrottle>,
+) -> anyhow::Result<()> {
     settings.validate().map_err(anyhow::Error::msg)?;
     let tls = match (&settings.tls_cert, &settings.tls_key) {
         (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
         _ => None,
     };
-    let logins = LoginThrottle::new(settings.logins.clone());
     // Both listeners count connections and offences per address together.
     let limiter = IpLimiter::new(settings.connections.clone());
     let listeners = [(settings.listen, false), (settings.tls_listen, true)];
@@ -173,6 +178,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> std::io::Result<Ending<S>> {
     let settings = &gateway.settings;
     let autologout = Duration::from_secs(settings.autologout_secs);
+    let login_timeout = Duration::from_secs(settings.login_timeout_secs);
     let idle_poll = Duration::from_millis(settings.idle_poll_ms);
     // Room for the largest literal plus its command line.
     let mut fragmentizer = Fragmentizer::new(settings.max_literal_bytes.saturating_add(64 * 1024));
@@ -190,7 +196,18 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                     () = tokio::time::sleep(idle_poll) => None,
                 }
             } else {
-                match tokio::time::timeout(autologout, stream.read(&mut buf)).await {
+                // Before login a client gets little room and little time: memory and
+                // connections are not held for whoever connects.
+                let (silence, room) = if session.is_authenticated() {
+                    (autologout, usize::MAX)
+                } else {
+                    (login_timeout, settings.max_preauth_bytes as usize)
+                };
+                if fragmentizer.message_bytes().len() > room {
+                    let _ = send(&mut stream, &bye("Command too long before login")).await;
+                    return Ok(Ending::Closed);
+                }
+                match tokio::time::timeout(silence, stream.read(&mut buf)).await {
                     Ok(read) => Some(read),
                     Err(_) => {
                         let _ = send(&mut stream, &bye("Autologout; idle for too long")).await;
@@ -219,8 +236,10 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
             continue;
         };
         if let FragmentInfo::Line { announcement: Some(LiteralAnnouncement { mode, length }), .. } = info {
-            if length > settings.max_literal_bytes {
-                let too_big = format!("Literal larger than {} bytes", settings.max_literal_bytes);
+            let max_literal =
+                if session.is_authenticated() { settings.max_literal_bytes } else { settings.max_preauth_bytes };
+            if length > max_literal {
+                let too_big = format!("Literal larger than {max_literal} bytes");
                 match (fragmentizer.decode_tag().map(|t| t.as_ref().to_string()), mode) {
                     // The client waits for our go-ahead: refuse, and it sends nothing.
                     (Some(tag), LiteralMode::Sync) => {

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::limits::{ConnectionLimits, LoginLimits};
+use crate::limits::ConnectionLimits;
 
 /// The IMAP listener and its limits. Without `listen` the node runs no IMAP service.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -25,12 +25,17 @@ pub struct ImapSettings {
     pub max_literal_bytes: u32,
     /// An idle client is logged out after this long (RFC 3501: at least 30 minutes).
     pub autologout_secs: u64,
+    /// A client that has not logged in is dropped after this long silent (the 30 minutes
+    /// of RFC 3501 5.4 are for sessions after authentication).
+    pub login_timeout_secs: u64,
+    /// Largest command, literals included, before login (LOGIN with a literal password
+    /// and AUTHENTICATE fit easily); a longer one closes the connection.
+    pub max_preauth_bytes: u32,
     /// How often an IDLE session looks for changes to its mailbox.
     pub idle_poll_ms: u64,
     /// Failed LOGIN/AUTHENTICATE attempts before a connection is closed.
     pub max_auth_failures: u32,
     pub connections: ConnectionLimits,
-    pub logins: LoginLimits,
 }
 
 impl Default for ImapSettings {
@@ -43,10 +48,11 @@ impl Default for ImapSettings {
             allow_insecure_auth: false,
             max_literal_bytes: 35 * 1024 * 1024,
             autologout_secs: 30 * 60,
+            login_timeout_secs: 60,
+            max_preauth_bytes: 8 * 1024,
             idle_poll_ms: 250,
             max_auth_failures: 3,
             connections: ConnectionLimits::default(),
-            logins: LoginLimits::default(),
         }
     }
 }
@@ -59,8 +65,10 @@ impl ImapSettings {
         if self.tls_listen.is_some() && self.tls_cert.is_none() {
             return Err("imap: tls_listen (IMAPS) needs tls_cert and tls_key".into());
         }
-        if self.max_literal_bytes == 0 || self.autologout_secs == 0 || self.idle_poll_ms == 0 {
-            return Err("imap: max_literal_bytes, autologout_secs and idle_poll_ms must be positive".into());
+        if [self.max_literal_bytes, self.max_preauth_bytes].contains(&0)
+            || [self.autologout_secs, self.login_timeout_secs, self.idle_poll_ms].contains(&0)
+        {
+            return Err("imap: max_literal_bytes, max_preauth_bytes, autologout_secs, login_timeout_secs and idle_poll_ms must be positive".into());
         }
         Ok(())
     }

@@ -17,8 +17,9 @@ use tracing::{debug, info, warn};
 use super::message::{fingerprint, received_header};
 use super::session::{DeliveryOutcome, Envelope, Event, Mode, Policy, Recipient, Session};
 use super::settings::SmtpSettings;
-use crate::limits::{IpLimiter, LoginThrottle};
+use crate::limits::IpLimiter;
 use crate::listener;
+use crate::logins::{LoginOutcome, LoginThrottle, check_login};
 use crate::mail_service::{MailService, NewMessage, Relay, ServiceError};
 
 /// How long a domain's local/remote answer is reused (saves a meta-group read per RCPT).
@@ -47,14 +48,18 @@ const IN_FLIGHT_KIB: u32 = 512 * 1024;
 const IN_FLIGHT_WAIT: Duration = Duration::from_secs(30);
 
 /// Binds the configured SMTP listeners and serves them on the current tokio runtime.
-/// Fails if a port cannot be bound or the TLS files cannot be loaded.
-pub async fn start(settings: SmtpSettings, service: Arc<dyn MailService>) -> anyhow::Result<()> {
+/// Fails if a port cannot be bound or the TLS files cannot be loaded. `logins` is the
+/// node's failed-login bookkeeping, shared with the other protocols.
+pub async fn start(
+    settings: SmtpSettings,
+    service: Arc<dyn MailService>,
+    logins: Arc<LoginThrottle>,
+) -> anyhow::Result<()> {
     settings.validate().map_err(anyhow::Error::msg)?;
     let tls = match (&settings.tls_cert, &settings.tls_key) {
         (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
         _ => None,
     };
-    let logins = LoginThrottle::new(settings.logins.clone());
     let listeners = [(settings.listen, Mode::Mx), (settings.submission_listen, Mode::Submission)];
     let in_flight = tokio::sync::Semaphore::new(IN_FLIGHT_KIB as usize);
     let limiter = IpLimiter::new(settings.connections.clone());
@@ -210,21 +215,17 @@ async fn authenticate(
     login: &str,
     password: &str,
 ) -> Result<Option<String>, String> {
-    if !gateway.logins.allows(peer.ip(), login, Instant::now()) {
-        metrics::counter!("ums_smtp_logins_throttled_total").increment(1);
-        return Err("too many failed logins, try again later".into());
-    }
-    match gateway.service.verify_login(login, password).await {
-        Ok(Some(account)) => {
-            gateway.logins.record_success(peer.ip(), login);
-            Ok(Some(account.user_id))
-        }
-        Ok(None) => {
-            gateway.logins.record_failure(peer.ip(), login, Instant::now());
+    match check_login(gateway.service.as_ref(), &gateway.logins, peer.ip(), login, password).await {
+        LoginOutcome::Valid(account) => Ok(Some(account.user_id)),
+        LoginOutcome::Invalid => {
             metrics::counter!("ums_smtp_login_failures_total").increment(1);
             Ok(None)
         }
-        Err(e) => Err(e.to_string()),
+        LoginOutcome::Throttled => {
+            metrics::counter!("ums_smtp_logins_throttled_total").increment(1);
+            Err("too many failed logins, try again later".into())
+        }
+        LoginOutcome::Unavailable(e) => Err(e.to_string()),
     }
 }
 

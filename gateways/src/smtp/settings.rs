@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::limits::{ConnectionLimits, LoginLimits};
+use crate::limits::ConnectionLimits;
 
 /// SMTP listeners and their limits. Without `listen` / `submission_listen` the node
 /// runs no SMTP service.
@@ -33,7 +33,6 @@ pub struct SmtpSettings {
     /// A client silent this long is disconnected (RFC 5321 suggests 5 minutes).
     pub command_timeout_secs: u64,
     pub connections: ConnectionLimits,
-    pub logins: LoginLimits,
     /// Outbound mail goes to this host:port instead of the recipient domain's server.
     pub relay_host: Option<String>,
 }
@@ -53,7 +52,6 @@ impl Default for SmtpSettings {
             max_auth_failures: 3,
             command_timeout_secs: 300,
             connections: ConnectionLimits::default(),
-            logins: LoginLimits::default(),
             relay_host: None,
         }
     }

@@ -19,8 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use gateways::limits::{LoginLimits, LoginThrottle};
-use gateways::mail_service::MailService as _;
+use gateways::logins::{LoginOutcome, LoginThrottle, check_login};
 use sha2::{Digest, Sha256};
 
 use super::policy::{Principal, Role};
@@ -85,7 +84,8 @@ pub fn load_or_create_node_token(data_dir: &Path) -> anyhow::Result<String> {
 
 impl Authenticator {
     /// `node_token` is this node's admin token (see [`load_or_create_node_token`]).
-    pub fn new(cluster: Arc<Cluster>, node_token: &str, login_limits: LoginLimits) -> anyhow::Result<Arc<Self>> {
+    /// `logins` is the node's failed-login bookkeeping, shared with IMAP and SMTP.
+    pub fn new(cluster: Arc<Cluster>, node_token: &str, logins: Arc<LoginThrottle>) -> anyhow::Result<Arc<Self>> {
         let presented =
             token::parse(node_token).ok_or_else(|| anyhow::anyhow!("the node's admin token is malformed"))?;
         let node_token = NodeToken { id: presented.id.to_string(), secret_sha256: token::digest(presented.secret) };
@@ -95,7 +95,7 @@ impl Authenticator {
             node_token,
             tokens: Mutex::new(HashMap::new()),
             logins: Mutex::new(HashMap::new()),
-            throttle: LoginThrottle::new(login_limits),
+            throttle: logins,
         }))
     }
 
@@ -201,12 +201,9 @@ impl Authenticator {
         {
             return Ok(Principal::User { user_id: user_id.clone() });
         }
-        if !self.throttle.allows(ip, login, now) {
-            return Err(Refused::Unauthenticated("too many failed logins; try again later".into()));
-        }
-        match self.cluster.verify_login(login, password).await {
-            Ok(Some(account)) => {
-                self.throttle.record_success(ip, login);
+        match check_login(self.cluster.as_ref(), &self.throttle, ip, login, password).await {
+            LoginOutcome::Throttled => Err(Refused::Unauthenticated("too many failed logins; try again later".into())),
+            LoginOutcome::Valid(account) => {
                 let mut logins = self.logins.lock().expect("login cache");
                 if logins.len() >= CACHE_CAPACITY {
                     logins.clear();
@@ -214,11 +211,8 @@ impl Authenticator {
                 logins.insert(key, (account.user_id.clone(), now));
                 Ok(Principal::User { user_id: account.user_id })
             }
-            Ok(None) => {
-                self.throttle.record_failure(ip, login, now);
-                Err(invalid())
-            }
-            Err(e) => Err(Refused::Unavailable(format!("cannot check the login now: {e}"))),
+            LoginOutcome::Invalid => Err(invalid()),
+            LoginOutcome::Unavailable(e) => Err(Refused::Unavailable(format!("cannot check the login now: {e}"))),
         }
     }
 }

@@ -93,8 +93,8 @@ impl Cluster {
         };
         let (password_hash, initial_password) = match (input.password_hash, input.password, &existing) {
             (Some(hash), _, _) => {
-                if argon2::password_hash::PasswordHash::new(&hash).is_err() {
-                    return Err(ServiceError::Invalid("password_hash is not a PHC string (argon2)".into()));
+                if let Err(why) = crate::passwords::check_hash(&hash) {
+                    return Err(ServiceError::Invalid(why));
                 }
                 (hash, None)
             }

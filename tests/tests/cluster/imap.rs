@@ -130,7 +130,7 @@ fn mbsync_mirrors_a_mailbox_into_a_maildir() {
 
 #[test]
 fn a_client_whose_node_dies_reconnects_elsewhere_and_sees_everything_acknowledged() {
-    let mut cluster = TestCluster::start(3, |c| c.imap.logins.max_failures_per_account = 3);
+    let mut cluster = TestCluster::start(3, |c| c.logins.max_failures_per_account = 3);
     let user = "clerk@ministry.go.ke";
     cluster.create_user_with_password(user, "clerk-password");
     let deliver = |cluster: &TestCluster, node: u64, n: u32| {

@@ -310,3 +310,106 @@ fn umsctl_creates_lists_and_revokes_tokens() {
     let (ok, _, stderr) = umsctl(&cluster, "ums_0000000000000000_nope", &["status"]);
     assert!(!ok && stderr.contains("401"), "{stderr}");
 }
+
+/// Reads one line (up to CRLF) from a raw connection; `None` at EOF or after `timeout`.
+fn read_line(stream: &mut std::net::TcpStream, timeout: Duration) -> Option<String> {
+    use std::io::Read as _;
+    stream.set_read_timeout(Some(timeout)).unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => line.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&line).trim_end().to_string())
+}
+
+#[test]
+fn a_client_that_has_not_logged_in_gets_little_memory_and_little_time() {
+    use std::io::Write as _;
+    let cluster = TestCluster::start(1, |config| config.imap.login_timeout_secs = 2);
+    let connect = || {
+        let mut stream = std::net::TcpStream::connect(cluster.imap(1)).unwrap();
+        let greeting = read_line(&mut stream, Duration::from_secs(5)).expect("greeting");
+        assert!(greeting.starts_with("* OK"), "{greeting}");
+        stream
+    };
+    // A 50 MB literal before login is refused before a byte of it is sent.
+    let mut stream = connect();
+    stream.write_all(b"a1 LOGIN {50000000}\r\n").unwrap();
+    let answer = read_line(&mut stream, Duration::from_secs(5)).expect("an answer");
+    assert!(answer.starts_with("a1 NO [TOOBIG]"), "{answer}");
+    // So is a long line: the connection is closed instead of buffering it.
+    stream.write_all(&vec![b'x'; 64 * 1024]).unwrap();
+    let answer = read_line(&mut stream, Duration::from_secs(5)).expect("a BYE");
+    assert!(answer.starts_with("* BYE"), "{answer}");
+    assert_eq!(read_line(&mut stream, Duration::from_secs(5)), None, "closed after the BYE");
+    // A silent client is dropped after the login timeout, not 30 minutes.
+    let mut silent = connect();
+    let started = Instant::now();
+    let answer = read_line(&mut silent, Duration::from_secs(30)).expect("a BYE");
+    assert!(answer.starts_with("* BYE"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn an_imported_password_hash_cannot_name_a_huge_cost() {
+    let cluster = TestCluster::start(1, |_| {});
+    let hash = "$argon2id$v=19$m=4194304,t=1,p=1$c29tZXNhbHRzb21lc2FsdA$YQ4VqN3bP5oQ5J8v3wS0GJqGdX6Lh9m0cVq3n0qv8yA";
+    let body = json!({ "email": "migrated@health.go.ke", "name": "Migrated", "password_hash": hash });
+    let answer = call("POST", &cluster.url(1, "/api/v1/users"), Auth::Bearer(&cluster.token), Some(&body));
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert!(answer.body["error"].as_str().unwrap().contains("m=4194304"), "{}", answer.body);
+}
+
+/// The tagged answer to `a LOGIN` over plain IMAP from the loopback address `source`.
+fn imap_login(server: &str, source: [u8; 4], login: &str, password: &str) -> String {
+    use std::io::Write as _;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&std::net::SocketAddr::from((source, 0)).into()).unwrap();
+    socket.connect(&server.parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
+    let mut stream: std::net::TcpStream = socket.into();
+    read_line(&mut stream, Duration::from_secs(5)).expect("greeting");
+    stream.write_all(format!("a LOGIN \"{login}\" \"{password}\"\r\n").as_bytes()).unwrap();
+    loop {
+        let line = read_line(&mut stream, Duration::from_secs(30)).expect("an answer to LOGIN");
+        if line.starts_with("a ") {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn a_guesser_slows_down_and_cannot_lock_the_real_user_out() {
+    let cluster = TestCluster::start(1, |config| {
+        config.imap.allow_insecure_auth = true;
+        config.logins.max_failures_per_account = 3;
+        config.logins.failure_delay_ms = 100;
+        config.logins.max_failure_delay_ms = 400;
+    });
+    let user = json!({ "email": "njeri@health.go.ke", "name": "Njeri", "password": "njeri-password",
+                       "msisdn": "+254711000042", "employee_number": "E42" });
+    let answer = call("POST", &cluster.url(1, "/api/v1/users"), Auth::Bearer(&cluster.token), Some(&user));
+    assert_eq!(answer.status, 201, "{}", answer.body);
+    let (imap, home, guesser) = (cluster.imap(1), [127, 0, 0, 5], [127, 0, 0, 1]);
+    assert!(imap_login(&imap, home, "njeri@health.go.ke", "njeri-password").starts_with("a OK"));
+
+    // Three spellings of one account are one count, and each failure waits longer.
+    let mut waited = Vec::new();
+    for login in ["njeri@health.go.ke", "+254711000042", "emp:E42"] {
+        let started = Instant::now();
+        let answer = imap_login(&imap, guesser, login, "guess");
+        assert!(answer.contains("AUTHENTICATIONFAILED"), "{login}: {answer}");
+        waited.push(started.elapsed());
+    }
+    assert!(waited[0] >= Duration::from_millis(100) && waited[2] >= Duration::from_millis(400), "{waited:?}");
+    let answer = imap_login(&imap, guesser, "+254711000042", "njeri-password");
+    assert!(answer.contains("UNAVAILABLE"), "the guesser is refused even the right password: {answer}");
+    // The same count holds for the API's Basic login from the guesser's address.
+    let url = cluster.url(1, "/api/v1/users/njeri@health.go.ke");
+    assert_eq!(call("GET", &url, Auth::Basic("njeri@health.go.ke", "njeri-password"), None).status, 401);
+    // Njeri, from where she logs in, is not locked out.
+    assert!(imap_login(&imap, home, "emp:E42", "njeri-password").starts_with("a OK"));
+}

@@ -170,7 +170,7 @@ fn bad_input_and_floods_get_protocol_errors_and_the_node_stays_up() {
         c.smtp.command_timeout_secs = 2;
         c.smtp.connections.max_per_ip = 5;
         c.smtp.allow_insecure_auth = true;
-        c.smtp.logins.max_failures_per_account = 3;
+        c.logins.max_failures_per_account = 3;
     });
     let user = "clerk@ministry.go.ke";
     cluster.create_user_with_password(user, "right-password");

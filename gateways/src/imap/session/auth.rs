@@ -2,8 +2,6 @@
 //! the credential check AUTHENTICATE PLAIN shares, throttled per IP and account),
 //! ENABLE, ID and LOGOUT.
 
-use std::time::Instant;
-
 use imap_types::IntoStatic;
 use imap_types::auth::AuthMechanism;
 use imap_types::core::{IString, NString, Tag, Vec1};
@@ -14,6 +12,7 @@ use imap_types::response::{Capability, Code, Data};
 
 use super::responses::{bad, bye, data, no, no_unavailable, ok, other_code, untagged_ok};
 use super::{After, Handled, Session};
+use crate::logins::{LoginOutcome, check_login};
 use crate::mail_service::ServiceError;
 
 impl Session {
@@ -105,12 +104,11 @@ impl Session {
         if !self.auth_allowed() {
             return (no(tag, Some(other_code("PRIVACYREQUIRED")), "Use STARTTLS first"), After::Continue);
         }
-        if !self.logins.allows(self.client_ip, login, Instant::now()) {
-            return (no(tag, None, "[UNAVAILABLE] Too many failed logins, try again later"), After::Continue);
-        }
-        match self.service.verify_login(login, password).await {
-            Ok(Some(account)) => {
-                self.logins.record_success(self.client_ip, login);
+        match check_login(self.service.as_ref(), &self.logins, self.client_ip, login, password).await {
+            LoginOutcome::Throttled => {
+                (no(tag, None, "[UNAVAILABLE] Too many failed logins, try again later"), After::Continue)
+            }
+            LoginOutcome::Valid(account) => {
                 // Every user has an INBOX (older users get theirs here).
                 if let Err(e) = self.service.create_mailbox(&account.user_id, "INBOX").await
                     && !matches!(e, ServiceError::Conflict(_))
@@ -120,8 +118,7 @@ impl Session {
                 self.user = Some(account.user_id);
                 (ok(tag, Some(Code::Capability(self.capabilities())), "Logged in"), After::Continue)
             }
-            Ok(None) => {
-                self.logins.record_failure(self.client_ip, login, Instant::now());
+            LoginOutcome::Invalid => {
                 self.auth_failures += 1;
                 self.offences += 1;
                 let reply = no(tag, Some(other_code("AUTHENTICATIONFAILED")), "Invalid credentials");
@@ -132,7 +129,7 @@ impl Session {
                 }
                 (reply, After::Continue)
             }
-            Err(e) => (no_unavailable(tag, &e), After::Continue),
+            LoginOutcome::Unavailable(e) => (no_unavailable(tag, &e), After::Continue),
         }
     }
 

@@ -41,7 +41,7 @@ use imap_types::sequence::SequenceSet;
 
 use super::extended::Extension;
 use super::sets;
-use crate::limits::LoginThrottle;
+use crate::logins::LoginThrottle;
 use crate::mail_service::MailService;
 use responses::{bad, name_of, no, pattern_of};
 pub use responses::{bye, encode};

@@ -8,7 +8,7 @@ use imap_codec::CommandCodec;
 use imap_codec::decode::Decoder;
 
 use super::{After, Session};
-use crate::limits::{LoginLimits, LoginThrottle};
+use crate::logins::{LoginLimits, LoginThrottle};
 use crate::mem_service::MemService;
 
 const ANA: &str = "ana@health.go.ke";
@@ -31,7 +31,7 @@ impl Client {
     }
 
     fn connected_to(service: Arc<MemService>, tls: bool) -> Self {
-        let logins = LoginThrottle::new(LoginLimits::default());
+        let logins = LoginThrottle::new(LoginLimits { failure_delay_ms: 0, ..LoginLimits::default() });
         let mut session = Session::new(Arc::clone(&service) as _, logins, "192.0.2.1".parse().unwrap(), true, false, 3);
         if tls {
             session.tls_started();
