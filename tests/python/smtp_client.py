@@ -56,8 +56,8 @@ def expect_code(action, code, enhanced):
     assert reply_code == code and text.startswith(enhanced), f"expected {code} {enhanced}, got {reply_code} {text}"
 
 
-def message(subject, to, body):
-    lines = [f"From: citizen@example.org", f"To: {', '.join(to)}", f"Subject: {subject}",
+def message(subject, to, body, sender="citizen@example.org"):
+    lines = [f"From: {sender}", f"To: {', '.join(to)}", f"Subject: {subject}",
              f"Message-ID: <{subject}.{time.time_ns()}@example.org>", "", *body]
     return ("\r\n".join(lines) + "\r\n").encode()
 
@@ -136,8 +136,13 @@ def conformance(mx, mx2, submission, user1, user2, password1, max_bytes):
         assert "PLAIN" in s.esmtp_features["auth"] and "LOGIN" in s.esmtp_features["auth"]
         expect_code(lambda: s.login(user1, "wrong-password"), 535, "5.7.8")
         s.login(user1, password1)
-        expect_code(lambda: s.sendmail(user2, [user1], message("spoofed", [user1], ["x"])), 553, "5.7.1")
-        raw = message("submitted", [user2], ["From a staff member."])
+        expect_code(lambda: s.sendmail(user2, [user1], message("spoofed", [user1], ["x"], user2)), 553, "5.7.1")
+        # The envelope is the user's own, but the From: header someone else's: refused.
+        forged = message("forged", [user2], ["x"], f"The Minister <{user2}>")
+        expect_code(lambda: s.sendmail(user1, [user2], forged), 550, "5.7.1")
+        no_from = b"To: " + user2.encode() + b"\r\nSubject: anonymous\r\n\r\nx\r\n"
+        expect_code(lambda: s.sendmail(user1, [user2], no_from), 550, "5.6.0")
+        raw = message("submitted", [user2], ["From a staff member."], f"Staff Member <{user1.upper()}>")
         assert s.sendmail(user1, [user2], raw) == {}
         stored.append({"to": [user2], "raw_b64": base64.b64encode(raw).decode()})
 
@@ -192,7 +197,7 @@ def submit(submission, user, password, recipients):
         s.login(user, password)
         for n, rcpt in enumerate(recipients):
             ref = f"out-{n}"
-            raw = message(ref, [rcpt], ["Outbound."]).replace(b"Subject:", f"X-UMS-Test-Ref: {ref}\r\nSubject:".encode(), 1)
+            raw = message(ref, [rcpt], ["Outbound."], user).replace(b"Subject:", f"X-UMS-Test-Ref: {ref}\r\nSubject:".encode(), 1)
             assert s.sendmail(user, [rcpt], raw) == {}
             acked.append(ref)
     print(json.dumps({"acked": acked}))

@@ -14,6 +14,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver, DummyLineReceiver, RequestReceiver};
 use smtp_proto::{AUTH_LOGIN, AUTH_PLAIN, Error as ParseError, MAIL_SMTPUTF8, Request};
 
+use super::message::{from_addresses, normalize_line_endings};
+
 /// Which service a listener offers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -529,6 +531,18 @@ impl Session {
 
     fn data_complete(&mut self, data: Vec<u8>) {
         let transaction = self.transaction.take().expect("DATA follows a transaction");
+        let data = normalize_line_endings(data);
+        if let (Mode::Submission, Some(user)) = (self.policy.mode, &self.user) {
+            // The envelope sender was checked at MAIL; what recipients see is the header.
+            match from_addresses(&data) {
+                None => return self.out.push_back(reply(550, "5.6.0", "The message needs exactly one From: header")),
+                Some(from) if from.iter().any(|a| !a.eq_ignore_ascii_case(user)) => {
+                    let text = format!("From: must be your own address ({user})");
+                    return self.out.push_back(reply(550, "5.7.1", &text));
+                }
+                Some(_) => {}
+            }
+        }
         let protocol = match (self.esmtp, self.tls, self.user.is_some()) {
             (false, _, _) => "SMTP",
             (true, false, false) => "ESMTP",
@@ -936,9 +950,43 @@ mod tests {
         assert_eq!(codes(&sent), ["334", "235"], "{sent}");
         let sent = converse(
             &mut s,
-            "MAIL FROM:<b@local.test>\r\nMAIL FROM:<A@local.test>\r\nRCPT TO:<z@elsewhere.test>\r\nDATA\r\nhi\r\n.\r\n",
+            "MAIL FROM:<b@local.test>\r\nMAIL FROM:<A@local.test>\r\nRCPT TO:<z@elsewhere.test>\r\nDATA\r\nFrom: Me <A@Local.test>\r\n\r\nhi\r\n.\r\n",
         );
         assert_eq!(codes(&sent), ["553", "250", "250", "354", "250"], "{sent}");
+        // The From: header recipients see must be the sender's own address too.
+        let transaction = "MAIL FROM:<a@local.test>\r\nRCPT TO:<z@elsewhere.test>\r\nDATA\r\n";
+        let sent = converse(&mut s, &format!("{transaction}From: The Minister <b@local.test>\r\n\r\nhi\r\n.\r\n"));
+        assert!(sent.ends_with("550 5.7.1 From: must be your own address (a@local.test)\r\n"), "{sent}");
+        let sent = converse(&mut s, &format!("{transaction}Subject: no sender\r\n\r\nhi\r\n.\r\n"));
+        assert!(sent.ends_with("550 5.6.0 The message needs exactly one From: header\r\n"), "{sent}");
+        let sent =
+            converse(&mut s, &format!("{transaction}From: a@local.test\r\nFrom: b@local.test\r\n\r\nhi\r\n.\r\n"));
+        assert!(sent.contains("550 5.6.0"), "{sent}");
+    }
+
+    #[test]
+    fn a_bare_line_feed_cannot_end_a_message_or_smuggle_another() {
+        let mut s = Session::new(Policy { max_message_bytes: 10_000, ..policy(Mode::Mx) }, ip());
+        converse(&mut s, "EHLO c\r\nMAIL FROM:<x@remote.test>\r\nRCPT TO:<a@local.test>\r\nDATA\r\n");
+        s.receive(b"Subject: one\r\n\r\nhello\n.\nMAIL FROM:<ceo@local.test>\r\nRCPT TO:<a@local.test>\r\nDATA\r\nforged\r\n.\r\n");
+        let mut deliveries = Vec::new();
+        loop {
+            match s.next_event() {
+                Event::Deliver(envelope) => {
+                    deliveries.push(envelope.data);
+                    s.delivered(DeliveryOutcome::Done { id: "X1".into() });
+                }
+                Event::Reply(_) => {}
+                Event::NeedInput => break,
+                Event::CheckRecipient { .. } => {
+                    s.recipient_checked(Recipient::Local { user_id: "a@local.test".into() })
+                }
+                _ => panic!("unexpected event"),
+            }
+        }
+        assert_eq!(deliveries.len(), 1, "one message, not two");
+        let expected = b"Subject: one\r\n\r\nhello\r\n.\r\nMAIL FROM:<ceo@local.test>\r\nRCPT TO:<a@local.test>\r\nDATA\r\nforged\r\n";
+        assert_eq!(deliveries[0], expected, "stored with CRLF, so a relay dot-stuffs the inner dot");
     }
 
     #[test]

@@ -122,6 +122,34 @@ fn smtp_conformance_with_smtplib_and_swaks() {
     }
 }
 
+/// SMTP smuggling (CVE-2023-51766 and kin): a bare `\n.\n` inside a message neither
+/// ends it here nor, stored as CRLF, at the next MTA a relay hands it to; the forged
+/// second message behind it is part of the first one's body.
+#[test]
+fn a_bare_line_feed_dot_smuggles_no_second_message() {
+    let cluster = TestCluster::start(1, |_| {});
+    let user = "smuggled@ministry.go.ke";
+    cluster.create_user(user);
+    let mut c = Raw::connect(&cluster.smtp(1));
+    c.reply();
+    c.command("EHLO attacker.example");
+    assert!(c.command("MAIL FROM:<a@attacker.example>").starts_with("250"));
+    assert!(c.command(&format!("RCPT TO:<{user}>")).starts_with("250"));
+    assert!(c.command("DATA").starts_with("354"));
+    c.send(b"Subject: harmless\r\n\r\nhello\n.\nMAIL FROM:<minister@ministry.go.ke>\r\n");
+    c.send(format!("RCPT TO:<{user}>\r\nDATA\r\nFrom: minister@ministry.go.ke\r\n\r\nforged\r\n.\r\n").as_bytes());
+    assert!(c.reply().starts_with("250 2.0.0"), "one message accepted");
+    assert!(c.command("QUIT").starts_with("221"), "and nothing else answered in between");
+    let bodies = cluster.local_bodies(1, user).expect("replica readable");
+    assert_eq!(bodies.len(), 1, "one message stored");
+    let text = String::from_utf8_lossy(&bodies[0].1).to_string();
+    assert!(
+        text.contains("hello\r\n.\r\nMAIL FROM:<minister@ministry.go.ke>\r\n") && text.contains("forged"),
+        "{text}"
+    );
+    assert!(!text.replace("\r\n", "").contains('\n'), "no bare line feed is stored: {text:?}");
+}
+
 /// A raw SMTP connection for the abuse tests (no client library would send this).
 struct Raw {
     reader: BufReader<TcpStream>,
