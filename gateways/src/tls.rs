@@ -5,6 +5,7 @@ use std::io::BufReader;
 use std::path::Path;
 use std::sync::Arc;
 
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
 /// Why TLS could not be set up.
@@ -18,22 +19,44 @@ pub enum TlsError {
     Generate(String),
 }
 
-/// A TLS acceptor for the certificate chain and private key in these PEM files.
-pub fn acceptor(cert_path: &Path, key_path: &Path) -> Result<TlsAcceptor, TlsError> {
-    let read =
-        |path: &Path| std::fs::read(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source });
-    let invalid = |path: &Path, message: String| TlsError::Invalid { path: path.display().to_string(), message };
-    let cert_pem = read(cert_path)?;
+/// The certificate chain and private key in these PEM files.
+pub fn load_identity(
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let key_pem = read(key_path)?;
-    let certs = rustls_pemfile::certs(&mut BufReader::new(cert_pem.as_slice()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| invalid(cert_path, e.to_string()))?;
-    if certs.is_empty() {
-        return Err(invalid(cert_path, "no certificate in the file".into()));
-    }
+    let certs = load_certs(cert_path)?;
     let key = rustls_pemfile::private_key(&mut BufReader::new(key_pem.as_slice()))
         .map_err(|e| invalid(key_path, e.to_string()))?
         .ok_or_else(|| invalid(key_path, "no private key in the file".into()))?;
+    Ok((certs, key))
+}
+
+/// The certificates in a PEM file (at least one).
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = parse_certs(&read(path)?).map_err(|e| invalid(path, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(invalid(path, "no certificate in the file".into()));
+    }
+    Ok(certs)
+}
+
+/// The certificates in PEM text.
+pub fn parse_certs(pem: &[u8]) -> std::io::Result<Vec<CertificateDer<'static>>> {
+    rustls_pemfile::certs(&mut BufReader::new(pem)).collect()
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read { path: path.display().to_string(), source })
+}
+
+pub fn invalid(path: &Path, message: String) -> TlsError {
+    TlsError::Invalid { path: path.display().to_string(), message }
+}
+
+/// A TLS acceptor for the certificate chain and private key in these PEM files.
+pub fn acceptor(cert_path: &Path, key_path: &Path) -> Result<TlsAcceptor, TlsError> {
+    let (certs, key) = load_identity(cert_path, key_path)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

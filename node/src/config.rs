@@ -47,6 +47,10 @@ pub struct NodeConfig {
     /// Failed-login limits, one set for IMAP, SMTP submission and the API's Basic login.
     #[serde(default)]
     pub logins: gateways::logins::LoginLimits,
+    /// Mutual TLS between nodes with the cluster CA (`umsctl ca init|issue`; `umsd dev`
+    /// sets it up). Without it peer traffic is plain TCP, and the node says so at start.
+    #[serde(default)]
+    pub peer_tls: Option<crate::peer::tls::PeerTlsSettings>,
     /// DELIBERATELY UNSAFE (drill self-tests only): acknowledge without fsync, keep the
     /// WAL in memory. A drill against such a cluster must report lost messages.
     #[serde(default)]
@@ -211,6 +215,7 @@ impl NodeConfig {
             smtp: SmtpSettings::default(),
             imap: ImapSettings::default(),
             logins: Default::default(),
+            peer_tls: None,
             unsafe_skip_fsync: false,
             debug_faults: false,
         }

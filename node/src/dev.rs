@@ -14,6 +14,8 @@ use anyhow::{Context, bail, ensure};
 use consensus::NodeId;
 
 use crate::config::{Member, NodeConfig, ThreadSettings, dev_ports, ports_in_block};
+use crate::peer::tls::PeerTlsSettings;
+use crate::pki;
 use devkit::http::post_with_retry;
 use devkit::process::pid_of;
 use gateways::imap::ImapSettings;
@@ -76,8 +78,32 @@ pub fn local_config(base: u16, id: NodeId, nodes: usize, data: &Path, cluster_id
         smtp,
         imap,
         threads,
+        peer_tls: Some(local_peer_tls(data, id)),
         ..NodeConfig::new(&me, cluster_id, data.join(format!("node-{id}")), members)
     }
+}
+
+/// Where a local cluster under `data` keeps its cluster CA and the nodes' peer
+/// certificates (beside the nodes' directories, which may be filesystems of their own).
+pub fn dev_pki_dir(data: &Path) -> PathBuf {
+    data.join("pki")
+}
+
+/// The cluster CA and the peer certificates of nodes 1..=`nodes`, made unless present.
+pub fn ensure_peer_certificates(data: &Path, cluster_id: &str, nodes: usize) -> anyhow::Result<()> {
+    let dir = dev_pki_dir(data);
+    pki::ensure_ca(&dir, cluster_id).context("creating the cluster CA")?;
+    for id in 1..=nodes as NodeId {
+        pki::ensure_node(&dir, &dir, cluster_id, id).with_context(|| format!("issuing node {id}'s certificate"))?;
+    }
+    Ok(())
+}
+
+/// `[peer_tls]` of node `id` of a local cluster under `data`.
+pub fn local_peer_tls(data: &Path, id: NodeId) -> PeerTlsSettings {
+    let dir = dev_pki_dir(data);
+    let (cert, key) = pki::node_files(id);
+    PeerTlsSettings { ca: dir.join(pki::CA_CERT_FILE), cert: dir.join(cert), key: dir.join(key) }
 }
 
 /// Where a local cluster under `data` keeps its self-signed TLS certificate and key.
@@ -123,6 +149,7 @@ pub fn run(nodes: usize, data: &Path, insecure_auth: bool, overrides: &[String])
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
 
     ensure_dev_certificate(&data)?;
+    ensure_peer_certificates(&data, &cluster_id, nodes)?;
     let mut children: Vec<(NodeId, Child, PathBuf)> = Vec::new();
     for id in 1..=nodes as NodeId {
         let mut config = dev_config(id, nodes, &data, &cluster_id);

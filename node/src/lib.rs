@@ -6,7 +6,8 @@
 //!   with UIDs and modseqs) and the read-only queries answered after ReadIndex.
 //! - [`actors`]: actix actors: virtual mailbox actors on the shard leader.
 //! - [`runtime`]: the thread that drives [`consensus::MultiRaft`] (ticks, rounds).
-//! - [`peer`]: the TCP peer transport (handshake, batched Raft frames, forwarding).
+//! - [`peer`]: the TCP peer transport (mutual TLS, handshake, batched Raft frames,
+//!   forwarding); [`pki`]: the cluster CA and the node certificates it issues.
 //! - [`cluster`]: the cluster as this node reaches it, what the HTTP layer and the queue
 //!   actors call: routes each request to its shard's leader (locally or forwarded) and
 //!   retries with the same request id; users, domains, messages, outbound items.
@@ -31,6 +32,7 @@ pub mod http;
 pub mod mail_service;
 pub mod passwords;
 pub mod peer;
+pub mod pki;
 pub mod placement;
 pub mod runtime;
 pub mod server;

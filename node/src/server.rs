@@ -20,6 +20,7 @@ use crate::auth::authenticator::load_or_create_node_token;
 use crate::cluster::Cluster;
 use crate::config::{NodeConfig, ThreadSettings};
 use crate::http::{self, AppState};
+use crate::peer::tls::PeerTls;
 use crate::peer::{self, PeerNetwork, PeerTransport};
 use crate::placement::{initial_placement, preferred_leaders};
 use crate::runtime::{self, LoopSettings};
@@ -69,6 +70,16 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         .enable_all()
         .build()?;
     let peers: Vec<_> = config.members.iter().map(|m| (m.id, m.peer)).collect();
+    let peer_tls = match &config.peer_tls {
+        Some(settings) => Some(PeerTls::load(settings, &config.cluster_id).context("loading [peer_tls]")?),
+        None => {
+            warn!(
+                node = config.node_id,
+                "no [peer_tls]: peer traffic is unauthenticated plain TCP; never outside a test machine"
+            );
+            None
+        }
+    };
     let mut network = None;
     let (events_tx, events_rx) = crossbeam_channel::bounded(4096);
     let settings = LoopSettings {
@@ -83,6 +94,7 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
             &config.cluster_id,
             config.peer_listen.ip(),
             &peers,
+            peer_tls.clone(),
             handle,
         );
         network = Some(Arc::clone(&started));
@@ -133,13 +145,15 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         }
     })?;
     let (incoming_tx, incoming_rx) = mpsc::channel(4096);
-    io_runtime.spawn(peer::listen(
-        listener,
-        config.cluster_id.clone(),
-        Arc::clone(&network),
-        raft_handle.clone(),
-        incoming_tx,
-    ));
+    let admits = peer::Listener {
+        cluster_id: config.cluster_id.clone(),
+        members: config.members.iter().map(|m| m.id).collect(),
+        tls: peer_tls,
+        network: Arc::clone(&network),
+        raft: raft_handle.clone(),
+        incoming: incoming_tx,
+    };
+    io_runtime.spawn(peer::listen(listener, admits));
     io_runtime.spawn(Arc::clone(&cluster).serve_incoming(incoming_rx));
 
     let mail: Arc<dyn gateways::mail_service::MailService> = Arc::clone(&cluster) as _;

@@ -115,6 +115,7 @@ impl TestCluster {
         // Its own id, so that tools finding clusters among this machine's processes (a
         // drill given one node's address) never mix up clusters of tests running at once.
         let cluster_id = format!("test-{:016x}", rand::random::<u64>());
+        node::dev::ensure_peer_certificates(dir.path(), &cluster_id, count).expect("peer certificates");
         let members: Vec<Member> = (1..=count as u64)
             .map(|id| {
                 // Each node on its own loopback address (127.0.0.1N), as on separate hosts.
@@ -148,6 +149,7 @@ impl TestCluster {
                     debug_faults: true,
                     smtp,
                     imap,
+                    peer_tls: Some(node::dev::local_peer_tls(dir.path(), member.id)),
                     ..NodeConfig::new(member, &cluster_id, data_dir, members.clone())
                 };
                 tweak(&mut config);

@@ -44,6 +44,9 @@ struct Options {
     /// (a leader-aware client) instead of a random node.
     #[arg(long)]
     leader_aware: bool,
+    /// Peer traffic as plain TCP instead of mutual TLS (to measure what TLS costs).
+    #[arg(long)]
+    plain_peers: bool,
     /// Node N uses ports BASE+100N.. (8000 keeps clear of a running `umsd dev`).
     #[arg(long, default_value_t = 8000)]
     base_port: u16,
@@ -224,9 +227,13 @@ fn main() -> anyhow::Result<()> {
     let data = std::path::Path::new("/var/tmp").join(format!("ums-bench-{}", std::process::id()));
     let cluster_id = format!("bench-{}", std::process::id());
     node::dev::ensure_dev_certificate(&data)?;
+    node::dev::ensure_peer_certificates(&data, &cluster_id, NODES)?;
     let mut children = Vec::new();
     for id in 1..=NODES as NodeId {
-        let config = local_config(options.base_port, id, NODES, &data, &cluster_id);
+        let mut config = local_config(options.base_port, id, NODES, &data, &cluster_id);
+        if options.plain_peers {
+            config.peer_tls = None;
+        }
         children.push(spawn_node(&exe, &config).with_context(|| format!("starting node {id}"))?.0);
     }
     let http: Vec<String> = (1..=NODES as NodeId)
@@ -264,8 +271,11 @@ fn run(
     let users: Vec<String> = (1..=options.users).map(|n| format!("bench{n}@bench.go.ke")).collect();
     let token = operator_token(http, data)?;
     println!(
-        "ums-bench: {NODES} umsd processes, {} users, {} B messages, {} in flight",
-        options.users, options.size, options.in_flight
+        "ums-bench: {NODES} umsd processes, {} users, {} B messages, {} in flight, peers over {}",
+        options.users,
+        options.size,
+        options.in_flight,
+        if options.plain_peers { "plain TCP" } else { "mutual TLS" }
     );
     let started = Instant::now();
     let next = AtomicU64::new(0);

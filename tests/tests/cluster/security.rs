@@ -63,7 +63,11 @@ fn concrete(path: &str, user: &str) -> String {
 
 #[test]
 fn no_route_answers_without_valid_credentials() {
-    let cluster = TestCluster::start(3, |_| {});
+    // Many failed logins for one account below: without the failure delay.
+    let cluster = TestCluster::start(3, |config| {
+        config.logins.failure_delay_ms = 0;
+        config.logins.max_failure_delay_ms = 0;
+    });
     let user = "wanjiru@health.go.ke";
     cluster.create_user_with_password(user, "wanjiru-password");
     // A token of the right shape whose id no node knows, and a real id with a wrong secret.
@@ -412,4 +416,53 @@ fn a_guesser_slows_down_and_cannot_lock_the_real_user_out() {
     assert_eq!(call("GET", &url, Auth::Basic("njeri@health.go.ke", "njeri-password"), None).status, 401);
     // Njeri, from where she logs in, is not locked out.
     assert!(imap_login(&imap, home, "emp:E42", "njeri-password").starts_with("a OK"));
+}
+
+fn probe(args: &[&str]) -> Value {
+    run_python("peer_probe.py", args)
+}
+
+#[test]
+fn a_process_without_a_members_certificate_cannot_talk_to_peers() {
+    let cluster = TestCluster::start(3, |_| {});
+    let peer = cluster.nodes[0].config.peer_listen.to_string();
+    let cluster_id = cluster.nodes[0].config.cluster_id.clone();
+    let pki = node::dev::dev_pki_dir(cluster.data_dir());
+    let file = |name: String| pki.join(name).to_string_lossy().to_string();
+    let ca = file(node::pki::CA_CERT_FILE.to_string());
+    let (cert2, key2) = node::pki::node_files(2);
+    let (cert2, key2) = (file(cert2), file(key2));
+
+    // Plain TCP: not even the cluster id comes back.
+    let plain = probe(&["plain", &peer, &cluster_id, "2"]);
+    assert_eq!(plain["hello_from"], Value::Null, "{plain}");
+    let answer = hex_text(plain["answer"].as_str().unwrap());
+    assert!(!answer.contains(&cluster_id), "the cluster id leaked: {plain}");
+
+    // A certificate of another CA, even one naming node 2 of this very cluster.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let foreign_ca = node::pki::create_ca(&cluster_id).unwrap();
+    let foreign = node::pki::issue_node(&foreign_ca, &cluster_id, 2).unwrap();
+    let (foreign_cert, foreign_key) = (elsewhere.path().join("n2.pem"), elsewhere.path().join("n2.key"));
+    node::pki::write(&foreign, &foreign_cert, &foreign_key).unwrap();
+    let (foreign_cert, foreign_key) = (foreign_cert.to_string_lossy(), foreign_key.to_string_lossy());
+    let refused = probe(&["tls", &peer, &cluster_id, "2", &ca, &foreign_cert, &foreign_key]);
+    assert_eq!(refused["hello_from"], Value::Null, "{refused}");
+    assert_ne!(refused["handshake"], "ok", "{refused}");
+
+    // Node 2's own certificate cannot speak for node 3, nor for a non-member.
+    for claimed in ["3", "9"] {
+        let impostor = probe(&["tls", &peer, &cluster_id, claimed, &ca, &cert2, &key2]);
+        assert_eq!(impostor["hello_from"], Value::Null, "claiming node {claimed}: {impostor}");
+    }
+    // The same probe as node 2 is answered: the refusals above are the checks at work.
+    let member = probe(&["tls", &peer, &cluster_id, "2", &ca, &cert2, &key2]);
+    assert_eq!(member["hello_from"], 1, "{member}");
+    // And the cluster still works.
+    cluster.create_user("after-probes@health.go.ke");
+}
+
+fn hex_text(hex: &str) -> String {
+    let bytes: Vec<u8> = (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+    String::from_utf8_lossy(&bytes).to_string()
 }

@@ -6,7 +6,9 @@
 //!   umsctl leader transfer SHARD NODE
 //!   umsctl domain add|show DOMAIN
 //!   umsctl token create --name N --role R [--scope D,...] [--expires 90d] | list | revoke ID
+//!   umsctl ca init --dir D --cluster-id C | issue --dir D --cluster-id C --node N [--out O]
 
+mod ca;
 mod client;
 mod cluster;
 mod tokens;
@@ -62,6 +64,39 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// The cluster CA for mutual TLS between nodes (files only; no node is asked).
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create the cluster's CA (ca.pem, and ca.key readable by its owner only).
+    Init {
+        /// Where the CA goes (and where `issue` finds it).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The cluster id of every node's node.toml (lower-case letters, digits, '-').
+        #[arg(long)]
+        cluster_id: String,
+    },
+    /// Issue node N its certificate, named node-N.CLUSTER.ums (node-N.pem, node-N.key).
+    Issue {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        cluster_id: String,
+        #[arg(long)]
+        node: u64,
+        /// Where the files go (default: the CA's directory).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Replace an existing certificate (renewal).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -147,8 +182,10 @@ fn main() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let cli = Cli::parse();
-    let result =
-        Client::new(&cli.node, cli.token, cli.token_file).and_then(|client| run(&client, cli.command, cli.json));
+    let result = match cli.command {
+        Command::Ca { command } => run_ca(command, cli.json),
+        command => Client::new(&cli.node, cli.token, cli.token_file).and_then(|client| run(&client, command, cli.json)),
+    };
     if let Err(error) = result {
         eprintln!("umsctl: {error:#}");
         std::process::exit(1);
@@ -181,6 +218,17 @@ fn run(client: &Client, command: Command, json_out: bool) -> anyhow::Result<()> 
         }
         Command::Token { command: TokenCommand::List } => tokens::list(client, json_out),
         Command::Token { command: TokenCommand::Revoke { id } } => tokens::revoke(client, &id, json_out),
+        Command::Ca { command } => run_ca(command, json_out),
+    }
+}
+
+fn run_ca(command: CaCommand, json_out: bool) -> anyhow::Result<()> {
+    match command {
+        CaCommand::Init { dir, cluster_id } => ca::init(&dir, &cluster_id, json_out),
+        CaCommand::Issue { dir, cluster_id, node, out, force } => {
+            let out = out.unwrap_or_else(|| dir.clone());
+            ca::issue(&dir, &cluster_id, node, &out, force, json_out)
+        }
     }
 }
 

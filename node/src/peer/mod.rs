@@ -1,0 +1,227 @@
+//! The peer transport: one TCP connection per ordered pair of nodes, carrying
+//! length-delimited protobuf [`Frame`]s.
+//!
+//! Each node dials every other node and only *writes* on that connection (after a
+//! Hello exchange that checks the cluster id); it *reads* on the connections others
+//! dialled to it. So a reply to a forwarded request travels on the replier's own
+//! outbound connection. Outbound frames wait in a bounded per-peer queue; when it is
+//! full or the peer is down they are dropped, which Raft tolerates (it retransmits),
+//! and lost snapshots are reported so the leader retries them.
+//!
+//! A connection can look up while nothing crosses it (a partition that drops packets),
+//! so every dialer also sends a Ping a few times a second and reachability asks when the
+//! peer was last heard from; a node that has lost touch with the majority knows it is
+//! cut off and says so instead of making clients wait.
+//!
+//! With `[peer_tls]` every connection is mutual TLS 1.3 with the cluster CA, and a node
+//! is known by its certificate ([`tls`]); either way only members get past the Hello
+//! ([`handshake`]). Files: [`dial`] (sending), [`serve`] (receiving).
+
+mod dial;
+mod handshake;
+mod serve;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use consensus::{GroupId, GroupMessage, NodeId, Transport};
+use prost::Message as _;
+use raft::eraftpb::MessageType;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_util::codec::LengthDelimitedCodec;
+
+use crate::proto::peer::{ForwardReply, ForwardRequest, Frame, Hello, RaftBatch, RaftMessage, frame};
+use crate::runtime::{Input, RaftHandle};
+pub use serve::{Listener, listen};
+use tls::PeerTls;
+
+/// A peer connection, plain TCP or TLS.
+trait PeerIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> PeerIo for T {}
+type PeerStream = Box<dyn PeerIo>;
+
+/// Frames queued per peer before new ones are dropped.
+const PEER_QUEUE: usize = 4096;
+/// Largest frame accepted from an admitted member (snapshots travel as one frame for
+/// now; before its Hello a connection gets [`serve::HELLO_FRAME_BYTES`]).
+const MAX_FRAME_BYTES: usize = 512 << 20;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How often a dialer pings its peer.
+const PING_EVERY: Duration = Duration::from_millis(250);
+/// A peer heard from before but not for this long counts as unreachable: six missed
+/// pings, so a busy machine does not cut its own cluster apart.
+const PEER_SILENCE: Duration = Duration::from_millis(1500);
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME_BYTES).new_codec()
+}
+
+/// A frame on its way to a peer, with the snapshots it carries (to report their fate).
+struct Outgoing {
+    frame: Bytes,
+    snapshots: Vec<GroupId>,
+    /// When it was queued (an injected network delay counts from here).
+    queued_at: Instant,
+}
+
+impl Outgoing {
+    fn new(frame: Bytes, snapshots: Vec<GroupId>) -> Self {
+        Self { frame, snapshots, queued_at: Instant::now() }
+    }
+}
+
+/// Forwarded requests and replies that arrived from peers, for the service.
+pub enum Incoming {
+    Forward { from: NodeId, request: ForwardRequest },
+    Reply(ForwardReply),
+}
+
+/// Sending side of the peer network, shared by the Raft thread and the service.
+pub struct PeerNetwork {
+    node_id: NodeId,
+    queues: HashMap<NodeId, mpsc::Sender<Outgoing>>,
+    /// Whether the outbound connection to each peer is up, so requests can fail fast
+    /// (and go elsewhere) instead of waiting out a timeout on a dead node.
+    connected: HashMap<NodeId, Arc<AtomicBool>>,
+    /// When each peer last sent us a frame, in milliseconds since `epoch` plus one;
+    /// 0 = never heard from.
+    heard: HashMap<NodeId, AtomicU64>,
+    epoch: Instant,
+    /// Injected one-way delay of every outgoing frame, in ms (drills; 0 = off).
+    delay_ms: Arc<AtomicU64>,
+    raft: RaftHandle,
+}
+
+impl PeerNetwork {
+    /// Starts a dialer per peer on `runtime`; frames to unknown nodes are dropped.
+    /// Outbound connections leave from `local_ip` (this node's peer address), so each
+    /// node's traffic is recognisable by address, e.g. for firewall rules.
+    pub fn start(
+        runtime: &tokio::runtime::Handle,
+        node_id: NodeId,
+        cluster_id: &str,
+        local_ip: IpAddr,
+        peers: &[(NodeId, SocketAddr)],
+        tls: Option<Arc<PeerTls>>,
+        raft: RaftHandle,
+    ) -> Arc<Self> {
+        let mut queues = HashMap::new();
+        let mut connected = HashMap::new();
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        for &(peer, address) in peers.iter().filter(|(id, _)| *id != node_id) {
+            let (sender, receiver) = mpsc::channel(PEER_QUEUE);
+            queues.insert(peer, sender);
+            let up = Arc::new(AtomicBool::new(false));
+            connected.insert(peer, Arc::clone(&up));
+            let hello = Hello { cluster_id: cluster_id.to_string(), node_id };
+            let dial = dial::Dial { peer, address, local_ip, hello, tls: tls.clone() };
+            runtime.spawn(dial::dial_loop(dial, receiver, raft.clone(), up, Arc::clone(&delay_ms)));
+        }
+        let heard = queues.keys().map(|&peer| (peer, AtomicU64::new(0))).collect();
+        Arc::new(Self { node_id, queues, connected, heard, epoch: Instant::now(), delay_ms, raft })
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    /// Whether the connection to `to` is established right now.
+    pub fn is_connected(&self, to: NodeId) -> bool {
+        self.connected.get(&to).is_some_and(|up| up.load(Ordering::Relaxed))
+    }
+
+    /// Delays every frame sent from now on by `delay` (drills; zero turns it off).
+    pub fn set_delay(&self, delay: Duration) {
+        self.delay_ms.store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn delay(&self) -> Duration {
+        Duration::from_millis(self.delay_ms.load(Ordering::Relaxed))
+    }
+
+    /// Now, on the clock of `heard` (never 0, which means "never heard from").
+    fn clock_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    fn heard_from(&self, from: NodeId) {
+        if let Some(heard) = self.heard.get(&from) {
+            heard.store(self.clock_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `to` can be talked to: connected, and heard from recently.
+    pub fn is_reachable(&self, to: NodeId) -> bool {
+        self.is_connected(to) && !self.is_silent(to)
+    }
+
+    /// Heard from once, but not within [`PEER_SILENCE`].
+    fn is_silent(&self, peer: NodeId) -> bool {
+        let Some(heard) = self.heard.get(&peer).map(|h| h.load(Ordering::Relaxed)) else {
+            return true;
+        };
+        heard != 0 && self.clock_ms().saturating_sub(heard) >= PEER_SILENCE.as_millis() as u64
+    }
+
+    /// True when this node has lost touch with a majority of `replicas` (a shard's
+    /// members, maybe including this node): nothing it is asked to write to that shard
+    /// can commit until the network heals. Only silence counts as evidence: a peer never
+    /// heard from yet (the cluster is starting) or one still talking while our own
+    /// connection to it is being re-dialled is not held against it, so start-up and
+    /// restarts keep waiting for leaders.
+    pub fn is_cut_off_from(&self, replicas: &[NodeId]) -> bool {
+        let in_touch = replicas.iter().filter(|&&node| node == self.node_id || !self.is_silent(node)).count();
+        in_touch <= replicas.len() / 2
+    }
+
+    /// Queues `frame` for `to`; false if it was dropped.
+    pub fn send_frame(&self, to: NodeId, body: frame::Body) -> bool {
+        let frame = Frame { body: Some(body) }.encode_to_vec();
+        self.enqueue(to, Outgoing::new(frame.into(), Vec::new()))
+    }
+
+    fn enqueue(&self, to: NodeId, outgoing: Outgoing) -> bool {
+        let Some(queue) = self.queues.get(&to) else {
+            return false;
+        };
+        metrics::gauge!("ums_peer_queue_depth", "peer" => to.to_string()).set((PEER_QUEUE - queue.capacity()) as f64);
+        match queue.try_send(outgoing) {
+            Ok(()) => true,
+            Err(e) => {
+                metrics::counter!("ums_peer_frames_dropped_total").increment(1);
+                let outgoing = match e {
+                    mpsc::error::TrySendError::Full(o) | mpsc::error::TrySendError::Closed(o) => o,
+                };
+                report_snapshots(&self.raft, to, &outgoing.snapshots, false);
+                false
+            }
+        }
+    }
+}
+
+/// The Raft thread's view of the network.
+pub struct PeerTransport(pub Arc<PeerNetwork>);
+
+impl Transport for PeerTransport {
+    fn send(&mut self, to: NodeId, batch: Vec<GroupMessage>) {
+        let snapshots =
+            batch.iter().filter(|m| m.message.msg_type() == MessageType::MsgSnapshot).map(|m| m.group).collect();
+        let messages =
+            batch.into_iter().map(|m| RaftMessage { group: m.group, message: m.message.encode_to_vec() }).collect();
+        let frame = Frame { body: Some(frame::Body::Raft(RaftBatch { messages })) }.encode_to_vec();
+        self.0.enqueue(to, Outgoing::new(frame.into(), snapshots));
+    }
+}
+
+fn report_snapshots(raft: &RaftHandle, to: NodeId, groups: &[GroupId], delivered: bool) {
+    for &group in groups {
+        raft.send(Input::SnapshotReport { group, to, delivered });
+    }
+}
