@@ -28,7 +28,7 @@ pub struct Faults {
     pub isolations: Vec<Isolation>,
     network_faulty: bool,
     /// Filler files written to fill a node's filesystem.
-    fillers: Vec<(u64, PathBuf)>,
+    fillers: Vec<Filler>,
     /// Nodes given network or disk delays through their debug API.
     slowed: Vec<u64>,
 }
@@ -198,7 +198,8 @@ impl Faults {
         }
         let path = dir.join("chaos-disk-filler");
         let mut file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        self.fillers.push((id, path.clone()));
+        let log_len = std::fs::metadata(node_log(cluster, id)).map_or(0, |m| m.len());
+        self.fillers.push(Filler { node: id, path: path.clone(), log_len });
         let block = vec![0xA5u8; 1 << 20];
         let mut written_mib = 0u64;
         // Never more than the largest filesystem we agree to fill, even if space keeps freeing up.
@@ -212,12 +213,22 @@ impl Faults {
 
     /// Deletes the filler files; a node that stopped on its storage failure is restarted.
     fn free_disks(&mut self, cluster: &Cluster) -> anyhow::Result<()> {
-        while let Some((id, path)) = self.fillers.last().cloned() {
+        while let Some(Filler { node: id, path, log_len }) = self.fillers.last().cloned() {
             if path.exists() {
                 std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
             }
             self.fillers.pop(); // Only once undone, so a failed heal can be retried.
             self.log(format!("freed node {id}'s filesystem"));
+            // A node that hit its storage failure may finish exiting only now: a thread
+            // blocked on the full filesystem holds the process until the space is back.
+            let log = std::fs::read(node_log(cluster, id)).unwrap_or_default();
+            let since_fill = String::from_utf8_lossy(log.get(log_len as usize..).unwrap_or_default());
+            if since_fill.contains("storage failure") {
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while cluster.pid(id).is_some() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
             if cluster.pid(id).is_none() {
                 self.log(format!("node {id} had stopped on its storage failure"));
                 self.restart(cluster, id)?;
@@ -282,6 +293,18 @@ impl Faults {
 
 /// Largest filesystem disk-full will fill: a real data volume is not a drill target.
 const MAX_FILLABLE_BYTES: u64 = 4 << 30;
+
+/// A file filling a node's filesystem, and how long the node's log was then.
+#[derive(Clone)]
+struct Filler {
+    node: u64,
+    path: PathBuf,
+    log_len: u64,
+}
+
+fn node_log(cluster: &Cluster, id: u64) -> PathBuf {
+    cluster.node(id).config_path.with_file_name("umsd.log")
+}
 
 /// Whether `dir` is the root of a small filesystem of its own (a mount point of at most
 /// 4 GiB), so filling it leaves the other nodes and the machine alone.

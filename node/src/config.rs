@@ -70,11 +70,15 @@ pub struct OutboundSettings {
     pub retry_base_ms: u64,
     /// Attempts before an item is reported failed.
     pub max_attempts: u32,
+    /// Networks webhooks may reach besides public addresses (CIDR, e.g. a ministry's
+    /// 10.20.0.0/16); loopback, private and link-local addresses are refused otherwise.
+    #[serde(default)]
+    pub webhook_allow: Vec<String>,
 }
 
 impl Default for OutboundSettings {
     fn default() -> Self {
-        Self { retry_base_ms: 1_000, max_attempts: 8 }
+        Self { retry_base_ms: 1_000, max_attempts: 8, webhook_allow: Vec::new() }
     }
 }
 
@@ -267,6 +271,9 @@ impl NodeConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if let Err(e) = crate::webhook_targets::WebhookTargets::new(&self.outbound.webhook_allow) {
+            return invalid(format!("outbound.webhook_allow: {e}"));
+        }
         if self.node_id == 0 {
             return invalid("node_id must be at least 1".into());
         }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use consensus::NodeId;
 
-use crate::config::{Member, NodeConfig, ThreadSettings, dev_ports, ports_in_block};
+use crate::config::{Member, NodeConfig, OutboundSettings, ThreadSettings, dev_ports, ports_in_block};
 use crate::peer::tls::PeerTlsSettings;
 use crate::pki;
 use devkit::http::post_with_retry;
@@ -79,6 +79,7 @@ pub fn local_config(base: u16, id: NodeId, nodes: usize, data: &Path, cluster_id
         imap,
         threads,
         peer_tls: Some(local_peer_tls(data, id)),
+        outbound: local_outbound(),
         ..NodeConfig::new(&me, cluster_id, data.join(format!("node-{id}")), members)
     }
 }
@@ -97,6 +98,12 @@ pub fn ensure_peer_certificates(data: &Path, cluster_id: &str, nodes: usize) -> 
         pki::ensure_node(&dir, &dir, cluster_id, id).with_context(|| format!("issuing node {id}'s certificate"))?;
     }
     Ok(())
+}
+
+/// The outbound settings of a local cluster: webhooks may reach this machine's loopback
+/// addresses, where the drills' and tests' receivers listen.
+pub fn local_outbound() -> OutboundSettings {
+    OutboundSettings { webhook_allow: vec!["127.0.0.0/8".into()], ..OutboundSettings::default() }
 }
 
 /// `[peer_tls]` of node `id` of a local cluster under `data`.

@@ -37,6 +37,7 @@ pub mod placement;
 pub mod runtime;
 pub mod server;
 pub mod state;
+pub mod webhook_targets;
 
 /// Generated protobuf types.
 pub mod proto {

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::actors::ActorRuntime;
 use crate::actors::mailbox::MailboxRegistry;
-use crate::actors::queue::{Leadership, QueueSettings, QueueSupervisor};
+use crate::actors::queue::{Leadership, QueueSettings, QueueSupervisor, webhook_agent};
 use crate::auth::Authenticator;
 use crate::auth::authenticator::load_or_create_node_token;
 use crate::cluster::Cluster;
@@ -25,6 +25,7 @@ use crate::peer::{self, PeerNetwork, PeerTransport};
 use crate::placement::{initial_placement, preferred_leaders};
 use crate::runtime::{self, LoopSettings};
 use crate::state::UmsMachine;
+use crate::webhook_targets::WebhookTargets;
 
 /// Marker file: the groups of this node were bootstrapped once; never do it again.
 const BOOTSTRAPPED_MARKER: &str = "bootstrapped";
@@ -121,6 +122,7 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         engine,
         mailboxes,
     );
+    let webhook_targets = Arc::new(WebhookTargets::new(&config.outbound.webhook_allow).map_err(anyhow::Error::msg)?);
     let queue_settings = QueueSettings {
         cluster_id: config.cluster_id.clone(),
         poll: Duration::from_millis(100),
@@ -131,6 +133,7 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
             relay_host: config.smtp.relay_host.clone(),
             hostname: config.smtp.hostname.clone(),
         },
+        webhooks: webhook_agent(Arc::clone(&webhook_targets)),
     };
     let supervisor = {
         let (cluster, settings) = (Arc::clone(&cluster), queue_settings);
@@ -178,6 +181,7 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         members: config.members.clone(),
         metrics,
         authenticator,
+        webhook_targets,
         #[cfg(any(debug_assertions, feature = "debug-faults"))]
         debug,
     };

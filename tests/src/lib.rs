@@ -150,6 +150,7 @@ impl TestCluster {
                     smtp,
                     imap,
                     peer_tls: Some(node::dev::local_peer_tls(dir.path(), member.id)),
+                    outbound: node::dev::local_outbound(),
                     ..NodeConfig::new(member, &cluster_id, data_dir, members.clone())
                 };
                 tweak(&mut config);

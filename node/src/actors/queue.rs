@@ -22,6 +22,7 @@ use crate::clock::now_ms;
 use crate::cluster::Cluster;
 use crate::placement::META_GROUP;
 use crate::proto::state::{Deliver, OutboundAttempt, OutboundItem};
+use crate::webhook_targets::WebhookTargets;
 
 /// Retry policy and pacing of every shard's queue.
 #[derive(Clone, Debug)]
@@ -37,6 +38,28 @@ pub struct QueueSettings {
     pub batch: usize,
     /// Where outbound e-mail (channel `smtp`) goes.
     pub relay: RelayTarget,
+    /// The HTTP client of webhooks ([`webhook_agent`]).
+    pub webhooks: ureq::Agent,
+}
+
+/// Why a resolver found no address a webhook may use.
+const NOT_ALLOWED: &str = "the target's address is not allowed for webhooks";
+
+/// The HTTP client of webhook deliveries: redirects are not followed (each hop would be
+/// a new, unchecked destination), and names resolve only to addresses `targets` allows.
+pub fn webhook_agent(targets: Arc<WebhookTargets>) -> ureq::Agent {
+    ureq::AgentBuilder::new()
+        .timeout(Duration::from_secs(10))
+        .redirects(0)
+        .resolver(move |netloc: &str| {
+            use std::net::ToSocketAddrs as _;
+            let allowed = targets.filter(netloc.to_socket_addrs()?.collect());
+            if allowed.is_empty() {
+                return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, NOT_ALLOWED));
+            }
+            Ok(allowed)
+        })
+        .build()
 }
 
 /// What one delivery attempt came to.
@@ -72,21 +95,30 @@ fn attempt_report(settings: &QueueSettings, item: &OutboundItem, outcome: &Outco
     }
 }
 
-fn deliver_webhook(item: &OutboundItem, idempotency_key: &str) -> Outcome {
+/// One webhook call. What a failure records says no more than the caller needs (a
+/// refused connection and a timeout read alike), so `last_error` maps no networks.
+fn deliver_webhook(agent: &ureq::Agent, item: &OutboundItem, idempotency_key: &str) -> Outcome {
     let content_type = if item.content_type.is_empty() { "application/octet-stream" } else { &item.content_type };
-    let response = ureq::post(&item.target)
-        .timeout(Duration::from_secs(10))
+    let response = agent
+        .post(&item.target)
         .set("Content-Type", content_type)
         .set("Idempotency-Key", idempotency_key)
         .set("X-UMS-Attempt", &(item.attempts + 1).to_string())
         .send_bytes(&item.payload);
     match response {
+        Ok(r) if (300..400).contains(&r.status()) => {
+            Outcome::Refused(format!("HTTP {}: redirects are not followed", r.status()))
+        }
         Ok(_) => Outcome::Delivered,
         Err(ureq::Error::Status(code, _)) if code == 408 || code == 429 || code >= 500 => {
             Outcome::Retry(format!("HTTP {code}"))
         }
         Err(ureq::Error::Status(code, _)) => Outcome::Refused(format!("HTTP {code}")),
-        Err(e) => Outcome::Retry(e.to_string()),
+        Err(ureq::Error::Transport(t)) if t.to_string().contains(NOT_ALLOWED) => Outcome::Refused(NOT_ALLOWED.into()),
+        Err(ureq::Error::Transport(t)) => {
+            debug!(target = %item.target, error = %t, "webhook not delivered");
+            Outcome::Retry("the target could not be reached".into())
+        }
     }
 }
 
@@ -131,8 +163,8 @@ async fn work_queue(cluster: Arc<Cluster>, shard: GroupId, settings: QueueSettin
                 RelayOutcome::Refused(e) => Outcome::Refused(e),
             },
             _ => {
-                let (item, key) = (item.clone(), key.clone());
-                tokio::task::spawn_blocking(move || deliver_webhook(&item, &key))
+                let (item, key, agent) = (item.clone(), key.clone(), settings.webhooks.clone());
+                tokio::task::spawn_blocking(move || deliver_webhook(&agent, &item, &key))
                     .await
                     .unwrap_or_else(|e| Outcome::Retry(e.to_string()))
             }
@@ -269,6 +301,7 @@ mod tests {
             max_attempts: 3,
             batch: 10,
             relay: RelayTarget { relay_host: None, hostname: "node.test".into() },
+            webhooks: webhook_agent(Arc::new(WebhookTargets::default())),
         }
     }
 

@@ -45,6 +45,8 @@ pub struct AppState {
     pub members: Vec<Member>,
     pub metrics: Option<PrometheusHandle>,
     pub authenticator: Arc<Authenticator>,
+    /// Where outbound webhooks may go (checked again at delivery).
+    pub webhook_targets: Arc<crate::webhook_targets::WebhookTargets>,
     /// Fault injection for drills; `None` unless the node runs with `debug_faults`.
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
     pub debug: Option<DebugFaults>,

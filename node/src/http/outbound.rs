@@ -63,8 +63,8 @@ pub(super) async fn enqueue(
     if body.channel != "webhook" {
         return bad_request(format!("unknown channel '{}'; only 'webhook' is available", body.channel));
     }
-    if !(body.target.starts_with("http://") || body.target.starts_with("https://")) {
-        return bad_request(format!("target '{}' is not an http(s) URL", body.target));
+    if let Err(why) = state.webhook_targets.check_url(&body.target) {
+        return bad_request(why);
     }
     let item = OutboundItem {
         channel: body.channel,

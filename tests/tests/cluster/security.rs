@@ -466,3 +466,75 @@ fn hex_text(hex: &str) -> String {
     let bytes: Vec<u8> = (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect();
     String::from_utf8_lossy(&bytes).to_string()
 }
+
+/// The state of `email`'s only outbound item once it is no longer pending.
+fn settled_outbound(cluster: &TestCluster, email: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let url = cluster.url(1, &format!("/api/v1/users/{email}/outbound"));
+        let item = tests::get_json(&url, &cluster.token).unwrap()["outbound"][0].clone();
+        if item["status"] != "pending" {
+            return item;
+        }
+        assert!(Instant::now() < deadline, "still pending: {item}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn enqueue(cluster: &TestCluster, email: &str, target: &str) -> Answer {
+    let body = json!({ "channel": "webhook", "target": target, "body": "{}" });
+    call("POST", &cluster.url(1, &format!("/api/v1/users/{email}/outbound")), Auth::Bearer(&cluster.token), Some(&body))
+}
+
+#[test]
+fn webhooks_reach_neither_the_clusters_own_network_nor_a_redirect() {
+    let cluster = TestCluster::start(1, |config| {
+        config.outbound.webhook_allow.clear();
+        config.outbound.retry_base_ms = 50;
+        config.outbound.max_attempts = 2;
+    });
+    let email = "portal@health.go.ke";
+    cluster.create_user(email);
+    let sink = devkit::webhook_sink::WebhookSink::start(Duration::ZERO).unwrap();
+    // Addresses inside are refused as they are queued: the sink on loopback, the
+    // metadata service, the node's own API.
+    let own_api = cluster.url(1, "/api/v1/tokens");
+    for target in [sink.url.as_str(), "http://169.254.169.254/latest/meta-data/", "http://[::1]:80/", &own_api] {
+        let answer = enqueue(&cluster, email, target);
+        assert_eq!(answer.status, 400, "{target}: {}", answer.body);
+    }
+    // A name that resolves inside is queued, and never called.
+    let by_name = sink.url.replace("127.0.0.1", "localhost");
+    assert_eq!(enqueue(&cluster, email, &by_name).status, 202);
+    let item = settled_outbound(&cluster, email);
+    assert_eq!(item["status"], "failed", "{item}");
+    assert!(item["last_error"].as_str().unwrap().contains("not allowed"), "{item}");
+    assert!(sink.received().is_empty(), "the internal receiver was called");
+}
+
+#[test]
+fn a_webhook_redirect_is_not_followed() {
+    use std::io::{Read as _, Write as _};
+    let cluster = TestCluster::start(1, |config| config.outbound.max_attempts = 2);
+    let email = "redirected@health.go.ke";
+    cluster.create_user(email);
+    let sink = devkit::webhook_sink::WebhookSink::start(Duration::ZERO).unwrap();
+    // A receiver that sends every caller on to the sink.
+    let redirector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = format!("http://{}/hook", redirector.local_addr().unwrap());
+    let location = sink.url.clone();
+    std::thread::spawn(move || {
+        for mut stream in redirector.incoming().flatten() {
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let reply =
+                format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let _ = stream.write_all(reply.as_bytes());
+        }
+    });
+    assert_eq!(enqueue(&cluster, email, &target).status, 202);
+    let item = settled_outbound(&cluster, email);
+    assert_eq!(item["status"], "failed", "{item}");
+    assert!(item["last_error"].as_str().unwrap().contains("redirects are not followed"), "{item}");
+    assert!(sink.received().is_empty(), "the redirect was followed");
+}

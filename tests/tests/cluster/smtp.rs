@@ -472,7 +472,9 @@ fn submitted_mail_reaches_the_outside_once_across_a_leader_kill_and_refusals_bou
     assert!(repeats.len() <= 1, "more than one message relayed twice: {repeats:?}");
     for (reference, first) in &repeats {
         assert!(
-            *first <= killed_at + 0.2 && *first > killed_at - 2.0,
+            // The sink stamps a message when it has read it, which on a busy machine can be
+            // a moment after the old leader, killed, had sent its last bytes.
+            *first <= killed_at + 1.0 && *first > killed_at - 2.0,
             "{reference} repeated outside the failover window"
         );
     }
