@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -122,16 +122,41 @@ struct Books {
     accounts: HashMap<String, AccountRecord>,
 }
 
+/// A refused login, as the node's audit log hears of it.
+pub struct LoginFailure<'a> {
+    /// Where: `imap`, `smtp`, `http`.
+    pub protocol: &'a str,
+    /// The login as typed.
+    pub login: &'a str,
+    pub ip: IpAddr,
+    /// Refused unchecked, for too many failures (else: a wrong login or password).
+    pub throttled: bool,
+}
+
+/// Where refused logins are reported.
+pub type LoginReporter = Box<dyn Fn(&LoginFailure<'_>) + Send + Sync>;
+
 /// The failed-login bookkeeping of a node, shared by every protocol.
-#[derive(Debug)]
 pub struct LoginThrottle {
     limits: LoginLimits,
     books: Mutex<Books>,
+    reporter: OnceLock<LoginReporter>,
 }
 
 impl LoginThrottle {
     pub fn new(limits: LoginLimits) -> Arc<Self> {
-        Arc::new(Self { limits, books: Mutex::new(Books::default()) })
+        Arc::new(Self { limits, books: Mutex::new(Books::default()), reporter: OnceLock::new() })
+    }
+
+    /// Reports every refused login to `reporter` from now on (set once: the audit log).
+    pub fn report_to(&self, reporter: LoginReporter) {
+        let _ = self.reporter.set(reporter);
+    }
+
+    fn report(&self, failure: LoginFailure<'_>) {
+        if let Some(reporter) = self.reporter.get() {
+            reporter(&failure);
+        }
     }
 
     fn window(&self) -> Duration {
@@ -209,14 +234,17 @@ pub enum LoginOutcome {
 }
 
 /// Checks a login for any protocol: resolves the account the login names, asks the
-/// throttle, checks the password, and waits out the failure delay before an `Invalid`.
+/// throttle, checks the password, reports a refusal, and waits out the failure delay
+/// before an `Invalid`.
 pub async fn check_login(
     service: &dyn MailService,
     throttle: &LoginThrottle,
+    protocol: &str,
     ip: IpAddr,
     login: &str,
     password: &str,
 ) -> LoginOutcome {
+    let refused = |throttled| LoginFailure { protocol, login, ip, throttled };
     let account = match service.login_account(login).await {
         Ok(Some(user_id)) => user_id,
         // Unknown logins are counted under their own spelling, like a real account.
@@ -224,6 +252,7 @@ pub async fn check_login(
         Err(e) => return LoginOutcome::Unavailable(e),
     };
     if !throttle.allows(ip, &account, Instant::now()) {
+        throttle.report(refused(true));
         return LoginOutcome::Throttled;
     }
     match service.verify_login(&account, password).await {
@@ -233,6 +262,7 @@ pub async fn check_login(
         }
         Ok(None) => {
             let delay = throttle.record_failure(ip, &account, Instant::now());
+            throttle.report(refused(false));
             tokio::time::sleep(delay).await;
             LoginOutcome::Invalid
         }

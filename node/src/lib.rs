@@ -23,6 +23,7 @@
 
 pub mod actors;
 pub mod addresses;
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod cluster;

@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use crate::actors::ActorRuntime;
 use crate::actors::mailbox::MailboxRegistry;
 use crate::actors::queue::{Leadership, QueueSettings, QueueSupervisor, webhook_agent};
+use crate::audit::{AuditEvent, AuditLog};
 use crate::auth::Authenticator;
 use crate::auth::authenticator::load_or_create_node_token;
 use crate::cluster::Cluster;
@@ -162,6 +163,16 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     let mail: Arc<dyn gateways::mail_service::MailService> = Arc::clone(&cluster) as _;
     // One count of failed logins for every protocol: a guesser gains nothing by switching.
     let logins = gateways::logins::LoginThrottle::new(config.logins.clone());
+    let audit = {
+        let _runtime = io_runtime.enter();
+        AuditLog::start(Arc::clone(&cluster))
+    };
+    let reporter = Arc::clone(&audit);
+    logins.report_to(Box::new(move |failure| {
+        let detail = if failure.throttled { "not checked: too many failed logins" } else { "wrong login or password" };
+        let action = format!("{} login", failure.protocol);
+        reporter.record(AuditEvent { actor: failure.login, source: failure.ip, action: &action, result: 401, detail });
+    }));
     let smtp = gateways::smtp::start(config.smtp.clone(), Arc::clone(&mail), Arc::clone(&logins));
     io_runtime.block_on(smtp).context("starting SMTP")?;
     let imap = gateways::imap::start(config.imap.clone(), mail, Arc::clone(&logins));
@@ -182,6 +193,7 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         metrics,
         authenticator,
         webhook_targets,
+        audit,
         #[cfg(any(debug_assertions, feature = "debug-faults"))]
         debug,
     };

@@ -215,7 +215,7 @@ async fn authenticate(
     login: &str,
     password: &str,
 ) -> Result<Option<String>, String> {
-    match check_login(gateway.service.as_ref(), &gateway.logins, peer.ip(), login, password).await {
+    match check_login(gateway.service.as_ref(), &gateway.logins, "smtp", peer.ip(), login, password).await {
         LoginOutcome::Valid(account) => Ok(Some(account.user_id)),
         LoginOutcome::Invalid => {
             metrics::counter!("ums_smtp_login_failures_total").increment(1);

@@ -42,6 +42,8 @@ const CACHE_CAPACITY: usize = 10_000;
 pub enum Refused {
     /// No credentials, or ones that do not hold (401).
     Unauthenticated(String),
+    /// A user's login refused by the login check, which has audited it (401).
+    LoginRefused(String),
     /// The credentials could not be checked now (503).
     Unavailable(String),
 }
@@ -201,8 +203,8 @@ impl Authenticator {
         {
             return Ok(Principal::User { user_id: user_id.clone() });
         }
-        match check_login(self.cluster.as_ref(), &self.throttle, ip, login, password).await {
-            LoginOutcome::Throttled => Err(Refused::Unauthenticated("too many failed logins; try again later".into())),
+        match check_login(self.cluster.as_ref(), &self.throttle, "http", ip, login, password).await {
+            LoginOutcome::Throttled => Err(Refused::LoginRefused("too many failed logins; try again later".into())),
             LoginOutcome::Valid(account) => {
                 let mut logins = self.logins.lock().expect("login cache");
                 if logins.len() >= CACHE_CAPACITY {
@@ -211,7 +213,7 @@ impl Authenticator {
                 logins.insert(key, (account.user_id.clone(), now));
                 Ok(Principal::User { user_id: account.user_id })
             }
-            LoginOutcome::Invalid => Err(invalid()),
+            LoginOutcome::Invalid => Err(Refused::LoginRefused("invalid login or password".into())),
             LoginOutcome::Unavailable(e) => Err(Refused::Unavailable(format!("cannot check the login now: {e}"))),
         }
     }

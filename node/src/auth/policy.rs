@@ -127,6 +127,8 @@ pub enum Action<'a> {
     Faults,
     /// Create, list and revoke tokens.
     Tokens,
+    /// Read the audit log.
+    Audit,
     Domain(DomainAccess, &'a str),
     /// `user_id` is the user's e-mail address (their id).
     User(UserAccess, &'a str),
@@ -143,6 +145,7 @@ impl Action<'_> {
             Action::Metrics => "read metrics".into(),
             Action::Faults => "inject faults".into(),
             Action::Tokens => "manage tokens".into(),
+            Action::Audit => "read the audit log".into(),
             Action::Domain(DomainAccess::Read, domain) => format!("read domain {domain}"),
             Action::Domain(DomainAccess::Add, domain) => format!("add domain {domain}"),
             Action::User(access, _) => format!("{access:?} this user").to_lowercase(),

@@ -8,6 +8,7 @@
 //! The operations built on this are grouped by what they touch: [`users`], [`domains`],
 //! [`messages`], [`outbound`], [`tokens`]; [`replies`] turns state-machine statuses into errors.
 
+mod audit;
 mod domains;
 mod forward;
 mod messages;
@@ -252,6 +253,7 @@ fn mailbox_user(op: &command::Op) -> Option<String> {
         | command::Op::OutboundAttempt(_)
         | command::Op::AddDomain(_)
         | command::Op::PutToken(_)
-        | command::Op::RevokeToken(_) => None,
+        | command::Op::RevokeToken(_)
+        | command::Op::AppendAudit(_) => None,
     }
 }

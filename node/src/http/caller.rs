@@ -5,12 +5,11 @@
 //! exists.
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
-use actix_web::http::StatusCode;
 use actix_web::http::header::AUTHORIZATION;
+use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage as _, HttpRequest, HttpResponse};
 use futures::future::{Ready, ready};
@@ -18,6 +17,7 @@ use serde_json::json;
 
 use super::{PUBLIC_PATH, State, error_response};
 use crate::addresses::normalize_address;
+use crate::audit::AuditEvent;
 use crate::auth::policy::permits;
 use crate::auth::{Action, Principal, Refused, UserAccess};
 use crate::cluster::ServiceError;
@@ -27,10 +27,12 @@ pub struct Caller(pub Principal);
 
 fn refused(refusal: Refused) -> HttpResponse {
     match refusal {
-        Refused::Unauthenticated(message) => HttpResponse::build(StatusCode::UNAUTHORIZED)
-            .append_header(("WWW-Authenticate", "Bearer realm=\"ums\""))
-            .append_header(("WWW-Authenticate", "Basic realm=\"ums\", charset=\"UTF-8\""))
-            .json(json!({ "error": message })),
+        Refused::Unauthenticated(message) | Refused::LoginRefused(message) => {
+            HttpResponse::build(StatusCode::UNAUTHORIZED)
+                .append_header(("WWW-Authenticate", "Bearer realm=\"ums\""))
+                .append_header(("WWW-Authenticate", "Basic realm=\"ums\", charset=\"UTF-8\""))
+                .json(json!({ "error": message }))
+        }
         Refused::Unavailable(message) => error_response(&ServiceError::Unavailable(message)),
     }
 }
@@ -53,24 +55,47 @@ pub(super) async fn authenticate(
     if request.path() == PUBLIC_PATH {
         return next.call(request).await.map(ServiceResponse::map_into_left_body);
     }
-    let authenticator = request.app_data::<State>().map(|state| Arc::clone(&state.authenticator));
-    let authenticator = authenticator.expect("the app has its state");
+    let state = request.app_data::<State>().cloned().expect("the app has its state");
     let ip = request.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |address| address.ip());
-    let outcome = match request.headers().get(AUTHORIZATION).map(|value| value.to_str()) {
+    let action = format!("{} {}", request.method(), request.path());
+    let header = request.headers().get(AUTHORIZATION).map(|value| value.to_str().map(str::to_string));
+    let outcome = match &header {
         Some(Err(_)) => Err(Refused::Unauthenticated("the Authorization header is not ASCII".into())),
-        Some(Ok(header)) => {
-            let header = header.to_string();
-            authenticator.authenticate(Some(&header), ip).await
-        }
-        None => authenticator.authenticate(None, ip).await,
+        Some(Ok(header)) => state.authenticator.authenticate(Some(header), ip).await,
+        None => state.authenticator.authenticate(None, ip).await,
+    };
+    let audit = |actor: &str, result: u16, detail: &str| {
+        state.audit.record(AuditEvent { actor, source: ip, action: &action, result: result.into(), detail });
     };
     match outcome {
         Ok(principal) => {
+            // Changes are audited, and refusals; reads that were allowed are not.
+            let audited = request.method() != Method::GET;
+            let actor = principal.name().to_string();
             request.extensions_mut().insert(principal);
-            next.call(request).await.map(ServiceResponse::map_into_left_body)
+            let response = next.call(request).await?;
+            if audited || response.status() == StatusCode::FORBIDDEN {
+                audit(&actor, response.status().as_u16(), "");
+            }
+            Ok(response.map_into_left_body())
         }
-        Err(refusal) => Ok(request.into_response(refused(refusal)).map_into_right_body()),
+        Err(refusal) => {
+            // A refused user login was audited by the login check itself.
+            if let Refused::Unauthenticated(why) | Refused::Unavailable(why) = &refusal {
+                let presented = header.and_then(Result::ok).map(|h| presented_token(&h)).unwrap_or_default();
+                let status = if matches!(refusal, Refused::Unavailable(_)) { 503 } else { 401 };
+                audit(&presented, status, why);
+            }
+            Ok(request.into_response(refused(refusal)).map_into_right_body())
+        }
     }
+}
+
+/// Who a refused `Authorization` header claimed to be: a token's public id, never its
+/// secret.
+fn presented_token(header: &str) -> String {
+    let credentials = header.trim().strip_prefix("Bearer ").unwrap_or_default().trim();
+    crate::auth::token::parse(credentials).map(|t| format!("token {}", t.id)).unwrap_or_default()
 }
 
 impl FromRequest for Caller {

@@ -8,8 +8,9 @@
 //! credentials; each handler takes the [`caller::Caller`] and asks the policy for the
 //! one action it performs. [`ROUTES`] is the table of every route. The endpoints by subject: [`cluster`] (status, leader
 //! transfer, metrics), [`users`] (users, domains), [`messages`], [`outbound`],
-//! [`tokens`], and [`debug`] (fault injection, only in builds that have it).
+//! [`tokens`], [`audit`], and [`debug`] (fault injection, only in builds that have it).
 
+mod audit;
 mod caller;
 mod cluster;
 #[cfg(any(debug_assertions, feature = "debug-faults"))]
@@ -45,6 +46,8 @@ pub struct AppState {
     pub members: Vec<Member>,
     pub metrics: Option<PrometheusHandle>,
     pub authenticator: Arc<Authenticator>,
+    /// Where administrative actions and refused requests are recorded.
+    pub audit: Arc<crate::audit::AuditLog>,
     /// Where outbound webhooks may go (checked again at delivery).
     pub webhook_targets: Arc<crate::webhook_targets::WebhookTargets>,
     /// Fault injection for drills; `None` unless the node runs with `debug_faults`.
@@ -112,6 +115,7 @@ pub enum Endpoint {
     CreateToken,
     ListTokens,
     RevokeToken,
+    Audit,
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
     GetFaults,
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
@@ -148,6 +152,7 @@ pub const ROUTES: &[Route] = &[
     route(Method::POST, "/api/v1/tokens", Endpoint::CreateToken),
     route(Method::GET, "/api/v1/tokens", Endpoint::ListTokens),
     route(Method::DELETE, "/api/v1/tokens/{id}", Endpoint::RevokeToken),
+    route(Method::GET, "/api/v1/audit", Endpoint::Audit),
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
     route(Method::GET, "/api/v1/debug/faults", Endpoint::GetFaults),
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
@@ -172,6 +177,7 @@ impl Endpoint {
             Endpoint::CreateToken => web::to(tokens::create),
             Endpoint::ListTokens => web::to(tokens::list),
             Endpoint::RevokeToken => web::to(tokens::revoke),
+            Endpoint::Audit => web::to(audit::list),
             #[cfg(any(debug_assertions, feature = "debug-faults"))]
             Endpoint::GetFaults => web::to(debug::get_faults),
             #[cfg(any(debug_assertions, feature = "debug-faults"))]

@@ -18,6 +18,7 @@
 //! UIDs and modseqs are allocated here, during apply, so they are identical on every
 //! replica and survive failover. Apply is deterministic: times come in the command.
 
+mod audit;
 pub mod folders;
 pub mod quota;
 mod tokens;
@@ -170,6 +171,7 @@ impl StateMachine for UmsMachine {
                 command::Op::ClaimRecent(claim) => folders::claim_recent(ctx, cache, claim),
                 command::Op::PutToken(put) => tokens::put(ctx, put),
                 command::Op::RevokeToken(revoke) => tokens::revoke(ctx, revoke),
+                command::Op::AppendAudit(append) => audit::append(ctx, append),
             },
             Ok(Command { op: None }) => result(Status::Invalid, "empty command"),
             Err(e) => result(Status::Invalid, format!("undecodable command: {e}")),
@@ -367,6 +369,7 @@ pub fn execute_query(engine: &dyn KvRead, group: GroupId, query: &Query) -> stor
         },
         Some(query::Q::GetToken(get)) => tokens::get_one(engine, group, get)?,
         Some(query::Q::ListTokens(_)) => tokens::list(engine, group)?,
+        Some(query::Q::ListAudit(list)) => audit::list(engine, group, list)?,
         None => QueryResult { status: Status::Invalid as i32, error: "empty query".into(), ..Default::default() },
     })
 }

@@ -538,3 +538,125 @@ fn a_webhook_redirect_is_not_followed() {
     assert!(item["last_error"].as_str().unwrap().contains("redirects are not followed"), "{item}");
     assert!(sink.received().is_empty(), "the redirect was followed");
 }
+
+/// The audit log as node `node` holds it in its own replica.
+fn audit_on(cluster: &TestCluster, node: u64) -> Vec<Value> {
+    let url = cluster.url(node, "/api/v1/audit?local=true&limit=1000");
+    let answer = call("GET", &url, Auth::Bearer(&cluster.token), None);
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    answer.body["audit"].as_array().unwrap().clone()
+}
+
+/// Waits until node 1's replica holds a record matching `what`; returns its sequence.
+fn wait_for_record(cluster: &TestCluster, what: &dyn Fn(&Value) -> bool, describe: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(record) = audit_on(cluster, 1).into_iter().find(|r| what(r)) {
+            return record["seq"].as_u64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no audit record for {describe}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_audit_log_holds_each_change_and_refusal_once_in_order_on_every_node() {
+    let cluster = TestCluster::start(3, |config| config.imap.allow_insecure_auth = true);
+    let staff = "audited@health.go.ke";
+    let new_user = json!({ "email": staff, "name": "Audited", "password": "audited-password" });
+    let (app, app_id) = create_token(&cluster, "audited app", "application", &["health.go.ke"]);
+    let bogus = format!("ums_{}_{}", "1".repeat(16), "B".repeat(43));
+    let revoke_path = format!("/api/v1/tokens/{app_id}");
+    type Step<'a> = (u64, &'a str, Box<dyn Fn() -> u16 + 'a>, String, String, u64);
+    let steps: Vec<Step<'_>> = vec![
+        (
+            1,
+            "a user created",
+            Box::new(|| {
+                call("POST", &cluster.url(1, "/api/v1/users"), Auth::Bearer(&cluster.token), Some(&new_user)).status
+            }),
+            "tests".into(),
+            "POST /api/v1/users".into(),
+            201,
+        ),
+        (
+            2,
+            "a bogus token",
+            Box::new(|| call("GET", &cluster.url(2, "/api/v1/cluster"), Auth::Bearer(&bogus), None).status),
+            "token 1111111111111111".into(),
+            "GET /api/v1/cluster".into(),
+            401,
+        ),
+        (
+            3,
+            "mail read by an application",
+            Box::new(|| {
+                call("GET", &cluster.url(3, &format!("/api/v1/users/{staff}/messages")), Auth::Bearer(&app), None)
+                    .status
+            }),
+            "audited app".into(),
+            format!("GET /api/v1/users/{staff}/messages"),
+            403,
+        ),
+        (
+            2,
+            "a wrong IMAP password",
+            Box::new(|| {
+                if imap_login(&cluster.imap(2), [127, 0, 0, 1], staff, "wrong").contains("AUTHENTICATIONFAILED") {
+                    401
+                } else {
+                    0
+                }
+            }),
+            staff.into(),
+            "imap login".into(),
+            401,
+        ),
+        (
+            3,
+            "a token revoked",
+            Box::new(|| call("DELETE", &cluster.url(3, &revoke_path), Auth::Bearer(&cluster.token), None).status),
+            "tests".into(),
+            format!("DELETE {revoke_path}"),
+            200,
+        ),
+    ];
+    let mut seqs = Vec::new();
+    for (node, describe, act, actor, action, result) in &steps {
+        assert_eq!(act(), *result as u16, "{describe} through node {node}");
+        let matches = |r: &Value| {
+            r["actor"] == actor.as_str()
+                && r["action"] == action.as_str()
+                && r["result"] == *result
+                && r["node"] == *node
+        };
+        seqs.push(wait_for_record(&cluster, &matches, describe));
+    }
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in the order they happened: {seqs:?}");
+    // Every node holds the same records in the same order, each of ours once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let logs = loop {
+        let logs: Vec<Vec<Value>> = (1..=3).map(|node| audit_on(&cluster, node)).collect();
+        if logs.windows(2).all(|w| w[0] == w[1]) || Instant::now() > deadline {
+            break logs;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(logs.windows(2).all(|w| w[0] == w[1]), "the replicas' audit logs differ");
+    let numbers: Vec<u64> = logs[0].iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "numbered without gaps or repeats: {numbers:?}");
+    for (seq, (_, describe, _, actor, action, _)) in seqs.iter().zip(&steps) {
+        let same = logs[0].iter().filter(|r| r["actor"] == actor.as_str() && r["action"] == action.as_str()).count();
+        assert_eq!(same, 1, "{describe} recorded once (seq {seq})");
+    }
+    assert!(!logs[0].iter().any(|r| r.to_string().contains(&app[22..])), "no secret in the audit log");
+    // Nothing edits it, and only operators read it.
+    assert_eq!(call("DELETE", &cluster.url(1, "/api/v1/audit"), Auth::Bearer(&cluster.token), None).status, 405);
+    assert_eq!(call("GET", &cluster.url(1, "/api/v1/audit"), Auth::Basic(staff, "audited-password"), None).status, 403);
+    // umsctl shows it too, filtered by actor.
+    let (ok, stdout, stderr) =
+        umsctl(&cluster, &cluster.token, &["--json", "audit", "--since", "1h", "--actor", "audited app"]);
+    assert!(ok, "{stderr}");
+    let shown: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(shown["audit"].as_array().map(Vec::len), Some(1), "{shown}");
+}

@@ -104,7 +104,7 @@ impl Session {
         if !self.auth_allowed() {
             return (no(tag, Some(other_code("PRIVACYREQUIRED")), "Use STARTTLS first"), After::Continue);
         }
-        match check_login(self.service.as_ref(), &self.logins, self.client_ip, login, password).await {
+        match check_login(self.service.as_ref(), &self.logins, "imap", self.client_ip, login, password).await {
             LoginOutcome::Throttled => {
                 (no(tag, None, "[UNAVAILABLE] Too many failed logins, try again later"), After::Continue)
             }

@@ -7,7 +7,9 @@
 //!   umsctl domain add|show DOMAIN
 //!   umsctl token create --name N --role R [--scope D,...] [--expires 90d] | list | revoke ID
 //!   umsctl ca init --dir D --cluster-id C | issue --dir D --cluster-id C --node N [--out O]
+//!   umsctl audit [--since 1h] [--actor NAME] [--limit N]
 
+mod audit;
 mod ca;
 mod client;
 mod cluster;
@@ -64,6 +66,19 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// The audit log: administrative changes and refused logins and requests, oldest
+    /// first (operators only).
+    Audit {
+        /// Only records this recent: 30m, 1h, 7d, ...
+        #[arg(long, value_parser = tokens::parse_lifetime)]
+        since: Option<tokens::Lifetime>,
+        /// Only records of this actor (a token's name, a user, a login tried).
+        #[arg(long)]
+        actor: Option<String>,
+        /// At most this many records.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
     },
     /// The cluster CA for mutual TLS between nodes (files only; no node is asked).
     Ca {
@@ -218,6 +233,9 @@ fn run(client: &Client, command: Command, json_out: bool) -> anyhow::Result<()> 
         }
         Command::Token { command: TokenCommand::List } => tokens::list(client, json_out),
         Command::Token { command: TokenCommand::Revoke { id } } => tokens::revoke(client, &id, json_out),
+        Command::Audit { since, actor, limit } => {
+            audit::show(client, since.and_then(|s| s.0), actor.as_deref(), limit, json_out)
+        }
         Command::Ca { command } => run_ca(command, json_out),
     }
 }
