@@ -1,6 +1,7 @@
 //! UMS protocol gateways. Each speaks one protocol to outside clients and reaches the
 //! cluster only through [`mail_service::MailService`], which `node` implements.
 
+pub mod bans;
 pub mod imap;
 pub mod limits;
 pub mod listener;
@@ -8,5 +9,6 @@ pub mod logins;
 pub mod mail_service;
 #[cfg(test)]
 pub mod mem_service;
+pub mod network;
 pub mod smtp;
 pub mod tls;

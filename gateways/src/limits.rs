@@ -16,6 +16,13 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::bans::BanList;
+
+/// Milliseconds since the epoch (bans are replicated with wall-clock ends).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 /// Connection limits of one protocol's listeners. The defaults suit an office of 1,000
 /// staff behind one address: five IMAP connections each (a desktop client's usual pool),
 /// all of them reconnecting within half a minute when the office's link comes back (a
@@ -64,6 +71,8 @@ pub enum Refusal {
     Misbehaving,
     /// The listener is full (all clients together).
     Busy,
+    /// The address is in the cluster's ban list.
+    Banned,
 }
 
 #[derive(Debug)]
@@ -80,15 +89,15 @@ struct IpState {
 
 /// Counts connections and offences per client IP; a [`ConnectionPermit`] is held while
 /// a connection is open.
-#[derive(Debug)]
 pub struct IpLimiter {
     limits: ConnectionLimits,
+    /// The cluster's bans, checked first; this limiter's own bans are reported to it.
+    bans: Arc<BanList>,
     ips: Mutex<HashMap<IpAddr, IpState>>,
     open_total: AtomicUsize,
 }
 
 /// Bound to a connection: dropping it frees the IP's slot.
-#[derive(Debug)]
 pub struct ConnectionPermit {
     limiter: Arc<IpLimiter>,
     ip: IpAddr,
@@ -98,8 +107,8 @@ pub struct ConnectionPermit {
 const SWEEP_ABOVE: usize = 10_000;
 
 impl IpLimiter {
-    pub fn new(limits: ConnectionLimits) -> Arc<Self> {
-        Arc::new(Self { limits, ips: Mutex::new(HashMap::new()), open_total: AtomicUsize::new(0) })
+    pub fn new(limits: ConnectionLimits, bans: Arc<BanList>) -> Arc<Self> {
+        Arc::new(Self { limits, bans, ips: Mutex::new(HashMap::new()), open_total: AtomicUsize::new(0) })
     }
 
     fn fresh(&self, now: Instant) -> IpState {
@@ -115,6 +124,9 @@ impl IpLimiter {
 
     /// Admits a new connection from `ip`, or says why not.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, now: Instant) -> Result<ConnectionPermit, Refusal> {
+        if self.bans.is_banned(ip, now_ms()) {
+            return Err(Refusal::Banned);
+        }
         let mut ips = self.ips.lock().unwrap();
         if ips.len() > SWEEP_ABOVE {
             let burst = self.limits.burst_per_ip;
@@ -162,15 +174,26 @@ impl IpLimiter {
         }
         state.offences = state.offences.saturating_add(count);
         if state.offences >= self.limits.max_offences_per_ip {
-            state.banned_until = Some(now + Duration::from_secs(self.limits.ban_secs));
+            let length = Duration::from_secs(self.limits.ban_secs);
+            if !self.bans.is_allow_listed(ip) {
+                state.banned_until = Some(now + length);
+                metrics::counter!("ums_gateway_bans_total").increment(1);
+            }
             (state.offences, state.offences_since) = (0, now);
-            metrics::counter!("ums_gateway_bans_total").increment(1);
+            drop(ips);
+            self.bans.report(ip, length, "too many failed commands, logins or unknown recipients");
         }
     }
 
     /// Connections `ip` holds open.
     pub fn open(&self, ip: IpAddr) -> usize {
         self.ips.lock().unwrap().get(&ip).map_or(0, |s| s.open)
+    }
+}
+
+impl std::fmt::Debug for ConnectionPermit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionPermit").field("ip", &self.ip).finish()
     }
 }
 
@@ -193,12 +216,10 @@ mod tests {
 
     #[test]
     fn concurrent_connections_are_capped_per_ip_and_freed_on_drop() {
-        let limiter = IpLimiter::new(ConnectionLimits {
-            max_per_ip: 2,
-            rate_per_ip: 100.0,
-            burst_per_ip: 100.0,
-            ..ConnectionLimits::default()
-        });
+        let limiter = IpLimiter::new(
+            ConnectionLimits { max_per_ip: 2, rate_per_ip: 100.0, burst_per_ip: 100.0, ..ConnectionLimits::default() },
+            Arc::default(),
+        );
         let now = Instant::now();
         let a = limiter.admit(ip(1), now).unwrap();
         let _b = limiter.admit(ip(1), now).unwrap();
@@ -212,12 +233,10 @@ mod tests {
 
     #[test]
     fn connection_rate_is_a_token_bucket() {
-        let limiter = IpLimiter::new(ConnectionLimits {
-            max_per_ip: 100,
-            rate_per_ip: 2.0,
-            burst_per_ip: 3.0,
-            ..ConnectionLimits::default()
-        });
+        let limiter = IpLimiter::new(
+            ConnectionLimits { max_per_ip: 100, rate_per_ip: 2.0, burst_per_ip: 3.0, ..ConnectionLimits::default() },
+            Arc::default(),
+        );
         let start = Instant::now();
         for _ in 0..3 {
             drop(limiter.admit(ip(1), start).unwrap());
@@ -231,7 +250,7 @@ mod tests {
 
     #[test]
     fn an_office_of_a_thousand_behind_one_address_gets_in() {
-        let limiter = IpLimiter::new(ConnectionLimits::default());
+        let limiter = IpLimiter::new(ConnectionLimits::default(), Arc::default());
         let office = ip(7);
         let start = Instant::now();
         // The link comes back: every desktop client opens its five connections within 30 s.
@@ -248,7 +267,7 @@ mod tests {
     #[test]
     fn an_address_that_keeps_misbehaving_is_refused_for_a_while() {
         let limits = ConnectionLimits { max_offences_per_ip: 10, ban_secs: 60, ..ConnectionLimits::default() };
-        let limiter = IpLimiter::new(limits);
+        let limiter = IpLimiter::new(limits, Arc::default());
         let start = Instant::now();
         limiter.record_offences(ip(1), 9, start);
         drop(limiter.admit(ip(1), start).expect("nine offences are tolerated"));
@@ -265,7 +284,7 @@ mod tests {
 
     #[test]
     fn the_listener_as_a_whole_is_capped() {
-        let limiter = IpLimiter::new(ConnectionLimits { max_total: 3, ..ConnectionLimits::default() });
+        let limiter = IpLimiter::new(ConnectionLimits { max_total: 3, ..ConnectionLimits::default() }, Arc::default());
         let now = Instant::now();
         let held: Vec<ConnectionPermit> = (1..=3).map(|n| limiter.admit(ip(n), now).unwrap()).collect();
         assert_eq!(limiter.admit(ip(9), now).unwrap_err(), Refusal::Busy);

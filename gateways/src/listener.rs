@@ -20,6 +20,7 @@ pub fn refusal_text(refusal: Refusal) -> &'static str {
         Refusal::TooManyNewConnections => "Too many new connections from your address, try again later",
         Refusal::Misbehaving => "Too many failed commands or logins from your address, try again later",
         Refusal::Busy => "Too many connections, try again later",
+        Refusal::Banned => "Your address is banned for abuse, try again later",
     }
 }
 

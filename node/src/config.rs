@@ -47,6 +47,9 @@ pub struct NodeConfig {
     /// Failed-login limits, one set for IMAP, SMTP submission and the API's Basic login.
     #[serde(default)]
     pub logins: gateways::logins::LoginLimits,
+    /// Networks never banned automatically (a ministry's NAT, a carrier's gateways).
+    #[serde(default)]
+    pub bans: BanSettings,
     /// Mutual TLS between nodes with the cluster CA (`umsctl ca init|issue`; `umsd dev`
     /// sets it up). Without it peer traffic is plain TCP, and the node says so at start.
     #[serde(default)]
@@ -60,6 +63,22 @@ pub struct NodeConfig {
     /// in production.
     #[serde(default)]
     pub debug_faults: bool,
+}
+
+/// `[bans]`: what automatic bans leave alone.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BanSettings {
+    /// Networks (CIDR or single addresses) a gateway never bans for misbehaviour;
+    /// operators can still ban them by hand.
+    #[serde(default)]
+    pub never: Vec<String>,
+}
+
+impl BanSettings {
+    pub fn networks(&self) -> Result<Vec<gateways::network::Network>, String> {
+        self.never.iter().map(|n| gateways::network::Network::parse_or_host(n)).collect()
+    }
 }
 
 /// Retry policy of the outbound queues.
@@ -220,6 +239,7 @@ impl NodeConfig {
             imap: ImapSettings::default(),
             logins: Default::default(),
             peer_tls: None,
+            bans: BanSettings::default(),
             unsafe_skip_fsync: false,
             debug_faults: false,
         }
@@ -316,6 +336,7 @@ impl NodeConfig {
         self.smtp.validate().map_err(ConfigError::Invalid)?;
         self.imap.validate().map_err(ConfigError::Invalid)?;
         self.logins.validate().map_err(ConfigError::Invalid)?;
+        self.bans.networks().map_err(|e| ConfigError::Invalid(format!("bans.never: {e}")))?;
         Ok(())
     }
 

@@ -25,6 +25,7 @@ pub mod actors;
 pub mod addresses;
 pub mod audit;
 pub mod auth;
+pub mod bans;
 pub mod clock;
 pub mod cluster;
 pub mod config;

@@ -27,6 +27,7 @@ use crate::placement::{initial_placement, preferred_leaders};
 use crate::runtime::{self, LoopSettings};
 use crate::state::UmsMachine;
 use crate::webhook_targets::WebhookTargets;
+use gateways::bans::BanList;
 
 /// Marker file: the groups of this node were bootstrapped once; never do it again.
 const BOOTSTRAPPED_MARKER: &str = "bootstrapped";
@@ -173,9 +174,14 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         let action = format!("{} login", failure.protocol);
         reporter.record(AuditEvent { actor: failure.login, source: failure.ip, action: &action, result: 401, detail });
     }));
-    let smtp = gateways::smtp::start(config.smtp.clone(), Arc::clone(&mail), Arc::clone(&logins));
+    let bans = Arc::new(BanList::new(config.bans.networks().map_err(anyhow::Error::msg)?));
+    {
+        let _runtime = io_runtime.enter();
+        crate::bans::start(Arc::clone(&cluster), Arc::clone(&bans));
+    }
+    let smtp = gateways::smtp::start(config.smtp.clone(), Arc::clone(&mail), Arc::clone(&logins), Arc::clone(&bans));
     io_runtime.block_on(smtp).context("starting SMTP")?;
-    let imap = gateways::imap::start(config.imap.clone(), mail, Arc::clone(&logins));
+    let imap = gateways::imap::start(config.imap.clone(), mail, Arc::clone(&logins), Arc::clone(&bans));
     io_runtime.block_on(imap).context("starting IMAP")?;
 
     info!(node = config.node_id, peer = %config.peer_listen, http = %config.http_listen, "node started");
@@ -194,6 +200,7 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         authenticator,
         webhook_targets,
         audit,
+        bans,
         #[cfg(any(debug_assertions, feature = "debug-faults"))]
         debug,
     };

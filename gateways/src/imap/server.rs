@@ -24,6 +24,7 @@ use tracing::{debug, info};
 use super::extended::{self, Extension};
 use super::session::{After, Session, bye};
 use super::settings::ImapSettings;
+use crate::bans::BanList;
 use crate::limits::IpLimiter;
 use crate::listener;
 use crate::logins::LoginThrottle;
@@ -49,6 +50,7 @@ pub async fn start(
     settings: ImapSettings,
     service: Arc<dyn MailService>,
     logins: Arc<LoginThrottle>,
+    bans: Arc<BanList>,
 ) -> anyhow::Result<()> {
     settings.validate().map_err(anyhow::Error::msg)?;
     let tls = match (&settings.tls_cert, &settings.tls_key) {
@@ -56,7 +58,7 @@ pub async fn start(
         _ => None,
     };
     // Both listeners count connections and offences per address together.
-    let limiter = IpLimiter::new(settings.connections.clone());
+    let limiter = IpLimiter::new(settings.connections.clone(), bans);
     let listeners = [(settings.listen, false), (settings.tls_listen, true)];
     let gateway = Arc::new(Gateway { settings, service, tls, logins, limiter: Arc::clone(&limiter) });
     for (address, implicit_tls) in listeners {

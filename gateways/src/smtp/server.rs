@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 use super::message::{fingerprint, received_header};
 use super::session::{DeliveryOutcome, Envelope, Event, Mode, Policy, Recipient, Session};
 use super::settings::SmtpSettings;
+use crate::bans::BanList;
 use crate::limits::IpLimiter;
 use crate::listener;
 use crate::logins::{LoginOutcome, LoginThrottle, check_login};
@@ -54,6 +55,7 @@ pub async fn start(
     settings: SmtpSettings,
     service: Arc<dyn MailService>,
     logins: Arc<LoginThrottle>,
+    bans: Arc<BanList>,
 ) -> anyhow::Result<()> {
     settings.validate().map_err(anyhow::Error::msg)?;
     let tls = match (&settings.tls_cert, &settings.tls_key) {
@@ -62,7 +64,7 @@ pub async fn start(
     };
     let listeners = [(settings.listen, Mode::Mx), (settings.submission_listen, Mode::Submission)];
     let in_flight = tokio::sync::Semaphore::new(IN_FLIGHT_KIB as usize);
-    let limiter = IpLimiter::new(settings.connections.clone());
+    let limiter = IpLimiter::new(settings.connections.clone(), bans);
     let domains = Mutex::new(HashMap::new());
     let gateway = Arc::new(Gateway { settings, service, tls, logins, limiter, domains, in_flight });
     for (address, mode) in listeners {

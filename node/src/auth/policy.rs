@@ -129,6 +129,8 @@ pub enum Action<'a> {
     Tokens,
     /// Read the audit log.
     Audit,
+    /// List, add and lift bans.
+    Bans,
     Domain(DomainAccess, &'a str),
     /// `user_id` is the user's e-mail address (their id).
     User(UserAccess, &'a str),
@@ -146,6 +148,7 @@ impl Action<'_> {
             Action::Faults => "inject faults".into(),
             Action::Tokens => "manage tokens".into(),
             Action::Audit => "read the audit log".into(),
+            Action::Bans => "manage bans".into(),
             Action::Domain(DomainAccess::Read, domain) => format!("read domain {domain}"),
             Action::Domain(DomainAccess::Add, domain) => format!("add domain {domain}"),
             Action::User(access, _) => format!("{access:?} this user").to_lowercase(),

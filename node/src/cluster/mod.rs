@@ -9,6 +9,7 @@
 //! [`messages`], [`outbound`], [`tokens`]; [`replies`] turns state-machine statuses into errors.
 
 mod audit;
+mod bans;
 mod domains;
 mod forward;
 mod messages;
@@ -254,6 +255,8 @@ fn mailbox_user(op: &command::Op) -> Option<String> {
         | command::Op::AddDomain(_)
         | command::Op::PutToken(_)
         | command::Op::RevokeToken(_)
-        | command::Op::AppendAudit(_) => None,
+        | command::Op::AppendAudit(_)
+        | command::Op::PutBan(_)
+        | command::Op::RemoveBan(_) => None,
     }
 }

@@ -20,6 +20,7 @@ use crate::addresses::normalize_address;
 use crate::audit::AuditEvent;
 use crate::auth::policy::permits;
 use crate::auth::{Action, Principal, Refused, UserAccess};
+use crate::clock::now_ms;
 use crate::cluster::ServiceError;
 
 /// Who is calling; handlers take it as their first argument.
@@ -35,6 +36,11 @@ fn refused(refusal: Refused) -> HttpResponse {
         }
         Refused::Unavailable(message) => error_response(&ServiceError::Unavailable(message)),
     }
+}
+
+fn banned_response() -> HttpResponse {
+    HttpResponse::build(StatusCode::FORBIDDEN)
+        .json(json!({ "error": "your address is banned for abuse; try again later" }))
 }
 
 fn forbidden(principal: &Principal, action: &Action<'_>) -> HttpResponse {
@@ -59,6 +65,13 @@ pub(super) async fn authenticate(
     let ip = request.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |address| address.ip());
     let action = format!("{} {}", request.method(), request.path());
     let header = request.headers().get(AUTHORIZATION).map(|value| value.to_str().map(str::to_string));
+    // Banned sources cost nothing: only a token (cheap to check) is looked at, never a
+    // password (argon2).
+    let banned = state.bans.is_banned(ip, now_ms());
+    let bearer = matches!(&header, Some(Ok(h)) if h.trim_start().to_ascii_lowercase().starts_with("bearer "));
+    if banned && !bearer {
+        return Ok(request.into_response(banned_response()).map_into_right_body());
+    }
     let outcome = match &header {
         Some(Err(_)) => Err(Refused::Unauthenticated("the Authorization header is not ASCII".into())),
         Some(Ok(header)) => state.authenticator.authenticate(Some(header), ip).await,
@@ -68,6 +81,12 @@ pub(super) async fn authenticate(
         state.audit.record(AuditEvent { actor, source: ip, action: &action, result: result.into(), detail });
     };
     match outcome {
+        // A banned source is refused, but an operator's token still gets through, so a
+        // ban can always be lifted.
+        Ok(principal) if banned && !principal.is_operator() => {
+            audit(principal.name(), 403, "banned source");
+            Ok(request.into_response(banned_response()).map_into_right_body())
+        }
         Ok(principal) => {
             // Changes are audited, and refusals; reads that were allowed are not.
             let audited = request.method() != Method::GET;

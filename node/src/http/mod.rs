@@ -8,9 +8,10 @@
 //! credentials; each handler takes the [`caller::Caller`] and asks the policy for the
 //! one action it performs. [`ROUTES`] is the table of every route. The endpoints by subject: [`cluster`] (status, leader
 //! transfer, metrics), [`users`] (users, domains), [`messages`], [`outbound`],
-//! [`tokens`], [`audit`], and [`debug`] (fault injection, only in builds that have it).
+//! [`tokens`], [`audit`], [`bans`], and [`debug`] (fault injection, only in builds that have it).
 
 mod audit;
+mod bans;
 mod caller;
 mod cluster;
 #[cfg(any(debug_assertions, feature = "debug-faults"))]
@@ -46,6 +47,8 @@ pub struct AppState {
     pub members: Vec<Member>,
     pub metrics: Option<PrometheusHandle>,
     pub authenticator: Arc<Authenticator>,
+    /// The cluster's bans, checked before anything else.
+    pub bans: Arc<gateways::bans::BanList>,
     /// Where administrative actions and refused requests are recorded.
     pub audit: Arc<crate::audit::AuditLog>,
     /// Where outbound webhooks may go (checked again at delivery).
@@ -116,6 +119,9 @@ pub enum Endpoint {
     ListTokens,
     RevokeToken,
     Audit,
+    ListBans,
+    AddBan,
+    RemoveBan,
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
     GetFaults,
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
@@ -153,6 +159,9 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/api/v1/tokens", Endpoint::ListTokens),
     route(Method::DELETE, "/api/v1/tokens/{id}", Endpoint::RevokeToken),
     route(Method::GET, "/api/v1/audit", Endpoint::Audit),
+    route(Method::GET, "/api/v1/bans", Endpoint::ListBans),
+    route(Method::POST, "/api/v1/bans", Endpoint::AddBan),
+    route(Method::DELETE, "/api/v1/bans", Endpoint::RemoveBan),
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
     route(Method::GET, "/api/v1/debug/faults", Endpoint::GetFaults),
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
@@ -178,6 +187,9 @@ impl Endpoint {
             Endpoint::ListTokens => web::to(tokens::list),
             Endpoint::RevokeToken => web::to(tokens::revoke),
             Endpoint::Audit => web::to(audit::list),
+            Endpoint::ListBans => web::to(bans::list),
+            Endpoint::AddBan => web::to(bans::add),
+            Endpoint::RemoveBan => web::to(bans::remove),
             #[cfg(any(debug_assertions, feature = "debug-faults"))]
             Endpoint::GetFaults => web::to(debug::get_faults),
             #[cfg(any(debug_assertions, feature = "debug-faults"))]

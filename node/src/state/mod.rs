@@ -19,6 +19,7 @@
 //! replica and survive failover. Apply is deterministic: times come in the command.
 
 mod audit;
+mod bans;
 pub mod folders;
 pub mod quota;
 mod tokens;
@@ -172,12 +173,28 @@ impl StateMachine for UmsMachine {
                 command::Op::PutToken(put) => tokens::put(ctx, put),
                 command::Op::RevokeToken(revoke) => tokens::revoke(ctx, revoke),
                 command::Op::AppendAudit(append) => audit::append(ctx, append),
+                command::Op::PutBan(put) => bans::put(ctx, put),
+                command::Op::RemoveBan(remove) => bans::remove(ctx, remove),
             },
             Ok(Command { op: None }) => result(Status::Invalid, "empty command"),
             Err(e) => result(Status::Invalid, format!("undecodable command: {e}")),
         };
         outcome.encode_to_vec()
     }
+}
+
+/// Every record under `kind` (a key's first part) of `group`, decoded.
+fn scan_kind<M: Message + Default>(engine: &dyn KvRead, group: GroupId, kind: &[u8]) -> storage::Result<Vec<M>> {
+    let start = state_machine_key(group, &key(&[kind, b""]));
+    let end = state_machine_key(group, &key(&[kind, &[0xff]]));
+    let mut records = Vec::new();
+    engine.scan(Cf::Data, &start, &end, &mut |_, v| {
+        if let Ok(record) = M::decode(v) {
+            records.push(record);
+        }
+        true
+    })?;
+    Ok(records)
 }
 
 fn get<M: Message + Default>(ctx: &ApplyContext<'_>, cf: Cf, key: &[u8]) -> Option<M> {
@@ -370,6 +387,7 @@ pub fn execute_query(engine: &dyn KvRead, group: GroupId, query: &Query) -> stor
         Some(query::Q::GetToken(get)) => tokens::get_one(engine, group, get)?,
         Some(query::Q::ListTokens(_)) => tokens::list(engine, group)?,
         Some(query::Q::ListAudit(list)) => audit::list(engine, group, list)?,
+        Some(query::Q::ListBans(_)) => bans::list(engine, group)?,
         None => QueryResult { status: Status::Invalid as i32, error: "empty query".into(), ..Default::default() },
     })
 }

@@ -6,7 +6,7 @@ use consensus::{ApplyContext, GroupId, state_machine_key};
 use prost::Message;
 use storage::{Cf, KvRead};
 
-use super::{get, key, result, valid_name};
+use super::{get, key, result, scan_kind, valid_name};
 use crate::proto::state::{
     ApiToken, CommandResult, GetToken, PutToken, QueryResult, RevokeToken, command_result::Status,
 };
@@ -55,14 +55,5 @@ pub(super) fn get_one(engine: &dyn KvRead, group: GroupId, get: &GetToken) -> st
 }
 
 pub(super) fn list(engine: &dyn KvRead, group: GroupId) -> storage::Result<QueryResult> {
-    let start = state_machine_key(group, &key(&[b"t", b""]));
-    let end = state_machine_key(group, &key(&[b"t", &[0xff]]));
-    let mut tokens = Vec::new();
-    engine.scan(Cf::Data, &start, &end, &mut |_, v| {
-        if let Ok(token) = ApiToken::decode(v) {
-            tokens.push(token);
-        }
-        true
-    })?;
-    Ok(QueryResult { tokens, ..Default::default() })
+    Ok(QueryResult { tokens: scan_kind(engine, group, b"t")?, ..Default::default() })
 }

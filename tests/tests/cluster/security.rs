@@ -368,13 +368,18 @@ fn an_imported_password_hash_cannot_name_a_huge_cost() {
     assert!(answer.body["error"].as_str().unwrap().contains("m=4194304"), "{}", answer.body);
 }
 
-/// The tagged answer to `a LOGIN` over plain IMAP from the loopback address `source`.
-fn imap_login(server: &str, source: [u8; 4], login: &str, password: &str) -> String {
-    use std::io::Write as _;
+/// A TCP connection to `server` from the loopback address `source`.
+fn connect_from(server: &str, source: [u8; 4]) -> std::net::TcpStream {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.bind(&std::net::SocketAddr::from((source, 0)).into()).unwrap();
     socket.connect(&server.parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
-    let mut stream: std::net::TcpStream = socket.into();
+    socket.into()
+}
+
+/// The tagged answer to `a LOGIN` over plain IMAP from the loopback address `source`.
+fn imap_login(server: &str, source: [u8; 4], login: &str, password: &str) -> String {
+    use std::io::Write as _;
+    let mut stream = connect_from(server, source);
     read_line(&mut stream, Duration::from_secs(5)).expect("greeting");
     stream.write_all(format!("a LOGIN \"{login}\" \"{password}\"\r\n").as_bytes()).unwrap();
     loop {
@@ -659,4 +664,96 @@ fn the_audit_log_holds_each_change_and_refusal_once_in_order_on_every_node() {
     assert!(ok, "{stderr}");
     let shown: Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(shown["audit"].as_array().map(Vec::len), Some(1), "{shown}");
+}
+
+/// The first line a server sends a client connecting from `source`.
+fn first_line_from(server: &str, source: [u8; 4]) -> String {
+    let mut stream = connect_from(server, source);
+    read_line(&mut stream, Duration::from_secs(5)).unwrap_or_default()
+}
+
+/// The status of a raw HTTP GET of `path` from `source`, with `authorization`.
+fn http_status_from(base: &str, source: [u8; 4], path: &str, authorization: &str) -> u16 {
+    use std::io::Write as _;
+    let mut stream = connect_from(base.trim_start_matches("http://"), source);
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: ums\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    let line = read_line(&mut stream, Duration::from_secs(10)).unwrap_or_default();
+    line.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+}
+
+/// Waits until `check` holds, at most `within`; how long it took.
+fn within(limit: Duration, check: impl Fn() -> bool) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() <= limit {
+        if check() {
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn an_address_banned_on_one_node_is_refused_by_every_node_within_a_second() {
+    use std::io::Write as _;
+    let cluster = TestCluster::start(3, |config| {
+        config.imap.connections.max_offences_per_ip = 10;
+        config.bans.never = vec!["127.0.0.88".into()];
+    });
+    let (abuser, neighbour, office) = ([127, 0, 0, 66], [127, 0, 0, 67], [127, 0, 0, 88]);
+    // The abuser sends garbage to node 1's IMAP until node 1 has had enough.
+    let refused_on_node_1 = within(Duration::from_secs(20), || {
+        let mut stream = connect_from(&cluster.imap(1), abuser);
+        let greeting = read_line(&mut stream, Duration::from_secs(5)).unwrap_or_default();
+        if !greeting.starts_with("* OK") {
+            return true;
+        }
+        let _ = stream.write_all(&b"\x01\x02 garbage\r\n".repeat(5));
+        false
+    });
+    assert!(refused_on_node_1.is_some(), "node 1 never refused the abuser");
+    // Every node, every protocol, refuses it a second later; its neighbour gets in.
+    std::thread::sleep(Duration::from_secs(1));
+    for node in 1..=3 {
+        for server in [cluster.imap(node), cluster.smtp(node)] {
+            let line = first_line_from(&server, abuser);
+            assert!(line.contains("banned"), "node {node} {server} let the abuser in: {line}");
+            let line = first_line_from(&server, neighbour);
+            assert!(line.starts_with("* OK") || line.starts_with("220 "), "node {node} refused a neighbour: {line}");
+        }
+    }
+    let bearer = format!("Bearer {}", cluster.token);
+    assert_eq!(http_status_from(&cluster.url(3, ""), abuser, "/api/v1/cluster", "Basic eDp5"), 403);
+    assert_eq!(
+        http_status_from(&cluster.url(3, ""), abuser, "/api/v1/cluster", &bearer),
+        200,
+        "an operator gets through"
+    );
+    // An allow-listed office is never banned for its typos.
+    for _ in 0..4 {
+        let mut stream = connect_from(&cluster.imap(1), office);
+        let _ = read_line(&mut stream, Duration::from_secs(5));
+        let _ = stream.write_all(&b"\x01 garbage\r\n".repeat(5));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(first_line_from(&cluster.imap(2), office).starts_with("* OK"));
+
+    // umsctl shows the ban, made by node 1, and lifts it for every node.
+    let (ok, stdout, stderr) = umsctl(&cluster, &cluster.token, &["--json", "ban", "list"]);
+    assert!(ok, "{stderr}");
+    let listed: Value = serde_json::from_str(&stdout).unwrap();
+    let ban = listed["bans"].as_array().unwrap().iter().find(|b| b["network"] == "127.0.0.66/32").cloned();
+    assert_eq!(ban.expect("listed")["created_by"], "node 1");
+    let (ok, _, stderr) = umsctl(&cluster, &cluster.token, &["ban", "remove", "127.0.0.66"]);
+    assert!(ok, "{stderr}");
+    let lifted = within(Duration::from_secs(5), || first_line_from(&cluster.imap(3), abuser).starts_with("* OK"));
+    assert!(lifted.is_some(), "the lifted ban still holds on node 3");
+    // And an operator's own ban, by hand, of a whole network.
+    let (ok, _, stderr) =
+        umsctl(&cluster, &cluster.token, &["ban", "add", "127.0.0.96/30", "--for", "1h", "--reason", "test"]);
+    assert!(ok, "{stderr}");
+    let held = within(Duration::from_secs(1), || first_line_from(&cluster.smtp(2), [127, 0, 0, 97]).contains("banned"));
+    assert!(held.is_some(), "a ban by hand did not reach node 2 within a second");
 }

@@ -8,8 +8,10 @@
 //!   umsctl token create --name N --role R [--scope D,...] [--expires 90d] | list | revoke ID
 //!   umsctl ca init --dir D --cluster-id C | issue --dir D --cluster-id C --node N [--out O]
 //!   umsctl audit [--since 1h] [--actor NAME] [--limit N]
+//!   umsctl ban list | add NETWORK --for 1h [--reason R] | remove NETWORK
 
 mod audit;
+mod bans;
 mod ca;
 mod client;
 mod cluster;
@@ -80,11 +82,34 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         limit: usize,
     },
+    /// Networks every node refuses (gateways at accept time, the API before any password
+    /// check); gateways also ban abusive addresses themselves.
+    Ban {
+        #[command(subcommand)]
+        command: BanCommand,
+    },
     /// The cluster CA for mutual TLS between nodes (files only; no node is asked).
     Ca {
         #[command(subcommand)]
         command: CaCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum BanCommand {
+    /// Bans in force and ended, with who made them and why.
+    List,
+    /// Ban a network (203.0.113.0/24) or one address for a while.
+    Add {
+        network: String,
+        /// How long: 30m, 12h, 7d, ...
+        #[arg(long = "for", value_parser = tokens::parse_lifetime)]
+        length: tokens::Lifetime,
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
+    /// Lift a ban.
+    Remove { network: String },
 }
 
 #[derive(Subcommand)]
@@ -236,6 +261,11 @@ fn run(client: &Client, command: Command, json_out: bool) -> anyhow::Result<()> 
         Command::Audit { since, actor, limit } => {
             audit::show(client, since.and_then(|s| s.0), actor.as_deref(), limit, json_out)
         }
+        Command::Ban { command: BanCommand::List } => bans::list(client, json_out),
+        Command::Ban { command: BanCommand::Add { network, length, reason } } => {
+            bans::add(client, &network, length, &reason, json_out)
+        }
+        Command::Ban { command: BanCommand::Remove { network } } => bans::remove(client, &network, json_out),
         Command::Ca { command } => run_ca(command, json_out),
     }
 }
