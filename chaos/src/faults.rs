@@ -219,11 +219,13 @@ impl Faults {
             }
             self.fillers.pop(); // Only once undone, so a failed heal can be retried.
             self.log(format!("freed node {id}'s filesystem"));
-            // A node that hit its storage failure may finish exiting only now: a thread
+            // A node that hit its storage failure may finish exiting only now: something
             // blocked on the full filesystem holds the process until the space is back.
+            // (Its last log line may itself be cut short by the full disk, so any error
+            // logged since the fill counts.)
             let log = std::fs::read(node_log(cluster, id)).unwrap_or_default();
             let since_fill = String::from_utf8_lossy(log.get(log_len as usize..).unwrap_or_default());
-            if since_fill.contains("storage failure") {
+            if since_fill.contains("ERROR") {
                 let deadline = std::time::Instant::now() + Duration::from_secs(10);
                 while cluster.pid(id).is_some() && std::time::Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(100));

@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Legitimate IMAP sessions with and without a flood from other loopback addresses, for
+scripts/bench-flood. Prints one JSON object per phase.
+
+  flood-load.py IMAP_PORTS SMTP_PORTS SECONDS LEGIT_THREADS FLOOD_THREADS
+
+IMAP_PORTS and SMTP_PORTS are comma-separated ports on 127.0.0.1. Legitimate sessions
+come from 127.0.0.1 (user1..userN of the dev cluster, LOGIN, SELECT INBOX, LOGOUT); the
+flood from 127.0.0.100-199: garbage commands, failed logins, connections held open.
+"""
+import json
+import random
+import socket
+import sys
+import threading
+import time
+
+
+def connect(port, source):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(10)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def read_line(f):
+    return f.readline().decode(errors="replace")
+
+
+def legit_session(port, n):
+    sock = connect(port, "127.0.0.1")
+    f = sock.makefile("rb")
+    try:
+        if not read_line(f).startswith("* OK"):
+            return False
+        sock.sendall(f'a LOGIN user{n}@ministry.go.ke demo-password-{n}\r\n'.encode())
+        while True:
+            line = read_line(f)
+            if not line:
+                return False
+            if line.startswith("a "):
+                if not line.startswith("a OK"):
+                    return False
+                break
+        sock.sendall(b"b SELECT INBOX\r\n")
+        while True:
+            line = read_line(f)
+            if not line:
+                return False
+            if line.startswith("b "):
+                ok = line.startswith("b OK")
+                break
+        sock.sendall(b"c LOGOUT\r\n")
+        return ok
+    finally:
+        sock.close()
+
+
+def flood_once(imap_ports, smtp_ports, rng):
+    source = f"127.0.0.{rng.randint(100, 199)}"
+    kind = rng.random()
+    try:
+        if kind < 0.5:
+            sock = connect(rng.choice(imap_ports), source)
+            sock.sendall(b"\x01\x02 garbage\r\n" * 20 + b"x LOGIN nobody@ministry.go.ke wrong\r\n")
+        else:
+            sock = connect(rng.choice(smtp_ports), source)
+            sock.sendall(b"EHLO flood\r\nRCPT TO:<nobody@ministry.go.ke>\r\n" + b"GARBAGE\r\n" * 20)
+        sock.settimeout(2)
+        try:
+            sock.recv(4096)
+        except OSError:
+            pass
+        sock.close()
+        return True
+    except OSError:
+        return False
+
+
+def phase(name, imap_ports, smtp_ports, seconds, legit_threads, flood_threads):
+    stop = time.time() + seconds
+    results, lock = [], threading.Lock()
+    flood = {"attempts": 0}
+
+    def legit(worker):
+        n = worker + 1
+        while time.time() < stop:
+            started = time.time()
+            try:
+                ok = legit_session(imap_ports[worker % len(imap_ports)], n)
+            except OSError:
+                ok = False
+            with lock:
+                results.append((ok, time.time() - started))
+
+    def flooder(worker):
+        rng = random.Random(worker)
+        while time.time() < stop:
+            flood_once(imap_ports, smtp_ports, rng)
+            with lock:
+                flood["attempts"] += 1
+
+    threads = [threading.Thread(target=legit, args=(w,)) for w in range(legit_threads)]
+    threads += [threading.Thread(target=flooder, args=(w,)) for w in range(flood_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    latencies = sorted(d for ok, d in results if ok)
+    pct = lambda q: round(latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000, 1) if latencies else None
+    ok = sum(1 for good, _ in results if good)
+    return {"phase": name, "sessions": len(results), "succeeded": ok,
+            "success_pct": round(100.0 * ok / max(1, len(results)), 2),
+            "sessions_per_s": round(ok / seconds, 1), "p50_ms": pct(0.5), "p99_ms": pct(0.99),
+            "flood_connections": flood["attempts"]}
+
+
+def main():
+    imap_ports = [int(p) for p in sys.argv[1].split(",")]
+    smtp_ports = [int(p) for p in sys.argv[2].split(",")]
+    seconds, legit_threads, flood_threads = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    print(json.dumps(phase("no flood", imap_ports, smtp_ports, seconds, legit_threads, 0)), flush=True)
+    print(json.dumps(phase("flood", imap_ports, smtp_ports, seconds, legit_threads, flood_threads)), flush=True)
+
+
+main()
