@@ -4,6 +4,8 @@ scripts/bench-flood. Prints one JSON object per phase.
 
   flood-load.py IMAP_PORTS SMTP_PORTS SECONDS LEGIT_THREADS FLOOD_THREADS
 
+Prints a line and a JSON line per phase.
+
 IMAP_PORTS and SMTP_PORTS are comma-separated ports on 127.0.0.1. Legitimate sessions
 come from 127.0.0.1 (user1..userN of the dev cluster, LOGIN, SELECT INBOX, LOGOUT); the
 flood from 127.0.0.100-199: garbage commands, failed logins, connections held open.
@@ -120,8 +122,12 @@ def main():
     imap_ports = [int(p) for p in sys.argv[1].split(",")]
     smtp_ports = [int(p) for p in sys.argv[2].split(",")]
     seconds, legit_threads, flood_threads = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-    print(json.dumps(phase("no flood", imap_ports, smtp_ports, seconds, legit_threads, 0)), flush=True)
-    print(json.dumps(phase("flood", imap_ports, smtp_ports, seconds, legit_threads, flood_threads)), flush=True)
+    for name, flooders in (("no flood", 0), ("flood", flood_threads)):
+        r = phase(name, imap_ports, smtp_ports, seconds, legit_threads, flooders)
+        print(f"  {r['phase']:>9}: {r['succeeded']}/{r['sessions']} sessions ok ({r['success_pct']} %), "
+              f"{r['sessions_per_s']}/s, p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms; "
+              f"flood connections {r['flood_connections']}", flush=True)
+        print("  " + json.dumps(r), flush=True)
 
 
 main()
