@@ -363,6 +363,8 @@ pub struct DevPorts {
     pub peer: u16,
     pub smtp: u16,
     pub submission: u16,
+    /// Submission with implicit TLS (SMTPS).
+    pub smtps: u16,
     pub imap: u16,
     /// IMAP with implicit TLS (IMAPS).
     pub imaps: u16,
@@ -381,6 +383,7 @@ pub fn ports_in_block(base: u16, node: NodeId) -> DevPorts {
         peer: base,
         smtp: base + 25,
         submission: base + 87,
+        smtps: base + 65,
         imap: base + 43,
         imaps: base + 93,
         smpp: base + 75,

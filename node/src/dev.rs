@@ -56,6 +56,7 @@ pub fn local_config(base: u16, id: NodeId, nodes: usize, data: &Path, cluster_id
     let smtp = SmtpSettings {
         listen: Some(([127, 0, 0, 1], ports.smtp).into()),
         submission_listen: Some(([127, 0, 0, 1], ports.submission).into()),
+        submissions_listen: Some(([127, 0, 0, 1], ports.smtps).into()),
         hostname: format!("node{id}.ums.localhost"),
         tls_cert: Some(cert.clone()),
         tls_key: Some(key.clone()),

@@ -56,7 +56,7 @@ pub fn run_python(script: &str, args: &[&str]) -> Value {
 }
 
 /// The ports one node listens on: peer, HTTP, SMTP, submission, IMAP.
-const PORTS_PER_NODE: usize = 6;
+const PORTS_PER_NODE: usize = 7;
 
 /// `PORTS_PER_NODE` distinct free ports on `ip`: all are held until all are chosen, so the
 /// system cannot hand the same one out twice.
@@ -131,6 +131,7 @@ impl TestCluster {
                 let smtp = SmtpSettings {
                     listen: Some(SocketAddr::from((ip, ports[&member.id][2]))),
                     submission_listen: Some(SocketAddr::from((ip, ports[&member.id][3]))),
+                    submissions_listen: Some(SocketAddr::from((ip, ports[&member.id][6]))),
                     hostname: format!("node{}.test", member.id),
                     tls_cert: Some(tls_cert.clone()),
                     tls_key: Some(tls_key.clone()),
@@ -249,6 +250,11 @@ impl TestCluster {
     /// Node `id`'s SMTP submission address (host:port).
     pub fn submission(&self, id: u64) -> String {
         self.nodes[id as usize - 1].config.smtp.submission_listen.expect("submission configured").to_string()
+    }
+
+    /// Node `id`'s SMTPS (implicit TLS submission) address (host:port).
+    pub fn smtps(&self, id: u64) -> String {
+        self.nodes[id as usize - 1].config.smtp.submissions_listen.expect("SMTPS configured").to_string()
     }
 
     pub fn url(&self, id: u64, path: &str) -> String {

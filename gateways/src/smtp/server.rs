@@ -62,15 +62,19 @@ pub async fn start(
         (Some(cert), Some(key)) => Some(crate::tls::acceptor(cert, key)?),
         _ => None,
     };
-    let listeners = [(settings.listen, Mode::Mx), (settings.submission_listen, Mode::Submission)];
+    let listeners = [
+        (settings.listen, Mode::Mx, false),
+        (settings.submission_listen, Mode::Submission, false),
+        (settings.submissions_listen, Mode::Submission, true),
+    ];
     let in_flight = tokio::sync::Semaphore::new(IN_FLIGHT_KIB as usize);
     let limiter = IpLimiter::new(settings.connections.clone(), bans);
     let domains = Mutex::new(HashMap::new());
     let gateway = Arc::new(Gateway { settings, service, tls, logins, limiter, domains, in_flight });
-    for (address, mode) in listeners {
+    for (address, mode, implicit_tls) in listeners {
         let Some(address) = address else { continue };
         let socket = TcpListener::bind(address).await.with_context(|| format!("binding SMTP {mode:?} on {address}"))?;
-        info!(%address, ?mode, "SMTP listening");
+        info!(%address, ?mode, implicit_tls, "SMTP listening");
         let (gateway, hostname) = (Arc::clone(&gateway), gateway.settings.hostname.clone());
         let limiter = Arc::clone(&gateway.limiter);
         // RFC 5321: 421, then close.
@@ -78,14 +82,14 @@ pub async fn start(
             move |refusal| format!("421 4.7.0 {hostname} {}\r\n", listener::refusal_text(refusal)).into_bytes();
         let serve = move |stream, peer| {
             let gateway = Arc::clone(&gateway);
-            async move { serve_connection(stream, peer, mode, &gateway).await }
+            async move { serve_connection(stream, peer, mode, implicit_tls, &gateway).await }
         };
         tokio::spawn(listener::accept_loop(socket, limiter, "smtp", refusal, serve));
     }
     Ok(())
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, mode: Mode, gateway: &Gateway) {
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, mode: Mode, implicit_tls: bool, gateway: &Gateway) {
     let settings = &gateway.settings;
     let policy = Policy {
         hostname: settings.hostname.clone(),
@@ -97,6 +101,16 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, mode: Mode, gatew
         max_errors: settings.max_errors,
         max_auth_failures: settings.max_auth_failures,
     };
+    if implicit_tls {
+        // SMTPS: the handshake comes first, then the session as if STARTTLS were done.
+        let acceptor = gateway.tls.as_ref().expect("SMTPS is only configured with a certificate");
+        let Some(encrypted) = crate::tls::upgrade(acceptor, stream, peer).await else { return };
+        let mut session = Session::new_encrypted(policy, peer.ip());
+        if let Err(e) = converse(encrypted, &mut session, peer, gateway).await {
+            debug!(%peer, error = %e, "SMTPS connection ended");
+        }
+        return;
+    }
     let mut session = Session::new(policy, peer.ip());
     let plain = match converse(stream, &mut session, peer, gateway).await {
         Ok(Some(plain)) => plain,

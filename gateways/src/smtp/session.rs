@@ -231,6 +231,12 @@ impl Session {
         }
     }
 
+    /// A session on a connection that is TLS from its first byte (SMTPS): STARTTLS is
+    /// neither offered nor accepted, AUTH is.
+    pub fn new_encrypted(policy: Policy, client_ip: IpAddr) -> Self {
+        Self { tls: true, ..Self::new(policy, client_ip) }
+    }
+
     /// The client errors (bad commands, unknown recipients) and failed logins since the
     /// last call: what counts against its address (see [`crate::limits`]).
     pub fn take_offences(&mut self) -> u32 {

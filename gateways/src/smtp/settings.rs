@@ -16,6 +16,10 @@ pub struct SmtpSettings {
     pub listen: Option<SocketAddr>,
     /// Submission service (authenticated users send anywhere), e.g. 127.0.0.1:7187.
     pub submission_listen: Option<SocketAddr>,
+    /// Submission over implicit TLS (SMTPS, RFC 8314: TLS from the first byte, port 465
+    /// in production, 7N65 in the dev cluster); needs the certificate.
+    #[serde(default)]
+    pub submissions_listen: Option<SocketAddr>,
     /// The name in the greeting and in Received headers.
     pub hostname: String,
     /// PEM certificate chain and private key: STARTTLS is offered when both are set.
@@ -42,6 +46,7 @@ impl Default for SmtpSettings {
         Self {
             listen: None,
             submission_listen: None,
+            submissions_listen: None,
             hostname: "localhost".into(),
             tls_cert: None,
             tls_key: None,
@@ -62,6 +67,9 @@ impl SmtpSettings {
     pub fn validate(&self) -> Result<(), String> {
         if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err("smtp: tls_cert and tls_key go together".into());
+        }
+        if self.submissions_listen.is_some() && self.tls_cert.is_none() {
+            return Err("smtp: submissions_listen (SMTPS) needs tls_cert and tls_key".into());
         }
         if self.max_message_bytes == 0 || self.max_recipients == 0 || self.command_timeout_secs == 0 {
             return Err("smtp: max_message_bytes, max_recipients and command_timeout_secs must be positive".into());

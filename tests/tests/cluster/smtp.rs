@@ -509,3 +509,34 @@ fn submitted_mail_reaches_the_outside_once_across_a_leader_kill_and_refusals_bou
     assert_eq!(statuses.iter().filter(|s| **s == "delivered").count(), recipients.len(), "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == "failed").count(), 1, "{statuses:?}");
 }
+
+/// SMTPS (RFC 8314): submission with TLS from the first byte, with smtplib's SMTP_SSL.
+#[test]
+fn smtps_takes_submissions_over_implicit_tls() {
+    let cluster = TestCluster::start(1, |_| {});
+    let (sender, rcpt) = ("implicit@ministry.go.ke", "reader@ministry.go.ke");
+    cluster.create_user_with_password(sender, "implicit-password");
+    cluster.create_user(rcpt);
+    let (host, port) = cluster.smtps(1).rsplit_once(':').map(|(h, p)| (h.to_string(), p.to_string())).unwrap();
+    let script = format!(
+        r#"
+import smtplib, ssl
+context = ssl.create_default_context(); context.check_hostname = False; context.verify_mode = ssl.CERT_NONE
+with smtplib.SMTP_SSL("{host}", {port}, context=context, timeout=30) as s:
+    s.ehlo("laptop")
+    assert not s.has_extn("starttls"), "no STARTTLS inside TLS"
+    assert "PLAIN" in s.esmtp_features["auth"]
+    s.login("{sender}", "implicit-password")
+    s.sendmail("{sender}", ["{rcpt}"], b"From: {sender}\r\nTo: {rcpt}\r\nSubject: over smtps\r\n\r\nhello\r\n")
+print("ok")
+"#
+    );
+    let output = Command::new("python3").arg("-c").arg(&script).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stored = cluster.converged_messages(rcpt, Duration::from_secs(10));
+    assert_eq!(stored.len(), 1);
+    // Plain text on the SMTPS port is not SMTP: no greeting comes back.
+    let mut plain = Raw::connect(&cluster.smtps(1));
+    plain.send(b"EHLO plain\r\n");
+    assert!(!plain.reply().starts_with("220"), "SMTPS greeted a plain-text client");
+}
