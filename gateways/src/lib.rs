@@ -2,6 +2,7 @@
 //! cluster only through [`mail_service::MailService`], which `node` implements.
 
 pub mod bans;
+pub mod clock;
 pub mod imap;
 pub mod limits;
 pub mod listener;

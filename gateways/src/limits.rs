@@ -17,11 +17,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::bans::BanList;
-
-/// Milliseconds since the epoch (bans are replicated with wall-clock ends).
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
+use crate::clock::now_ms;
 
 /// Connection limits of one protocol's listeners. The defaults suit an office of 1,000
 /// staff behind one address: five IMAP connections each (a desktop client's usual pool),

@@ -164,8 +164,11 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     let mail: Arc<dyn gateways::mail_service::MailService> = Arc::clone(&cluster) as _;
     // One count of failed logins for every protocol: a guesser gains nothing by switching.
     let logins = gateways::logins::LoginThrottle::new(config.logins.clone());
+    let bans = Arc::new(BanList::new(config.bans.networks().map_err(anyhow::Error::msg)?));
+    // The audit writer and the ban copier run on the I/O runtime.
     let audit = {
         let _runtime = io_runtime.enter();
+        crate::bans::start(Arc::clone(&cluster), Arc::clone(&bans));
         AuditLog::start(Arc::clone(&cluster))
     };
     let reporter = Arc::clone(&audit);
@@ -174,11 +177,6 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         let action = format!("{} login", failure.protocol);
         reporter.record(AuditEvent { actor: failure.login, source: failure.ip, action: &action, result: 401, detail });
     }));
-    let bans = Arc::new(BanList::new(config.bans.networks().map_err(anyhow::Error::msg)?));
-    {
-        let _runtime = io_runtime.enter();
-        crate::bans::start(Arc::clone(&cluster), Arc::clone(&bans));
-    }
     let smtp = gateways::smtp::start(config.smtp.clone(), Arc::clone(&mail), Arc::clone(&logins), Arc::clone(&bans));
     io_runtime.block_on(smtp).context("starting SMTP")?;
     let imap = gateways::imap::start(config.imap.clone(), mail, Arc::clone(&logins), Arc::clone(&bans));

@@ -23,7 +23,7 @@ use gateways::logins::{LoginOutcome, LoginThrottle, check_login};
 use sha2::{Digest, Sha256};
 
 use super::policy::{Principal, Role};
-use super::token;
+use super::token::{self, TokenState};
 use crate::clock::now_ms;
 use crate::cluster::Cluster;
 use crate::proto::state::ApiToken;
@@ -36,6 +36,25 @@ pub const USABLE_FOR: Duration = Duration::from_millis(750);
 pub const LOGIN_REMEMBERED: Duration = Duration::from_secs(30);
 /// Cached entries kept before a cache starts over (bounded memory under garbage).
 const CACHE_CAPACITY: usize = 10_000;
+
+/// What an `Authorization` header carries, by its scheme (case-insensitive, RFC 9110).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credentials<'a> {
+    Bearer(&'a str),
+    Basic(&'a str),
+    Other,
+}
+
+impl<'a> Credentials<'a> {
+    pub fn of(header: &'a str) -> Self {
+        let (scheme, rest) = header.trim().split_once(' ').unwrap_or((header.trim(), ""));
+        match scheme.to_ascii_lowercase().as_str() {
+            "bearer" => Credentials::Bearer(rest.trim()),
+            "basic" => Credentials::Basic(rest.trim()),
+            _ => Credentials::Other,
+        }
+    }
+}
 
 /// Why a request is refused before it is looked at.
 #[derive(Debug, PartialEq, Eq)]
@@ -106,11 +125,12 @@ impl Authenticator {
         let header = header.ok_or_else(|| {
             Refused::Unauthenticated("this endpoint needs a token: Authorization: Bearer ums_...".into())
         })?;
-        let (scheme, credentials) = header.trim().split_once(' ').unwrap_or((header, ""));
-        match scheme.to_ascii_lowercase().as_str() {
-            "bearer" => self.bearer(credentials.trim()).await,
-            "basic" => self.basic(credentials.trim(), ip).await,
-            _ => Err(Refused::Unauthenticated("use Authorization: Bearer (a token) or Basic (a user's login)".into())),
+        match Credentials::of(header) {
+            Credentials::Bearer(text) => self.bearer(text).await,
+            Credentials::Basic(encoded) => self.basic(encoded, ip).await,
+            Credentials::Other => {
+                Err(Refused::Unauthenticated("use Authorization: Bearer (a token) or Basic (a user's login)".into()))
+            }
         }
     }
 
@@ -129,11 +149,10 @@ impl Authenticator {
             return Err(invalid());
         }
         // Only the holder of the secret learns that the token has ended.
-        if record.revoked_ms != 0 {
-            return Err(Refused::Unauthenticated("token revoked".into()));
-        }
-        if record.expires_ms != 0 && now_ms() >= record.expires_ms {
-            return Err(Refused::Unauthenticated("token expired".into()));
+        match token::state(&record, now_ms()) {
+            TokenState::Revoked => return Err(Refused::Unauthenticated("token revoked".into())),
+            TokenState::Expired => return Err(Refused::Unauthenticated("token expired".into())),
+            TokenState::Active => {}
         }
         let role = Role::parse(&record.role).map_err(|_| invalid())?;
         Ok(Principal::Token { name: record.name, role, scope: record.scope })
@@ -216,5 +235,20 @@ impl Authenticator {
             LoginOutcome::Invalid => Err(Refused::LoginRefused("invalid login or password".into())),
             LoginOutcome::Unavailable(e) => Err(Refused::Unavailable(format!("cannot check the login now: {e}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scheme_is_read_case_insensitively() {
+        assert_eq!(Credentials::of("Bearer ums_x"), Credentials::Bearer("ums_x"));
+        assert_eq!(Credentials::of("  bearer   ums_x "), Credentials::Bearer("ums_x"));
+        assert_eq!(Credentials::of("BASIC eDp5"), Credentials::Basic("eDp5"));
+        assert_eq!(Credentials::of("Bearer"), Credentials::Bearer(""));
+        assert_eq!(Credentials::of("Digest x"), Credentials::Other);
+        assert_eq!(Credentials::of(""), Credentials::Other);
     }
 }

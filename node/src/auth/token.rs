@@ -9,9 +9,40 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::proto::state::ApiToken;
+
 const PREFIX: &str = "ums_";
 const ID_HEX_DIGITS: usize = 16;
 const SECRET_BYTES: usize = 32;
+
+/// Whether a stored token still opens the API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenState {
+    Active,
+    Revoked,
+    Expired,
+}
+
+impl TokenState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenState::Active => "active",
+            TokenState::Revoked => "revoked",
+            TokenState::Expired => "expired",
+        }
+    }
+}
+
+/// The state of `record` at `now_ms` (a revocation outranks an expiry).
+pub fn state(record: &ApiToken, now_ms: u64) -> TokenState {
+    if record.revoked_ms != 0 {
+        TokenState::Revoked
+    } else if record.expires_ms != 0 && now_ms >= record.expires_ms {
+        TokenState::Expired
+    } else {
+        TokenState::Active
+    }
+}
 
 /// A token as the client presents it, split into its halves.
 #[derive(Debug, PartialEq, Eq)]

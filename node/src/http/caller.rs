@@ -18,6 +18,7 @@ use serde_json::json;
 use super::{PUBLIC_PATH, State, error_response};
 use crate::addresses::normalize_address;
 use crate::audit::AuditEvent;
+use crate::auth::authenticator::Credentials;
 use crate::auth::policy::permits;
 use crate::auth::{Action, Principal, Refused, UserAccess};
 use crate::clock::now_ms;
@@ -68,7 +69,7 @@ pub(super) async fn authenticate(
     // Banned sources cost nothing: only a token (cheap to check) is looked at, never a
     // password (argon2).
     let banned = state.bans.is_banned(ip, now_ms());
-    let bearer = matches!(&header, Some(Ok(h)) if h.trim_start().to_ascii_lowercase().starts_with("bearer "));
+    let bearer = matches!(&header, Some(Ok(h)) if matches!(Credentials::of(h), Credentials::Bearer(_)));
     if banned && !bearer {
         return Ok(request.into_response(banned_response()).map_into_right_body());
     }
@@ -113,8 +114,11 @@ pub(super) async fn authenticate(
 /// Who a refused `Authorization` header claimed to be: a token's public id, never its
 /// secret.
 fn presented_token(header: &str) -> String {
-    let credentials = header.trim().strip_prefix("Bearer ").unwrap_or_default().trim();
-    crate::auth::token::parse(credentials).map(|t| format!("token {}", t.id)).unwrap_or_default()
+    match Credentials::of(header) {
+        Credentials::Bearer(text) => crate::auth::token::parse(text).map(|t| format!("token {}", t.id)),
+        _ => None,
+    }
+    .unwrap_or_default()
 }
 
 impl FromRequest for Caller {

@@ -29,22 +29,12 @@ pub(super) struct CreateBody {
     expires_in_s: Option<u64>,
 }
 
-fn state_of(token: &ApiToken, now: u64) -> &'static str {
-    if token.revoked_ms != 0 {
-        "revoked"
-    } else if token.expires_ms != 0 && now >= token.expires_ms {
-        "expired"
-    } else {
-        "active"
-    }
-}
-
 /// A token as lists show it: never its secret or the secret's hash.
 fn token_view(token: &ApiToken) -> serde_json::Value {
     let optional = |ms: u64| if ms == 0 { serde_json::Value::Null } else { json!(ms) };
     json!({
         "id": token.id, "name": token.name, "role": token.role, "scope": token.scope,
-        "state": state_of(token, now_ms()), "created_ms": token.created_ms, "created_by": token.created_by,
+        "state": crate::auth::token::state(token, now_ms()).as_str(), "created_ms": token.created_ms, "created_by": token.created_by,
         "expires_ms": optional(token.expires_ms), "revoked_ms": optional(token.revoked_ms),
     })
 }

@@ -6,7 +6,7 @@ use consensus::{ApplyContext, GroupId, state_machine_key};
 use prost::Message;
 use storage::{Cf, KvRead};
 
-use super::{key, result};
+use super::{counter, key, result};
 use crate::proto::state::{AppendAudit, AuditRecord, CommandResult, ListAudit, QueryResult, command_result::Status};
 
 const AUDIT_SEQ_KEY: &[u8] = b"L";
@@ -27,10 +27,7 @@ pub(super) fn append(ctx: &mut ApplyContext<'_>, append: AppendAudit) -> Command
     if append.records.iter().any(|r| size(r) > MAX_RECORD_BYTES) {
         return result(Status::Invalid, "an audit record is too large");
     }
-    let mut seq = ctx
-        .get(Cf::Data, AUDIT_SEQ_KEY)
-        .and_then(|b| b.as_slice().try_into().ok().map(u64::from_be_bytes))
-        .unwrap_or(0);
+    let mut seq = counter(ctx, AUDIT_SEQ_KEY);
     for mut record in append.records {
         seq += 1;
         record.seq = seq;

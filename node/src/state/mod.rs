@@ -84,6 +84,11 @@ fn pending_key(seq: u64) -> Vec<u8> {
 
 const OUTBOUND_SEQ_KEY: &[u8] = b"q";
 
+/// The last number a counter under `key` gave out (0 before the first).
+fn counter(ctx: &ApplyContext<'_>, key: &[u8]) -> u64 {
+    ctx.get(Cf::Data, key).and_then(|b| b.as_slice().try_into().ok().map(u64::from_be_bytes)).unwrap_or(0)
+}
+
 /// Names may not contain the key separator (NUL) or be empty.
 fn valid_name(name: &str) -> bool {
     !name.is_empty() && !name.as_bytes().contains(&SEP) && name.len() <= 512
@@ -314,11 +319,7 @@ fn enqueue_outbound(ctx: &mut ApplyContext<'_>, enqueue: Enqueue) -> CommandResu
     if ctx.get(Cf::Data, &user_key(&item.user_id)).is_none() {
         return result(Status::NotFound, format!("no such user: {}", item.user_id));
     }
-    let seq = ctx
-        .get(Cf::Data, OUTBOUND_SEQ_KEY)
-        .and_then(|b| b.as_slice().try_into().ok().map(u64::from_be_bytes))
-        .unwrap_or(0)
-        + 1;
+    let seq = counter(ctx, OUTBOUND_SEQ_KEY) + 1;
     ctx.put(Cf::Data, OUTBOUND_SEQ_KEY, seq.to_be_bytes().to_vec());
     item.seq = seq;
     item.attempts = 0;

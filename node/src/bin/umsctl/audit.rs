@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::client::{Client, print_json};
+use crate::client::{Client, print_json, urlencode};
 
 /// Reads pages of at most 1,000 records until `limit` records or the end.
 pub fn show(
@@ -58,17 +58,4 @@ pub fn show(
     }
     println!("{} records", records.len());
     Ok(())
-}
-
-/// Percent-encodes a query value.
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

@@ -1,15 +1,9 @@
 //! `umsctl ban list|add|remove`: networks every node refuses at accept time.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::client::{Client, print_json};
+use crate::client::{Client, format_time as time, print_json, urlencode};
 use crate::tokens::Lifetime;
-
-fn time(ms: &Value) -> String {
-    ms.as_u64()
-        .and_then(|ms| chrono::DateTime::from_timestamp_millis(ms as i64))
-        .map_or_else(|| "-".into(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string())
-}
 
 pub fn list(client: &Client, json_out: bool) -> anyhow::Result<()> {
     let (_, body) = client.expect_ok("GET", "/api/v1/bans", None)?;
@@ -46,8 +40,8 @@ pub fn add(client: &Client, network: &str, length: Lifetime, reason: &str, json_
 }
 
 pub fn remove(client: &Client, network: &str, json_out: bool) -> anyhow::Result<()> {
-    let encoded: String = network.chars().map(|c| if c == '/' { "%2F".to_string() } else { c.to_string() }).collect();
-    let (_, body) = client.expect_ok("DELETE", &format!("/api/v1/bans?network={encoded}"), None)?;
+    let path = format!("/api/v1/bans?network={}", urlencode(network));
+    let (_, body) = client.expect_ok("DELETE", &path, None)?;
     if json_out {
         print_json(&body);
     } else {

@@ -91,6 +91,26 @@ pub fn error_text(body: &Value) -> String {
     body.get("error").and_then(Value::as_str).unwrap_or("unexpected response").to_string()
 }
 
+/// A time in ms since the epoch (a JSON number) as UTC, to the minute; `-` for none.
+pub fn format_time(ms: &Value) -> String {
+    ms.as_u64()
+        .and_then(|ms| chrono::DateTime::from_timestamp_millis(ms as i64))
+        .map_or_else(|| "-".into(), |t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+}
+
+/// Percent-encodes a query value.
+pub fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// Prints a JSON answer for scripts.
 pub fn print_json(value: &Value) {
     println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());

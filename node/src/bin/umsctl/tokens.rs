@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::bail;
 use serde_json::{Value, json};
 
-use crate::client::{Client, print_json};
+use crate::client::{Client, format_time as time, print_json};
 
 /// How long a new token lives; `None`: forever.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,14 +36,6 @@ pub fn parse_lifetime(text: &str) -> Result<Lifetime, String> {
         .checked_mul(seconds)
         .map(|s| Lifetime(Some(Duration::from_secs(s))))
         .ok_or_else(|| format!("'{text}' is too long"))
-}
-
-/// A time in ms since the epoch as UTC, to the minute; `-` for none.
-fn time(value: &Value) -> String {
-    match value.as_u64().and_then(|ms| chrono::DateTime::from_timestamp_millis(ms as i64)) {
-        Some(at) => at.format("%Y-%m-%d %H:%M UTC").to_string(),
-        None => "-".into(),
-    }
 }
 
 fn expiry(value: &Value) -> String {
