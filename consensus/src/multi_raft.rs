@@ -396,6 +396,14 @@ impl<M: StateMachine> MultiRaft<M> {
             outbox.add(id, ready.take_persisted_messages());
             let mut committed = ready.take_committed_entries();
             let mut light = g.raw.advance_append(ready);
+            // A group of one voter commits by itself and learns it here, not from a later
+            // Ready's hard state: the commit goes into the batch that records the applied
+            // entries, so no restart finds entries applied past the commit it kept.
+            if let Some(commit) = light.commit_index() {
+                let mut hard_state = g.raw.store().hard_state().clone();
+                hard_state.commit = commit;
+                g.raw.mut_store().set_hard_state(&hard_state, &mut staged.batch);
+            }
             outbox.add(id, light.take_messages());
             committed.extend(light.take_committed_entries());
             if !committed.is_empty() {

@@ -8,6 +8,27 @@ use serde_json::Value;
 
 use crate::tokens::bearer;
 
+/// An HTTP client that accepts only servers whose certificate chains to one in the PEM
+/// file `ca_file` (a node's own certificate, or the CA that issued it), for HTTPS nodes
+/// with a private CA.
+pub fn agent_trusting(ca_file: &std::path::Path) -> anyhow::Result<ureq::Agent> {
+    use anyhow::Context as _;
+    let pem = std::fs::read(ca_file).with_context(|| format!("reading {}", ca_file.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        roots.add(cert.with_context(|| format!("{}: not PEM", ca_file.display()))?)?;
+    }
+    if roots.is_empty() {
+        bail!("{}: no certificate in the file", ca_file.display());
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(ureq::AgentBuilder::new().tls_config(std::sync::Arc::new(tls)).build())
+}
+
 /// A GET request carrying `token`.
 pub fn get(url: &str, token: &str) -> ureq::Request {
     ureq::get(url).set("Authorization", &bearer(token))

@@ -3,12 +3,14 @@
 
 pub mod bans;
 pub mod clock;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod imap;
 pub mod limits;
 pub mod listener;
 pub mod logins;
 pub mod mail_service;
-#[cfg(test)]
+#[cfg(any(test, feature = "mem-service"))]
 pub mod mem_service;
 pub mod network;
 pub mod smtp;

@@ -1,4 +1,4 @@
-//! TLS for the gateways (STARTTLS): loading a PEM certificate and key into rustls, and a
+//! TLS for the gateways (STARTTLS, implicit TLS) and the API's HTTPS: loading a PEM certificate and key into rustls, and a
 //! self-signed certificate for development clusters.
 
 use std::io::BufReader;
@@ -56,15 +56,20 @@ pub fn invalid(path: &Path, message: String) -> TlsError {
 
 /// A TLS acceptor for the certificate chain and private key in these PEM files.
 pub fn acceptor(cert_path: &Path, key_path: &Path) -> Result<TlsAcceptor, TlsError> {
+    Ok(TlsAcceptor::from(Arc::new(server_config(cert_path, key_path)?)))
+}
+
+/// The rustls server side (TLS 1.2 and 1.3, ring) for the certificate chain and private
+/// key in these PEM files; the API's HTTPS uses it too.
+pub fn server_config(cert_path: &Path, key_path: &Path) -> Result<rustls::ServerConfig, TlsError> {
     let (certs, key) = load_identity(cert_path, key_path)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| invalid(cert_path, e.to_string()))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| invalid(cert_path, e.to_string()))?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+        .map_err(|e| invalid(cert_path, e.to_string()))
 }
 
 /// The server side of a STARTTLS handshake, bounded in time; `None` (logged) if the

@@ -22,6 +22,10 @@ pub struct NodeConfig {
     pub peer_listen: SocketAddr,
     /// HTTP API, webhooks and /metrics, e.g. 127.0.0.1:7180.
     pub http_listen: SocketAddr,
+    /// How the API is served: HTTPS (the default, which needs a certificate) or plain
+    /// HTTP, and its limits per source.
+    #[serde(default)]
+    pub http: crate::http::HttpSettings,
     /// Every member of the cluster, this node included. On first start the groups are
     /// bootstrapped over these members.
     pub members: Vec<Member>,
@@ -228,6 +232,7 @@ impl NodeConfig {
             data_dir,
             peer_listen: me.peer,
             http_listen: me.http,
+            http: Default::default(),
             members,
             shards: default_shards(),
             replicas: default_replicas(),
@@ -333,6 +338,7 @@ impl NodeConfig {
                 raft.compact_every, raft.compact_threshold, raft.compact_keep
             ));
         }
+        self.http.validate().map_err(ConfigError::Invalid)?;
         self.smtp.validate().map_err(ConfigError::Invalid)?;
         self.imap.validate().map_err(ConfigError::Invalid)?;
         self.logins.validate().map_err(ConfigError::Invalid)?;
@@ -408,6 +414,8 @@ mod tests {
               { id = 2, peer = "127.0.0.1:7200", http = "127.0.0.1:7280" },
               { id = 3, peer = "127.0.0.1:7300", http = "127.0.0.1:7380" },
             ]
+            [http]
+            plain = true
             "#,
         )
         .unwrap()
@@ -438,8 +446,9 @@ mod tests {
         assert_eq!((good.shards, good.replicas, good.raft.tick_ms), (64, 3, 50));
         good.validate().unwrap();
         type BreakIt = fn(&mut NodeConfig);
-        let cases: [(BreakIt, &str); 7] = [
+        let cases: [(BreakIt, &str); 8] = [
             (|c| c.node_id = 9, "members must include"),
+            (|c| c.http.plain = false, "HTTPS"),
             (|c| c.raft.compact_every = 1, "compact_every"),
             (|c| c.raft.compact_every = c.raft.compact_threshold, "compact_every"),
             (|c| c.raft.compact_keep = c.raft.compact_threshold, "compact_keep"),

@@ -14,12 +14,14 @@ use anyhow::{Context, bail, ensure};
 use consensus::NodeId;
 
 use crate::config::{Member, NodeConfig, OutboundSettings, ThreadSettings, dev_ports, ports_in_block};
+use crate::http::HttpSettings;
 use crate::peer::tls::PeerTlsSettings;
 use crate::pki;
 use devkit::http::post_with_retry;
 use devkit::process::pid_of;
 use gateways::imap::ImapSettings;
 use gateways::smtp::SmtpSettings;
+use gateways::smtp::authentication::MailAuthSettings;
 
 /// Number of demo users (`user1@ministry.go.ke` …).
 pub const DEMO_USERS: u32 = 100;
@@ -60,6 +62,10 @@ pub fn local_config(base: u16, id: NodeId, nodes: usize, data: &Path, cluster_id
         hostname: format!("node{id}.ums.localhost"),
         tls_cert: Some(cert.clone()),
         tls_key: Some(key.clone()),
+        // No SPF/DKIM/DMARC: a dev machine may have no DNS, and every lookup would hold a
+        // message for the whole timeout (`--set smtp.mail_auth.enabled=true --set
+        // smtp.mail_auth.nameserver=...` turns it on, as scripts/bench-smtp does).
+        mail_auth: MailAuthSettings::disabled(),
         ..SmtpSettings::default()
     };
     let imap = ImapSettings {
@@ -81,6 +87,9 @@ pub fn local_config(base: u16, id: NodeId, nodes: usize, data: &Path, cluster_id
         threads,
         peer_tls: Some(local_peer_tls(data, id)),
         outbound: local_outbound(),
+        // Plain HTTP: a local cluster's clients are on this machine (production serves
+        // HTTPS, the default).
+        http: HttpSettings::plain(),
         ..NodeConfig::new(&me, cluster_id, data.join(format!("node-{id}")), members)
     }
 }

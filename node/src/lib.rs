@@ -30,6 +30,7 @@ pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod dev;
+pub mod dkim;
 pub mod http;
 pub mod mail_service;
 pub mod passwords;

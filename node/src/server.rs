@@ -125,17 +125,25 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         mailboxes,
     );
     let webhook_targets = Arc::new(WebhookTargets::new(&config.outbound.webhook_allow).map_err(anyhow::Error::msg)?);
+    // Outgoing mail is signed by its domain's DKIM key, copied from the meta group.
+    let dkim = {
+        let _runtime = io_runtime.enter();
+        crate::dkim::DkimSigners::start(Arc::clone(&cluster))
+    };
     let queue_settings = QueueSettings {
         cluster_id: config.cluster_id.clone(),
         poll: Duration::from_millis(100),
         retry_base: Duration::from_millis(config.outbound.retry_base_ms.max(1)),
         max_attempts: config.outbound.max_attempts.max(1),
         batch: 64,
-        relay: gateways::smtp::relay::RelayTarget {
-            relay_host: config.smtp.relay_host.clone(),
-            hostname: config.smtp.hostname.clone(),
-        },
+        relay: gateways::smtp::relay::RelayTarget::new(
+            config.smtp.relay_host.clone(),
+            config.smtp.hostname.clone(),
+            config.smtp.relay_tls.clone(),
+        )
+        .map_err(anyhow::Error::msg)?,
         webhooks: webhook_agent(Arc::clone(&webhook_targets)),
+        dkim,
     };
     let supervisor = {
         let (cluster, settings) = (Arc::clone(&cluster), queue_settings);
@@ -203,7 +211,7 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         debug,
     };
     let workers = ThreadSettings::resolve(config.threads.http_workers);
-    let served = actix_web::rt::System::new().block_on(http::serve(config.http_listen, workers, state));
+    let served = actix_web::rt::System::new().block_on(http::serve(config.http_listen, &config.http, workers, state));
     info!(node = config.node_id, "stopping");
     actors.stop();
     raft_handle.stop();

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use gateways::imap::ImapSettings;
 use gateways::smtp::SmtpSettings;
+use gateways::smtp::authentication::MailAuthSettings;
 use node::config::{Member, NodeConfig};
 use serde_json::Value;
 
@@ -135,6 +136,10 @@ impl TestCluster {
                     hostname: format!("node{}.test", member.id),
                     tls_cert: Some(tls_cert.clone()),
                     tls_key: Some(tls_key.clone()),
+                    // Off: this machine has no network, so a lookup through the system's
+                    // resolver would hold every message for the whole timeout. The mail
+                    // authentication tests turn it on with their own DNS server.
+                    mail_auth: MailAuthSettings::disabled(),
                     ..SmtpSettings::default()
                 };
                 let imap = ImapSettings {
@@ -152,6 +157,7 @@ impl TestCluster {
                     imap,
                     peer_tls: Some(node::dev::local_peer_tls(dir.path(), member.id)),
                     outbound: node::dev::local_outbound(),
+                    http: node::http::HttpSettings::plain(),
                     ..NodeConfig::new(member, &cluster_id, data_dir, members.clone())
                 };
                 tweak(&mut config);
@@ -257,8 +263,23 @@ impl TestCluster {
         self.nodes[id as usize - 1].config.smtp.submissions_listen.expect("SMTPS configured").to_string()
     }
 
+    /// Changes stopped node `id`'s configuration for its next start.
+    pub fn reconfigure(&mut self, id: u64, change: impl FnOnce(&mut NodeConfig)) {
+        assert!(self.node(id).child.is_none(), "node {id} is still running");
+        change(&mut self.node(id).config);
+    }
+
+    /// An HTTP client for node `id`: one that trusts its certificate when it serves HTTPS.
+    pub fn agent(&self, id: u64) -> ureq::Agent {
+        match &self.nodes[id as usize - 1].config.http.tls_cert {
+            Some(cert) => devkit::http::agent_trusting(cert).expect("the node's certificate"),
+            None => ureq::agent(),
+        }
+    }
+
     pub fn url(&self, id: u64, path: &str) -> String {
-        format!("http://{}{}", self.nodes[id as usize - 1].config.http_listen, path)
+        let config = &self.nodes[id as usize - 1].config;
+        format!("{}://{}{}", config.http.scheme(), config.http_listen, path)
     }
 
     pub fn wait_healthy(&mut self, id: u64) {
@@ -271,7 +292,7 @@ impl TestCluster {
             if let Some(Ok(Some(status))) = self.node(id).child.as_mut().map(Child::try_wait) {
                 return Err(format!("node {id} exited during start ({status}):\n{}", self.log_tail(id)));
             }
-            if ureq::get(&self.url(id, "/health")).timeout(Duration::from_secs(1)).call().is_ok() {
+            if self.agent(id).get(&self.url(id, "/health")).timeout(Duration::from_secs(1)).call().is_ok() {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -206,3 +206,21 @@ fn the_leader_compacts_every_log_to_what_all_members_hold_and_waits_for_a_member
     cluster.restart(down);
     assert!(cluster.run_until(LIMIT_MS, |c| caught_up(c, down)), "the member did not catch up");
 }
+
+/// A group of one voter commits alone: raft-rs hands it the new commit index after the
+/// append (`LightReady::commit_index`), not in a later hard state. It must be persisted
+/// with the applied entries, or a restart finds them applied past the recorded commit
+/// and raft-rs refuses to start (a dev cluster of one node did exactly that).
+#[test]
+fn a_group_of_one_voter_restarts_after_committing_alone() {
+    let mut cluster = SimCluster::new(&SimOptions { seed: 3, nodes: 1, replicas: 1, groups: 1 });
+    for id in 1..=20 {
+        assert_eq!(write(&mut cluster, id), id);
+    }
+    let before = cluster.node(1).unwrap().status(GROUP).unwrap();
+    cluster.crash(1);
+    cluster.restart(1);
+    assert_eq!(write(&mut cluster, 21), 21, "the restarted group lost or repeated writes");
+    let after = cluster.node(1).unwrap().status(GROUP).unwrap();
+    assert!(after.commit_index > before.commit_index.min(before.applied_index), "{before:?} → {after:?}");
+}

@@ -344,7 +344,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// The complete command in the fragmentizer, with the extension forms imap-codec does not
 /// parse yet (ESEARCH, LIST-EXTENDED) split off first.
-fn decode_command(fragmentizer: &Fragmentizer) -> Result<(Command<'static>, Extension), ()> {
+pub(crate) fn decode_command(fragmentizer: &Fragmentizer) -> Result<(Command<'static>, Extension), ()> {
     if fragmentizer.is_max_message_size_exceeded() || fragmentizer.is_message_poisoned() {
         return Err(());
     }

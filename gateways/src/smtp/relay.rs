@@ -1,22 +1,59 @@
 //! Outbound SMTP: hands one queued message to the recipient domain's mail servers (its
 //! MX records, most preferred first; the domain itself when it has none, RFC 5321
 //! section 5.1; none for a null MX, RFC 7505), or to a configured smart host, with
-//! lettre's SMTP client (STARTTLS when offered).
+//! lettre's SMTP client, protected as [`super::relay_tls`] says for that destination.
 
 use std::time::Duration;
 
 use lettre::address::Envelope;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
-/// Where outbound mail goes and how this node introduces itself.
+use super::relay_tls::{Hop, RelayTlsSettings, TlsPolicy};
+
+/// Where outbound mail goes, how this node introduces itself, and how it is protected.
 #[derive(Clone, Debug)]
 pub struct RelayTarget {
     /// `host:port` of a smart host; `None` sends to the recipient's domain.
     pub relay_host: Option<String>,
     /// The EHLO name.
     pub hostname: String,
+    pub tls: RelayTlsSettings,
+    /// The PEM text of `tls.ca_file`, read once at start.
+    extra_roots: Option<Vec<u8>>,
+}
+
+impl RelayTarget {
+    /// Reads the CA file the TLS settings name, so a bad one stops the node at start.
+    pub fn new(relay_host: Option<String>, hostname: String, tls: RelayTlsSettings) -> Result<Self, String> {
+        let extra_roots = match &tls.ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| format!("smtp.relay_tls.ca_file {}: {e}", path.display()))?;
+                Certificate::from_pem(&pem).map_err(|e| format!("smtp.relay_tls.ca_file {}: {e}", path.display()))?;
+                Some(pem)
+            }
+            None => None,
+        };
+        Ok(Self { relay_host, hostname, tls, extra_roots })
+    }
+
+    /// lettre's TLS setting for one hop to `host`.
+    fn tls_for(&self, hop: Hop<'_>, host: &str) -> Result<Tls, String> {
+        let policy = self.tls.policy_for(hop);
+        if policy == TlsPolicy::None {
+            return Ok(Tls::None);
+        }
+        let mut parameters = TlsParameters::builder(host.to_string());
+        if let Some(pem) = &self.extra_roots {
+            parameters = parameters.add_root_certificate(Certificate::from_pem(pem).map_err(|e| e.to_string())?);
+        }
+        let parameters = parameters.build().map_err(|e| format!("TLS setup: {e}"))?;
+        Ok(match policy {
+            TlsPolicy::Encrypt => Tls::Required(parameters),
+            _ => Tls::Opportunistic(parameters),
+        })
+    }
 }
 
 /// What one attempt came to.
@@ -66,31 +103,43 @@ pub fn exchangers(domain: &str, mut records: Vec<(u16, String)>) -> Result<Vec<S
 }
 
 /// Where to connect for `recipient`: the smart host, or the domain's mail servers.
-async fn next_hops(target: &RelayTarget, recipient: &str) -> Result<Vec<(String, u16)>, RelayOutcome> {
+async fn next_hops<'a>(
+    target: &RelayTarget,
+    recipient: &'a str,
+) -> Result<(Hop<'a>, Vec<(String, u16)>), RelayOutcome> {
     if let Some(host) = &target.relay_host {
-        return host_port(host).map(|hop| vec![hop]).map_err(RelayOutcome::Refused);
+        return host_port(host).map(|hop| (Hop::SmartHost, vec![hop])).map_err(RelayOutcome::Refused);
     }
     let domain = domain_of(recipient).map_err(RelayOutcome::Refused)?;
-    let resolver = hickory_resolver::TokioAsyncResolver::tokio_from_system_conf()
+    let resolver = hickory_resolver::TokioResolver::builder_tokio()
+        .and_then(|builder| builder.build())
         .map_err(|e| RelayOutcome::Retry(format!("DNS resolver: {e}")))?;
     let records = match resolver.mx_lookup(domain).await {
-        Ok(lookup) => lookup.iter().map(|mx| (mx.preference(), mx.exchange().to_utf8())).collect(),
-        Err(e) if matches!(e.kind(), hickory_resolver::error::ResolveErrorKind::NoRecordsFound { .. }) => Vec::new(),
+        Ok(lookup) => lookup
+            .answers()
+            .iter()
+            .filter_map(|record| match &record.data {
+                hickory_resolver::proto::rr::RData::MX(mx) => Some((mx.preference, mx.exchange.to_utf8())),
+                _ => None,
+            })
+            .collect(),
+        Err(e) if e.is_no_records_found() => Vec::new(),
         Err(e) => return Err(RelayOutcome::Retry(format!("MX lookup for {domain}: {e}"))),
     };
-    Ok(exchangers(domain, records).map_err(RelayOutcome::Refused)?.into_iter().map(|host| (host, 25)).collect())
+    let hosts = exchangers(domain, records).map_err(RelayOutcome::Refused)?;
+    Ok((Hop::Domain(domain), hosts.into_iter().map(|host| (host, 25)).collect()))
 }
 
 /// Sends `raw` from `mail_from` (empty: a bounce, null reverse path) to `recipient`,
 /// trying the recipient's mail servers in order until one answers.
 pub async fn send(target: &RelayTarget, mail_from: &str, recipient: &str, raw: &[u8]) -> RelayOutcome {
-    let hops = match next_hops(target, recipient).await {
+    let (hop, hosts) = match next_hops(target, recipient).await {
         Ok(hops) => hops,
         Err(outcome) => return outcome,
     };
     let mut outcome = RelayOutcome::Retry("no mail server".into());
-    for (host, port) in hops {
-        outcome = send_to(target, &host, port, mail_from, recipient, raw).await;
+    for (host, port) in hosts {
+        outcome = send_to(target, hop, &host, port, mail_from, recipient, raw).await;
         if !matches!(outcome, RelayOutcome::Retry(_)) {
             break;
         }
@@ -100,6 +149,7 @@ pub async fn send(target: &RelayTarget, mail_from: &str, recipient: &str, raw: &
 
 async fn send_to(
     target: &RelayTarget,
+    hop: Hop<'_>,
     host: &str,
     port: u16,
     mail_from: &str,
@@ -121,9 +171,9 @@ async fn send_to(
         Ok(envelope) => envelope,
         Err(e) => return RelayOutcome::Refused(e.to_string()),
     };
-    let tls = match TlsParameters::new(host.to_string()) {
-        Ok(parameters) => Tls::Opportunistic(parameters),
-        Err(e) => return RelayOutcome::Retry(format!("TLS setup: {e}")),
+    let tls = match target.tls_for(hop, host) {
+        Ok(tls) => tls,
+        Err(e) => return RelayOutcome::Retry(e),
     };
     let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
         .port(port)
@@ -153,11 +203,25 @@ mod tests {
         assert!(domain_of("nodomain").is_err());
     }
 
+    #[test]
+    fn each_hop_gets_the_tls_its_policy_asks_for() {
+        let mut settings = RelayTlsSettings::default();
+        settings.domains.insert("plain.example".into(), TlsPolicy::None);
+        let target = RelayTarget::new(None, "mx.gov".into(), settings).unwrap();
+        assert!(matches!(target.tls_for(Hop::SmartHost, "relay.gov"), Ok(Tls::Required(_))));
+        assert!(matches!(target.tls_for(Hop::Domain("example.org"), "mx.example.org"), Ok(Tls::Opportunistic(_))));
+        assert!(matches!(target.tls_for(Hop::Domain("plain.example"), "mx.plain.example"), Ok(Tls::None)));
+        let missing = RelayTlsSettings { ca_file: Some("/nonexistent/ca.pem".into()), ..Default::default() };
+        assert!(RelayTarget::new(None, "mx.gov".into(), missing).unwrap_err().contains("ca_file"));
+    }
+
     #[tokio::test]
     async fn a_smart_host_is_used_as_given() {
-        let smart = RelayTarget { relay_host: Some("127.0.0.1:2525".into()), hostname: "mx.gov".into() };
-        assert_eq!(next_hops(&smart, "a@example.org").await.unwrap(), [("127.0.0.1".to_string(), 2525)]);
-        let broken = RelayTarget { relay_host: Some("relay.gov:x".into()), hostname: "mx.gov".into() };
+        let target = |host: &str| RelayTarget::new(Some(host.into()), "mx.gov".into(), Default::default()).unwrap();
+        let (hop, hosts) = next_hops(&target("127.0.0.1:2525"), "a@example.org").await.unwrap();
+        assert!(matches!(hop, Hop::SmartHost));
+        assert_eq!(hosts, [("127.0.0.1".to_string(), 2525)]);
+        let broken = target("relay.gov:x");
         assert!(matches!(next_hops(&broken, "a@example.org").await, Err(RelayOutcome::Refused(_))));
     }
 }

@@ -14,14 +14,16 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
+use super::authentication::verdict::strip_authentication_results;
+use super::authentication::{Decision, MailAuthenticator, ReceivedMessage, Verdict};
 use super::message::{fingerprint, received_header};
-use super::session::{DeliveryOutcome, Envelope, Event, Mode, Policy, Recipient, Session};
+use super::session::{DeliveryOutcome, Envelope, Event, LocalRecipient, Mode, Policy, Recipient, Session};
 use super::settings::SmtpSettings;
 use crate::bans::BanList;
 use crate::limits::IpLimiter;
 use crate::listener;
 use crate::logins::{LoginOutcome, LoginThrottle, check_login};
-use crate::mail_service::{MailService, NewMessage, Relay, ServiceError};
+use crate::mail_service::{MailService, NewMessage, Relay, SPECIAL_USE_MAILBOXES, ServiceError};
 
 /// How long a domain's local/remote answer is reused (saves a meta-group read per RCPT).
 const DOMAIN_CACHE_TTL: Duration = Duration::from_secs(10);
@@ -41,6 +43,8 @@ struct Gateway {
     /// to many recipients is one copy each, so without a bound a few clients could make
     /// the node hold gigabytes.
     in_flight: tokio::sync::Semaphore,
+    /// SPF/DKIM/ARC/DMARC for the MX; `None` when `[smtp.mail_auth]` is off.
+    authenticator: Option<MailAuthenticator>,
 }
 
 /// Message bytes (KiB) a node replicates at once from SMTP; more waits its turn.
@@ -70,7 +74,12 @@ pub async fn start(
     let in_flight = tokio::sync::Semaphore::new(IN_FLIGHT_KIB as usize);
     let limiter = IpLimiter::new(settings.connections.clone(), bans);
     let domains = Mutex::new(HashMap::new());
-    let gateway = Arc::new(Gateway { settings, service, tls, logins, limiter, domains, in_flight });
+    // Only the MX verifies (submission is authenticated by login).
+    let authenticator = match settings.mail_auth.enabled && settings.listen.is_some() {
+        true => Some(MailAuthenticator::new(settings.mail_auth.clone(), &settings.hostname)?),
+        false => None,
+    };
+    let gateway = Arc::new(Gateway { settings, service, tls, logins, limiter, domains, in_flight, authenticator });
     for (address, mode, implicit_tls) in listeners {
         let Some(address) = address else { continue };
         let socket = TcpListener::bind(address).await.with_context(|| format!("binding SMTP {mode:?} on {address}"))?;
@@ -168,7 +177,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                 session.authenticated(result);
             }
             Event::Deliver(envelope) => {
-                let outcome = deliver(gateway, envelope).await;
+                let outcome = deliver(gateway, envelope, session.mode()).await;
                 session.delivered(outcome);
             }
             Event::Close => {
@@ -245,47 +254,99 @@ async fn authenticate(
     }
 }
 
-/// Stores the message in every local recipient's INBOX and queues it for every remote
-/// one, all at once; `250` only if every one of them was replicated and applied.
-async fn deliver(gateway: &Gateway, envelope: Envelope) -> DeliveryOutcome {
+/// One copy of a message: into a local recipient's mailbox, or queued for a remote one.
+enum Copy<'a> {
+    Local(&'a LocalRecipient),
+    Remote(&'a String),
+}
+
+/// How many copies of a message of `bytes` fit in a budget of `budget_kib` at once (one
+/// at least: a message over the whole budget goes alone).
+fn copies_per_wave(bytes: usize, budget_kib: u32) -> usize {
+    (budget_kib as usize * 1024 / bytes.max(1)).max(1)
+}
+
+/// Stores the message in every local recipient's INBOX (or Junk folder, as DMARC asks)
+/// and queues it for every remote one, as many at once as the node's budget holds; `250` only if every one of them was
+/// replicated and applied. On the MX the message is authenticated first and may be
+/// refused.
+async fn deliver(gateway: &Gateway, envelope: Envelope, mode: Mode) -> DeliveryOutcome {
+    // Over the bytes as received, not as stored: the Authentication-Results header may
+    // differ on a resend (DNS answered this time), and the resend must still be the same
+    // copy.
     let fingerprint = fingerprint(&envelope.mail_from, &envelope.data);
     let id = fingerprint[..12].to_string();
+    let mut mailbox = "INBOX";
+    let mut results_header = String::new();
+    if let (Mode::Mx, Some(authenticator)) = (mode, &gateway.authenticator) {
+        let verdict = match authenticate_message(gateway, authenticator, &envelope).await {
+            Ok(verdict) => verdict,
+            Err(outcome) => return outcome,
+        };
+        match verdict.decision {
+            Decision::Accept => {}
+            Decision::Junk => mailbox = junk_mailbox(),
+            Decision::Reject(refusal) => {
+                metrics::counter!("ums_smtp_messages_refused_total").increment(1);
+                info!(id, client = %envelope.trace.client_ip, mail_from = envelope.mail_from, reply = refusal.text, "message refused by mail authentication");
+                let (code, status, text) = (refusal.code, refusal.status.to_string(), refusal.text);
+                return DeliveryOutcome::Refused { code, status, text };
+            }
+        }
+        results_header = verdict.header;
+    }
     let header = received_header(&envelope.trace, &gateway.settings.hostname, &id, SystemTime::now());
-    let mut message = Vec::with_capacity(header.len() + envelope.data.len());
+    let body = strip_authentication_results(&envelope.data, &gateway.settings.hostname);
+    let mut message = Vec::with_capacity(header.len() + results_header.len() + body.len());
     message.extend_from_slice(header.as_bytes());
-    message.extend_from_slice(&envelope.data);
-    let copies = (envelope.local.len() + envelope.remote.len()).max(1);
-    let kib = (message.len() * copies).div_ceil(1024).min(IN_FLIGHT_KIB as usize) as u32;
-    let Ok(Ok(_room)) = tokio::time::timeout(IN_FLIGHT_WAIT, gateway.in_flight.acquire_many(kib)).await else {
-        metrics::counter!("ums_smtp_messages_deferred_total").increment(1);
-        return DeliveryOutcome::Failed { reason: "too much mail in flight on this node".into() };
-    };
+    message.extend_from_slice(results_header.as_bytes());
+    message.extend_from_slice(&body);
+    // In waves that fit the node's budget: one 35 MB message to 100 recipients would
+    // otherwise be 3.5 GB of copies at once.
+    let targets: Vec<Copy<'_>> =
+        envelope.local.iter().map(Copy::Local).chain(envelope.remote.iter().map(Copy::Remote)).collect();
     let service = &gateway.service;
-    let stores = envelope.local.iter().map(|recipient| {
-        service.deliver(NewMessage {
-            user_id: recipient.user_id.clone(),
-            mailbox: "INBOX".into(),
-            raw: message.clone(),
-            kind: "email".into(),
-            client_ref: format!("smtp:{id}"),
-            idempotency_key: Some(format!("smtp:{fingerprint}:{}", recipient.user_id)),
-            ..NewMessage::default()
-        })
-    });
     let sender = envelope.trace.authenticated.clone().unwrap_or_default();
-    let relays = envelope.remote.iter().map(|recipient| {
-        service.enqueue_relay(Relay {
-            user_id: sender.clone(),
-            mail_from: envelope.mail_from.clone(),
-            recipient: recipient.clone(),
-            raw: message.clone(),
-            idempotency_key: format!("smtp-relay:{fingerprint}:{recipient}"),
-        })
-    });
-    let (stored, queued) = futures::join!(join_all(stores), join_all(relays));
-    let copies = stored.len() + queued.len();
-    let first_error =
-        stored.into_iter().filter_map(Result::err).chain(queued.into_iter().filter_map(Result::err)).next();
+    let mut results = Vec::with_capacity(targets.len());
+    for wave in targets.chunks(copies_per_wave(message.len(), IN_FLIGHT_KIB)) {
+        let kib = (message.len() * wave.len()).div_ceil(1024).clamp(1, IN_FLIGHT_KIB as usize) as u32;
+        let Ok(Ok(_room)) = tokio::time::timeout(IN_FLIGHT_WAIT, gateway.in_flight.acquire_many(kib)).await else {
+            // The copies already made are named by the message: the client's retry stores
+            // none of them twice.
+            metrics::counter!("ums_smtp_messages_deferred_total").increment(1);
+            return DeliveryOutcome::Failed { reason: "too much mail in flight on this node".into() };
+        };
+        let copies = wave.iter().map(|copy| async {
+            match copy {
+                Copy::Local(recipient) => service
+                    .deliver(NewMessage {
+                        user_id: recipient.user_id.clone(),
+                        mailbox: mailbox.into(),
+                        raw: message.clone(),
+                        kind: "email".into(),
+                        client_ref: format!("smtp:{id}"),
+                        idempotency_key: Some(format!("smtp:{fingerprint}:{}", recipient.user_id)),
+                        ..NewMessage::default()
+                    })
+                    .await
+                    .map(drop),
+                Copy::Remote(recipient) => {
+                    service
+                        .enqueue_relay(Relay {
+                            user_id: sender.clone(),
+                            mail_from: envelope.mail_from.clone(),
+                            recipient: recipient.to_string(),
+                            raw: message.clone(),
+                            idempotency_key: format!("smtp-relay:{fingerprint}:{recipient}"),
+                        })
+                        .await
+                }
+            }
+        });
+        results.extend(join_all(copies).await);
+    }
+    let copies = results.len();
+    let first_error = results.into_iter().find_map(Result::err);
     match first_error {
         None => {
             metrics::counter!("ums_smtp_messages_accepted_total").increment(1);
@@ -301,5 +362,58 @@ async fn deliver(gateway: &Gateway, envelope: Envelope) -> DeliveryOutcome {
             warn!(id, error = %e, "message not accepted; the client will retry");
             DeliveryOutcome::Failed { reason: e.to_string() }
         }
+    }
+}
+
+/// Runs the mail authentication checks on a message from outside and decides on it; the
+/// domains it claims are looked up to see which are ours (a spoofed local sender is
+/// refused unless it authenticates). `Err` when the directory cannot say (451).
+async fn authenticate_message(
+    gateway: &Gateway,
+    authenticator: &MailAuthenticator,
+    envelope: &Envelope,
+) -> Result<Verdict, DeliveryOutcome> {
+    let received = ReceivedMessage {
+        client_ip: envelope.trace.client_ip,
+        helo: &envelope.trace.helo,
+        mail_from: &envelope.mail_from,
+        data: &envelope.data,
+    };
+    let checks = authenticator.check(&received).await;
+    let mut local_claims = Vec::new();
+    for domain in checks.claimed_domains() {
+        match is_local_domain(gateway, &domain).await {
+            Ok(true) => local_claims.push(domain),
+            // Not a domain we could hold (a bad name): not a claim on ours.
+            Ok(false) | Err(ServiceError::Invalid(_)) => {}
+            Err(e) => {
+                warn!(domain, error = %e, "domain lookup failed");
+                return Err(DeliveryOutcome::Failed { reason: "directory temporarily unavailable".into() });
+            }
+        }
+    }
+    let verdict = authenticator.verdict(&checks, &local_claims);
+    debug!(client = %envelope.trace.client_ip, dmarc = checks.dmarc.outcome.keyword(), decision = ?verdict.decision, "message authenticated");
+    Ok(verdict)
+}
+
+/// The special-use mailbox for junk mail, which every user has.
+fn junk_mailbox() -> &'static str {
+    SPECIAL_USE_MAILBOXES.iter().find(|(_, attribute)| *attribute == "\\Junk").map_or("Junk", |(name, _)| name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copies_of_a_big_message_go_in_waves_that_fit_the_budget() {
+        let budget = IN_FLIGHT_KIB;
+        // 100 copies of 35 MB would be 3.5 GB: 15 at a time fit 512 MiB.
+        assert_eq!(copies_per_wave(35_000_000, budget), 15);
+        assert!(copies_per_wave(35_000_000, budget) * 35_000_000 <= budget as usize * 1024);
+        assert_eq!(copies_per_wave(4_096, budget), 131_072, "small mail: every recipient at once");
+        assert_eq!(copies_per_wave(usize::MAX, budget), 1, "a message over the budget still goes, alone");
+        assert_eq!(copies_per_wave(0, budget), budget as usize * 1024);
     }
 }

@@ -98,6 +98,9 @@ pub enum DeliveryOutcome {
     /// only recipient, 552 5.2.2), or until the client retries (others were stored, and a
     /// retry stores them no second time: 452 4.2.2).
     MailboxFull { permanent: bool },
+    /// Refused after its content was checked (mail authentication: 550 5.7.1, or 451
+    /// 4.7.1 when DNS could not answer); nothing was stored.
+    Refused { code: u16, status: String, text: String },
 }
 
 /// A message ready to be stored, as the client handed it over.
@@ -246,6 +249,11 @@ impl Session {
     /// Bytes read from the client.
     pub fn receive(&mut self, bytes: &[u8]) {
         self.input.extend_from_slice(bytes);
+    }
+
+    /// The service this session offers.
+    pub fn mode(&self) -> Mode {
+        self.policy.mode
     }
 
     /// Whether the client is inside DATA (for the caller's timeout message).
@@ -589,6 +597,7 @@ impl Session {
             DeliveryOutcome::MailboxFull { permanent: false } => {
                 reply(452, "4.2.2", "Mailbox full: a recipient is over quota, try again later")
             }
+            DeliveryOutcome::Refused { code, status, text } => reply(code, &status, &printable_reply(&text)),
         });
     }
 
@@ -753,6 +762,12 @@ fn decode_base64_text(bytes: &[u8]) -> Option<String> {
 /// Client-supplied text echoed in a reply: printable ASCII only, bounded.
 fn printable(text: &str) -> String {
     text.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(64).collect()
+}
+
+/// A reply text that may name what the message claims (a domain): one line of printable
+/// ASCII, short enough for RFC 5321's 512-octet reply line.
+fn printable_reply(text: &str) -> String {
+    text.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').take(400).collect()
 }
 
 #[cfg(test)]
@@ -1024,6 +1039,20 @@ mod tests {
         // The transaction is over: RCPT needs a new MAIL.
         let sent = converse(&mut s, "RCPT TO:<a@local.test>\r\n");
         assert!(sent.starts_with("503"), "{sent}");
+    }
+
+    #[test]
+    fn a_refused_message_gets_the_refusal_and_the_session_goes_on() {
+        let mut s = Session::new(policy(Mode::Mx), ip());
+        assert_eq!(s.mode(), Mode::Mx);
+        converse(&mut s, "EHLO c\r\nMAIL FROM:<x@y>\r\nRCPT TO:<a@local.test>\r\nDATA\r\n");
+        s.receive(b"hi\r\n.\r\n");
+        assert!(matches!(s.next_event(), Event::Deliver(_)));
+        let text = "Rejected per the DMARC policy of y\r\n250 injected".to_string();
+        s.delivered(DeliveryOutcome::Refused { code: 550, status: "5.7.1".into(), text });
+        assert_eq!(s.next_event(), Event::Reply("550 5.7.1 Rejected per the DMARC policy of y250 injected\r\n".into()));
+        let sent = converse(&mut s, "MAIL FROM:<x@y>\r\n");
+        assert!(sent.starts_with("250"), "a new transaction may start: {sent}");
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::authentication::MailAuthSettings;
 use crate::limits::ConnectionLimits;
 
 /// SMTP listeners and their limits. Without `listen` / `submission_listen` the node
@@ -39,6 +40,10 @@ pub struct SmtpSettings {
     pub connections: ConnectionLimits,
     /// Outbound mail goes to this host:port instead of the recipient domain's server.
     pub relay_host: Option<String>,
+    /// How outbound mail is protected, per destination (the smart host: encrypted).
+    pub relay_tls: super::relay_tls::RelayTlsSettings,
+    /// SPF, DKIM, ARC and DMARC on the MX (`[smtp.mail_auth]`).
+    pub mail_auth: MailAuthSettings,
 }
 
 impl Default for SmtpSettings {
@@ -58,6 +63,8 @@ impl Default for SmtpSettings {
             command_timeout_secs: 300,
             connections: ConnectionLimits::default(),
             relay_host: None,
+            relay_tls: Default::default(),
+            mail_auth: MailAuthSettings::default(),
         }
     }
 }
@@ -74,10 +81,11 @@ impl SmtpSettings {
         if self.max_message_bytes == 0 || self.max_recipients == 0 || self.command_timeout_secs == 0 {
             return Err("smtp: max_message_bytes, max_recipients and command_timeout_secs must be positive".into());
         }
+        self.relay_tls.validate()?;
         if self.hostname.is_empty() || !self.hostname.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
         {
             return Err(format!("smtp: hostname '{}' is not a host name", self.hostname));
         }
-        Ok(())
+        self.mail_auth.validate()
     }
 }

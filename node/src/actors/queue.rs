@@ -40,6 +40,8 @@ pub struct QueueSettings {
     pub relay: RelayTarget,
     /// The HTTP client of webhooks ([`webhook_agent`]).
     pub webhooks: ureq::Agent,
+    /// Signs outgoing e-mail with its domain's DKIM key.
+    pub dkim: Arc<crate::dkim::DkimSigners>,
 }
 
 /// Why a resolver found no address a webhook may use.
@@ -157,11 +159,15 @@ async fn work_queue(cluster: Arc<Cluster>, shard: GroupId, settings: QueueSettin
     for item in items.into_iter().filter(|i| i.next_attempt_ms <= now) {
         let key = format!("{}:{shard}:{}", settings.cluster_id, item.seq);
         let outcome = match item.channel.as_str() {
-            "smtp" => match relay::send(&settings.relay, &item.mail_from, &item.target, &item.payload).await {
-                RelayOutcome::Delivered => Outcome::Delivered,
-                RelayOutcome::Retry(e) => Outcome::Retry(e),
-                RelayOutcome::Refused(e) => Outcome::Refused(e),
-            },
+            "smtp" => {
+                match relay::send(&settings.relay, &item.mail_from, &item.target, &settings.dkim.sign(&item.payload))
+                    .await
+                {
+                    RelayOutcome::Delivered => Outcome::Delivered,
+                    RelayOutcome::Retry(e) => Outcome::Retry(e),
+                    RelayOutcome::Refused(e) => Outcome::Refused(e),
+                }
+            }
             _ => {
                 let (item, key, agent) = (item.clone(), key.clone(), settings.webhooks.clone());
                 tokio::task::spawn_blocking(move || deliver_webhook(&agent, &item, &key))
@@ -300,8 +306,9 @@ mod tests {
             retry_base: Duration::from_secs(1),
             max_attempts: 3,
             batch: 10,
-            relay: RelayTarget { relay_host: None, hostname: "node.test".into() },
+            relay: RelayTarget::new(None, "node.test".into(), Default::default()).unwrap(),
             webhooks: webhook_agent(Arc::new(WebhookTargets::default())),
+            dkim: Default::default(),
         }
     }
 

@@ -10,6 +10,7 @@
 
 mod audit;
 mod bans;
+mod dkim;
 mod domains;
 mod forward;
 mod messages;
@@ -257,6 +258,7 @@ fn mailbox_user(op: &command::Op) -> Option<String> {
         | command::Op::RevokeToken(_)
         | command::Op::AppendAudit(_)
         | command::Op::PutBan(_)
-        | command::Op::RemoveBan(_) => None,
+        | command::Op::RemoveBan(_)
+        | command::Op::PutDkimKey(_) => None,
     }
 }

@@ -106,7 +106,9 @@ pub(super) async fn authenticate(
                 let status = if matches!(refusal, Refused::Unavailable(_)) { 503 } else { 401 };
                 audit(&presented, status, why);
             }
-            Ok(request.into_response(refused(refusal)).map_into_right_body())
+            // A banned source is told so, whatever token it tried.
+            let response = if banned { banned_response() } else { refused(refusal) };
+            Ok(request.into_response(response).map_into_right_body())
         }
     }
 }

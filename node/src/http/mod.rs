@@ -3,11 +3,12 @@
 //! credentials, 403 outside the caller's role or scope, 404, 400, 409, and 503 with
 //! `Retry-After` while a shard has no leader).
 //!
-//! Every request but `/health` is authenticated before it is routed
+//! Every request first meets the flood defence ([`guard`]: connections and requests per
+//! source, offences that ban it cluster-wide). Every request but `/health` is then authenticated before it is routed
 //! ([`caller::authenticate`]), so nothing is read or done for a caller without valid
 //! credentials; each handler takes the [`caller::Caller`] and asks the policy for the
 //! one action it performs. [`ROUTES`] is the table of every route. The endpoints by subject: [`cluster`] (status, leader
-//! transfer, metrics), [`users`] (users, domains), [`messages`], [`outbound`],
+//! transfer, metrics), [`users`] (users, domains), [`dkim`] (domains' signing keys), [`messages`], [`outbound`],
 //! [`tokens`], [`audit`], [`bans`], and [`debug`] (fault injection, only in builds that have it).
 
 mod audit;
@@ -16,8 +17,11 @@ mod caller;
 mod cluster;
 #[cfg(any(debug_assertions, feature = "debug-faults"))]
 mod debug;
+mod dkim;
+mod guard;
 mod messages;
 mod outbound;
+mod settings;
 mod tokens;
 mod users;
 
@@ -34,6 +38,7 @@ use crate::cluster::{Cluster, ServiceError};
 use crate::config::Member;
 #[cfg(any(debug_assertions, feature = "debug-faults"))]
 pub use debug::DebugFaults;
+pub use settings::HttpSettings;
 
 /// Whether this build can inject faults (`debug_faults = true` needs it).
 pub const FAULTS_COMPILED_IN: bool = cfg!(any(debug_assertions, feature = "debug-faults"));
@@ -111,6 +116,8 @@ pub enum Endpoint {
     GetUser,
     AddDomain,
     GetDomain,
+    CreateDkimKey,
+    GetDkimKey,
     AppendMessage,
     ListMessages,
     EnqueueOutbound,
@@ -153,6 +160,8 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/api/v1/users/{address}", Endpoint::GetUser),
     route(Method::POST, "/api/v1/domains", Endpoint::AddDomain),
     route(Method::GET, "/api/v1/domains/{domain}", Endpoint::GetDomain),
+    route(Method::POST, "/api/v1/domains/{domain}/dkim", Endpoint::CreateDkimKey),
+    route(Method::GET, "/api/v1/domains/{domain}/dkim", Endpoint::GetDkimKey),
     route(Method::POST, "/api/v1/users/{address}/outbound", Endpoint::EnqueueOutbound),
     route(Method::GET, "/api/v1/users/{address}/outbound", Endpoint::ListOutbound),
     route(Method::POST, "/api/v1/tokens", Endpoint::CreateToken),
@@ -179,6 +188,8 @@ impl Endpoint {
             Endpoint::GetUser => web::to(users::get),
             Endpoint::AddDomain => web::to(users::add_domain),
             Endpoint::GetDomain => web::to(users::get_domain),
+            Endpoint::CreateDkimKey => web::to(dkim::create),
+            Endpoint::GetDkimKey => web::to(dkim::get),
             Endpoint::AppendMessage => web::to(messages::append),
             Endpoint::ListMessages => web::to(messages::list),
             Endpoint::EnqueueOutbound => web::to(outbound::enqueue),
@@ -222,12 +233,21 @@ fn routes(config: &mut web::ServiceConfig) {
     config.default_service(web::to(unrouted));
 }
 
-/// Serves the API until the server is stopped (SIGINT/SIGTERM stop it gracefully).
-pub async fn serve(listen: std::net::SocketAddr, workers: usize, state: AppState) -> std::io::Result<()> {
+/// Serves the API until the server is stopped (SIGINT/SIGTERM stop it gracefully):
+/// HTTPS with the configured certificate, or plain HTTP where `[http] plain` says so.
+pub async fn serve(
+    listen: std::net::SocketAddr,
+    settings: &HttpSettings,
+    workers: usize,
+    state: AppState,
+) -> anyhow::Result<()> {
+    let guard = guard::HttpGuard::new(settings, Arc::clone(&state.bans));
     let state = web::Data::new(state);
-    HttpServer::new(move || {
+    let app_guard = web::Data::new(Arc::clone(&guard));
+    let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .app_data(app_guard.clone())
             .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
             .app_data(web::JsonConfig::default().limit(MAX_BODY_BYTES).error_handler(|error, _| {
                 let message = error.to_string();
@@ -235,9 +255,19 @@ pub async fn serve(listen: std::net::SocketAddr, workers: usize, state: AppState
             }))
             .configure(routes)
             .wrap(middleware::from_fn(caller::authenticate))
+            .wrap(middleware::from_fn(guard::protect))
     })
     .workers(workers)
-    .bind(listen)?
-    .run()
-    .await
+    .client_request_timeout(std::time::Duration::from_millis(settings.header_timeout_ms))
+    .on_connect(move |connection, extensions| guard.on_connect(connection, extensions));
+    let server = match (&settings.tls_cert, &settings.tls_key) {
+        (Some(cert), Some(key)) => {
+            let mut tls = gateways::tls::server_config(cert, key)?;
+            // This server speaks HTTP/1.1 only.
+            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            server.bind_rustls_0_23(listen, tls)?
+        }
+        _ => server.bind(listen)?,
+    };
+    Ok(server.run().await?)
 }

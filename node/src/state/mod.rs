@@ -12,6 +12,7 @@
 //! - `d\0{domain}`: a domain we accept mail for (meta group); recorded when an e-mail
 //!   address in it is claimed, or added by an operator
 //! - `t\0{id}`: an API token (meta group, see [`tokens`])
+//! - `k\0{domain}`: a local domain's DKIM signing key (meta group, see [`dkim`])
 //! - `o\0{user}\0{seq:be64}`: an [`OutboundItem`]; `p\0{seq:be64}` → user id indexes
 //!   the pending ones for the shard's queue actor; `q` holds the next sequence number
 //!
@@ -20,6 +21,7 @@
 
 mod audit;
 mod bans;
+mod dkim;
 pub mod folders;
 pub mod quota;
 mod tokens;
@@ -66,7 +68,7 @@ fn address_key(address: &str) -> Vec<u8> {
     key(&[b"a", address.as_bytes()])
 }
 
-fn domain_key(domain: &str) -> Vec<u8> {
+pub(super) fn domain_key(domain: &str) -> Vec<u8> {
     key(&[b"d", domain.as_bytes()])
 }
 
@@ -180,6 +182,7 @@ impl StateMachine for UmsMachine {
                 command::Op::AppendAudit(append) => audit::append(ctx, append),
                 command::Op::PutBan(put) => bans::put(ctx, put),
                 command::Op::RemoveBan(remove) => bans::remove(ctx, remove),
+                command::Op::PutDkimKey(put) => dkim::put(ctx, put),
             },
             Ok(Command { op: None }) => result(Status::Invalid, "empty command"),
             Err(e) => result(Status::Invalid, format!("undecodable command: {e}")),
@@ -389,6 +392,7 @@ pub fn execute_query(engine: &dyn KvRead, group: GroupId, query: &Query) -> stor
         Some(query::Q::ListTokens(_)) => tokens::list(engine, group)?,
         Some(query::Q::ListAudit(list)) => audit::list(engine, group, list)?,
         Some(query::Q::ListBans(_)) => bans::list(engine, group)?,
+        Some(query::Q::ListDkimKeys(_)) => dkim::list(engine, group)?,
         None => QueryResult { status: Status::Invalid as i32, error: "empty query".into(), ..Default::default() },
     })
 }

@@ -2,11 +2,13 @@
 //! one per area), a module per area; the harness is `tests/src/lib.rs`.
 
 mod actors;
+mod api_defence;
 mod chaos;
 mod dev_cluster;
 mod failover;
 mod idempotency;
 mod imap;
+mod mail_auth;
 mod operator;
 mod outbound;
 mod restart;

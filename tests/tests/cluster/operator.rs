@@ -119,6 +119,7 @@ fn a_node_of_another_cluster_is_refused() {
         shards: 8,
         replicas: 2,
         peer_tls: Some(node::dev::local_peer_tls(dir.path(), 2)),
+        http: node::http::HttpSettings::plain(),
         ..NodeConfig::new(&me, "another-cluster", dir.path().join("stranger"), members)
     };
     let config_path = dir.path().join("stranger.toml");

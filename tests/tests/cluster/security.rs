@@ -49,7 +49,7 @@ fn call(method: &str, url: &str, auth: Auth<'_>, body: Option<&Value>) -> Answer
     Answer { status, body, challenges }
 }
 
-fn create_token(cluster: &TestCluster, name: &str, role: &str, scope: &[&str]) -> (String, String) {
+pub(crate) fn create_token(cluster: &TestCluster, name: &str, role: &str, scope: &[&str]) -> (String, String) {
     let body = json!({ "name": name, "role": role, "scope": scope });
     let answer = call("POST", &cluster.url(1, "/api/v1/tokens"), Auth::Bearer(&cluster.token), Some(&body));
     assert_eq!(answer.status, 201, "{}", answer.body);
@@ -316,7 +316,7 @@ fn umsctl_creates_lists_and_revokes_tokens() {
 }
 
 /// Reads one line (up to CRLF) from a raw connection; `None` at EOF or after `timeout`.
-fn read_line(stream: &mut std::net::TcpStream, timeout: Duration) -> Option<String> {
+pub(crate) fn read_line(stream: &mut std::net::TcpStream, timeout: Duration) -> Option<String> {
     use std::io::Read as _;
     stream.set_read_timeout(Some(timeout)).unwrap();
     let mut line = Vec::new();
@@ -369,7 +369,7 @@ fn an_imported_password_hash_cannot_name_a_huge_cost() {
 }
 
 /// A TCP connection to `server` from the loopback address `source`.
-fn connect_from(server: &str, source: [u8; 4]) -> std::net::TcpStream {
+pub(crate) fn connect_from(server: &str, source: [u8; 4]) -> std::net::TcpStream {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.bind(&std::net::SocketAddr::from((source, 0)).into()).unwrap();
     socket.connect(&server.parse::<std::net::SocketAddr>().unwrap().into()).unwrap();
@@ -684,7 +684,7 @@ fn http_status_from(base: &str, source: [u8; 4], path: &str, authorization: &str
 }
 
 /// Waits until `check` holds, at most `within`; how long it took.
-fn within(limit: Duration, check: impl Fn() -> bool) -> Option<Duration> {
+pub(crate) fn within(limit: Duration, check: impl Fn() -> bool) -> Option<Duration> {
     let started = Instant::now();
     while started.elapsed() <= limit {
         if check() {

@@ -360,11 +360,23 @@ struct Sink {
 
 impl Sink {
     fn start(delay_secs: f64) -> Self {
+        Self::start_with(delay_secs, None)
+    }
+
+    /// With a certificate and key: STARTTLS offered and required before any mail.
+    fn start_with(delay_secs: f64, tls: Option<(&std::path::Path, &std::path::Path)>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let file = tempfile::NamedTempFile::new().unwrap();
-        let mut child = Command::new(PYTHON)
-            .arg(python_script("smtp_sink.py"))
-            .args([&port.to_string(), file.path().to_str().unwrap(), &delay_secs.to_string()])
+        let mut command = Command::new(PYTHON);
+        command.arg(python_script("smtp_sink.py")).args([
+            &port.to_string(),
+            file.path().to_str().unwrap(),
+            &delay_secs.to_string(),
+        ]);
+        if let Some((cert, key)) = tls {
+            command.arg(cert).arg(key);
+        }
+        let mut child = command
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("run the aiosmtpd sink (scripts/setup installs python3-aiosmtpd)");
@@ -372,6 +384,12 @@ impl Sink {
         BufReader::new(child.stdout.take().unwrap()).read_line(&mut ready).unwrap();
         assert_eq!(ready.trim(), "ready", "sink did not start");
         Self { child, file, address: format!("127.0.0.1:{port}") }
+    }
+
+    /// Whether each message received so far came over TLS.
+    fn encrypted(&self) -> Vec<bool> {
+        let text = std::fs::read_to_string(self.file.path()).unwrap_or_default();
+        text.lines().map(|line| serde_json::from_str::<Value>(line).unwrap()["tls"] == true).collect()
     }
 
     /// `(unix time, recipients, raw)` of every message received so far.
@@ -415,6 +433,8 @@ fn submitted_mail_reaches_the_outside_once_across_a_leader_kill_and_refusals_bou
     let relay = sink.address.clone();
     let mut cluster = TestCluster::start(3, move |c| {
         c.smtp.relay_host = Some(relay.clone());
+        // This sink speaks no TLS (the next test covers the default, encrypted, policy).
+        c.smtp.relay_tls.smart_host = gateways::smtp::relay_tls::TlsPolicy::None;
         c.outbound.retry_base_ms = 100;
         c.outbound.max_attempts = 3;
     });
@@ -508,6 +528,111 @@ fn submitted_mail_reaches_the_outside_once_across_a_leader_kill_and_refusals_bou
         outbound["outbound"].as_array().unwrap().iter().map(|i| i["status"].as_str().unwrap()).collect();
     assert_eq!(statuses.iter().filter(|s| **s == "delivered").count(), recipients.len(), "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == "failed").count(), 1, "{statuses:?}");
+}
+
+/// The outbound items of `sender` as the API lists them.
+fn outbound_of(cluster: &TestCluster, sender: &str) -> Vec<Value> {
+    let url = cluster.url(1, &format!("/api/v1/users/{sender}/outbound"));
+    tests::get_json(&url, &cluster.token).unwrap()["outbound"].as_array().unwrap().clone()
+}
+
+/// The smart host gets mail over STARTTLS with a certificate the node trusts, or none: a
+/// relay that does not offer TLS is not sent a message in clear text (the default
+/// policy), it is retried instead.
+#[test]
+fn relayed_mail_reaches_the_smart_host_encrypted_or_not_at_all() {
+    let certs = tempfile::tempdir().unwrap();
+    node::dev::ensure_dev_certificate(certs.path()).unwrap();
+    let (cert, key) = node::dev::dev_tls_files(certs.path());
+    let (sender, message) = ("relayer@ministry.go.ke", "citizen@example.org");
+    let submit = |cluster: &TestCluster| {
+        cluster.create_user_with_password(sender, "relayer-password");
+        let report =
+            run_python("smtp_client.py", &["submit", &cluster.submission(1), sender, "relayer-password", message]);
+        assert_eq!(report["acked"].as_array().unwrap().len(), 1, "{report}");
+    };
+
+    let plain_sink = Sink::start(0.0);
+    let relay = plain_sink.address.clone();
+    let cluster = TestCluster::start(1, move |c| {
+        c.smtp.relay_host = Some(relay.clone());
+        c.outbound.retry_base_ms = 200;
+    });
+    submit(&cluster);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let attempted = loop {
+        let items = outbound_of(&cluster, sender);
+        if items.iter().any(|i| i["attempts"].as_u64().unwrap_or(0) >= 2) || std::time::Instant::now() > deadline {
+            break items;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(attempted.iter().all(|i| i["status"] != "delivered"), "{attempted:?}");
+    assert!(attempted.iter().any(|i| i["attempts"].as_u64().unwrap_or(0) >= 2), "never attempted: {attempted:?}");
+    assert!(plain_sink.received().is_empty(), "a message went to the smart host in clear text");
+    drop(cluster);
+
+    let tls_sink = Sink::start_with(0.0, Some((&cert, &key)));
+    let (relay, ca) = (tls_sink.address.clone(), cert.clone());
+    let cluster = TestCluster::start(1, move |c| {
+        c.smtp.relay_host = Some(relay.clone());
+        c.smtp.relay_tls.ca_file = Some(ca.clone());
+    });
+    submit(&cluster);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tls_sink.received().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(tls_sink.encrypted(), [true], "not relayed once over TLS");
+    let items = outbound_of(&cluster, sender);
+    assert_eq!(items[0]["status"], "delivered", "{items:?}");
+}
+
+/// A domain's DKIM key made with umsctl signs its users' outgoing mail; dkimpy, as a
+/// receiver, verifies the signature with the record umsctl printed (and refuses it once
+/// the body is changed).
+#[test]
+fn outgoing_mail_is_dkim_signed_by_its_domain() {
+    let sink = Sink::start(0.0);
+    let relay = sink.address.clone();
+    let cluster = TestCluster::start(1, move |c| {
+        c.smtp.relay_host = Some(relay.clone());
+        c.smtp.relay_tls.smart_host = gateways::smtp::relay_tls::TlsPolicy::None;
+    });
+    let sender = "signer@ministry.go.ke";
+    cluster.create_user_with_password(sender, "signer-password");
+    let output = Command::new(tests::binary("umsctl"))
+        .args(["--node", &cluster.nodes[0].config.http_listen.to_string(), "--json"])
+        .args(["domain", "dkim-keygen", "ministry.go.ke", "--selector", "t2026"])
+        .env("UMS_TOKEN", &cluster.token)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let key: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(key["record_name"], "t2026._domainkey.ministry.go.ke", "{key}");
+    assert!(key["dns_record"].as_str().unwrap().starts_with("v=DKIM1; k=rsa; p="), "{key}");
+    assert!(key.get("private_key_pem").is_none(), "the private key left the cluster");
+    // The signer picks the key up within a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let report = run_python(
+        "smtp_client.py",
+        &["submit", &cluster.submission(1), sender, "signer-password", "reader@example.org"],
+    );
+    assert_eq!(report["acked"].as_array().unwrap().len(), 1, "{report}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while sink.received().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let received = sink.received();
+    let raw = &received.first().expect("relayed").2;
+    assert!(raw.starts_with(b"DKIM-Signature:"), "{}", String::from_utf8_lossy(raw));
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), raw).unwrap();
+    let record_name = key["record_name"].as_str().unwrap();
+    let record = key["dns_record"].as_str().unwrap();
+    let verdict = run_python("dkim_verify.py", &[record_name, record, file.path().to_str().unwrap()]);
+    assert_eq!(verdict["verified"], true, "{verdict}: {}", String::from_utf8_lossy(raw));
+    assert_eq!(verdict["tampered_verified"], false, "{verdict}");
 }
 
 /// SMTPS (RFC 8314): submission with TLS from the first byte, with smtplib's SMTP_SSL.

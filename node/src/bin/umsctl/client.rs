@@ -13,6 +13,7 @@ pub const DEFAULT_TOKEN_FILE: &str = "data/dev/operator.token";
 pub struct Client {
     node: String,
     token: Option<String>,
+    agent: ureq::Agent,
 }
 
 /// Says where tokens come from, for a 401's message.
@@ -21,7 +22,13 @@ const TOKEN_HINT: &str = "give --token (or UMS_TOKEN) or --token-file (or UMS_TO
 
 impl Client {
     /// `token` wins over `token_file`; with neither, [`DEFAULT_TOKEN_FILE`] if it exists.
-    pub fn new(node: &str, token: Option<String>, token_file: Option<PathBuf>) -> anyhow::Result<Self> {
+    /// With `ca_file`, an https node must present a certificate that chains to it.
+    pub fn new(
+        node: &str,
+        token: Option<String>,
+        token_file: Option<PathBuf>,
+        ca_file: Option<PathBuf>,
+    ) -> anyhow::Result<Self> {
         let token = match (token.filter(|t| !t.trim().is_empty()), token_file) {
             (Some(token), _) => Some(token.trim().to_string()),
             (None, Some(file)) => match devkit::tokens::read_token(&file) {
@@ -30,7 +37,11 @@ impl Client {
             },
             (None, None) => devkit::tokens::read_token(Path::new(DEFAULT_TOKEN_FILE)),
         };
-        Ok(Self { node: node.to_string(), token })
+        let agent = match ca_file {
+            Some(file) => devkit::http::agent_trusting(&file)?,
+            None => ureq::agent(),
+        };
+        Ok(Self { node: node.to_string(), token, agent })
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -38,7 +49,7 @@ impl Client {
     }
 
     fn request(&self, method: &str, url: &str) -> ureq::Request {
-        let request = ureq::request(method, url).timeout(Duration::from_secs(30));
+        let request = self.agent.request(method, url).timeout(Duration::from_secs(30));
         match &self.token {
             Some(token) => request.set("Authorization", &devkit::tokens::bearer(token)),
             None => request,

@@ -87,6 +87,42 @@ pub fn add_domain(client: &Client, domain: &str, json_out: bool) -> anyhow::Resu
     Ok(())
 }
 
+pub fn dkim_keygen(
+    client: &Client,
+    domain: &str,
+    selector: Option<String>,
+    algorithm: &str,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    let mut request = json!({ "algorithm": algorithm });
+    if let Some(selector) = selector {
+        request["selector"] = json!(selector);
+    }
+    let (_, body) = client.expect_ok("POST", &format!("/api/v1/domains/{domain}/dkim"), Some(request))?;
+    print_dkim(&body, json_out, "new key made; mail from the domain is signed with it within a second");
+    Ok(())
+}
+
+pub fn show_dkim(client: &Client, domain: &str, json_out: bool) -> anyhow::Result<()> {
+    let (_, body) = client.expect_ok("GET", &format!("/api/v1/domains/{domain}/dkim"), None)?;
+    print_dkim(&body, json_out, "the key mail from the domain is signed with");
+    Ok(())
+}
+
+/// The record as a zone file line (long TXT values split into 255-byte strings, as DNS
+/// needs them).
+fn print_dkim(body: &serde_json::Value, json_out: bool, what: &str) {
+    if json_out {
+        return print_json(body);
+    }
+    let (name, record) = (body["record_name"].as_str().unwrap_or(""), body["dns_record"].as_str().unwrap_or(""));
+    let strings: Vec<String> =
+        record.as_bytes().chunks(255).map(|c| format!("\"{}\"", String::from_utf8_lossy(c))).collect();
+    println!("{}: {what}.", body["domain"].as_str().unwrap_or(""));
+    println!("Publish this TXT record (selector {}):", body["selector"].as_str().unwrap_or(""));
+    println!("{name}. IN TXT ( {} )", strings.join(" "));
+}
+
 pub fn show_domain(client: &Client, domain: &str, json_out: bool) -> anyhow::Result<()> {
     let (_, body) = client.expect_ok("GET", &format!("/api/v1/domains/{domain}"), None)?;
     let name = body["domain"].as_str().unwrap_or("");

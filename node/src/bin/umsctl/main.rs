@@ -28,9 +28,14 @@ use client::Client;
 #[derive(Parser)]
 #[command(name = "umsctl", version, about = "Operate a UMS cluster through any node's HTTP API")]
 struct Cli {
-    /// A node's HTTP address (the 7N80 port of the dev cluster).
+    /// A node's API address: HOST:PORT (plain HTTP, as the dev cluster's 7N80 ports
+    /// speak) or https://HOST:PORT.
     #[arg(long, env = "UMS_NODE", default_value = "127.0.0.1:7180", global = true)]
     node: String,
+    /// Trust only this PEM certificate (or the CA that issued the node's) for an https://
+    /// node; without it the public web roots are trusted.
+    #[arg(long, env = "UMS_CA_FILE", global = true)]
+    ca_file: Option<PathBuf>,
     /// The API token to send (a dev cluster's is in data/dev/operator.token, read by default).
     #[arg(long, env = "UMS_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
@@ -170,6 +175,19 @@ enum DomainCommand {
     Add { domain: String },
     /// Say whether the MX accepts mail for DOMAIN.
     Show { domain: String },
+    /// Make DOMAIN a DKIM signing key (kept in the cluster; outgoing mail from DOMAIN is
+    /// signed with it from then on) and print the DNS TXT record to publish.
+    DkimKeygen {
+        domain: String,
+        /// The selector, the DNS label the key is published under (default: ums and the year).
+        #[arg(long)]
+        selector: Option<String>,
+        /// rsa (2048 bits: every receiver verifies it) or ed25519.
+        #[arg(long, default_value = "rsa", value_parser = ["rsa", "ed25519"])]
+        algorithm: String,
+    },
+    /// Print DOMAIN's DKIM record (what to publish) without making a new key.
+    Dkim { domain: String },
 }
 
 #[derive(Subcommand)]
@@ -224,7 +242,8 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ca { command } => run_ca(command, cli.json),
-        command => Client::new(&cli.node, cli.token, cli.token_file).and_then(|client| run(&client, command, cli.json)),
+        command => Client::new(&cli.node, cli.token, cli.token_file, cli.ca_file)
+            .and_then(|client| run(&client, command, cli.json)),
     };
     if let Err(error) = result {
         eprintln!("umsctl: {error:#}");
@@ -253,6 +272,10 @@ fn run(client: &Client, command: Command, json_out: bool) -> anyhow::Result<()> 
         }
         Command::Domain { command: DomainCommand::Add { domain } } => cluster::add_domain(client, &domain, json_out),
         Command::Domain { command: DomainCommand::Show { domain } } => cluster::show_domain(client, &domain, json_out),
+        Command::Domain { command: DomainCommand::DkimKeygen { domain, selector, algorithm } } => {
+            cluster::dkim_keygen(client, &domain, selector, &algorithm, json_out)
+        }
+        Command::Domain { command: DomainCommand::Dkim { domain } } => cluster::show_dkim(client, &domain, json_out),
         Command::Token { command: TokenCommand::Create { name, role, scope, expires } } => {
             tokens::create(client, &name, &role, &scope, expires, json_out)
         }
