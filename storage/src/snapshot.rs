@@ -100,7 +100,11 @@ impl SnapshotReader {
                 true
             })?;
             if full {
-                self.resume_from = keys::next_key(&last_key.expect("a full chunk holds a key"));
+                // Nothing taken from this family yet (the chunk filled up in an earlier
+                // one): resume where this family's scan began.
+                if let Some(key) = last_key {
+                    self.resume_from = keys::next_key(&key);
+                }
                 return Ok(Some(chunk));
             }
             self.family += 1;
@@ -235,6 +239,26 @@ mod tests {
         }
         assert_eq!(pairs, 100);
         assert!(chunks > 10, "expected many chunks, got {chunks}");
+    }
+
+    /// The chunk ends with the data family's last pair and the blob family's first value
+    /// is bigger than a whole chunk: it must begin the next chunk (this once panicked the
+    /// leader building a snapshot of a shard with a 1 MiB message).
+    #[test]
+    fn a_value_bigger_than_a_chunk_at_the_start_of_a_family_gets_a_chunk_of_its_own() {
+        let engine: Engine = Arc::new(MemEngine::new());
+        fill(&engine, 3, 0, 5);
+        let mut batch = WriteBatch::new();
+        batch.put(Cf::Data, keys::data_key(3, b"small"), vec![1; 100]);
+        batch.put(Cf::Blobs, keys::data_key(3, b"big"), vec![2; 50_000]);
+        batch.put(Cf::Blobs, keys::data_key(3, b"later"), vec![3; 10]);
+        engine.write(&batch, true).unwrap();
+        let mut reader = SnapshotReader::new(&engine, 3).unwrap();
+        let mut sizes = Vec::new();
+        while let Some(chunk) = reader.next_chunk(16 * 1024).unwrap() {
+            sizes.push(chunk.pairs.iter().map(|p| p.value.len()).collect::<Vec<_>>());
+        }
+        assert_eq!(sizes, [vec![100], vec![50_000], vec![10]]);
     }
 
     #[test]

@@ -410,6 +410,14 @@ pub fn get_json(url: &str, token: &str) -> Result<Value, String> {
     }
 }
 
+/// The text of a GET with `token` (e.g. `/metrics`).
+pub fn get_text(url: &str, token: &str) -> Result<String, String> {
+    match devkit::http::get(url, token).timeout(Duration::from_secs(10)).call() {
+        Ok(response) => response.into_string().map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Outcome of one HTTP append: `Some(uid)` if acknowledged with 201.
 pub fn append(url: &str, token: &str, client_ref: &str, body: &str) -> Option<u64> {
     let message = serde_json::json!({ "kind": "sms", "body": body, "client_ref": client_ref });

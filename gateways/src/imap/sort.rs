@@ -9,6 +9,11 @@ use mail_parser::{Address, HeaderValue, MessageParser};
 
 use crate::mail_service::MessageInfo;
 
+/// The most References of one message THREAD follows. The header is the sender's to
+/// write: a message may name millions of ancestors, and THREAD's work grows with the
+/// square of a chain's length.
+pub const MAX_REFERENCES: usize = 100;
+
 /// What SORT and THREAD need of one message, read from its header once.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Sortable {
@@ -63,6 +68,9 @@ pub fn sortable(message: &MessageInfo, seq: u32) -> Sortable {
     if references.is_empty() {
         references = ids(parsed.in_reply_to()).into_iter().take(1).collect();
     }
+    // The nearest ancestors are last; those before them change no thread a client
+    // shows, and each costs THREAD a walk up the conversation.
+    references.drain(..references.len().saturating_sub(MAX_REFERENCES));
     let (subject, is_reply) = base_subject(parsed.subject().unwrap_or_default());
     Sortable {
         seq,
@@ -204,5 +212,19 @@ mod tests {
         assert_eq!(seqs(&[criterion(true, SortKey::Size)]), [1, 3, 2]);
         assert_eq!(seqs(&[criterion(false, SortKey::From), criterion(true, SortKey::Size)]), [3, 2, 1]);
         assert_eq!(seqs(&[criterion(false, SortKey::Subject)]), [2, 1, 3]);
+    }
+
+    /// Found with `fuzz/fuzz_targets/mime_structure.rs`: a message naming 9,000 ancestors
+    /// made THREAD walk 40 million links, and its chain overflowed a worker's stack.
+    #[test]
+    fn only_the_nearest_references_are_followed() {
+        let references: Vec<String> = (0..9_000).map(|i| format!("<{i}@x>")).collect();
+        let raw =
+            format!("Subject: deep\r\nMessage-ID: <top@x>\r\nReferences: {}\r\n\r\nbody\r\n", references.join(" "));
+        let message = MessageInfo { raw: Some(raw.into_bytes()), ..MessageInfo::default() };
+        let kept = sortable(&message, 1).references;
+        assert_eq!(kept.len(), MAX_REFERENCES);
+        assert_eq!(kept.last().map(String::as_str), Some("<8999@x>"), "the parent is kept");
+        assert_eq!(kept[0], "<8900@x>");
     }
 }

@@ -2,23 +2,30 @@
 //! bytes of its MIME parts (`BODY[1.2]`, `BODY[1.MIME]`), from mail-parser's parse.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use imap_types::body::{BasicFields, Body, BodyStructure, SpecificFields};
 use imap_types::core::{IString, Literal, NString, Vec1};
 use imap_types::envelope::{Address, Envelope};
 use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
 
+/// `bytes` as an IMAP literal. A literal carries any byte but NUL (RFC 3501 4.3; only
+/// BINARY's literal8 carries NUL), and a stored message may hold NULs: each is sent as
+/// 0x80, as Dovecot does, so sizes and partial offsets stay those of the stored bytes.
+pub(crate) fn literal(bytes: &[u8]) -> Literal<'static> {
+    let data: Vec<u8> = bytes.iter().map(|&b| if b == 0 { 0x80 } else { b }).collect();
+    Literal::try_from(data).expect("a literal carries every byte but NUL")
+}
+
 fn nstring(text: Option<&str>) -> NString<'static> {
     match text.map(str::trim) {
         None => NString::NIL,
-        Some(text) => NString::try_from(text.to_string())
-            .unwrap_or_else(|_| NString::from(Literal::unvalidated(text.as_bytes().to_vec()))),
+        Some(text) => NString::try_from(text.to_string()).unwrap_or_else(|_| NString::from(literal(text.as_bytes()))),
     }
 }
 
 fn istring(text: &str) -> IString<'static> {
-    IString::try_from(text.to_string())
-        .unwrap_or_else(|_| IString::from(Literal::unvalidated(text.as_bytes().to_vec())))
+    IString::try_from(text.to_string()).unwrap_or_else(|_| IString::from(literal(text.as_bytes())))
 }
 
 fn address(addr: &mail_parser::Addr<'_>) -> Address<'static> {
@@ -106,7 +113,7 @@ pub fn envelope(raw: &[u8]) -> Envelope<'static> {
 /// The BODYSTRUCTURE of a message (without extension data).
 pub fn body_structure(raw: &[u8]) -> BodyStructure<'static> {
     match parse(raw) {
-        Some(message) => structure_of(raw, &message, 0, 0),
+        Some(message) => structure_of(raw, &message, 0, 0, &mut HashSet::new()),
         None => plain_text(raw.len(), raw.iter().filter(|&&b| b == b'\n').count()),
     }
 }
@@ -151,9 +158,21 @@ const MAX_DEPTH: usize = 32;
 
 /// The structure of part `id` of `message`. Part offsets, nested messages' included, are
 /// positions in the whole stored message, `raw`.
-fn structure_of(raw: &[u8], message: &Message<'_>, id: u32, depth: usize) -> BodyStructure<'static> {
+///
+/// `described` holds the parts described so far (by message and part id): each is
+/// described once, and shown as opaque data where it comes again. mail-parser can make a
+/// malformed message list a part below itself or under several parents; followed 32
+/// levels deep, a few hundred bytes would be described billions of times.
+fn structure_of(
+    raw: &[u8],
+    message: &Message<'_>,
+    id: u32,
+    depth: usize,
+    described: &mut HashSet<(usize, u32)>,
+) -> BodyStructure<'static> {
     let Some(part) = message.part(id) else { return plain_text(0, 0) };
-    if depth >= MAX_DEPTH {
+    let first_time = described.insert((std::ptr::from_ref(message) as usize, id));
+    if depth >= MAX_DEPTH || !first_time {
         return opaque(part.offset_end.saturating_sub(part.offset_body));
     }
     let content_type = part.content_type();
@@ -164,20 +183,22 @@ fn structure_of(raw: &[u8], message: &Message<'_>, id: u32, depth: usize) -> Bod
         .and_then(|c| c.attributes.as_ref())
         .map(|attributes| attributes.iter().map(|a| (istring(&a.name.to_lowercase()), istring(&a.value))).collect())
         .unwrap_or_default();
+    let (start, end) = (part.offset_body as usize, (part.offset_end as usize).min(raw.len()));
+    let body_bytes = raw.get(start..end).unwrap_or_default();
+    let lines = body_bytes.iter().filter(|&&b| b == b'\n').count() as u32;
     if let PartType::Multipart(children) = &part.body {
         let bodies: Vec<BodyStructure<'static>> =
-            children.iter().map(|&child| structure_of(raw, message, child, depth + 1)).collect();
+            children.iter().map(|&child| structure_of(raw, message, child, depth + 1, described)).collect();
         return match Vec1::try_from(bodies) {
             Ok(bodies) => BodyStructure::Multi { bodies, subtype: istring(&subtype), extension_data: None },
-            Err(_) => plain_text(0, 0),
+            // A multipart whose boundary never comes has no parts: it is shown as the text
+            // it is, so its size is that of the bytes `BODY[n]` returns.
+            Err(_) => plain_text(body_bytes.len(), lines as usize),
         };
     }
     if kind == "text" && parameters.is_empty() {
         parameters.push((istring("charset"), istring("us-ascii")));
     }
-    let (start, end) = (part.offset_body as usize, (part.offset_end as usize).min(raw.len()));
-    let body_bytes = raw.get(start..end).unwrap_or_default();
-    let lines = body_bytes.iter().filter(|&&b| b == b'\n').count() as u32;
     let basic = BasicFields {
         parameter_list: parameters,
         id: nstring(part.content_id()),
@@ -188,7 +209,7 @@ fn structure_of(raw: &[u8], message: &Message<'_>, id: u32, depth: usize) -> Bod
     let specific = match (&part.body, kind.as_ref()) {
         (PartType::Message(inner), _) => SpecificFields::Message {
             envelope: Box::new(envelope_of(inner)),
-            body_structure: Box::new(structure_of(raw, inner, 0, depth + 1)),
+            body_structure: Box::new(structure_of(raw, inner, 0, depth + 1, described)),
             number_of_lines: lines,
         },
         (_, "text") => SpecificFields::Text { subtype: istring(&subtype), number_of_lines: lines },
@@ -236,12 +257,17 @@ pub fn binary_part(raw: &[u8], path: &[u32]) -> Option<Result<Vec<u8>, crate::im
 fn descend<'m>(message: &'m Message<'m>, id: u32, path: &[u32]) -> Option<(&'m Message<'m>, u32)> {
     let Some((&n, rest)) = path.split_first() else { return Some((message, id)) };
     let part = message.part(id)?;
+    // A multipart without parts is described as one text part (see `structure_of`).
     match &part.body {
-        PartType::Multipart(children) => descend(message, *children.get(n.checked_sub(1)? as usize)?, rest),
+        PartType::Multipart(children) if !children.is_empty() => {
+            descend(message, *children.get(n.checked_sub(1)? as usize)?, rest)
+        }
         PartType::Message(inner) => {
             // An attached message's parts are numbered like its root's.
             match &inner.part(0)?.body {
-                PartType::Multipart(children) => descend(inner, *children.get(n.checked_sub(1)? as usize)?, rest),
+                PartType::Multipart(children) if !children.is_empty() => {
+                    descend(inner, *children.get(n.checked_sub(1)? as usize)?, rest)
+                }
                 _ if n == 1 => descend(inner, 0, rest),
                 _ => None,
             }
@@ -356,5 +382,48 @@ From: b@y.org\r\nSubject: inner\r\nX-Inner: 1\r\nContent-Type: multipart/alterna
             ),
             "{text}"
         );
+    }
+
+    fn encoded_bytes(item: MessageDataItem<'static>) -> Vec<u8> {
+        let response =
+            Response::Data(Data::Fetch { seq: std::num::NonZeroU32::new(1).unwrap(), items: Vec1::from(item) });
+        ResponseCodec::default().encode(&response).dump()
+    }
+
+    /// Found by `fuzz/fuzz_targets/mime_structure.rs`: a header value with a NUL byte
+    /// went out as a literal holding the NUL (and a debug build panicked making it).
+    #[test]
+    fn a_nul_byte_in_a_header_is_sent_as_0x80() {
+        let raw = b"From: a\0b <ana@health.go.ke>\r\nSubject: caf\0\r\nContent-ID: <\0>\r\n\r\nbody\r\n";
+        for item in [MessageDataItem::Envelope(envelope(raw)), MessageDataItem::BodyStructure(body_structure(raw))] {
+            let bytes = encoded_bytes(item);
+            assert!(!bytes.contains(&0) && bytes.contains(&0x80), "{}", String::from_utf8_lossy(&bytes));
+        }
+    }
+
+    /// Found by `fuzz/fuzz_targets/mime_structure.rs`: a multipart whose boundary never
+    /// comes has no parts; it was described as an empty text part while `BODY[1]` gave
+    /// its bytes.
+    #[test]
+    fn a_multipart_without_parts_is_described_as_the_text_it_is() {
+        let raw = b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n\
+Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n--x--\r\nno end\r\n";
+        let bytes = part_bytes(raw, &[1], false).expect("part 1");
+        let text = encoded(MessageDataItem::BodyStructure(body_structure(raw)));
+        assert!(
+            text.contains(&format!("\"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" {} ", bytes.len())),
+            "{text}"
+        );
+    }
+
+    /// Found by `fuzz/fuzz_targets/mime_structure.rs`: mail-parser lists this message's
+    /// second multipart below itself and below its parent, and BODYSTRUCTURE followed the
+    /// loop 32 levels deep, two ways at each (gigabytes of memory from 135 bytes).
+    #[test]
+    fn a_part_listed_below_itself_is_described_once() {
+        let raw = b"Content-Type:multipart;boundary=A\n\n--AContent-Type:message/rfc822\n\n\
+Content-Type:message/rfc822\n\n\n--AContent-Type:message/rfc822\n\n\n--A--";
+        let text = encoded(MessageDataItem::BodyStructure(body_structure(raw)));
+        assert!(text.len() < 2_000, "{} bytes: {text}", text.len());
     }
 }

@@ -8,11 +8,26 @@ use super::sort::Sortable;
 
 /// A node of a thread: a message, or (at the top only) an empty node holding threads
 /// that share a missing parent.
+///
+/// A conversation may be thousands of replies deep (References are the senders' to
+/// write), so nothing here walks a thread by recursion: the IMAP session runs on a tokio
+/// worker's 2 MiB stack, and overflowing it kills the whole process.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Node {
     /// Index into the messages threaded.
     pub message: Option<usize>,
     pub children: Vec<Node>,
+}
+
+impl Drop for Node {
+    /// Takes the tree apart a level at a time (dropped as it is, each level of nesting
+    /// would take a stack frame).
+    fn drop(&mut self) {
+        let mut below = std::mem::take(&mut self.children);
+        while let Some(mut node) = below.pop() {
+            below.append(&mut node.children);
+        }
+    }
 }
 
 /// ORDEREDSUBJECT: one thread per base subject, its first message (by date) the parent of
@@ -75,6 +90,18 @@ impl Arena {
         self.0[child].parent = Some(parent);
         self.0[parent].children.push(child);
     }
+
+    /// The containers of the trees below `roots`, each after all of its descendants.
+    fn descendants_first(&self, roots: &[usize]) -> Vec<usize> {
+        let mut order = Vec::new();
+        let mut stack = roots.to_vec();
+        while let Some(c) = stack.pop() {
+            order.push(c);
+            stack.extend_from_slice(&self.0[c].children);
+        }
+        order.reverse();
+        order
+    }
 }
 
 /// REFERENCES: conversations by their References and In-Reply-To headers, then threads
@@ -127,30 +154,39 @@ pub fn references(messages: &[Sortable]) -> Vec<Node> {
     }
     // Steps 2 to 4: the root set, with empty containers pruned or promoted.
     let roots: Vec<usize> = (0..arena.0.len()).filter(|&c| arena.0[c].parent.is_none()).collect();
-    let mut roots: Vec<usize> = roots.into_iter().flat_map(|c| prune(&mut arena, c, true)).collect();
+    let mut roots = prune(&mut arena, &roots);
     for &root in &roots {
         arena.0[root].parent = None;
     }
     // Step 5: threads with the same base subject are one conversation.
     merge_by_subject(&mut arena, &mut roots, messages);
     // Step 6: siblings, and the threads, by date.
-    let mut nodes: Vec<Node> = roots.iter().map(|&c| node(&arena, c)).collect();
-    sort_by_date(&mut nodes, messages);
-    nodes
+    sort_by_date(&mut arena, &mut roots, messages);
+    nodes(&arena, &roots)
 }
 
-/// Step 4 for `c`: what stands at its place afterwards (nothing, itself, or its children).
-fn prune(arena: &mut Arena, c: usize, at_root: bool) -> Vec<usize> {
-    let children = std::mem::take(&mut arena.0[c].children);
-    let kept: Vec<usize> = children.into_iter().flat_map(|child| prune(arena, child, false)).collect();
-    for &child in &kept {
-        arena.0[child].parent = Some(c);
+/// Step 4 for the trees below `roots`: an empty container is dropped, or replaced by its
+/// children (at the top only when it has one child). Returns what stands in the roots'
+/// places afterwards.
+fn prune(arena: &mut Arena, roots: &[usize]) -> Vec<usize> {
+    // What stands at each container's place once the tree below it is pruned.
+    let mut standing: Vec<Vec<usize>> = vec![Vec::new(); arena.0.len()];
+    for c in arena.descendants_first(roots) {
+        let children = std::mem::take(&mut arena.0[c].children);
+        let kept: Vec<usize> = children.into_iter().flat_map(|child| std::mem::take(&mut standing[child])).collect();
+        for &child in &kept {
+            arena.0[child].parent = Some(c);
+        }
+        // A root has no parent; the parents of the others are linked only after them.
+        let at_root = arena.0[c].parent.is_none();
+        arena.0[c].children = kept.clone();
+        standing[c] = if arena.0[c].message.is_none() && (kept.is_empty() || !at_root || kept.len() == 1) {
+            kept
+        } else {
+            vec![c]
+        };
     }
-    arena.0[c].children = kept.clone();
-    if arena.0[c].message.is_none() && (kept.is_empty() || !at_root || kept.len() == 1) {
-        return kept;
-    }
-    vec![c]
+    roots.iter().flat_map(|&root| std::mem::take(&mut standing[root])).collect()
 }
 
 fn subject_of<'m>(arena: &Arena, c: usize, messages: &'m [Sortable]) -> Option<&'m Sortable> {
@@ -217,41 +253,72 @@ fn merge_by_subject(arena: &mut Arena, roots: &mut Vec<usize>, messages: &[Sorta
     *roots = result;
 }
 
-fn node(arena: &Arena, c: usize) -> Node {
-    Node { message: arena.0[c].message, children: arena.0[c].children.iter().map(|&k| node(arena, k)).collect() }
+/// The trees below `roots` as nodes.
+fn nodes(arena: &Arena, roots: &[usize]) -> Vec<Node> {
+    let mut built: Vec<Option<Node>> = (0..arena.0.len()).map(|_| None).collect();
+    for c in arena.descendants_first(roots) {
+        let children = arena.0[c].children.iter().map(|&k| built[k].take().expect("children come first")).collect();
+        built[c] = Some(Node { message: arena.0[c].message, children });
+    }
+    roots.iter().map(|&root| built[root].take().expect("each root is built")).collect()
 }
 
-/// A node's date: its message's, or (an empty node) its first child's.
-fn date(node: &Node, messages: &[Sortable]) -> (i64, u32) {
-    match node.message {
-        Some(m) => (messages[m].sent_ms, messages[m].seq),
-        None => node.children.first().map_or((i64::MAX, u32::MAX), |c| date(c, messages)),
+/// Siblings in the order of their dates, and the threads too: a container's date is its
+/// message's, or (an empty one) its first child's.
+fn sort_by_date(arena: &mut Arena, roots: &mut [usize], messages: &[Sortable]) {
+    let mut date = vec![(i64::MAX, u32::MAX); arena.0.len()];
+    for c in arena.descendants_first(roots) {
+        let mut children = std::mem::take(&mut arena.0[c].children);
+        children.sort_by_key(|&k| date[k]);
+        date[c] = match arena.0[c].message {
+            Some(m) => (messages[m].sent_ms, messages[m].seq),
+            None => children.first().map_or((i64::MAX, u32::MAX), |&k| date[k]),
+        };
+        arena.0[c].children = children;
     }
-}
-
-fn sort_by_date(nodes: &mut [Node], messages: &[Sortable]) {
-    for node in nodes.iter_mut() {
-        sort_by_date(&mut node.children, messages);
-    }
-    nodes.sort_by_key(|n| date(n, messages));
+    roots.sort_by_key(|&root| date[root]);
 }
 
 /// The THREAD response's data, numbering each message with `number`:
-/// `(2)(3 6 (4 23)(44 7 96))`.
-pub fn render(threads: &[Node], messages: &[Sortable], number: impl Fn(&Sortable) -> u32 + Copy) -> String {
-    threads.iter().map(|thread| format!("({})", members(thread, messages, number))).collect()
-}
-
-fn members(node: &Node, messages: &[Sortable], number: impl Fn(&Sortable) -> u32 + Copy) -> String {
-    let nested = |children: &[Node]| -> String {
-        children.iter().map(|c| format!("({})", members(c, messages, number))).collect()
-    };
-    match (node.message, node.children.as_slice()) {
-        (None, children) => nested(children),
-        (Some(m), []) => number(&messages[m]).to_string(),
-        (Some(m), [only]) => format!("{} {}", number(&messages[m]), members(only, messages, number)),
-        (Some(m), children) => format!("{} {}", number(&messages[m]), nested(children)),
+/// `(2)(3 6 (4 23)(44 7 96))`. A message's one reply follows it in the same list; several
+/// replies are a list each.
+pub fn render(threads: &[Node], messages: &[Sortable], number: impl Fn(&Sortable) -> u32) -> String {
+    enum Step<'n> {
+        Node(&'n Node),
+        Text(&'static str),
     }
+    /// Each of `children` in parentheses, in order.
+    fn nested<'n>(steps: &mut Vec<Step<'n>>, children: &'n [Node]) {
+        for child in children.iter().rev() {
+            steps.extend([Step::Text(")"), Step::Node(child), Step::Text("(")]);
+        }
+    }
+    let mut out = String::new();
+    // What is left to write, the next step last.
+    let mut steps: Vec<Step<'_>> = Vec::new();
+    nested(&mut steps, threads);
+    while let Some(step) = steps.pop() {
+        let node = match step {
+            Step::Text(text) => {
+                out.push_str(text);
+                continue;
+            }
+            Step::Node(node) => node,
+        };
+        if let Some(m) = node.message {
+            out.push_str(&number(&messages[m]).to_string());
+        }
+        match (node.message, node.children.as_slice()) {
+            (None, children) => nested(&mut steps, children),
+            (Some(_), []) => {}
+            (Some(_), [only]) => steps.extend([Step::Node(only), Step::Text(" ")]),
+            (Some(_), children) => {
+                nested(&mut steps, children);
+                steps.push(Step::Text(" "));
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -315,5 +382,23 @@ mod tests {
         for n in ["1", "2", "3"] {
             assert_eq!(rendered.matches(n).count(), 1, "every message exactly once: {rendered}");
         }
+    }
+
+    /// A conversation of 20,000 replies, each to the one before (anyone can send them):
+    /// threaded and written out on a tokio worker's 2 MiB stack, where walking it by
+    /// recursion overflowed and killed the process.
+    #[test]
+    fn a_conversation_thousands_deep_fits_a_worker_stack() {
+        let messages: Vec<Sortable> = (0..20_000u32)
+            .map(|i| {
+                let parent = i.checked_sub(1).map(|p| format!("<{p}>"));
+                let references: Vec<&str> = parent.iter().map(String::as_str).collect();
+                message(i + 1, i64::from(i), "Re: Long", &format!("<{i}>"), &references)
+            })
+            .collect();
+        let worker = std::thread::Builder::new().stack_size(2 * 1024 * 1024);
+        let rendered = worker.spawn(move || render(&references(&messages), &messages, seq)).unwrap().join().unwrap();
+        assert!(rendered.starts_with("(1 2 3 "), "{}", &rendered[..40]);
+        assert!(rendered.ends_with(" 19999 20000)"), "one thread, in order");
     }
 }

@@ -17,6 +17,7 @@
 //! is known by its certificate ([`tls`]); either way only members get past the Hello
 //! ([`handshake`]). Files: [`dial`] (sending), [`serve`] (receiving).
 
+mod chunks;
 mod dial;
 mod handshake;
 mod serve;
@@ -48,9 +49,14 @@ type PeerStream = Box<dyn PeerIo>;
 
 /// Frames queued per peer before new ones are dropped.
 const PEER_QUEUE: usize = 4096;
-/// Largest frame accepted from an admitted member (snapshots travel as one frame for
-/// now; before its Hello a connection gets [`serve::HELLO_FRAME_BYTES`]).
-const MAX_FRAME_BYTES: usize = 512 << 20;
+/// Largest frame accepted from an admitted member: one Raft message with the largest
+/// entry (a 48 MiB HTTP append), or a forwarded request as big; snapshots travel in
+/// [`chunks`] and batches are cut at [`BATCH_TARGET_BYTES`]. Before its Hello a
+/// connection gets [`serve::HELLO_FRAME_BYTES`].
+const MAX_FRAME_BYTES: usize = 64 << 20;
+/// A round's Raft messages to one peer go in frames of about this size (a message
+/// bigger than this goes alone).
+const BATCH_TARGET_BYTES: usize = 8 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How often a dialer pings its peer.
@@ -211,17 +217,63 @@ pub struct PeerTransport(pub Arc<PeerNetwork>);
 
 impl Transport for PeerTransport {
     fn send(&mut self, to: NodeId, batch: Vec<GroupMessage>) {
-        let snapshots =
-            batch.iter().filter(|m| m.message.msg_type() == MessageType::MsgSnapshot).map(|m| m.group).collect();
-        let messages =
-            batch.into_iter().map(|m| RaftMessage { group: m.group, message: m.message.encode_to_vec() }).collect();
-        let frame = Frame { body: Some(frame::Body::Raft(RaftBatch { messages })) }.encode_to_vec();
-        self.0.enqueue(to, Outgoing::new(frame.into(), snapshots));
+        let mut messages = Vec::with_capacity(batch.len());
+        for GroupMessage { group, mut message } in batch {
+            let is_snapshot = message.msg_type() == MessageType::MsgSnapshot;
+            let (pieces, chunked_snapshot_bytes) = chunks::split(group, &mut message, chunks::CHUNK_BYTES);
+            for piece in pieces {
+                metrics::counter!("ums_peer_snapshot_chunks_sent_total").increment(1);
+                // A piece dropped here makes the receiver refuse the snapshot; the leader
+                // then finds the follower still behind and sends it again.
+                self.0.send_frame(to, frame::Body::SnapshotChunk(piece));
+            }
+            let encoded = RaftMessage { group, message: message.encode_to_vec(), chunked_snapshot_bytes };
+            messages.push((encoded, is_snapshot.then_some(group)));
+        }
+        for frame_messages in batches(messages, BATCH_TARGET_BYTES) {
+            let snapshots = frame_messages.iter().filter_map(|(_, snapshot)| *snapshot).collect();
+            let messages = frame_messages.into_iter().map(|(message, _)| message).collect();
+            let frame = Frame { body: Some(frame::Body::Raft(RaftBatch { messages })) }.encode_to_vec();
+            self.0.enqueue(to, Outgoing::new(frame.into(), snapshots));
+        }
     }
+}
+
+/// Pure: `messages` in order, cut into runs of about `target` encoded bytes (a message
+/// bigger than that is a run of its own).
+fn batches<T>(messages: Vec<(RaftMessage, T)>, target: usize) -> Vec<Vec<(RaftMessage, T)>> {
+    let mut runs: Vec<Vec<(RaftMessage, T)>> = Vec::new();
+    let mut size = 0;
+    for entry in messages {
+        let bytes = entry.0.message.len() + 16;
+        if runs.is_empty() || (size + bytes > target && !runs.last().is_some_and(Vec::is_empty)) {
+            runs.push(Vec::new());
+            size = 0;
+        }
+        size += bytes;
+        runs.last_mut().expect("a run").push(entry);
+    }
+    runs
 }
 
 fn report_snapshots(raft: &RaftHandle, to: NodeId, groups: &[GroupId], delivered: bool) {
     for &group in groups {
         raft.send(Input::SnapshotReport { group, to, delivered });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_is_cut_into_frames_of_about_the_target_and_a_big_message_goes_alone() {
+        let message = |bytes: usize| (RaftMessage { group: 1, message: vec![0; bytes], chunked_snapshot_bytes: 0 }, ());
+        let sizes = |runs: &[Vec<(RaftMessage, ())>]| -> Vec<usize> { runs.iter().map(Vec::len).collect() };
+        assert!(batches::<()>(Vec::new(), 100).is_empty());
+        assert_eq!(sizes(&batches(vec![message(10), message(10), message(10)], 100)), [3]);
+        assert_eq!(sizes(&batches(vec![message(40), message(40), message(40)], 100)), [1, 1, 1]);
+        assert_eq!(sizes(&batches(vec![message(10), message(500), message(10)], 100)), [1, 1, 1]);
+        assert_eq!(sizes(&batches(vec![message(500)], 100)), [1]);
     }
 }

@@ -20,7 +20,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tracing::{debug, warn};
 
 use super::tls::PeerTls;
-use super::{CONNECT_TIMEOUT, Incoming, MAX_FRAME_BYTES, PeerNetwork, PeerStream, codec, handshake};
+use super::{CONNECT_TIMEOUT, Incoming, MAX_FRAME_BYTES, PeerNetwork, PeerStream, chunks, codec, handshake};
 use crate::proto::peer::{Frame, Hello, frame};
 use crate::runtime::{Input, RaftHandle};
 
@@ -121,6 +121,7 @@ async fn serve_connection(stream: TcpStream, remote: SocketAddr, setup: &Listene
             return;
         }
     };
+    let mut snapshots = chunks::Reassembly::default();
     loop {
         let bytes = match tokio::time::timeout(PEER_IDLE, framed.next()).await {
             Ok(Some(Ok(bytes))) => bytes,
@@ -145,13 +146,24 @@ async fn serve_connection(stream: TcpStream, remote: SocketAddr, setup: &Listene
                     .messages
                     .into_iter()
                     .filter_map(|m| {
-                        RaftMessageProto::decode(m.message.as_slice())
-                            .ok()
-                            .map(|message| GroupMessage { group: m.group, message })
+                        let mut message = RaftMessageProto::decode(m.message.as_slice()).ok()?;
+                        if m.chunked_snapshot_bytes > 0
+                            && !snapshots.complete(m.group, &mut message, m.chunked_snapshot_bytes)
+                        {
+                            metrics::counter!("ums_peer_snapshots_incomplete_total").increment(1);
+                            warn!(node = node_id, peer = from, group = m.group, "snapshot arrived incomplete; dropped");
+                            return None;
+                        }
+                        Some(GroupMessage { group: m.group, message })
                     })
                     .collect();
                 if !setup.raft.send(Input::Raft(messages)) {
                     metrics::counter!("ums_peer_frames_dropped_total").increment(1);
+                }
+            }
+            Some(frame::Body::SnapshotChunk(piece)) => {
+                if let Err(why) = snapshots.add(piece) {
+                    warn!(node = node_id, peer = from, "snapshot piece refused: {why}");
                 }
             }
             Some(frame::Body::Forward(request)) => {

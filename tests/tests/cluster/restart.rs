@@ -1,6 +1,6 @@
 //! Durability across restarts: the whole cluster killed and restarted keeps every
 //! acknowledged message; a node that was down while the others compacted their logs
-//! catches up by snapshot.
+//! catches up by snapshot, one bigger than a peer frame (sent in pieces).
 
 use std::time::Duration;
 
@@ -43,8 +43,11 @@ fn a_node_behind_a_compacted_log_catches_up_by_snapshot() {
     cluster.create_user(email);
     cluster.kill(3);
     let url = cluster.url(1, &format!("/api/v1/users/{email}/messages"));
+    // Every 20th message is 1 MiB: the snapshot (over 10 MiB) needs several 4 MiB pieces.
+    let big = "x".repeat(1 << 20);
     for i in 0..200 {
-        append(&url, &cluster.token, &format!("s{i}"), "while node 3 is down").expect("two of three nodes acknowledge");
+        let body = if i % 20 == 0 { big.as_str() } else { "while node 3 is down" };
+        append(&url, &cluster.token, &format!("s{i}"), body).expect("two of three nodes acknowledge");
     }
     // The shard's log on the live nodes now starts far beyond what node 3 has.
     let shard = cluster.cluster_status(1)["shards"]
@@ -60,4 +63,15 @@ fn a_node_behind_a_compacted_log_catches_up_by_snapshot() {
     assert_eq!(messages.len(), 200);
     assert!(cluster.is_running(3));
     assert_eq!(cluster.local_messages(3, email).unwrap(), messages);
+    let pieces: f64 = (1..=2)
+        .map(|node| {
+            let metrics = tests::get_text(&cluster.url(node, "/metrics"), &cluster.token).unwrap_or_default();
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("ums_peer_snapshot_chunks_sent_total "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0.0)
+        })
+        .sum();
+    assert!(pieces >= 3.0, "the snapshot did not travel in pieces ({pieces})");
 }

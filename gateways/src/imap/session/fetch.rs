@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use imap_types::IntoStatic;
-use imap_types::core::{AString, Literal, LiteralMode, NString, NString8, Tag, Vec1};
+use imap_types::core::{AString, LiteralMode, NString, NString8, Tag, Vec1};
 use imap_types::extensions::binary::Literal8;
 use imap_types::fetch::{Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section};
 use imap_types::response::{Code, Data};
@@ -172,7 +172,7 @@ impl Session {
 /// One FETCH item of one message (`recent`: `\Recent` in this session).
 fn item(name: &MessageDataItemName<'_>, message: &MessageInfo, recent: bool) -> MessageDataItem<'static> {
     let raw = message.raw.as_deref().unwrap_or_default();
-    let literal = |bytes: &[u8]| NString::from(Literal::unvalidated(bytes.to_vec()));
+    let literal = |bytes: &[u8]| NString::from(structure::literal(bytes));
     match name {
         MessageDataItemName::Flags => MessageDataItem::Flags(flags_of(&message.flags, recent)),
         MessageDataItemName::Uid => MessageDataItem::Uid(nz(message.uid)),
@@ -281,4 +281,35 @@ fn part_path(part: &Part) -> Vec<u32> {
 
 fn field_names(fields: &[AString<'_>]) -> Vec<String> {
     fields.iter().map(|f| String::from_utf8_lossy(f.as_ref()).into_owned()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use imap_codec::ResponseCodec;
+    use imap_codec::encode::Encoder;
+    use imap_types::response::Response;
+
+    use super::*;
+
+    fn fetched(name: MessageDataItemName<'static>, message: &MessageInfo) -> Vec<u8> {
+        let items = Vec1::from(item(&name, message, false));
+        ResponseCodec::default().encode(&Response::Data(Data::Fetch { seq: nz(1), items })).dump()
+    }
+
+    /// Found by `fuzz/fuzz_targets/imap_session.rs`: `BODY[]` of a message holding a NUL
+    /// byte went out as a literal with the NUL in it (and a debug build panicked making
+    /// it). Only BINARY may carry NUL, in a literal8.
+    #[test]
+    fn a_nul_byte_is_sent_as_0x80_except_by_binary() {
+        let message =
+            MessageInfo { uid: 1, raw: Some(b"Subject: png\r\n\r\nPNG\0\r\n".to_vec()), ..MessageInfo::default() };
+        let body = fetched(MessageDataItemName::BodyExt { section: None, partial: None, peek: true }, &message);
+        assert!(body.ends_with(b"{22}\r\nSubject: png\r\n\r\nPNG\x80\r\n)\r\n"), "{}", String::from_utf8_lossy(&body));
+        let binary = fetched(MessageDataItemName::Binary { section: Vec::new(), partial: None, peek: true }, &message);
+        assert!(
+            binary.ends_with(b"~{22}\r\nSubject: png\r\n\r\nPNG\0\r\n)\r\n"),
+            "{}",
+            String::from_utf8_lossy(&binary)
+        );
+    }
 }
