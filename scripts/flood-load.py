@@ -8,7 +8,7 @@ Prints a line and a JSON line per phase and kind of client.
 
 The ports are comma-separated ports on 127.0.0.1. Legitimate clients come from 127.0.0.1:
 half the threads IMAP sessions (user1..userN of the dev cluster, LOGIN, SELECT INBOX,
-LOGOUT), half API calls (GET /api/v1/cluster with the operator TOKEN). The flood comes
+LOGOUT), half API calls (GET /api/v1/cluster with the operator TOKEN, 20 a second per thread). The flood comes
 from 127.0.0.100-199: IMAP garbage and failed logins, SMTP garbage and unknown
 recipients, HTTP requests with made-up tokens, connections held open.
 """
@@ -127,6 +127,10 @@ def phase(name, ports, token, seconds, legit_threads, flood_threads):
                 ok = False
             with lock:
                 results[kind].append((ok, time.time() - started))
+            if kind == "http":
+                # An application pacing itself (20 calls a second per thread), far below
+                # the rate one source may send.
+                time.sleep(0.05)
 
     def flooder(worker):
         rng = random.Random(worker)

@@ -59,12 +59,11 @@ async fn converse(input: &[u8]) {
         let tag = command.tag.as_ref().to_string();
         let partial_binary = asks_partial_binary(&command);
         let (mut out, after) = session.handle(command, extension).await;
+        let mut alive = after != After::Close;
         if after == After::Idle {
             // One poll of the wait; the mailbox gone ends the connection.
-            idling = session.idle_tick(&mut out).await;
-            if !idling {
-                return;
-            }
+            alive = session.idle_tick(&mut out).await;
+            idling = true;
         } else {
             let done = [" OK", " NO", " BAD"].iter().any(|status| {
                 let line = format!("\r\n{tag}{status}");
@@ -74,7 +73,7 @@ async fn converse(input: &[u8]) {
         }
         ums_fuzz::assert_well_formed_responses(&out, partial_binary);
         let _ = session.take_offences();
-        if after == After::Close {
+        if !alive {
             return;
         }
     }
