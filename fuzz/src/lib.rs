@@ -177,14 +177,21 @@ pub fn on_worker_stack<R: Send>(work: impl FnOnce() -> R + Send) -> R {
 /// Makes a stack overflow on this thread a crash libFuzzer reports and saves the input
 /// of: without a Rust runtime of its own (`main` is libFuzzer's), nothing installs the
 /// alternate stack that a SIGSEGV handler needs when the stack is exhausted, and the
-/// process would die without a word. AddressSanitizer builds bring their own.
+/// process would die without a word. AddressSanitizer brings its own alternate stacks
+/// (and frees them itself), which are left alone.
 fn report_stack_overflows() {
     // SAFETY: plain libc calls on memory this function owns; the signal stack is leaked,
     // so it lives as long as the thread may use it.
     unsafe {
-        let signal_stack = Box::leak(vec![0u8; SIGNAL_STACK_BYTES].into_boxed_slice());
-        let stack = libc::stack_t { ss_sp: signal_stack.as_mut_ptr().cast(), ss_flags: 0, ss_size: SIGNAL_STACK_BYTES };
-        libc::sigaltstack(&stack, std::ptr::null_mut());
+        let mut current: libc::stack_t = std::mem::zeroed();
+        let no_signal_stack =
+            libc::sigaltstack(std::ptr::null(), &mut current) == 0 && current.ss_flags & libc::SS_DISABLE != 0;
+        if no_signal_stack {
+            let signal_stack = Box::leak(vec![0u8; SIGNAL_STACK_BYTES].into_boxed_slice());
+            let stack =
+                libc::stack_t { ss_sp: signal_stack.as_mut_ptr().cast(), ss_flags: 0, ss_size: SIGNAL_STACK_BYTES };
+            libc::sigaltstack(&stack, std::ptr::null_mut());
+        }
         let mut action: libc::sigaction = std::mem::zeroed();
         if libc::sigaction(libc::SIGSEGV, std::ptr::null(), &mut action) == 0 && action.sa_flags & libc::SA_ONSTACK == 0
         {

@@ -426,4 +426,14 @@ Content-Type:message/rfc822\n\n\n--AContent-Type:message/rfc822\n\n\n--A--";
         let text = encoded(MessageDataItem::BodyStructure(body_structure(raw)));
         assert!(text.len() < 2_000, "{} bytes: {text}", text.len());
     }
+
+    /// mail-parser's own debug assertion ("Invalid part ID") fires on this message; the
+    /// dev profile turns it off for mail-parser (Cargo.toml), so a debug umsd describes it.
+    #[test]
+    fn a_message_that_trips_mail_parsers_assertion_is_still_described() {
+        let raw = b"Content-Type:multipart/;boundary=A\n\n--AContent-Type:message/rfc822\r\n\n\
+Content-Type:message/rfc822\n\n\n--A--\n";
+        let text = encoded(MessageDataItem::BodyStructure(body_structure(raw)));
+        assert!(!text.is_empty());
+    }
 }
