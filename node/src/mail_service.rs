@@ -140,7 +140,7 @@ impl MailService for Cluster {
     async fn mailbox(&self, user_id: &str, mailbox: &str, local: bool) -> Result<MailboxState, ServiceError> {
         let get = query::Q::GetMailbox(GetMailbox { user_id: user_id.to_string(), mailbox: mailbox.to_string() });
         let shard = self.shard_of(user_id);
-        let result = if local { self.query_local(shard, get).await? } else { self.query(shard, get).await? };
+        let result = self.query_from(shard, get, local).await?;
         Ok(state_of(mailbox, &result.mailbox.unwrap_or_default(), None))
     }
 

@@ -267,9 +267,9 @@ fn copies_per_wave(bytes: usize, budget_kib: u32) -> usize {
 }
 
 /// Stores the message in every local recipient's INBOX (or Junk folder, as DMARC asks)
-/// and queues it for every remote one, as many at once as the node's budget holds; `250` only if every one of them was
-/// replicated and applied. On the MX the message is authenticated first and may be
-/// refused.
+/// and queues it for every remote one, as many at once as the node's budget holds;
+/// `250` only if every one of them was replicated and applied. On the MX the message is
+/// authenticated first and may be refused.
 async fn deliver(gateway: &Gateway, envelope: Envelope, mode: Mode) -> DeliveryOutcome {
     // Over the bytes as received, not as stored: the Authentication-Results header may
     // differ on a resend (DNS answered this time), and the resend must still be the same

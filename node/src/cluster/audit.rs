@@ -15,7 +15,7 @@ impl Cluster {
     /// Records matching `list`, oldest first; `local` reads this node's replica.
     pub async fn audit(&self, list: ListAudit, local: bool) -> Result<Vec<AuditRecord>, ServiceError> {
         let q = query::Q::ListAudit(list);
-        let result = if local { self.query_local(META_GROUP, q).await? } else { self.query(META_GROUP, q).await? };
+        let result = self.query_from(META_GROUP, q, local).await?;
         Ok(result.audit)
     }
 }

@@ -19,7 +19,7 @@ impl Cluster {
     /// Every ban record (ended ones too); `local` reads this node's replica.
     pub async fn bans(&self, local: bool) -> Result<Vec<Ban>, ServiceError> {
         let q = query::Q::ListBans(ListBans {});
-        let result = if local { self.query_local(META_GROUP, q).await? } else { self.query(META_GROUP, q).await? };
+        let result = self.query_from(META_GROUP, q, local).await?;
         Ok(result.bans)
     }
 }

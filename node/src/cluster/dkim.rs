@@ -43,7 +43,7 @@ impl Cluster {
     /// Every domain's key; `local` reads this node's replica.
     pub async fn dkim_keys(&self, local: bool) -> Result<Vec<DkimKey>, ServiceError> {
         let q = query::Q::ListDkimKeys(ListDkimKeys {});
-        let result = if local { self.query_local(META_GROUP, q).await? } else { self.query(META_GROUP, q).await? };
+        let result = self.query_from(META_GROUP, q, local).await?;
         Ok(result.dkim_keys)
     }
 }

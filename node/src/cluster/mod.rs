@@ -225,6 +225,11 @@ impl Cluster {
         decode_reply(&bytes)
     }
 
+    /// [`Cluster::query_local`] when `local`, else [`Cluster::query`].
+    pub async fn query_from(&self, group: GroupId, q: query::Q, local: bool) -> Result<QueryResult, ServiceError> {
+        if local { self.query_local(group, q).await } else { self.query(group, q).await }
+    }
+
     /// Reads this node's replica as it is, without asking the leader (may be stale).
     pub async fn query_local(&self, group: GroupId, q: query::Q) -> Result<QueryResult, ServiceError> {
         let engine = self.engine.clone();

@@ -4,8 +4,6 @@
 //! policy says no). A 403 for a user's address reads the same whether or not the user
 //! exists.
 
-use std::net::{IpAddr, Ipv4Addr};
-
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::AUTHORIZATION;
@@ -63,7 +61,7 @@ pub(super) async fn authenticate(
         return next.call(request).await.map(ServiceResponse::map_into_left_body);
     }
     let state = request.app_data::<State>().cloned().expect("the app has its state");
-    let ip = request.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |address| address.ip());
+    let ip = super::source_ip(&request);
     let action = format!("{} {}", request.method(), request.path());
     let header = request.headers().get(AUTHORIZATION).map(|value| value.to_str().map(str::to_string));
     // Banned sources cost nothing: only a token (cheap to check) is looked at, never a

@@ -6,7 +6,7 @@
 //! node, like a password sprayer on IMAP.
 
 use std::any::Any;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -39,7 +39,6 @@ pub struct HttpGuard {
     /// request rate too.
     bans: Arc<BanList>,
     requests: RequestLimiter,
-    clock: DefaultClock,
     checks: AtomicU64,
 }
 
@@ -67,7 +66,6 @@ impl HttpGuard {
             connections: IpLimiter::new(settings.connections.clone(), Arc::clone(&bans)),
             bans,
             requests: RateLimiter::hashmap(Quota::per_second(rate).allow_burst(burst)),
-            clock: DefaultClock::default(),
             checks: AtomicU64::new(0),
         })
     }
@@ -93,7 +91,7 @@ impl HttpGuard {
         }
         match self.requests.check_key(&gateways::logins::source_of(ip)) {
             Ok(()) => Verdict::Pass,
-            Err(not_until) => Verdict::TooFast(not_until.wait_time_from(self.clock.now())),
+            Err(not_until) => Verdict::TooFast(not_until.wait_time_from(self.requests.clock().now())),
         }
     }
 
@@ -136,8 +134,8 @@ pub(super) async fn protect(
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let guard = request.app_data::<web::Data<Arc<HttpGuard>>>().cloned().expect("the app has its guard");
-    let ip = request.peer_addr().map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |address| address.ip());
+    let guard = request.app_data::<web::Data<HttpGuard>>().cloned().expect("the app has its guard");
+    let ip = super::source_ip(&request);
     let verdict = guard.verdict(request.conn_data::<Admission>(), ip);
     if verdict != Verdict::Pass {
         if matches!(verdict, Verdict::TooFast(_)) {

@@ -93,6 +93,12 @@ fn idempotency_key(request: &HttpRequest) -> Result<Option<String>, ServiceError
     }
 }
 
+/// The address a request came from (unspecified if actix cannot say), which limits,
+/// bans and the audit log are kept by.
+fn source_ip(request: &actix_web::dev::ServiceRequest) -> std::net::IpAddr {
+    request.peer_addr().map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |address| address.ip())
+}
+
 fn bad_request(message: impl Into<String>) -> HttpResponse {
     error_response(&ServiceError::Invalid(message.into()))
 }
@@ -243,7 +249,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let guard = guard::HttpGuard::new(settings, Arc::clone(&state.bans));
     let state = web::Data::new(state);
-    let app_guard = web::Data::new(Arc::clone(&guard));
+    let app_guard = web::Data::from(Arc::clone(&guard));
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())

@@ -3,13 +3,12 @@
 //! wrong tokens sprayed, too many connections — slowed, then banned on every node,
 //! while a neighbour's requests go on.
 
-use std::io::Write as _;
 use std::net::TcpStream;
 use std::time::Duration;
 
 use tests::{TestCluster, binary, run_python};
 
-use crate::security::{connect_from, create_token, read_line, within};
+use crate::security::{connect_from, create_token, http_status_from, request_on, within};
 
 #[test]
 fn the_api_speaks_https_when_given_a_certificate() {
@@ -50,29 +49,6 @@ fn the_api_speaks_https_when_given_a_certificate() {
     assert!(!untrusted.status.success(), "umsctl trusted a certificate it was not given");
 }
 
-/// The status line and headers of one request on an open connection (keep-alive).
-fn request_on(stream: &mut TcpStream, path: &str, authorization: &str) -> (u16, String) {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: ums\r\nAuthorization: {authorization}\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut head = String::new();
-    let mut length = 0;
-    while let Some(line) = read_line(stream, Duration::from_secs(10)) {
-        if line.trim().is_empty() {
-            break;
-        }
-        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = value.trim().parse().unwrap_or(0);
-        }
-        head.push_str(&line);
-    }
-    let mut body = vec![0; length];
-    let _ = std::io::Read::read_exact(stream, &mut body);
-    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
-    (status, head)
-}
-
 /// Whether the request was answered (the domain asked for need not exist), not refused.
 fn is_served(status: u16) -> bool {
     status == 200 || status == 404
@@ -80,8 +56,7 @@ fn is_served(status: u16) -> bool {
 
 /// One request from `source` on a connection of its own.
 fn status_from(cluster: &TestCluster, node: u64, source: [u8; 4], authorization: &str) -> u16 {
-    let mut stream = connect_from(&cluster.nodes[node as usize - 1].config.http_listen.to_string(), source);
-    request_on(&mut stream, "/api/v1/domains/health.go.ke", authorization).0
+    http_status_from(&cluster.url(node, ""), source, "/api/v1/domains/health.go.ke", authorization)
 }
 
 #[test]

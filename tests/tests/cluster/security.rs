@@ -673,14 +673,33 @@ fn first_line_from(server: &str, source: [u8; 4]) -> String {
 }
 
 /// The status of a raw HTTP GET of `path` from `source`, with `authorization`.
-fn http_status_from(base: &str, source: [u8; 4], path: &str, authorization: &str) -> u16 {
-    use std::io::Write as _;
+pub(crate) fn http_status_from(base: &str, source: [u8; 4], path: &str, authorization: &str) -> u16 {
     let mut stream = connect_from(base.trim_start_matches("http://"), source);
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: ums\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    let line = read_line(&mut stream, Duration::from_secs(10)).unwrap_or_default();
-    line.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+    request_on(&mut stream, path, authorization).0
+}
+
+/// The status line and headers of one GET on an open connection (kept open after it).
+pub(crate) fn request_on(stream: &mut std::net::TcpStream, path: &str, authorization: &str) -> (u16, String) {
+    use std::io::Write as _;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: ums\r\nAuthorization: {authorization}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut head = String::new();
+    let mut length = 0;
+    while let Some(line) = read_line(stream, Duration::from_secs(10)) {
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap_or(0);
+        }
+        head.push_str(&line);
+    }
+    let mut body = vec![0; length];
+    let _ = std::io::Read::read_exact(stream, &mut body);
+    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    (status, head)
 }
 
 /// Waits until `check` holds, at most `within`; how long it took.
