@@ -60,6 +60,8 @@ pub(crate) struct Group {
     /// As leader: the highest compaction index this replica proposed in its current
     /// term, so it does not propose the same again while the first is on its way.
     pub(crate) compact_proposed: u64,
+    /// Ticks since a message from the leader arrived (see [`crate::stale`]).
+    pub(crate) ticks_unled: u32,
 }
 
 impl Group {
@@ -76,6 +78,7 @@ impl Group {
             removed: false,
             compact_requested: 0,
             compact_proposed: 0,
+            ticks_unled: 0,
         }
     }
 

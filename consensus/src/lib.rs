@@ -13,7 +13,9 @@
 //! Modules: [`config`] (timing and log limits), [`command`] (the proposal envelope),
 //! [`transport`] (the network interface and per-peer batching), [`state_machine`] (the
 //! apply interface), [`dedup`] (exactly-once apply of retried requests), [`group`] (one
-//! group's Raft node and pending requests), [`multi_raft`] (the round). The deterministic
+//! group's Raft node and pending requests), [`multi_raft`] (the round),
+//! [`reconfigure`] (the membership steps a leader takes towards its target voters),
+//! `stale` (replicas a group no longer counts as members find out and retire). The deterministic
 //! simulated cluster that tests all of this under faults, and the `raft-bench` benchmark,
 //! live in the crate `consensus-sim` (`consensus/sim`), outside the production build.
 
@@ -25,6 +27,8 @@ mod election;
 pub mod error;
 pub mod group;
 pub mod multi_raft;
+pub mod reconfigure;
+mod stale;
 pub mod state_machine;
 pub mod transport;
 

@@ -19,10 +19,16 @@ use crate::command::Command;
 use crate::compaction::{self, LogPosition};
 use crate::config::RaftConfig;
 use crate::election;
+use crate::reconfigure::{self, GroupView, Step};
+use crate::stale;
 
 /// Ticks a read may wait for its read index (at least two election timeouts): a leader
 /// that lost its quorum without noticing yet never answers, and the caller should retry.
 const READ_INDEX_TICKS: u32 = 40;
+/// Ticks between a leader's looks at its membership (see [`crate::reconfigure`]).
+const RECONFIGURE_EVERY_TICKS: u64 = 5;
+/// Learners catching up (by snapshot, mostly) at once in the groups one node leads.
+pub const MAX_CATCHING_UP: usize = 2;
 use crate::dedup;
 use crate::error::{Error, ProposeError, Result};
 use crate::group::{Completion, Group, PendingProposal, PendingRead};
@@ -59,6 +65,8 @@ pub struct GroupStatus {
     pub first_index: u64,
     pub voters: Vec<NodeId>,
     pub learners: Vec<NodeId>,
+    /// The outgoing voters while the group is in a joint configuration; else empty.
+    pub voters_outgoing: Vec<NodeId>,
     /// For a leader: each peer's matched index.
     pub progress: BTreeMap<NodeId, u64>,
 }
@@ -73,6 +81,14 @@ pub struct MultiRaft<M: StateMachine> {
     events: Vec<Event>,
     logger: slog::Logger,
     next_read_id: u64,
+    /// The voters each group should have (set by the placement driver); a group's
+    /// leader moves its membership there a step at a time.
+    targets: BTreeMap<GroupId, Vec<NodeId>>,
+    /// Probes and notices about stale replicas, sent with the next round.
+    stale_messages: Vec<(GroupId, Message)>,
+    /// Empty replicas no leader keeps, deleted at the start of the next round.
+    retiring: Vec<GroupId>,
+    ticks: u64,
 }
 
 impl<M: StateMachine> MultiRaft<M> {
@@ -87,6 +103,10 @@ impl<M: StateMachine> MultiRaft<M> {
             events: Vec::new(),
             logger: slog::Logger::root(slog::Discard, slog::o!()),
             next_read_id: 1,
+            targets: BTreeMap::new(),
+            stale_messages: Vec::new(),
+            retiring: Vec::new(),
+            ticks: 0,
         };
         for group in GroupStorage::list_groups(&multi.engine)? {
             multi.load_group(group)?;
@@ -154,7 +174,7 @@ impl<M: StateMachine> MultiRaft<M> {
     pub fn status(&self, group: GroupId) -> Option<GroupStatus> {
         let g = self.groups.get(&group)?;
         let raft = &g.raw.raft;
-        let conf = raft.prs().conf();
+        let applied = g.raw.store().conf_state();
         let progress =
             if g.is_leader() { raft.prs().iter().map(|(id, pr)| (*id, pr.matched)).collect() } else { BTreeMap::new() };
         Some(GroupStatus {
@@ -166,10 +186,16 @@ impl<M: StateMachine> MultiRaft<M> {
             applied_index: g.applied_index,
             last_index: raft.raft_log.last_index(),
             first_index: g.raw.store().truncated().index + 1,
-            voters: conf.voters().ids().iter().collect(),
-            learners: conf.learners().iter().copied().collect(),
+            voters: sorted(&applied.voters),
+            learners: sorted(&applied.learners),
+            voters_outgoing: sorted(&applied.voters_outgoing),
             progress,
         })
+    }
+
+    /// The groups this replica leads, each with its term (cheap; for checkers).
+    pub fn leading(&self) -> impl Iterator<Item = (GroupId, u64)> + '_ {
+        self.groups.values().filter(|g| g.is_leader()).map(|g| (g.id, g.raw.raft.term))
     }
 
     /// The status of every group hosted here.
@@ -186,6 +212,11 @@ impl<M: StateMachine> MultiRaft<M> {
     /// leader proposes compacting its group's log when the policy says so.
     pub fn tick(&mut self) {
         let limit = READ_INDEX_TICKS.max(2 * self.config.election_tick as u32);
+        self.ticks += 1;
+        let reconfigure_now = self.ticks.is_multiple_of(RECONFIGURE_EVERY_TICKS);
+        let mut catching_up = if reconfigure_now { self.learners_catching_up() } else { 0 };
+        let probe_after = stale::probe_after_ticks(self.config.election_tick);
+        let mut empty_and_unled = Vec::new();
         for group in self.groups.values_mut() {
             order_successors(&self.config, group, self.node_id);
             group.raw.tick();
@@ -194,31 +225,125 @@ impl<M: StateMachine> MultiRaft<M> {
             }
             if group.is_leader() {
                 propose_compaction(&self.config, group);
+                if reconfigure_now {
+                    let target = self.targets.get(&group.id).map(Vec::as_slice);
+                    if reconfigure(group, target, catching_up < MAX_CATCHING_UP) == Some(Step::AddLearner(0)) {
+                        catching_up += 1;
+                    }
+                }
+            } else {
+                group.ticks_unled += 1;
+                let initialized = !group.raw.store().conf_state().voters.is_empty();
+                if stale::retires_empty(initialized, group.ticks_unled, self.config.election_tick) {
+                    empty_and_unled.push(group.id);
+                } else if group.ticks_unled > probe_after {
+                    group.ticks_unled = 0;
+                    for to in probe_targets(group) {
+                        self.stale_messages.push((group.id, stale::probe(self.node_id, to)));
+                    }
+                }
             }
         }
+        self.retiring.extend(empty_and_unled);
+    }
+
+    /// Sets (or, with `None`, clears) the voters `group` should end up with.
+    pub fn set_target(&mut self, group: GroupId, voters: Option<Vec<NodeId>>) {
+        match voters {
+            Some(mut voters) => {
+                voters.sort_unstable();
+                voters.dedup();
+                self.targets.insert(group, voters);
+            }
+            None => {
+                self.targets.remove(&group);
+            }
+        }
+    }
+
+    /// The groups led here with a learner of the target still catching up.
+    fn learners_catching_up(&self) -> usize {
+        self.groups
+            .values()
+            .filter(|g| g.is_leader())
+            .filter(|g| {
+                let raft = &g.raw.raft;
+                let last = raft.raft_log.last_index();
+                raft.prs().conf().learners().iter().any(|learner| {
+                    let wanted = self.targets.get(&g.id).is_some_and(|t| t.contains(learner));
+                    let matched = raft.prs().get(*learner).map_or(0, |p| p.matched);
+                    wanted && !reconfigure::caught_up(matched, g.raw.store().truncated().index, last)
+                })
+            })
+            .count()
     }
 
     /// Hands an incoming message to its group. A message from a leader for a group this
     /// node does not host yet creates an empty replica (a newly added member), which
     /// then catches up by snapshot; stale messages for a removed group are ignored.
     pub fn step(&mut self, group: GroupId, message: Message) -> Result<()> {
-        if !self.groups.contains_key(&group) {
-            if !creates_replica(&message)
-                || message.to != self.node_id
-                || GroupStorage::is_tombstone(&self.engine, group)?
-            {
-                debug!(shard = group, node = self.node_id, "message for unknown group ignored");
+        if !self.groups.contains_key(&group) && !self.create_replica(group, &message)? {
+            debug!(shard = group, node = self.node_id, "message for unknown group ignored");
+            return Ok(());
+        }
+        let me = self.node_id;
+        let g = self.groups.get_mut(&group).expect("present or just created");
+        let conf = g.raw.store().conf_state();
+        let initialized = !conf.voters.is_empty();
+        let kind = stale::kind(&message);
+        let from_outsider = initialized && !reconfigure::is_member(conf, message.from);
+        if from_outsider && !matches!(kind, stale::Kind::NotMember { .. }) {
+            // Tell it; it decides whether it is stale (it may be a member we have not
+            // applied yet, so its message still goes to Raft).
+            self.stale_messages.push((group, stale::notice(me, message.from, g.applied_index)));
+        }
+        match kind {
+            stale::Kind::Raft => {}
+            stale::Kind::Probe => return Ok(()),
+            stale::Kind::NotMember { as_of } => {
+                if stale::retires(g.raw.raft.raft_log.last_index(), as_of) {
+                    info!(shard = group, node = me, by = message.from, as_of, "stale replica retires: not a member");
+                    self.destroy_group(group, as_of)?;
+                }
                 return Ok(());
             }
-            info!(shard = group, node = self.node_id, "creating replica on leader's message");
-            self.load_group(group)?;
         }
-        let g = self.groups.get_mut(&group).expect("present or just created");
+        if message.from == g.raw.raft.leader_id {
+            g.ticks_unled = 0;
+        }
+        let mut message = message;
+        let last_index = g.raw.raft.raft_log.last_index();
+        if message.msg_type() == raft::eraftpb::MessageType::MsgHeartbeat && message.commit > last_index {
+            // A leader that has not applied this replica's removal yet, greeting the
+            // replica created since as if it still held the old one's log: commit only
+            // what is here (raft-rs would fail on the rest).
+            message.commit = last_index;
+        }
         if let Err(e) = g.raw.step(message) {
             // Messages from removed peers or for stale terms are normal; Raft moves on.
             debug!(shard = group, node = self.node_id, error = %e, "step rejected");
         }
         Ok(())
+    }
+
+    /// Creates the replica a leader's `message` is for, unless this node left the group
+    /// and the message is from before (see [`stale::revives`]). Returns whether it did.
+    fn create_replica(&mut self, group: GroupId, message: &Message) -> Result<bool> {
+        if !creates_replica(message) || message.to != self.node_id {
+            return Ok(false);
+        }
+        if let Some(tombstone) = GroupStorage::tombstone(&self.engine, group)? {
+            if !stale::revives(tombstone.removed_at, tombstone.term, message) {
+                return Ok(false);
+            }
+            let mut batch = WriteBatch::new();
+            GroupStorage::revive(group, &tombstone, &mut batch);
+            self.engine.write(&batch, true)?;
+            info!(shard = group, node = self.node_id, removed_at = tombstone.removed_at, "replica added back");
+        }
+        info!(shard = group, node = self.node_id, "creating replica on leader's message");
+        self.load_group(group)?;
+        Ok(true)
     }
 
     /// Proposes `command` to `group`. The callback gets the state machine's response
@@ -321,7 +446,7 @@ impl<M: StateMachine> MultiRaft<M> {
 
     /// Whether any group has work for [`MultiRaft::handle_ready`].
     pub fn has_ready(&self) -> bool {
-        self.groups.values().any(|g| g.raw.has_ready())
+        !self.stale_messages.is_empty() || !self.retiring.is_empty() || self.groups.values().any(|g| g.raw.has_ready())
     }
 
     /// Runs one round over every group with work (see the module docs).
@@ -330,7 +455,14 @@ impl<M: StateMachine> MultiRaft<M> {
     /// A storage failure is returned; the node must then stop, since its durable state
     /// may no longer match what raft-rs believes.
     pub fn handle_ready(&mut self, transport: &mut dyn Transport) -> Result<()> {
+        for group in std::mem::take(&mut self.retiring) {
+            info!(shard = group, node = self.node_id, "empty replica no leader keeps retires");
+            self.destroy_group(group, 0)?;
+        }
         let mut outbox = Outbox::default();
+        for (group, message) in self.stale_messages.drain(..) {
+            outbox.add(group, vec![message]);
+        }
         let mut log_batch = WriteBatch::new();
         let mut must_sync = false;
         let mut done = Vec::new();
@@ -421,7 +553,7 @@ impl<M: StateMachine> MultiRaft<M> {
             g.raw.advance_apply_to(g.applied_index);
             g.complete_reads(&mut done);
             if g.removed {
-                removed.push(id);
+                removed.push((id, g.applied_index));
             }
         }
         outbox.flush(transport);
@@ -432,18 +564,19 @@ impl<M: StateMachine> MultiRaft<M> {
             self.engine.write(&apply_batch, false)?;
         }
         done.into_iter().for_each(Completion::run);
-        for id in removed {
-            self.destroy_group(id)?;
+        for (id, removed_at) in removed {
+            self.destroy_group(id, removed_at)?;
         }
         Ok(())
     }
 
-    fn destroy_group(&mut self, id: GroupId) -> Result<()> {
+    /// Deletes this node's replica of `id`, which is not a member as of `removed_at`.
+    fn destroy_group(&mut self, id: GroupId, removed_at: u64) -> Result<()> {
         let Some(mut g) = self.groups.remove(&id) else {
             return Ok(());
         };
         let mut batch = WriteBatch::new();
-        g.raw.mut_store().destroy(&mut batch);
+        g.raw.mut_store().destroy(removed_at, &mut batch);
         self.engine.write(&batch, true)?;
         let mut done = Vec::new();
         g.fail_all(ProposeError::GroupNotFound { group: id }, &mut done);
@@ -455,10 +588,16 @@ impl<M: StateMachine> MultiRaft<M> {
     }
 }
 
-/// Messages a leader sends to members; only these may create a replica.
+/// Messages a leader sends to members; only these may create a replica. A heartbeat
+/// only when it commits nothing: one that commits entries is for a replica holding them
+/// (one removed since), and raft-rs would fail on an empty log told to commit them.
 fn creates_replica(message: &Message) -> bool {
     use raft::eraftpb::MessageType::*;
-    matches!(message.msg_type(), MsgAppend | MsgHeartbeat | MsgSnapshot)
+    match message.msg_type() {
+        MsgAppend | MsgSnapshot => true,
+        MsgHeartbeat => message.commit == 0,
+        _ => false,
+    }
 }
 
 /// Applies one group's committed entries into `staged` and resolves their proposals.
@@ -636,4 +775,61 @@ fn maybe_compact(
         dedup::collect_garbage(engine, g.id, before, batch)?;
     }
     Ok(())
+}
+
+/// Where a replica that hears from no leader sends its probe: the members it knows and
+/// the last leader it heard of.
+fn probe_targets(g: &Group) -> Vec<NodeId> {
+    let conf = g.raw.store().conf_state();
+    let mut to: Vec<NodeId> = conf.voters.iter().chain(&conf.voters_outgoing).copied().collect();
+    let leader = g.raw.raft.leader_id;
+    if leader != raft::INVALID_ID {
+        to.push(leader);
+    }
+    to.sort_unstable();
+    to.dedup();
+    to.retain(|&n| n != g.raw.raft.id);
+    to
+}
+
+/// As leader: takes the next membership step towards `target` (see
+/// [`crate::reconfigure`]). Returns `Some(Step::AddLearner(0))` when it started a
+/// learner's catch-up, so the caller counts it against the node's limit.
+fn reconfigure(g: &mut Group, target: Option<&[NodeId]>, may_add_learner: bool) -> Option<Step> {
+    let conf = g.raw.store().conf_state().clone();
+    if target.is_none() && !reconfigure::is_joint(&conf) {
+        return None;
+    }
+    let raft = &g.raw.raft;
+    let matched: BTreeMap<NodeId, u64> = raft.prs().iter().map(|(id, p)| (*id, p.matched)).collect();
+    let view = GroupView {
+        leader: raft.id,
+        conf: &conf,
+        matched: &matched,
+        last_index: raft.raft_log.last_index(),
+        truncated_index: g.raw.store().truncated().index,
+        busy: raft.has_pending_conf() || raft.lead_transferee.is_some(),
+        may_add_learner,
+    };
+    let step = reconfigure::next_step(&view, target);
+    match step {
+        Step::Done | Step::Wait => None,
+        Step::TransferLeader(to) => {
+            info!(shard = g.id, to, "handing leadership over for a membership change");
+            g.raw.transfer_leader(to);
+            None
+        }
+        step => {
+            let change = step.conf_change().expect("a conf change step");
+            info!(shard = g.id, step = ?step, "membership step");
+            let accepted = g.raw.propose_conf_change(Vec::new(), change).is_ok();
+            (accepted && matches!(step, Step::AddLearner(_))).then_some(Step::AddLearner(0))
+        }
+    }
+}
+
+fn sorted(ids: &[NodeId]) -> Vec<NodeId> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids
 }

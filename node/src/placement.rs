@@ -79,6 +79,7 @@ mod tests {
             first_index: 1,
             voters: vec![1, 2, 3],
             learners: vec![],
+            voters_outgoing: vec![],
             progress: progress.iter().copied().collect(),
         }
     }

@@ -27,7 +27,7 @@ pub use error::{Error, Result};
 pub use mem::MemEngine;
 pub use raft_log::GroupStorage;
 pub use rocks::{DiskFaults, RocksEngine, RocksOptions};
-pub use states::{ApplyState, TruncatedState};
+pub use states::{ApplyState, Tombstone, TruncatedState};
 
 /// Identifies one Raft group (a shard, or the meta group 0) across the cluster.
 pub type GroupId = u64;

@@ -15,7 +15,7 @@ use raft::{GetEntriesContext, RaftState, StorageError};
 
 use crate::engine::{Cf, Engine, WriteBatch};
 use crate::keys;
-use crate::states::{ApplyState, TruncatedState, decode};
+use crate::states::{ApplyState, Tombstone, TruncatedState, decode};
 use crate::{GroupId, Result};
 
 /// Index and term at which a freshly bootstrapped group starts, as TiKV does: a
@@ -230,20 +230,37 @@ impl GroupStorage {
     }
 
     /// Stages deletion of everything this group stored, after it was removed from this
-    /// node, and leaves a tombstone so stale messages do not recreate it.
-    pub fn destroy(&mut self, batch: &mut WriteBatch) {
+    /// node as of log index `removed_at`, and leaves a [`Tombstone`] so stale messages do
+    /// not recreate it.
+    pub fn destroy(&mut self, removed_at: u64, batch: &mut WriteBatch) {
         let (start, end) = keys::group_range(self.group);
         for cf in Cf::ALL {
             batch.delete_range(cf, start.clone(), end.clone());
         }
-        batch.put(Cf::RaftState, keys::tombstone_key(self.group), Vec::new());
+        let tombstone = Tombstone { removed_at, term: self.hard_state.term, vote: self.hard_state.vote };
+        batch.put(Cf::RaftState, keys::tombstone_key(self.group), tombstone.encode_to_vec());
         self.cache.clear();
         self.cache_bytes = 0;
     }
 
-    /// Whether `group` was removed from this node (see [`GroupStorage::destroy`]).
-    pub fn is_tombstone(engine: &Engine, group: GroupId) -> Result<bool> {
-        Ok(engine.get(Cf::RaftState, &keys::tombstone_key(group))?.is_some())
+    /// The tombstone `group` left here when it was removed (see [`GroupStorage::destroy`]).
+    /// One written before tombstones had contents forbids any return.
+    pub fn tombstone(engine: &Engine, group: GroupId) -> Result<Option<Tombstone>> {
+        let Some(bytes) = engine.get(Cf::RaftState, &keys::tombstone_key(group))? else {
+            return Ok(None);
+        };
+        if bytes.is_empty() {
+            return Ok(Some(Tombstone { removed_at: u64::MAX, term: u64::MAX, vote: 0 }));
+        }
+        decode(group, "tombstone", &bytes).map(Some)
+    }
+
+    /// Stages the start of a replica created again where `tombstone` lay: the term and
+    /// vote it had, nothing else (it catches up by snapshot).
+    pub fn revive(group: GroupId, tombstone: &Tombstone, batch: &mut WriteBatch) {
+        let hard_state = HardState { term: tombstone.term, vote: tombstone.vote, commit: 0 };
+        batch.delete(Cf::RaftState, keys::tombstone_key(group));
+        batch.put(Cf::RaftState, keys::hard_state_key(group), hard_state.encode_to_vec());
     }
 
     /// Every group with persisted state on this engine, in ascending order.

@@ -29,6 +29,19 @@ pub struct TruncatedState {
     pub term: u64,
 }
 
+/// What a node keeps of a group after its replica was removed: the log position from
+/// which on it is known not to be a member, and its last term and vote, so a replica
+/// created again later (the node added back) never votes twice in one term.
+#[derive(Clone, Copy, PartialEq, Eq, Message)]
+pub struct Tombstone {
+    #[prost(uint64, tag = "1")]
+    pub removed_at: u64,
+    #[prost(uint64, tag = "2")]
+    pub term: u64,
+    #[prost(uint64, tag = "3")]
+    pub vote: u64,
+}
+
 /// Decodes a prost record, naming the group and record in the error.
 pub(crate) fn decode<M: Message + Default>(group: GroupId, what: &'static str, bytes: &[u8]) -> Result<M> {
     M::decode(bytes).map_err(|e| Error::Corrupt { group, what, detail: e.to_string() })

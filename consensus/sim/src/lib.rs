@@ -110,6 +110,12 @@ pub struct SimCluster {
     nodes: BTreeMap<NodeId, SimNode>,
     network: Network,
     placement: BTreeMap<GroupId, Vec<NodeId>>,
+    /// The voters each group was told to move to (every node is told, as the real
+    /// nodes read them from the meta group).
+    targets: BTreeMap<GroupId, Vec<NodeId>>,
+    /// Who led each group in each term, to check there is at most one.
+    leaders_by_term: BTreeMap<(GroupId, u64), NodeId>,
+    violations: Vec<String>,
     completions: Arc<Mutex<Vec<Done>>>,
     /// Timestamped fault and recovery log, printed when a check fails.
     log: Vec<String>,
@@ -145,6 +151,9 @@ impl SimCluster {
             nodes,
             network: Network { max_delay_ms: 3, ..Default::default() },
             placement,
+            targets: BTreeMap::new(),
+            leaders_by_term: BTreeMap::new(),
+            violations: Vec::new(),
             completions: Arc::new(Mutex::new(Vec::new())),
             log: Vec::new(),
         }
@@ -158,9 +167,77 @@ impl SimCluster {
         self.nodes.keys().copied().collect()
     }
 
-    /// The replicas a group was bootstrapped on.
+    /// The replicas a group should have: its target, else those it was bootstrapped on.
     pub fn replicas(&self, group: GroupId) -> &[NodeId] {
-        &self.placement[&group]
+        self.targets.get(&group).unwrap_or(&self.placement[&group])
+    }
+
+    /// Tells every node the voters `group` should move to.
+    pub fn set_target(&mut self, group: GroupId, voters: Vec<NodeId>) {
+        self.note(format!("group {group}: target voters {voters:?}"));
+        for node in self.nodes.values_mut() {
+            if let Some(raft) = node.raft.as_mut() {
+                raft.set_target(group, Some(voters.clone()));
+            }
+        }
+        self.targets.insert(group, voters);
+    }
+
+    /// Violations seen while stepping (two leaders in one term of a group).
+    pub fn violations(&self) -> &[String] {
+        &self.violations
+    }
+
+    /// Whether every group with a target has exactly its voters, no learners, is not
+    /// joint, and no other node still holds a replica of it.
+    pub fn membership_settled(&self) -> bool {
+        self.targets.iter().all(|(&group, target)| {
+            let Some(status) = self.leader(group).and_then(|l| self.node(l)).and_then(|r| r.status(group)) else {
+                return false;
+            };
+            let hosts: Vec<NodeId> = self
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.raft.as_ref().is_some_and(|r| r.has_group(group)))
+                .map(|(&id, _)| id)
+                .collect();
+            &status.voters == target
+                && status.learners.is_empty()
+                && status.voters_outgoing.is_empty()
+                && &hosts == target
+        })
+    }
+
+    /// What differs from the targets, for a failure report.
+    pub fn membership_report(&self) -> String {
+        let mut lines = Vec::new();
+        for (&group, target) in &self.targets {
+            let status = self.leader(group).and_then(|l| self.node(l)).and_then(|r| r.status(group));
+            let hosts: Vec<NodeId> = self
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.raft.as_ref().is_some_and(|r| r.has_group(group)))
+                .map(|(&id, _)| id)
+                .collect();
+            let fine = status
+                .as_ref()
+                .is_some_and(|s| &s.voters == target && s.learners.is_empty() && s.voters_outgoing.is_empty())
+                && &hosts == target;
+            if !fine {
+                lines.push(format!(
+                    "group {group}: target {target:?}, hosts {hosts:?}, leader's view {:?}",
+                    status.map(|s| (s.voters, s.learners, s.voters_outgoing))
+                ));
+                for host in hosts {
+                    let s = self.node(host).and_then(|r| r.status(group)).expect("host");
+                    lines.push(format!(
+                        "  node {host}: {:?} term {} leader {:?} applied {} last {} voters {:?} learners {:?} outgoing {:?}",
+                        s.role, s.term, s.leader, s.applied_index, s.last_index, s.voters, s.learners, s.voters_outgoing
+                    ));
+                }
+            }
+        }
+        lines.join("\n")
     }
 
     /// The running node `id`, or `None` while it is crashed.
@@ -177,6 +254,10 @@ impl SimCluster {
         let engine = Arc::new(MemEngine::new());
         let raft = MultiRaft::open(id, self.config.clone(), engine.clone() as Engine, SequenceMachine::default())
             .expect("open fresh simulated node");
+        let mut raft = raft;
+        for (&group, voters) in &self.targets {
+            raft.set_target(group, Some(voters.clone()));
+        }
         let next_tick_at = self.now + TICK_MS;
         self.nodes.insert(id, SimNode { engine, raft: Some(raft), next_tick_at });
     }
@@ -215,8 +296,11 @@ impl SimCluster {
         let config = self.config.clone();
         let node = self.nodes.get_mut(&id).expect("known node");
         if node.raft.is_none() {
-            let raft = MultiRaft::open(id, config, node.engine.clone() as Engine, SequenceMachine::default())
+            let mut raft = MultiRaft::open(id, config, node.engine.clone() as Engine, SequenceMachine::default())
                 .unwrap_or_else(|e| panic!("node {id} failed to restart: {e}"));
+            for (&group, voters) in &self.targets {
+                raft.set_target(group, Some(voters.clone()));
+            }
             node.raft = Some(raft);
             node.next_tick_at = now + TICK_MS;
             self.note(format!("restart node {id}"));
@@ -302,6 +386,9 @@ impl SimCluster {
                 }
             }
         }
+        if self.now.is_multiple_of(5) {
+            self.check_leaders();
+        }
         let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
         for id in ids {
             let mut out = Collect::default();
@@ -310,6 +397,19 @@ impl SimCluster {
             }
             for (to, batch) in out.0 {
                 self.send(id, to, batch);
+            }
+        }
+    }
+
+    /// Records who leads what in which term; a second leader of one term is a violation.
+    fn check_leaders(&mut self) {
+        for (&id, node) in &self.nodes {
+            let Some(raft) = node.raft.as_ref() else { continue };
+            for (group, term) in raft.leading() {
+                let first = *self.leaders_by_term.entry((group, term)).or_insert(id);
+                if first != id && self.violations.len() < 10 {
+                    self.violations.push(format!("group {group}: nodes {first} and {id} both led term {term}"));
+                }
             }
         }
     }
@@ -424,6 +524,8 @@ pub struct WorkloadOptions {
     /// replica to converge, with all faults healed.
     pub settle_ms: u64,
     pub faults: bool,
+    /// Replica moves, additions and removals during the workload (needs spare nodes).
+    pub moves: bool,
 }
 
 impl WorkloadOptions {
@@ -436,8 +538,40 @@ impl WorkloadOptions {
             workload_ms: 3_000,
             settle_ms: 30_000,
             faults: true,
+            moves: false,
         }
     }
+
+    /// Membership changes under faults: 5 nodes, groups of 3 (sometimes 4) voters that
+    /// move between them while leaders are killed and the network misbehaves.
+    pub fn with_moves(seed: u64) -> Self {
+        Self {
+            cluster: SimOptions { seed, nodes: 5, replicas: 3, groups: 16 },
+            settle_ms: 60_000,
+            moves: true,
+            ..Self::standard(seed, 5)
+        }
+    }
+}
+
+/// Changes one group's target: a move of one voter to a node outside the group, or a
+/// voter more or fewer (between 3 and 4). Returns the new voters.
+fn random_target(rng: &mut StdRng, current: &[NodeId], nodes: &[NodeId]) -> Vec<NodeId> {
+    let outside: Vec<NodeId> = nodes.iter().copied().filter(|n| !current.contains(n)).collect();
+    let mut voters = current.to_vec();
+    match rng.gen_range(0..4) {
+        0 if voters.len() == 3 && !outside.is_empty() => voters.push(*outside.choose(rng).expect("outside")),
+        1 if voters.len() == 4 => {
+            voters.remove(rng.gen_range(0..voters.len()));
+        }
+        _ if !outside.is_empty() => {
+            let leaving = rng.gen_range(0..voters.len());
+            voters[leaving] = *outside.choose(rng).expect("outside");
+        }
+        _ => {}
+    }
+    voters.sort_unstable();
+    voters
 }
 
 /// What a passing run did.
@@ -447,6 +581,8 @@ pub struct SimReport {
     pub requests: u64,
     pub attempts: u64,
     pub faults: u64,
+    /// Target changes made (moves, additions, removals of voters).
+    pub target_changes: u64,
     pub virtual_ms: u64,
 }
 
@@ -521,6 +657,7 @@ pub fn run_random(options: &WorkloadOptions) -> Result<SimReport, String> {
     let issue_every = (options.workload_ms / options.requests.max(1)).max(1);
     let deadline = options.workload_ms + options.settle_ms;
     let max_crashed = (options.cluster.replicas - 1) / 2;
+    let (mut next_move_at, mut target_changes) = (300, 0);
 
     while cluster.now() < deadline {
         let now = cluster.now();
@@ -566,6 +703,14 @@ pub fn run_random(options: &WorkloadOptions) -> Result<SimReport, String> {
                     faults.push((heal_at, Fault::Lossy));
                 }
             }
+        }
+
+        if options.moves && now < options.workload_ms && now >= next_move_at {
+            next_move_at = now + rng.gen_range(100..300);
+            let group = rng.gen_range(1..=groups);
+            let voters = random_target(&mut rng, cluster.replicas(group), &cluster.node_ids());
+            cluster.set_target(group, voters);
+            target_changes += 1;
         }
 
         // Client: issue new requests, retry waiting ones, time out silent ones.
@@ -649,7 +794,15 @@ pub fn run_random(options: &WorkloadOptions) -> Result<SimReport, String> {
 
         let all_acked = requests.len() as u64 == options.requests
             && requests.values().all(|r| matches!(r.state, RequestState::Acked(_)));
-        if cluster.now() > options.workload_ms && all_acked && cluster.now().is_multiple_of(50) && cluster.converged() {
+        if let Some(violation) = cluster.violations().first() {
+            return Err(format!("{violation}\nfault log:\n{}", cluster.log_tail(60)));
+        }
+        if cluster.now() > options.workload_ms
+            && all_acked
+            && cluster.now().is_multiple_of(50)
+            && cluster.converged()
+            && cluster.membership_settled()
+        {
             // No stall threshold: virtual time makes every slow write "unavailable".
             let verdict = checker::check(&drill_history(&requests), &observed(&cluster.sequences()), u64::MAX);
             if verdict.violations() > 0 {
@@ -661,14 +814,16 @@ pub fn run_random(options: &WorkloadOptions) -> Result<SimReport, String> {
                 requests: options.requests,
                 attempts,
                 faults: fault_count,
+                target_changes,
                 virtual_ms: cluster.now(),
             });
         }
     }
     let unacked = requests.values().filter(|r| !matches!(r.state, RequestState::Acked(_))).count();
     Err(format!(
-        "no convergence within {deadline}ms: {unacked} requests unacknowledged, converged={}\nfault log:\n{}",
+        "no convergence within {deadline}ms: {unacked} requests unacknowledged, converged={}\n{}\nfault log:\n{}",
         cluster.converged(),
+        cluster.membership_report(),
         cluster.log_tail(60)
     ))
 }

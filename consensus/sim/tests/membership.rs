@@ -224,3 +224,69 @@ fn a_group_of_one_voter_restarts_after_committing_alone() {
     let after = cluster.node(1).unwrap().status(GROUP).unwrap();
     assert!(after.commit_index > before.commit_index.min(before.applied_index), "{before:?} → {after:?}");
 }
+
+fn settled(cluster: &SimCluster, voters: &[NodeId]) -> bool {
+    let Some(leader) = cluster.leader(GROUP) else { return false };
+    let status = cluster.node(leader).unwrap().status(GROUP).unwrap();
+    let hosts: Vec<NodeId> =
+        cluster.node_ids().into_iter().filter(|&n| cluster.node(n).is_some_and(|r| r.has_group(GROUP))).collect();
+    status.voters == voters && status.voters_outgoing.is_empty() && status.learners.is_empty() && hosts == voters
+}
+
+#[test]
+fn a_move_whose_leader_dies_while_joint_finishes_on_the_next_leader() {
+    let mut cluster = SimCluster::new(&SimOptions { seed: 7, nodes: 4, replicas: 3, groups: 1 });
+    for id in 1..=60 {
+        write(&mut cluster, id);
+    }
+    // Group 1 is on nodes 2, 3, 4; move node 2's replica to node 1.
+    let leader = wait_for_leader(&mut cluster);
+    let from = if leader == 2 { 3 } else { 2 };
+    let target: Vec<NodeId> = [1, 2, 3, 4].into_iter().filter(|&n| n != from).collect();
+    cluster.set_target(GROUP, target.clone());
+    let joint = |c: &SimCluster| {
+        c.leader(GROUP)
+            .and_then(|l| c.node(l))
+            .and_then(|r| r.status(GROUP))
+            .is_some_and(|s| !s.voters_outgoing.is_empty())
+    };
+    assert!(cluster.run_until(LIMIT_MS, joint), "the move never entered joint consensus");
+    let joint_leader = cluster.leader(GROUP).unwrap();
+    cluster.crash(joint_leader);
+    // The survivors elect a leader, which leaves the joint configuration and finishes.
+    cluster.run_until(2_000, |_| false);
+    cluster.restart(joint_leader);
+    for id in 61..=80 {
+        write(&mut cluster, id);
+    }
+    assert!(cluster.run_until(20_000, |c| settled(c, &target) && c.converged()), "move did not finish");
+    let sequences = cluster.sequences();
+    for node in &target {
+        assert_eq!(sequences[node][&GROUP], (1..=80).collect::<Vec<u64>>(), "node {node}");
+    }
+    assert!(cluster.violations().is_empty(), "{:?}", cluster.violations());
+}
+
+#[test]
+fn a_replica_removed_while_cut_off_learns_it_and_retires() {
+    let mut cluster = SimCluster::new(&SimOptions { seed: 11, nodes: 4, replicas: 3, groups: 1 });
+    for id in 1..=30 {
+        write(&mut cluster, id);
+    }
+    // Cut off one follower of group 1 (on nodes 2, 3, 4) and move its replica to node 1.
+    let leader = wait_for_leader(&mut cluster);
+    let cut_off = [2, 3, 4].into_iter().find(|&n| n != leader).unwrap();
+    cluster.partition(&[cut_off]);
+    let target: Vec<NodeId> = [1, 2, 3, 4].into_iter().filter(|&n| n != cut_off).collect();
+    cluster.set_target(GROUP, target.clone());
+    let moved = |c: &SimCluster| {
+        c.leader(GROUP).and_then(|l| c.node(l)).and_then(|r| r.status(GROUP)).is_some_and(|s| s.voters == target)
+    };
+    assert!(cluster.run_until(20_000, moved), "move did not finish without the cut-off node");
+    assert!(cluster.node(cut_off).unwrap().has_group(GROUP), "it cannot have heard of its removal yet");
+    cluster.heal();
+    // It never applies its removal (nobody sends it the log any more): its probe or its
+    // campaign is answered with a notice, and it retires.
+    assert!(cluster.run_until(20_000, |c| settled(c, &target)), "stale replica not retired");
+    assert!(cluster.violations().is_empty(), "{:?}", cluster.violations());
+}

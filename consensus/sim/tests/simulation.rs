@@ -67,3 +67,31 @@ fn a_seed_replays_exactly() {
         "same seed, different run: the simulation is not deterministic"
     );
 }
+
+/// Replica moves, additions and removals (joint consensus, learners caught up by
+/// snapshot, leadership handed over first) under the same faults: every group must end
+/// with exactly its target voters, not joint, with no replica left elsewhere.
+#[test]
+fn membership_changes_survive_random_faults() {
+    let seeds = seeds(2_000_000);
+    let count = std::env::var("UMS_SIM_MOVE_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
+    let mut failures = Vec::new();
+    let (mut changes, mut faults, mut virtual_ms) = (0, 0, 0);
+    for &seed in seeds.iter().take(count) {
+        let outcome = std::panic::catch_unwind(|| run_random(&WorkloadOptions::with_moves(seed)))
+            .unwrap_or_else(|panic| Err(format!("panicked: {}", panic_message(&panic))));
+        match outcome {
+            Ok(report) => {
+                changes += report.target_changes;
+                faults += report.faults;
+                virtual_ms += report.virtual_ms;
+            }
+            Err(error) => {
+                eprintln!("seed {seed} FAILED (moves); replay with UMS_SIM_SEED={seed}:\n{error}");
+                failures.push(seed);
+            }
+        }
+    }
+    eprintln!("{count} seeds with moves: {changes} target changes, {faults} faults, {virtual_ms} virtual ms");
+    assert!(failures.is_empty(), "failing seeds (moves): {failures:?}");
+}
