@@ -36,7 +36,7 @@ pub use command::Command;
 pub use config::RaftConfig;
 pub use error::{Error, ProposeError, Result};
 pub use multi_raft::{Event, GroupStatus, MultiRaft, ProposalCallback, ReadCallback};
-pub use state_machine::{ApplyContext, StateMachine, state_machine_key};
+pub use state_machine::{ApplyBatch, ApplyContext, StateMachine, state_machine_key};
 pub use storage::GroupId;
 pub use transport::{GroupMessage, Transport};
 

@@ -261,6 +261,19 @@ impl<M: StateMachine> MultiRaft<M> {
         }
     }
 
+    /// Makes `targets` every group's target voters (groups absent have none).
+    pub fn replace_targets(&mut self, targets: impl IntoIterator<Item = (GroupId, Vec<NodeId>)>) {
+        self.targets.clear();
+        for (group, voters) in targets {
+            self.set_target(group, Some(voters));
+        }
+    }
+
+    /// The voters `group` should end up with, if it has a target.
+    pub fn target(&self, group: GroupId) -> Option<&[NodeId]> {
+        self.targets.get(&group).map(Vec::as_slice)
+    }
+
     /// The groups led here with a learner of the target still catching up.
     fn learners_catching_up(&self) -> usize {
         self.groups

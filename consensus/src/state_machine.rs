@@ -42,7 +42,7 @@ pub trait StateMachine {
 
 /// Writes staged by one round of applies, readable before they are committed.
 #[derive(Default)]
-pub(crate) struct ApplyBatch {
+pub struct ApplyBatch {
     pub(crate) batch: WriteBatch,
     /// Latest staged value per engine key; `None` marks a staged delete.
     overlay: HashMap<(Cf, Vec<u8>), Option<Vec<u8>>>,
@@ -90,7 +90,13 @@ pub struct ApplyContext<'a> {
     pub(crate) staged: &'a mut ApplyBatch,
 }
 
-impl ApplyContext<'_> {
+impl<'a> ApplyContext<'a> {
+    /// A context over `engine` with writes staged in `staged`, as the round makes one;
+    /// for state machines' own unit tests.
+    pub fn new(group: GroupId, index: u64, engine: &'a dyn KvRead, staged: &'a mut ApplyBatch) -> Self {
+        Self { group, index, term: 1, engine, staged }
+    }
+
     pub fn group(&self) -> GroupId {
         self.group
     }

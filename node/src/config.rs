@@ -26,9 +26,15 @@ pub struct NodeConfig {
     /// HTTP, and its limits per source.
     #[serde(default)]
     pub http: crate::http::HttpSettings,
-    /// Every member of the cluster, this node included. On first start the groups are
-    /// bootstrapped over these members.
+    /// The bootstrap members: on a cluster's first start its groups are bootstrapped
+    /// over these. Nodes added later are recorded in the meta group and learnt from
+    /// there; their own file names the same bootstrap members (any reachable one will
+    /// do) and sets `join = true`.
     pub members: Vec<Member>,
+    /// This node is not a bootstrap member: it was added (`umsctl node add`) to a
+    /// running cluster, starts empty, and receives replicas from the placement driver.
+    #[serde(default)]
+    pub join: bool,
     #[serde(default = "default_shards")]
     pub shards: u64,
     #[serde(default = "default_replicas")]
@@ -234,6 +240,7 @@ impl NodeConfig {
             http_listen: me.http,
             http: Default::default(),
             members,
+            join: false,
             shards: default_shards(),
             replicas: default_replicas(),
             raft: RaftSettings::default(),
@@ -302,8 +309,15 @@ impl NodeConfig {
         if self.node_id == 0 {
             return invalid("node_id must be at least 1".into());
         }
-        if !self.members.iter().any(|m| m.id == self.node_id) {
-            return invalid(format!("members must include this node (id {})", self.node_id));
+        let bootstrap_member = self.members.iter().any(|m| m.id == self.node_id);
+        if !bootstrap_member && !self.join {
+            return invalid(format!(
+                "members must include this node (id {}), or set join = true for a node added to a running cluster",
+                self.node_id
+            ));
+        }
+        if bootstrap_member && self.join {
+            return invalid(format!("node {} is a bootstrap member; join = true is for added nodes", self.node_id));
         }
         let mut ids: Vec<NodeId> = self.members.iter().map(|m| m.id).collect();
         ids.sort();

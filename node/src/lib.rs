@@ -11,6 +11,8 @@
 //! - [`cluster`]: the cluster as this node reaches it, what the HTTP layer and the queue
 //!   actors call: routes each request to its shard's leader (locally or forwarded) and
 //!   retries with the same request id; users, domains, messages, outbound items.
+//! - [`membership`]: keeps this node's view of the cluster's nodes and shard targets
+//!   current (peers dialled and admitted, targets to the Raft thread), fences a removed node.
 //! - [`mail_service`]: the gateways' [`gateways::mail_service::MailService`] on top of
 //!   [`cluster::Cluster`] (domains, logins, deliveries, relays, IMAP mailbox operations).
 //! - [`addresses`], [`passwords`], [`clock`]: address normalisation, argon2 passwords,
@@ -33,6 +35,7 @@ pub mod dev;
 pub mod dkim;
 pub mod http;
 pub mod mail_service;
+pub mod membership;
 pub mod passwords;
 pub mod peer;
 pub mod pki;

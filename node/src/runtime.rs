@@ -43,6 +43,8 @@ pub enum Input {
     Status {
         reply: oneshot::Sender<Vec<GroupStatus>>,
     },
+    /// The voters each group should have (from the meta group's shard targets).
+    SetTargets(HashMap<GroupId, Vec<NodeId>>),
     /// Whether a snapshot sent to a peer left this node (or was lost with its connection).
     SnapshotReport {
         group: GroupId,
@@ -241,9 +243,15 @@ impl RaftLoop {
 }
 
 /// Hands a few groups back to their preferred leaders (spreads leader work evenly,
-/// also after a failed node comes back).
+/// also after a failed node comes back). A preferred leader the group's target no
+/// longer names is passed over: the group is moving off it.
 fn balance_leadership(raft: &mut MultiRaft<UmsMachine>, preferred: &BTreeMap<GroupId, NodeId>) {
-    for (group, to) in leadership_handoffs(&raft.statuses(), raft.node_id(), preferred, 4) {
+    let preferred: BTreeMap<GroupId, NodeId> = preferred
+        .iter()
+        .filter(|&(&group, leader)| raft.target(group).is_none_or(|voters| voters.contains(leader)))
+        .map(|(&group, &leader)| (group, leader))
+        .collect();
+    for (group, to) in leadership_handoffs(&raft.statuses(), raft.node_id(), &preferred, 4) {
         info!(node = raft.node_id(), shard = group, to, "handing leadership to the preferred leader");
         let _ = raft.transfer_leader(group, to);
     }
@@ -283,6 +291,7 @@ fn handle_input(raft: &mut MultiRaft<UmsMachine>, input: Input) -> bool {
             let _ = reply.send(raft.statuses());
         }
         Input::SnapshotReport { group, to, delivered } => raft.report_snapshot(group, to, delivered),
+        Input::SetTargets(targets) => raft.replace_targets(targets),
         Input::Stop => return false,
     }
     true

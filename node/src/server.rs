@@ -41,6 +41,7 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
             "debug_faults = true, but this build has no fault injection (build with --features debug-faults)"
         );
     }
+    crate::membership::check_not_removed(&config.data_dir)?;
     let node_token = load_or_create_node_token(&config.data_dir).context("this node's admin token")?;
     let db_path = config.data_dir.join("db");
     let rocks_options = RocksOptions { unsafe_skip_fsync: config.unsafe_skip_fsync, ..RocksOptions::default() };
@@ -72,7 +73,7 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         .thread_name("ums-io")
         .enable_all()
         .build()?;
-    let peers: Vec<_> = config.members.iter().map(|m| (m.id, m.peer)).collect();
+    let peers = crate::membership::peer_members(&config.members, &[]);
     let peer_tls = match &config.peer_tls {
         Some(settings) => Some(PeerTls::load(settings, &config.cluster_id).context("loading [peer_tls]")?),
         None => {
@@ -104,6 +105,12 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         Box::new(PeerTransport(started))
     });
     let network = network.expect("transport created by runtime::start");
+    {
+        let (data_dir, node) = (config.data_dir.clone(), config.node_id);
+        network.on_removed(Box::new(move || {
+            crate::membership::fence(&data_dir, node, "a member refused this node as removed")
+        }));
+    }
 
     let listener = io_runtime
         .block_on(tokio::net::TcpListener::bind(config.peer_listen))
@@ -160,7 +167,6 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     let (incoming_tx, incoming_rx) = mpsc::channel(4096);
     let admits = peer::Listener {
         cluster_id: config.cluster_id.clone(),
-        members: config.members.iter().map(|m| m.id).collect(),
         tls: peer_tls,
         network: Arc::clone(&network),
         raft: raft_handle.clone(),
@@ -168,6 +174,15 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     };
     io_runtime.spawn(peer::listen(listener, admits));
     io_runtime.spawn(Arc::clone(&cluster).serve_incoming(incoming_rx));
+    {
+        let _runtime = io_runtime.enter();
+        let settings = crate::membership::Settings {
+            node_id: config.node_id,
+            data_dir: config.data_dir.clone(),
+            bootstrap: config.members.clone(),
+        };
+        crate::membership::start(Arc::clone(&cluster), Arc::clone(&network), settings);
+    }
 
     let mail: Arc<dyn gateways::mail_service::MailService> = Arc::clone(&cluster) as _;
     // One count of failed logins for every protocol: a guesser gains nothing by switching.

@@ -59,6 +59,9 @@ impl Cluster {
                 Ok(query) => self.query_here(request.group, query).await.map(|r| r.encode_to_vec()),
                 Err(e) => Err(ProposeError::Invalid(e.to_string())),
             },
+            Some(forward_request::Body::GroupState(_)) => {
+                self.group_state_here(request.group).await.map(|state| state.encode_to_vec())
+            }
             None => Err(ProposeError::Invalid("empty forward".into())),
         };
         match result {

@@ -14,15 +14,16 @@ mod dkim;
 mod domains;
 mod forward;
 mod messages;
+mod nodes;
 mod outbound;
 mod replies;
 pub mod routing;
 mod tokens;
 mod users;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use consensus::{Command, GroupId, NodeId, ProposeError};
@@ -38,6 +39,7 @@ use crate::proto::peer::{ForwardReply, forward_request};
 use crate::proto::state::{Command as StateCommand, CommandResult, Query, QueryResult, command, query};
 use crate::runtime::RaftHandle;
 use crate::state::execute_query;
+pub use nodes::ShardView;
 use replies::{checked, decode_reply};
 use routing::{Next, Router};
 pub use tokens::TokenRequest;
@@ -53,7 +55,12 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 pub struct Cluster {
     node_id: NodeId,
     shards: u64,
-    replicas_of: HashMap<GroupId, Vec<NodeId>>,
+    /// Where each group's replicas are, as last learnt (see [`Cluster::learn_placement`]).
+    replicas_of: RwLock<HashMap<GroupId, Vec<NodeId>>>,
+    /// The groups this node holds a replica of.
+    hosted: RwLock<HashSet<GroupId>>,
+    /// Every node of the cluster, as last read from the meta group.
+    directory: RwLock<BTreeMap<NodeId, crate::proto::state::NodeRecord>>,
     raft: RaftHandle,
     network: Arc<PeerNetwork>,
     engine: Engine,
@@ -75,10 +82,13 @@ impl Cluster {
         engine: Engine,
         mailboxes: Arc<MailboxRegistry>,
     ) -> Arc<Self> {
+        let hosted = replicas_of.iter().filter(|(_, r)| r.contains(&node_id)).map(|(&g, _)| g).collect();
         Arc::new(Self {
             node_id,
             shards,
-            replicas_of,
+            replicas_of: RwLock::new(replicas_of),
+            hosted: RwLock::new(hosted),
+            directory: RwLock::new(BTreeMap::new()),
             raft,
             network,
             engine,
@@ -137,12 +147,11 @@ impl Cluster {
         F: FnMut(NodeId) -> Fut,
         Fut: std::future::Future<Output = Result<Vec<u8>, ProposeError>>,
     {
-        let replicas = self.replicas_of.get(&group);
-        let mut router =
-            Router::new(group, self.node_id, replicas.cloned().unwrap_or_default(), Instant::now() + REQUEST_DEADLINE);
+        let replicas = self.replicas_of.read().expect("replicas").get(&group).cloned();
+        let mut router = Router::new(group, self.node_id, self.candidates(group), Instant::now() + REQUEST_DEADLINE);
         let mut target = router.first_target(self.raft.leader(group));
         loop {
-            if replicas.is_some_and(|replicas| self.network.is_cut_off_from(replicas)) {
+            if replicas.as_ref().is_some_and(|replicas| self.network.is_cut_off_from(replicas)) {
                 // A minority cannot commit: tell the client now, so it tries another node.
                 return Err(ServiceError::Unavailable(format!(
                     "node {} cannot reach a majority of the cluster; try another node",
@@ -225,9 +234,10 @@ impl Cluster {
         decode_reply(&bytes)
     }
 
-    /// [`Cluster::query_local`] when `local`, else [`Cluster::query`].
+    /// [`Cluster::query_local`] when `local` and this node holds a replica of `group`,
+    /// else [`Cluster::query`].
     pub async fn query_from(&self, group: GroupId, q: query::Q, local: bool) -> Result<QueryResult, ServiceError> {
-        if local { self.query_local(group, q).await } else { self.query(group, q).await }
+        if local && self.hosts(group) { self.query_local(group, q).await } else { self.query(group, q).await }
     }
 
     /// Reads this node's replica as it is, without asking the leader (may be stale).
@@ -264,6 +274,9 @@ fn mailbox_user(op: &command::Op) -> Option<String> {
         | command::Op::AppendAudit(_)
         | command::Op::PutBan(_)
         | command::Op::RemoveBan(_)
-        | command::Op::PutDkimKey(_) => None,
+        | command::Op::PutDkimKey(_)
+        | command::Op::AddNode(_)
+        | command::Op::SetNodeState(_)
+        | command::Op::PutShardTarget(_) => None,
     }
 }

@@ -1,6 +1,6 @@
 //! Where a request for a shard goes next (pure policy): the leader this node knows of
-//! first; the leader a refusal names; the shard's replicas in turn when this node holds
-//! none; otherwise, after a growing pause, this node's replica again for a fresh leader
+//! first; the leader a refusal names; the shard's replicas (then every other node) in
+//! turn when the node asked holds none, pausing after each full round; otherwise, after a growing pause, this node's replica again for a fresh leader
 //! hint, until the request's deadline. [`super::Cluster`] carries the attempts out.
 
 use std::time::{Duration, Instant};
@@ -50,19 +50,33 @@ impl Router {
     pub fn after_error(&mut self, target: NodeId, error: &ProposeError, now: Instant) -> Next {
         match error {
             ProposeError::NotLeader { leader: Some(leader), .. } if *leader != target => return Next::Try(*leader),
-            ProposeError::GroupNotFound { .. } if target == self.node => {
-                // Not hosted here: ask the group's replicas in turn.
+            ProposeError::GroupNotFound { .. } => {
+                // Not hosted there (here, or a replica that moved away): ask the group's
+                // replicas in turn, then the other nodes; once all were asked, pause.
                 let others: Vec<NodeId> = self.replicas.iter().copied().filter(|&n| n != self.node).collect();
                 if others.is_empty() {
                     return Next::Fail(ServiceError::NotFound(format!("shard {} does not exist", self.group)));
                 }
-                let next = others[self.replica_cursor % others.len()];
+                let mut next = others[self.replica_cursor % others.len()];
+                if next == target && others.len() > 1 {
+                    self.replica_cursor += 1;
+                    next = others[self.replica_cursor % others.len()];
+                }
                 self.replica_cursor += 1;
-                return Next::Try(next);
+                if self.replica_cursor <= others.len() {
+                    return Next::Try(next);
+                }
+                return self.pause_then(next, now);
             }
             ProposeError::Invalid(message) => return Next::Fail(ServiceError::Internal(message.clone())),
             _ => {}
         }
+        // Ask the local replica for a fresh leader hint.
+        self.pause_then(self.node, now)
+    }
+
+    /// A growing pause before trying `next`, or failure if it would pass the deadline.
+    fn pause_then(&mut self, next: NodeId, now: Instant) -> Next {
         if now + self.backoff > self.deadline {
             return Next::Fail(ServiceError::Unavailable(format!(
                 "shard {} has no reachable leader; retry shortly",
@@ -71,8 +85,7 @@ impl Router {
         }
         let wait = self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-        // Ask the local replica for a fresh leader hint.
-        Next::WaitThenTry(wait, self.node)
+        Next::WaitThenTry(wait, next)
     }
 }
 
@@ -121,11 +134,11 @@ mod tests {
                 Next::Try(2),
             ),
             (
-                "a shard not hosted elsewhere is retried like a lost leader",
+                "a replica that moved away sends the request on to the next one",
                 &[2, 3, 4],
                 2,
                 ProposeError::GroupNotFound { group: GROUP },
-                wait_here(20),
+                Next::Try(3),
             ),
             (
                 "a shard nobody else hosts does not exist",
@@ -167,7 +180,8 @@ mod tests {
         let mut router = router(&[2, 3], start);
         let not_here = ProposeError::GroupNotFound { group: GROUP };
         let targets: Vec<Next> = (0..3).map(|_| router.after_error(ME, &not_here, start)).collect();
-        assert_eq!(targets, [Next::Try(2), Next::Try(3), Next::Try(2)]);
+        // Once every replica was asked, the next round starts after a pause.
+        assert_eq!(targets, [Next::Try(2), Next::Try(3), Next::WaitThenTry(Duration::from_millis(20), 2)]);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! credentials; each handler takes the [`caller::Caller`] and asks the policy for the
 //! one action it performs. [`ROUTES`] is the table of every route. The endpoints by subject: [`cluster`] (status, leader
 //! transfer, metrics), [`users`] (users, domains), [`dkim`] (domains' signing keys), [`messages`], [`outbound`],
-//! [`tokens`], [`audit`], [`bans`], and [`debug`] (fault injection, only in builds that have it).
+//! [`tokens`], [`audit`], [`bans`], [`nodes`] (nodes and shard placement: add, drain, remove, move), and [`debug`] (fault injection, only in builds that have it).
 
 mod audit;
 mod bans;
@@ -20,6 +20,7 @@ mod debug;
 mod dkim;
 mod guard;
 mod messages;
+mod nodes;
 mod outbound;
 mod settings;
 mod tokens;
@@ -135,6 +136,14 @@ pub enum Endpoint {
     ListBans,
     AddBan,
     RemoveBan,
+    ListNodes,
+    AddNode,
+    DrainNode,
+    CancelDrain,
+    RemoveNode,
+    ListShards,
+    GetShard,
+    MoveShard,
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
     GetFaults,
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
@@ -177,6 +186,14 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/api/v1/bans", Endpoint::ListBans),
     route(Method::POST, "/api/v1/bans", Endpoint::AddBan),
     route(Method::DELETE, "/api/v1/bans", Endpoint::RemoveBan),
+    route(Method::GET, "/api/v1/nodes", Endpoint::ListNodes),
+    route(Method::POST, "/api/v1/nodes", Endpoint::AddNode),
+    route(Method::POST, "/api/v1/nodes/{id}/drain", Endpoint::DrainNode),
+    route(Method::POST, "/api/v1/nodes/{id}/cancel-drain", Endpoint::CancelDrain),
+    route(Method::DELETE, "/api/v1/nodes/{id}", Endpoint::RemoveNode),
+    route(Method::GET, "/api/v1/shards", Endpoint::ListShards),
+    route(Method::GET, "/api/v1/shards/{shard}", Endpoint::GetShard),
+    route(Method::POST, "/api/v1/shards/{shard}/move", Endpoint::MoveShard),
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
     route(Method::GET, "/api/v1/debug/faults", Endpoint::GetFaults),
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
@@ -207,6 +224,14 @@ impl Endpoint {
             Endpoint::ListBans => web::to(bans::list),
             Endpoint::AddBan => web::to(bans::add),
             Endpoint::RemoveBan => web::to(bans::remove),
+            Endpoint::ListNodes => web::to(nodes::list_nodes),
+            Endpoint::AddNode => web::to(nodes::add_node),
+            Endpoint::DrainNode => web::to(nodes::drain),
+            Endpoint::CancelDrain => web::to(nodes::cancel_drain),
+            Endpoint::RemoveNode => web::to(nodes::remove_node),
+            Endpoint::ListShards => web::to(nodes::list_shards),
+            Endpoint::GetShard => web::to(nodes::get_shard),
+            Endpoint::MoveShard => web::to(nodes::move_shard),
             #[cfg(any(debug_assertions, feature = "debug-faults"))]
             Endpoint::GetFaults => web::to(debug::get_faults),
             #[cfg(any(debug_assertions, feature = "debug-faults"))]

@@ -17,7 +17,7 @@ use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tracing::{debug, info, warn};
 
 use super::tls::PeerTls;
-use super::{CONNECT_TIMEOUT, MAX_BACKOFF, Outgoing, PING_EVERY, PeerStream, codec, report_snapshots};
+use super::{CONNECT_TIMEOUT, MAX_BACKOFF, Outgoing, PING_EVERY, PeerStream, RemovedHook, codec, report_snapshots};
 use crate::proto::peer::{Frame, Hello, Ping, frame};
 use crate::runtime::RaftHandle;
 
@@ -38,6 +38,7 @@ pub(super) async fn dial_loop(
     raft: RaftHandle,
     up: Arc<AtomicBool>,
     delay_ms: Arc<AtomicU64>,
+    on_removed: RemovedHook,
 ) {
     let Dial { peer, address, local_ip, ref hello, ref tls } = dial;
     let mut backoff = Duration::from_millis(50);
@@ -104,6 +105,12 @@ pub(super) async fn dial_loop(
                     report_snapshots(&raft, peer, &stale.snapshots, false);
                 }
             }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && e.to_string() == REMOVED => {
+                tracing::error!(node = hello.node_id, peer, "node {peer} says this node was removed from the cluster");
+                if let Some(act) = on_removed.get() {
+                    act();
+                }
+            }
             Err(e) => debug!(node = hello.node_id, peer, %address, error = %e, "peer unreachable"),
         }
         up.store(false, Ordering::Relaxed);
@@ -118,6 +125,9 @@ pub(super) async fn dial_loop(
         }
     }
 }
+
+/// The error a dialer gets from a peer that says this node was removed.
+const REMOVED: &str = "this node was removed from the cluster";
 
 fn ping_frame() -> Bytes {
     Frame { body: Some(frame::Body::Ping(Ping {})) }.encode_to_vec().into()
@@ -149,6 +159,9 @@ async fn connect(
     let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
     let bytes = reply.ok_or_else(|| invalid("peer closed during handshake".into()))??;
     match Frame::decode(bytes)?.body {
+        Some(frame::Body::Hello(theirs)) if theirs.removed && theirs.cluster_id == hello.cluster_id => {
+            Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, REMOVED))
+        }
         Some(frame::Body::Hello(theirs)) if theirs.cluster_id == hello.cluster_id && theirs.node_id == peer => {
             Ok(framed)
         }

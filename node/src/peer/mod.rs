@@ -25,8 +25,8 @@ pub mod tls;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -89,24 +89,57 @@ pub enum Incoming {
     Reply(ForwardReply),
 }
 
-/// Sending side of the peer network, shared by the Raft thread and the service.
+/// One peer as the sending side knows it.
+struct Peer {
+    address: SocketAddr,
+    /// Its dialer's queue; dropping the last sender ends the dialer.
+    queue: mpsc::Sender<Outgoing>,
+    /// Whether the outbound connection is up, so requests can fail fast (and go
+    /// elsewhere) instead of waiting out a timeout on a dead node.
+    connected: Arc<AtomicBool>,
+    /// When it last sent us a frame, in milliseconds since `epoch` plus one; 0 = never.
+    heard: AtomicU64,
+}
+
+/// A member of the cluster as the peer network needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerMember {
+    pub id: NodeId,
+    pub address: SocketAddr,
+    /// Removed from the cluster: never dialled, and told so (then refused) when it calls.
+    pub removed: bool,
+}
+
+/// What every dialer is started with.
+struct DialSetup {
+    runtime: tokio::runtime::Handle,
+    cluster_id: String,
+    local_ip: IpAddr,
+    tls: Option<Arc<PeerTls>>,
+}
+
+/// Sending side of the peer network, shared by the Raft thread and the service. The
+/// members change while it runs ([`PeerNetwork::set_members`]): a new node gets a
+/// dialer, a removed one loses it.
 pub struct PeerNetwork {
     node_id: NodeId,
-    queues: HashMap<NodeId, mpsc::Sender<Outgoing>>,
-    /// Whether the outbound connection to each peer is up, so requests can fail fast
-    /// (and go elsewhere) instead of waiting out a timeout on a dead node.
-    connected: HashMap<NodeId, Arc<AtomicBool>>,
-    /// When each peer last sent us a frame, in milliseconds since `epoch` plus one;
-    /// 0 = never heard from.
-    heard: HashMap<NodeId, AtomicU64>,
+    peers: RwLock<HashMap<NodeId, Arc<Peer>>>,
+    /// Who may connect: member id → removed.
+    admitted: RwLock<HashMap<NodeId, bool>>,
+    dialing: DialSetup,
     epoch: Instant,
     /// Injected one-way delay of every outgoing frame, in ms (drills; 0 = off).
     delay_ms: Arc<AtomicU64>,
     raft: RaftHandle,
+    /// Called when a peer says this node was removed from the cluster.
+    on_removed: RemovedHook,
 }
 
+/// What to run when a peer says this node was removed; shared with the dialers.
+type RemovedHook = Arc<OnceLock<Box<dyn Fn() + Send + Sync>>>;
+
 impl PeerNetwork {
-    /// Starts a dialer per peer on `runtime`; frames to unknown nodes are dropped.
+    /// Starts a dialer per member on `runtime`; frames to unknown nodes are dropped.
     /// Outbound connections leave from `local_ip` (this node's peer address), so each
     /// node's traffic is recognisable by address, e.g. for firewall rules.
     pub fn start(
@@ -114,33 +147,75 @@ impl PeerNetwork {
         node_id: NodeId,
         cluster_id: &str,
         local_ip: IpAddr,
-        peers: &[(NodeId, SocketAddr)],
+        members: &[PeerMember],
         tls: Option<Arc<PeerTls>>,
         raft: RaftHandle,
     ) -> Arc<Self> {
-        let mut queues = HashMap::new();
-        let mut connected = HashMap::new();
-        let delay_ms = Arc::new(AtomicU64::new(0));
-        for &(peer, address) in peers.iter().filter(|(id, _)| *id != node_id) {
-            let (sender, receiver) = mpsc::channel(PEER_QUEUE);
-            queues.insert(peer, sender);
-            let up = Arc::new(AtomicBool::new(false));
-            connected.insert(peer, Arc::clone(&up));
-            let hello = Hello { cluster_id: cluster_id.to_string(), node_id };
-            let dial = dial::Dial { peer, address, local_ip, hello, tls: tls.clone() };
-            runtime.spawn(dial::dial_loop(dial, receiver, raft.clone(), up, Arc::clone(&delay_ms)));
-        }
-        let heard = queues.keys().map(|&peer| (peer, AtomicU64::new(0))).collect();
-        Arc::new(Self { node_id, queues, connected, heard, epoch: Instant::now(), delay_ms, raft })
+        let dialing = DialSetup { runtime: runtime.clone(), cluster_id: cluster_id.to_string(), local_ip, tls };
+        let network = Arc::new(Self {
+            node_id,
+            peers: RwLock::new(HashMap::new()),
+            admitted: RwLock::new(HashMap::new()),
+            dialing,
+            epoch: Instant::now(),
+            delay_ms: Arc::new(AtomicU64::new(0)),
+            raft,
+            on_removed: Arc::new(OnceLock::new()),
+        });
+        network.set_members(members);
+        network
     }
 
     pub fn node_id(&self) -> NodeId {
         self.node_id
     }
 
+    /// Makes `members` the cluster: dialers for new ones (an address change restarts
+    /// the dialer), none for removed or vanished ones.
+    pub fn set_members(&self, members: &[PeerMember]) {
+        *self.admitted.write().expect("admitted") = members.iter().map(|m| (m.id, m.removed)).collect();
+        let mut peers = self.peers.write().expect("peers");
+        peers.retain(|id, peer| members.iter().any(|m| m.id == *id && !m.removed && m.address == peer.address));
+        for member in members.iter().filter(|m| !m.removed && m.id != self.node_id) {
+            if peers.contains_key(&member.id) {
+                continue;
+            }
+            let (queue, receiver) = mpsc::channel(PEER_QUEUE);
+            let connected = Arc::new(AtomicBool::new(false));
+            let hello = Hello { cluster_id: self.dialing.cluster_id.clone(), node_id: self.node_id, removed: false };
+            let dial = dial::Dial {
+                peer: member.id,
+                address: member.address,
+                local_ip: self.dialing.local_ip,
+                hello,
+                tls: self.dialing.tls.clone(),
+            };
+            let up = Arc::clone(&connected);
+            let delay = Arc::clone(&self.delay_ms);
+            let removed = Arc::clone(&self.on_removed);
+            self.dialing.runtime.spawn(dial::dial_loop(dial, receiver, self.raft.clone(), up, delay, removed));
+            let peer = Peer { address: member.address, queue, connected, heard: AtomicU64::new(0) };
+            peers.insert(member.id, Arc::new(peer));
+        }
+    }
+
+    /// Whether `node` may connect: `Some(false)` a member, `Some(true)` a removed one.
+    pub fn admission(&self, node: NodeId) -> Option<bool> {
+        self.admitted.read().expect("admitted").get(&node).copied()
+    }
+
+    /// What to do when a peer says this node was removed (set once, at start).
+    pub fn on_removed(&self, act: Box<dyn Fn() + Send + Sync>) {
+        let _ = self.on_removed.set(act);
+    }
+
+    fn peer(&self, id: NodeId) -> Option<Arc<Peer>> {
+        self.peers.read().expect("peers").get(&id).cloned()
+    }
+
     /// Whether the connection to `to` is established right now.
     pub fn is_connected(&self, to: NodeId) -> bool {
-        self.connected.get(&to).is_some_and(|up| up.load(Ordering::Relaxed))
+        self.peer(to).is_some_and(|peer| peer.connected.load(Ordering::Relaxed))
     }
 
     /// Delays every frame sent from now on by `delay` (drills; zero turns it off).
@@ -158,8 +233,8 @@ impl PeerNetwork {
     }
 
     fn heard_from(&self, from: NodeId) {
-        if let Some(heard) = self.heard.get(&from) {
-            heard.store(self.clock_ms(), Ordering::Relaxed);
+        if let Some(peer) = self.peer(from) {
+            peer.heard.store(self.clock_ms(), Ordering::Relaxed);
         }
     }
 
@@ -170,7 +245,7 @@ impl PeerNetwork {
 
     /// Heard from once, but not within [`PEER_SILENCE`].
     fn is_silent(&self, peer: NodeId) -> bool {
-        let Some(heard) = self.heard.get(&peer).map(|h| h.load(Ordering::Relaxed)) else {
+        let Some(heard) = self.peer(peer).map(|p| p.heard.load(Ordering::Relaxed)) else {
             return true;
         };
         heard != 0 && self.clock_ms().saturating_sub(heard) >= PEER_SILENCE.as_millis() as u64
@@ -194,9 +269,10 @@ impl PeerNetwork {
     }
 
     fn enqueue(&self, to: NodeId, outgoing: Outgoing) -> bool {
-        let Some(queue) = self.queues.get(&to) else {
+        let Some(peer) = self.peer(to) else {
             return false;
         };
+        let queue = &peer.queue;
         metrics::gauge!("ums_peer_queue_depth", "peer" => to.to_string()).set((PEER_QUEUE - queue.capacity()) as f64);
         match queue.try_send(outgoing) {
             Ok(()) => true,

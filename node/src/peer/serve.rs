@@ -35,7 +35,6 @@ pub const PEER_IDLE: Duration = Duration::from_secs(30);
 /// Who may connect, and where their frames go.
 pub struct Listener {
     pub cluster_id: String,
-    pub members: Vec<NodeId>,
     pub tls: Option<Arc<PeerTls>>,
     pub network: Arc<PeerNetwork>,
     pub raft: RaftHandle,
@@ -103,10 +102,20 @@ async fn handshake(stream: TcpStream, setup: &Listener) -> Result<(PeerFramed, N
         (None, _) => true,
     };
     let this_node = setup.network.node_id();
-    let from = handshake::admit(&hello, &setup.cluster_id, this_node, &setup.members, holds)?;
-    let ours =
-        Frame { body: Some(frame::Body::Hello(Hello { cluster_id: setup.cluster_id.clone(), node_id: this_node })) };
-    framed.send(Bytes::from(ours.encode_to_vec())).await.map_err(|e| format!("answering its Hello: {e}"))?;
+    let admission = |node| setup.network.admission(node);
+    let answer = |removed| Frame {
+        body: Some(frame::Body::Hello(Hello { cluster_id: setup.cluster_id.clone(), node_id: this_node, removed })),
+    };
+    let from = match handshake::admit(&hello, &setup.cluster_id, this_node, admission, holds) {
+        Ok(from) => from,
+        Err(handshake::Refusal::Outsider(why)) => return Err(why),
+        Err(handshake::Refusal::Removed(node)) => {
+            // Its certificate proves it was ours: tell it, so it stops instead of waiting.
+            let _ = framed.send(Bytes::from(answer(true).encode_to_vec())).await;
+            return Err(format!("node {node} was removed from the cluster; told it so"));
+        }
+    };
+    framed.send(Bytes::from(answer(false).encode_to_vec())).await.map_err(|e| format!("answering its Hello: {e}"))?;
     framed.codec_mut().set_max_frame_length(MAX_FRAME_BYTES);
     Ok((framed, from))
 }

@@ -13,6 +13,8 @@
 //!   address in it is claimed, or added by an operator
 //! - `t\0{id}`: an API token (meta group, see [`tokens`])
 //! - `k\0{domain}`: a local domain's DKIM signing key (meta group, see [`dkim`])
+//! - `n\0{id:be64}`, `r\0{shard:be64}`: cluster nodes and shard target voters (meta
+//!   group, see [`nodes`])
 //! - `o\0{user}\0{seq:be64}`: an [`OutboundItem`]; `p\0{seq:be64}` → user id indexes
 //!   the pending ones for the shard's queue actor; `q` holds the next sequence number
 //!
@@ -23,6 +25,7 @@ mod audit;
 mod bans;
 mod dkim;
 pub mod folders;
+mod nodes;
 pub mod quota;
 mod tokens;
 
@@ -183,6 +186,9 @@ impl StateMachine for UmsMachine {
                 command::Op::PutBan(put) => bans::put(ctx, put),
                 command::Op::RemoveBan(remove) => bans::remove(ctx, remove),
                 command::Op::PutDkimKey(put) => dkim::put(ctx, put),
+                command::Op::AddNode(add) => nodes::add(ctx, add),
+                command::Op::SetNodeState(set) => nodes::set_state(ctx, set),
+                command::Op::PutShardTarget(put) => nodes::put_target(ctx, put),
             },
             Ok(Command { op: None }) => result(Status::Invalid, "empty command"),
             Err(e) => result(Status::Invalid, format!("undecodable command: {e}")),
@@ -393,6 +399,8 @@ pub fn execute_query(engine: &dyn KvRead, group: GroupId, query: &Query) -> stor
         Some(query::Q::ListAudit(list)) => audit::list(engine, group, list)?,
         Some(query::Q::ListBans(_)) => bans::list(engine, group)?,
         Some(query::Q::ListDkimKeys(_)) => dkim::list(engine, group)?,
+        Some(query::Q::ListNodes(_)) => nodes::list_nodes(engine, group)?,
+        Some(query::Q::ListShardTargets(_)) => nodes::list_targets(engine, group)?,
         None => QueryResult { status: Status::Invalid as i32, error: "empty query".into(), ..Default::default() },
     })
 }

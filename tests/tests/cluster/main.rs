@@ -12,5 +12,6 @@ mod mail_auth;
 mod operator;
 mod outbound;
 mod restart;
+mod scaling;
 mod security;
 mod smtp;

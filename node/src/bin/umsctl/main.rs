@@ -9,12 +9,15 @@
 //!   umsctl ca init --dir D --cluster-id C | issue --dir D --cluster-id C --node N [--out O]
 //!   umsctl audit [--since 1h] [--actor NAME] [--limit N]
 //!   umsctl ban list | add NETWORK --for 1h [--reason R] | remove NETWORK
+//!   umsctl node list | add --peer IP:PORT --http IP:PORT [--label zone=b] | drain ID [--wait] | cancel-drain ID | remove ID
+//!   umsctl shard list | move SHARD --from A --to B [--wait]
 
 mod audit;
 mod bans;
 mod ca;
 mod client;
 mod cluster;
+mod nodes;
 mod tokens;
 mod users;
 
@@ -93,10 +96,68 @@ enum Command {
         #[command(subcommand)]
         command: BanCommand,
     },
+    /// The cluster's machines: list, add, drain, remove.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Where shard replicas live: list them as their leaders see them, move one.
+    Shard {
+        #[command(subcommand)]
+        command: ShardCommand,
+    },
     /// The cluster CA for mutual TLS between nodes (files only; no node is asked).
     Ca {
         #[command(subcommand)]
         command: CaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Every node: state (up, draining, removed), reachability, replicas and leaders held.
+    List,
+    /// Record a new machine; it gets the next unused id. Then start it with `join = true`.
+    Add {
+        /// Its peer address, IP:PORT (the others dial it here).
+        #[arg(long)]
+        peer: String,
+        /// Its HTTP API address, IP:PORT.
+        #[arg(long)]
+        http: String,
+        /// A placement label, NAME=VALUE (zone=b, site=primary); repeatable.
+        #[arg(long = "label")]
+        labels: Vec<String>,
+    },
+    /// Take a node out of service: no new replicas; its leaders, then its replicas, move
+    /// to the other nodes.
+    Drain {
+        id: u64,
+        /// Follow the drain until the node holds nothing (with a limit: 10m, 1h, ...).
+        #[arg(long, num_args = 0..=1, default_missing_value = "1h", value_parser = tokens::parse_lifetime)]
+        wait: Option<tokens::Lifetime>,
+    },
+    /// Put a draining node back in service.
+    CancelDrain { id: u64 },
+    /// Remove a drained node for good: every member refuses it, its id is never reused.
+    Remove { id: u64 },
+}
+
+#[derive(Subcommand)]
+enum ShardCommand {
+    /// Every shard: leader, voters, learners, target, whether it is moving.
+    List,
+    /// Move SHARD's replica from node FROM to node TO (learner, catch-up, joint
+    /// consensus, removal), under load, without losing a write.
+    Move {
+        shard: u64,
+        #[arg(long)]
+        from: u64,
+        #[arg(long)]
+        to: u64,
+        /// Follow the move until it is done (with a limit: 10m, 1h, ...).
+        #[arg(long, num_args = 0..=1, default_missing_value = "10m", value_parser = tokens::parse_lifetime)]
+        wait: Option<tokens::Lifetime>,
     },
 }
 
@@ -289,8 +350,24 @@ fn run(client: &Client, command: Command, json_out: bool) -> anyhow::Result<()> 
             bans::add(client, &network, length, &reason, json_out)
         }
         Command::Ban { command: BanCommand::Remove { network } } => bans::remove(client, &network, json_out),
+        Command::Node { command } => match command {
+            NodeCommand::List => nodes::list(client, json_out),
+            NodeCommand::Add { peer, http, labels } => nodes::add(client, &peer, &http, &labels, json_out),
+            NodeCommand::Drain { id, wait } => nodes::drain(client, id, wait_limit(wait), json_out),
+            NodeCommand::CancelDrain { id } => nodes::set_state(client, id, "cancel-drain", json_out),
+            NodeCommand::Remove { id } => nodes::remove(client, id, json_out),
+        },
+        Command::Shard { command: ShardCommand::List } => nodes::shards(client, json_out),
+        Command::Shard { command: ShardCommand::Move { shard, from, to, wait } } => {
+            nodes::move_shard(client, shard, from, to, wait_limit(wait), json_out)
+        }
         Command::Ca { command } => run_ca(command, json_out),
     }
+}
+
+/// `--wait [LIMIT]` as a duration (`never` waits a year).
+fn wait_limit(wait: Option<tokens::Lifetime>) -> Option<std::time::Duration> {
+    wait.map(|w| w.0.unwrap_or(std::time::Duration::from_secs(366 * 24 * 3600)))
 }
 
 fn run_ca(command: CaCommand, json_out: bool) -> anyhow::Result<()> {

@@ -1,0 +1,192 @@
+//! The cluster's nodes and shard placement: the node records and shard targets of the
+//! meta group, and this node's view of where every group's replicas are, which routing
+//! uses and the membership task keeps current.
+
+use std::collections::{BTreeMap, HashMap};
+
+use consensus::{GroupId, GroupStatus, NodeId};
+
+use futures::StreamExt as _;
+use prost::Message as _;
+
+use super::{Cluster, ServiceError};
+use crate::clock::now_ms;
+use crate::placement::META_GROUP;
+use crate::proto::peer::{GroupState, forward_request};
+use crate::proto::state::node_record::State;
+use crate::proto::state::{
+    AddNode, ListNodes, ListShardTargets, NodeRecord, PutShardTarget, SetNodeState, ShardTarget, command, query,
+};
+
+/// A group as its leader sees it, and where it should be.
+#[derive(Clone, Debug)]
+pub struct ShardView {
+    pub group: GroupId,
+    pub state: Option<GroupState>,
+    pub target: Option<Vec<NodeId>>,
+}
+
+impl ShardView {
+    /// Whether its membership is where the target says: the voters, no learner, not joint.
+    pub fn settled(&self) -> bool {
+        let Some(state) = &self.state else { return false };
+        let voters_right = self.target.as_ref().is_none_or(|target| &state.voters == target);
+        voters_right && state.learners.is_empty() && state.voters_outgoing.is_empty()
+    }
+
+    /// Every node holding a replica (voters, learners, outgoing voters).
+    pub fn holders(&self) -> Vec<NodeId> {
+        let Some(state) = &self.state else { return Vec::new() };
+        let mut nodes: Vec<NodeId> =
+            state.voters.iter().chain(&state.learners).chain(&state.voters_outgoing).copied().collect();
+        nodes.sort_unstable();
+        nodes.dedup();
+        nodes
+    }
+}
+
+impl Cluster {
+    /// Every node record; `local` reads this node's replica of the meta group if it has one.
+    pub async fn nodes(&self, local: bool) -> Result<Vec<NodeRecord>, ServiceError> {
+        Ok(self.query_from(META_GROUP, query::Q::ListNodes(ListNodes {}), local).await?.nodes)
+    }
+
+    /// Records a node: a new one (id 0: the next id above every recorded one and above
+    /// `above`), or a bootstrap member registering itself (kept if already there).
+    pub async fn add_node(&self, node: NodeRecord, above: u64) -> Result<NodeRecord, ServiceError> {
+        let node = NodeRecord { added_ms: now_ms(), ..node };
+        let result = self.propose(META_GROUP, command::Op::AddNode(AddNode { node: Some(node), above })).await?;
+        result.node.ok_or_else(|| ServiceError::Internal("no node record in the answer".into()))
+    }
+
+    pub async fn set_node_state(&self, id: NodeId, state: State) -> Result<NodeRecord, ServiceError> {
+        let op = command::Op::SetNodeState(SetNodeState { id, state: state as i32, changed_ms: now_ms() });
+        let result = self.propose(META_GROUP, op).await?;
+        result.node.ok_or_else(|| ServiceError::Internal("no node record in the answer".into()))
+    }
+
+    /// Every shard's target voters; `local` as for [`Cluster::nodes`].
+    pub async fn shard_targets(&self, local: bool) -> Result<Vec<ShardTarget>, ServiceError> {
+        Ok(self.query_from(META_GROUP, query::Q::ListShardTargets(ListShardTargets {}), local).await?.shard_targets)
+    }
+
+    pub async fn set_shard_target(&self, shard: GroupId, voters: Vec<NodeId>) -> Result<(), ServiceError> {
+        if shard > self.shards {
+            return Err(ServiceError::NotFound(format!("shard {shard} does not exist (0..={})", self.shards)));
+        }
+        let target = ShardTarget { shard, voters, changed_ms: now_ms() };
+        self.propose(META_GROUP, command::Op::PutShardTarget(PutShardTarget { target: Some(target) })).await.map(|_| ())
+    }
+
+    /// `group` as its leader sees it, from whichever node leads it.
+    pub async fn group_state(&self, group: GroupId) -> Result<GroupState, ServiceError> {
+        let wire = forward_request::Body::GroupState(true);
+        let here = || async { self.group_state_here(group).await.map(|state| state.encode_to_vec()) };
+        let bytes = self.on_leader(group, here, wire).await?;
+        GroupState::decode(bytes.as_slice()).map_err(|e| ServiceError::Internal(e.to_string()))
+    }
+
+    /// Every group (meta group and shards) as its leader sees it (`None`: no leader
+    /// answered), with its target voters.
+    pub async fn shard_views(&self) -> Vec<ShardView> {
+        let targets: HashMap<GroupId, Vec<NodeId>> =
+            self.shard_targets(false).await.map(|t| Self::targets_by_group(&t)).unwrap_or_default();
+        let states = futures::stream::iter(0..=self.shards)
+            .map(|group| async move { (group, self.group_state(group).await.ok()) })
+            .buffered(16)
+            .collect::<Vec<_>>()
+            .await;
+        states
+            .into_iter()
+            .map(|(group, state)| ShardView { group, state, target: targets.get(&group).cloned() })
+            .collect()
+    }
+
+    /// This node's view of `group`, if it leads it.
+    pub(super) async fn group_state_here(&self, group: GroupId) -> Result<GroupState, consensus::ProposeError> {
+        let statuses = self.raft.status().await;
+        let Some(status) = statuses.into_iter().find(|s| s.group == group) else {
+            return Err(consensus::ProposeError::GroupNotFound { group });
+        };
+        if status.role != raft::StateRole::Leader {
+            return Err(consensus::ProposeError::NotLeader { group, leader: status.leader });
+        }
+        Ok(GroupState {
+            group,
+            leader: self.node_id,
+            term: status.term,
+            voters: status.voters,
+            learners: status.learners,
+            voters_outgoing: status.voters_outgoing,
+            commit_index: status.commit_index,
+            last_index: status.last_index,
+            first_index: status.first_index,
+            matched: status.progress.into_iter().collect(),
+        })
+    }
+
+    /// How many shards the cluster has (groups 1..=this; group 0 is the meta group).
+    pub fn shard_count(&self) -> u64 {
+        self.shards
+    }
+
+    /// Whether node `id` can be talked to now.
+    pub fn is_reachable(&self, id: NodeId) -> bool {
+        self.network.is_reachable(id)
+    }
+
+    /// Whether this node holds a replica of `group`.
+    pub fn hosts(&self, group: GroupId) -> bool {
+        self.hosted.read().expect("hosted").contains(&group)
+    }
+
+    /// The replicas of `group` as this node last learnt them.
+    pub fn replicas(&self, group: GroupId) -> Vec<NodeId> {
+        self.replicas_of.read().expect("replicas").get(&group).cloned().unwrap_or_default()
+    }
+
+    /// Where a request for `group` may be tried: its known replicas first, then every
+    /// other node (a replica may have moved since this node last looked).
+    pub(super) fn candidates(&self, group: GroupId) -> Vec<NodeId> {
+        let mut candidates = self.replicas(group);
+        let directory = self.directory.read().expect("directory");
+        let others = directory.values().filter(|n| n.state() != State::Removed).map(|n| n.id);
+        for node in others.collect::<Vec<_>>() {
+            if !candidates.contains(&node) {
+                candidates.push(node);
+            }
+        }
+        candidates
+    }
+
+    /// Learns where groups are: this node's own replicas from their statuses (voters and
+    /// learners as applied), the others from their targets.
+    pub fn learn_placement(&self, statuses: &[GroupStatus], targets: &[ShardTarget]) {
+        let mut replicas = self.replicas_of.write().expect("replicas");
+        for target in targets {
+            replicas.insert(target.shard, target.voters.clone());
+        }
+        for status in statuses {
+            let mut members: Vec<NodeId> = status.voters.iter().chain(&status.learners).copied().collect();
+            members.sort_unstable();
+            members.dedup();
+            replicas.insert(status.group, members);
+        }
+        *self.hosted.write().expect("hosted") = statuses.iter().map(|s| s.group).collect();
+    }
+
+    /// Remembers the node records (for routing and the status pages).
+    pub fn learn_nodes(&self, nodes: &[NodeRecord]) {
+        *self.directory.write().expect("directory") = nodes.iter().map(|n| (n.id, n.clone())).collect();
+    }
+
+    /// The node records as last learnt.
+    pub fn directory(&self) -> BTreeMap<NodeId, NodeRecord> {
+        self.directory.read().expect("directory").clone()
+    }
+
+    /// Every group's target, keyed by group, as the Raft thread takes them.
+    pub fn targets_by_group(targets: &[ShardTarget]) -> HashMap<GroupId, Vec<NodeId>> {
+        targets.iter().map(|t| (t.shard, t.voters.clone())).collect()
+    }
+}
