@@ -60,6 +60,9 @@ pub struct NodeConfig {
     /// Networks never banned automatically (a ministry's NAT, a carrier's gateways).
     #[serde(default)]
     pub bans: BanSettings,
+    /// `[placement]`: the placement driver on the meta group's leader.
+    #[serde(default)]
+    pub placement: crate::driver::DriverSettings,
     /// Mutual TLS between nodes with the cluster CA (`umsctl ca init|issue`; `umsd dev`
     /// sets it up). Without it peer traffic is plain TCP, and the node says so at start.
     #[serde(default)]
@@ -250,6 +253,7 @@ impl NodeConfig {
             smtp: SmtpSettings::default(),
             imap: ImapSettings::default(),
             logins: Default::default(),
+            placement: Default::default(),
             peer_tls: None,
             bans: BanSettings::default(),
             unsafe_skip_fsync: false,

@@ -13,6 +13,8 @@
 //!   retries with the same request id; users, domains, messages, outbound items.
 //! - [`membership`]: keeps this node's view of the cluster's nodes and shard targets
 //!   current (peers dialled and admitted, targets to the Raft thread), fences a removed node.
+//! - [`driver`]: the placement driver on the meta leader (drains, repairs, balances
+//!   replicas and leaders; pure policy in [`driver::policy`]).
 //! - [`mail_service`]: the gateways' [`gateways::mail_service::MailService`] on top of
 //!   [`cluster::Cluster`] (domains, logins, deliveries, relays, IMAP mailbox operations).
 //! - [`addresses`], [`passwords`], [`clock`]: address normalisation, argon2 passwords,
@@ -33,6 +35,7 @@ pub mod cluster;
 pub mod config;
 pub mod dev;
 pub mod dkim;
+pub mod driver;
 pub mod http;
 pub mod mail_service;
 pub mod membership;

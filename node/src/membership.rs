@@ -77,10 +77,11 @@ async fn sync(cluster: &Cluster, network: &PeerNetwork, settings: &Settings) {
         return; // No meta group reachable: keep the view we have.
     };
     cluster.learn_placement(&statuses, &targets);
-    cluster.raft().send(Input::SetTargets(Cluster::targets_by_group(&targets)));
     let Ok(nodes) = cluster.nodes(true).await else {
         return;
     };
+    let draining = nodes.iter().filter(|n| n.state() == State::Draining).map(|n| n.id).collect();
+    cluster.raft().send(Input::SetPlacement { targets, draining });
     if nodes.iter().any(|n| n.id == settings.node_id && n.state() == State::Removed) {
         fence(&settings.data_dir, settings.node_id, "the meta group records this node as removed");
     }

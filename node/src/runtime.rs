@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use tracing::{error, info};
 
 use crate::placement::leadership_handoffs;
+use crate::proto::state::ShardTarget;
 use crate::state::UmsMachine;
 
 /// Capacity of the Raft thread's inbox.
@@ -43,8 +44,12 @@ pub enum Input {
     Status {
         reply: oneshot::Sender<Vec<GroupStatus>>,
     },
-    /// The voters each group should have (from the meta group's shard targets).
-    SetTargets(HashMap<GroupId, Vec<NodeId>>),
+    /// Where each group should be (the meta group's shard targets: voters and the
+    /// preferred leader), and which nodes drain (they lead nothing when avoidable).
+    SetPlacement {
+        targets: Vec<ShardTarget>,
+        draining: Vec<NodeId>,
+    },
     /// Whether a snapshot sent to a peer left this node (or was lost with its connection).
     SnapshotReport {
         group: GroupId,
@@ -191,15 +196,20 @@ impl RaftLoop {
         let tick = settings.tick;
         let mut next_tick = Instant::now() + tick;
         let mut next_balance = Instant::now() + settings.balance_every;
+        let mut placement = LeaderPlacement {
+            bootstrap: settings.preferred_leaders.clone(),
+            targets: BTreeMap::new(),
+            draining: Vec::new(),
+        };
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match inbox.recv_timeout(wait) {
                 Ok(input) => {
-                    if !handle_input(raft, input) {
+                    if !handle_input(raft, &mut placement, input) {
                         break;
                     }
                     for input in inbox.try_iter().take(DRAIN_PER_ROUND) {
-                        if !handle_input(raft, input) {
+                        if !handle_input(raft, &mut placement, input) {
                             return;
                         }
                     }
@@ -216,7 +226,7 @@ impl RaftLoop {
             }
             if Instant::now() >= next_balance {
                 next_balance = Instant::now() + settings.balance_every;
-                balance_leadership(raft, &settings.preferred_leaders);
+                balance_leadership(raft, &placement);
             }
             metrics::gauge!("ums_raft_inbox_depth").set(inbox.len() as f64);
             if let Err(e) = raft.handle_ready(transport) {
@@ -242,23 +252,57 @@ impl RaftLoop {
     }
 }
 
-/// Hands a few groups back to their preferred leaders (spreads leader work evenly,
-/// also after a failed node comes back). A preferred leader the group's target no
-/// longer names is passed over: the group is moving off it.
-fn balance_leadership(raft: &mut MultiRaft<UmsMachine>, preferred: &BTreeMap<GroupId, NodeId>) {
-    let preferred: BTreeMap<GroupId, NodeId> = preferred
-        .iter()
-        .filter(|&(&group, leader)| raft.target(group).is_none_or(|voters| voters.contains(leader)))
-        .map(|(&group, &leader)| (group, leader))
-        .collect();
-    for (group, to) in leadership_handoffs(&raft.statuses(), raft.node_id(), &preferred, 4) {
+/// Where leadership should be: the bootstrap placement's preferred leaders, overridden
+/// by the shard targets' (set by the placement driver), never on a draining node.
+struct LeaderPlacement {
+    bootstrap: BTreeMap<GroupId, NodeId>,
+    targets: BTreeMap<GroupId, NodeId>,
+    draining: Vec<NodeId>,
+}
+
+impl LeaderPlacement {
+    /// Each group's preferred leader, for the groups `statuses` says this node leads.
+    fn preferred(&self, raft: &MultiRaft<UmsMachine>, statuses: &[GroupStatus]) -> BTreeMap<GroupId, NodeId> {
+        let me = raft.node_id();
+        let usable = |group: GroupId, node: NodeId| {
+            !self.draining.contains(&node) && raft.target(group).is_none_or(|voters| voters.contains(&node))
+        };
+        let mut preferred = BTreeMap::new();
+        for status in statuses.iter().filter(|s| s.role == raft::StateRole::Leader) {
+            let group = status.group;
+            let named = self.targets.get(&group).or_else(|| self.bootstrap.get(&group)).copied();
+            match named.filter(|&n| usable(group, n) && status.voters.contains(&n)) {
+                Some(node) => {
+                    preferred.insert(group, node);
+                }
+                // A draining leader with no usable preference hands over to any
+                // caught-up voter that is not draining.
+                None if self.draining.contains(&me) => {
+                    let other = status.voters.iter().copied().find(|&n| n != me && usable(group, n));
+                    if let Some(node) = other {
+                        preferred.insert(group, node);
+                    }
+                }
+                None => {}
+            }
+        }
+        preferred
+    }
+}
+
+/// Hands a few groups to their preferred leaders (spreads leader work evenly, also
+/// after a failed node comes back; empties a draining node of leaders first).
+fn balance_leadership(raft: &mut MultiRaft<UmsMachine>, placement: &LeaderPlacement) {
+    let statuses = raft.statuses();
+    let preferred = placement.preferred(raft, &statuses);
+    for (group, to) in leadership_handoffs(&statuses, raft.node_id(), &preferred, 4) {
         info!(node = raft.node_id(), shard = group, to, "handing leadership to the preferred leader");
         let _ = raft.transfer_leader(group, to);
     }
 }
 
 /// Returns false when the thread should stop.
-fn handle_input(raft: &mut MultiRaft<UmsMachine>, input: Input) -> bool {
+fn handle_input(raft: &mut MultiRaft<UmsMachine>, leaders: &mut LeaderPlacement, input: Input) -> bool {
     match input {
         Input::Raft(batch) => {
             for message in batch {
@@ -291,7 +335,12 @@ fn handle_input(raft: &mut MultiRaft<UmsMachine>, input: Input) -> bool {
             let _ = reply.send(raft.statuses());
         }
         Input::SnapshotReport { group, to, delivered } => raft.report_snapshot(group, to, delivered),
-        Input::SetTargets(targets) => raft.replace_targets(targets),
+        Input::SetPlacement { targets, draining } => {
+            raft.replace_targets(targets.iter().map(|t| (t.shard, t.voters.clone())));
+            leaders.targets =
+                targets.iter().filter(|t| t.preferred_leader != 0).map(|t| (t.shard, t.preferred_leader)).collect();
+            leaders.draining = draining;
+        }
         Input::Stop => return false,
     }
     true

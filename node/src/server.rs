@@ -182,6 +182,7 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
             bootstrap: config.members.clone(),
         };
         crate::membership::start(Arc::clone(&cluster), Arc::clone(&network), settings);
+        crate::driver::start(Arc::clone(&cluster), config.placement.clone(), config.replicas);
     }
 
     let mail: Arc<dyn gateways::mail_service::MailService> = Arc::clone(&cluster) as _;
@@ -217,6 +218,8 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     let state = AppState {
         cluster,
         members: config.members.clone(),
+        placement: config.placement.clone(),
+        replicas: config.replicas,
         metrics,
         authenticator,
         webhook_targets,

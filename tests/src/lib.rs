@@ -219,6 +219,59 @@ impl TestCluster {
         node.child = Some(child);
     }
 
+    /// Adds a node the way an operator does: records it through node 1's API
+    /// (`POST /api/v1/nodes`, which allocates its id), issues its certificate, and
+    /// starts it with `join = true` and the bootstrap members. Returns its id.
+    pub fn add_node(&mut self) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let ip = node::dev::local_peer_ip(id);
+        let ports = free_ports(ip);
+        let mut config = self.nodes[0].config.clone();
+        let cluster_id = config.cluster_id.clone();
+        node::dev::ensure_peer_certificates(self._dir.path(), &cluster_id, id as usize).expect("peer certificate");
+        config.node_id = id;
+        config.join = true;
+        config.data_dir = self._dir.path().join(format!("node-{id}"));
+        config.peer_listen = SocketAddr::from((ip, ports[0]));
+        config.http_listen = SocketAddr::from((ip, ports[1]));
+        config.smtp.listen = Some(SocketAddr::from((ip, ports[2])));
+        config.smtp.submission_listen = Some(SocketAddr::from((ip, ports[3])));
+        config.smtp.submissions_listen = Some(SocketAddr::from((ip, ports[6])));
+        config.smtp.hostname = format!("node{id}.test");
+        config.imap.listen = Some(SocketAddr::from((ip, ports[4])));
+        config.imap.tls_listen = Some(SocketAddr::from((ip, ports[5])));
+        config.peer_tls = Some(node::dev::local_peer_tls(self._dir.path(), id));
+        let body =
+            serde_json::json!({ "peer": config.peer_listen.to_string(), "http": config.http_listen.to_string() });
+        let added = devkit::http::post_with_retry(&self.url(1, "/api/v1/nodes"), &self.token, &body)
+            .unwrap_or_else(|e| panic!("umsctl node add: {e}"));
+        assert_eq!(added["id"].as_u64(), Some(id), "the cluster gave the new node another id: {added}");
+        self.nodes.push(TestNode { id, config, child: None });
+        self.spawn(id);
+        self.wait_healthy(id);
+        id
+    }
+
+    /// Starts node `id` and waits for it to exit by itself (a node that must refuse to
+    /// run); panics if it is still running after `limit`.
+    pub fn start_expecting_exit(&mut self, id: u64, limit: Duration) -> std::process::ExitStatus {
+        assert!(self.node(id).child.is_none(), "node {id} is still running");
+        self.spawn(id);
+        let deadline = Instant::now() + limit;
+        let mut child = self.node(id).child.take().expect("spawned");
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("node {id} kept running:\n{}", self.log_tail(id));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGKILL: no clean shutdown, as in a crash.
     pub fn kill(&mut self, id: u64) {
         if let Some(mut child) = self.node(id).child.take() {

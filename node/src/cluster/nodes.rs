@@ -24,9 +24,22 @@ pub struct ShardView {
     pub group: GroupId,
     pub state: Option<GroupState>,
     pub target: Option<Vec<NodeId>>,
+    pub preferred_leader: Option<NodeId>,
+    /// The target's version (`changed_ms`), 0 without one: what a change must expect.
+    pub target_changed_ms: u64,
 }
 
 impl ShardView {
+    pub fn new(group: GroupId, state: Option<GroupState>, target: Option<&ShardTarget>) -> Self {
+        Self {
+            group,
+            state,
+            target: target.map(|t| t.voters.clone()),
+            preferred_leader: target.map(|t| t.preferred_leader).filter(|&l| l != 0),
+            target_changed_ms: target.map_or(0, |t| t.changed_ms),
+        }
+    }
+
     /// Whether its membership is where the target says: the voters, no learner, not joint.
     pub fn settled(&self) -> bool {
         let Some(state) = &self.state else { return false };
@@ -70,12 +83,22 @@ impl Cluster {
         Ok(self.query_from(META_GROUP, query::Q::ListShardTargets(ListShardTargets {}), local).await?.shard_targets)
     }
 
-    pub async fn set_shard_target(&self, shard: GroupId, voters: Vec<NodeId>) -> Result<(), ServiceError> {
+    /// Sets the voters `shard` should move to, and where its leadership should be, if
+    /// its target is still the one read (`expect_changed_ms`; 0: it had none).
+    pub async fn set_shard_target(
+        &self,
+        shard: GroupId,
+        voters: Vec<NodeId>,
+        preferred_leader: Option<NodeId>,
+        expect_changed_ms: u64,
+    ) -> Result<(), ServiceError> {
         if shard > self.shards {
             return Err(ServiceError::NotFound(format!("shard {shard} does not exist (0..={})", self.shards)));
         }
-        let target = ShardTarget { shard, voters, changed_ms: now_ms() };
-        self.propose(META_GROUP, command::Op::PutShardTarget(PutShardTarget { target: Some(target) })).await.map(|_| ())
+        let preferred_leader = preferred_leader.filter(|l| voters.contains(l)).unwrap_or(0);
+        let target = ShardTarget { shard, voters, changed_ms: now_ms(), preferred_leader };
+        let op = command::Op::PutShardTarget(PutShardTarget { target: Some(target), expect_changed_ms });
+        self.propose(META_GROUP, op).await.map(|_| ())
     }
 
     /// `group` as its leader sees it, from whichever node leads it.
@@ -89,17 +112,14 @@ impl Cluster {
     /// Every group (meta group and shards) as its leader sees it (`None`: no leader
     /// answered), with its target voters.
     pub async fn shard_views(&self) -> Vec<ShardView> {
-        let targets: HashMap<GroupId, Vec<NodeId>> =
-            self.shard_targets(false).await.map(|t| Self::targets_by_group(&t)).unwrap_or_default();
+        let targets: HashMap<GroupId, ShardTarget> =
+            self.shard_targets(false).await.map(|t| t.into_iter().map(|t| (t.shard, t)).collect()).unwrap_or_default();
         let states = futures::stream::iter(0..=self.shards)
             .map(|group| async move { (group, self.group_state(group).await.ok()) })
             .buffered(16)
             .collect::<Vec<_>>()
             .await;
-        states
-            .into_iter()
-            .map(|(group, state)| ShardView { group, state, target: targets.get(&group).cloned() })
-            .collect()
+        states.into_iter().map(|(group, state)| ShardView::new(group, state, targets.get(&group))).collect()
     }
 
     /// This node's view of `group`, if it leads it.
@@ -185,7 +205,7 @@ impl Cluster {
         self.directory.read().expect("directory").clone()
     }
 
-    /// Every group's target, keyed by group, as the Raft thread takes them.
+    /// Every group's target voters, keyed by group.
     pub fn targets_by_group(targets: &[ShardTarget]) -> HashMap<GroupId, Vec<NodeId>> {
         targets.iter().map(|t| (t.shard, t.voters.clone())).collect()
     }

@@ -51,6 +51,9 @@ const MAX_BODY_BYTES: usize = 48 << 20;
 pub struct AppState {
     pub cluster: Arc<Cluster>,
     pub members: Vec<Member>,
+    /// The placement driver's settings and the replicas per shard (for `rebalance`).
+    pub placement: crate::driver::DriverSettings,
+    pub replicas: usize,
     pub metrics: Option<PrometheusHandle>,
     pub authenticator: Arc<Authenticator>,
     /// The cluster's bans, checked before anything else.
@@ -144,6 +147,7 @@ pub enum Endpoint {
     ListShards,
     GetShard,
     MoveShard,
+    Rebalance,
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
     GetFaults,
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
@@ -194,6 +198,7 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/api/v1/shards", Endpoint::ListShards),
     route(Method::GET, "/api/v1/shards/{shard}", Endpoint::GetShard),
     route(Method::POST, "/api/v1/shards/{shard}/move", Endpoint::MoveShard),
+    route(Method::POST, "/api/v1/rebalance", Endpoint::Rebalance),
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
     route(Method::GET, "/api/v1/debug/faults", Endpoint::GetFaults),
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
@@ -232,6 +237,7 @@ impl Endpoint {
             Endpoint::ListShards => web::to(nodes::list_shards),
             Endpoint::GetShard => web::to(nodes::get_shard),
             Endpoint::MoveShard => web::to(nodes::move_shard),
+            Endpoint::Rebalance => web::to(nodes::rebalance),
             #[cfg(any(debug_assertions, feature = "debug-faults"))]
             Endpoint::GetFaults => web::to(debug::get_faults),
             #[cfg(any(debug_assertions, feature = "debug-faults"))]

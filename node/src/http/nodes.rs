@@ -67,8 +67,8 @@ async fn shard_view(state: &State, shard: u64) -> Result<ShardView, ServiceError
     }
     let group_state = state.cluster.group_state(shard).await?;
     let targets = state.cluster.shard_targets(false).await?;
-    let target = targets.into_iter().find(|t| t.shard == shard).map(|t| t.voters);
-    Ok(ShardView { group: shard, state: Some(group_state), target })
+    let target = targets.iter().find(|t| t.shard == shard);
+    Ok(ShardView::new(shard, Some(group_state), target))
 }
 
 #[derive(Deserialize)]
@@ -105,7 +105,8 @@ pub(super) async fn move_shard(
         Ok(voters) => voters,
         Err(e) => return error_response(&e),
     };
-    match state.cluster.set_shard_target(shard, voters.clone()).await {
+    let preferred = view.state.as_ref().map(|s| s.leader).filter(|l| voters.contains(l));
+    match state.cluster.set_shard_target(shard, voters.clone(), preferred, view.target_changed_ms).await {
         Ok(()) => HttpResponse::Accepted().json(json!({ "shard": shard, "from": from, "to": to, "voters": voters })),
         Err(e) => error_response(&e),
     }
@@ -145,6 +146,7 @@ pub(super) async fn list_nodes(caller: Caller, state: State) -> HttpResponse {
         Err(e) => return error_response(&e),
     };
     let views = state.cluster.shard_views().await;
+    let plan = crate::driver::plan_for(&nodes, &views, &state.placement, state.replicas);
     let mut replicas: BTreeMap<NodeId, usize> = BTreeMap::new();
     let mut leaders: BTreeMap<NodeId, usize> = BTreeMap::new();
     for view in &views {
@@ -163,6 +165,7 @@ pub(super) async fn list_nodes(caller: Caller, state: State) -> HttpResponse {
                 "reachable": n.id == state.cluster.node_id() || state.cluster.is_reachable(n.id),
                 "replicas": replicas.get(&n.id).copied().unwrap_or(0),
                 "leaders": leaders.get(&n.id).copied().unwrap_or(0),
+                "drain_blocked": plan.blocked.get(&n.id),
             })
         })
         .collect();
@@ -250,6 +253,36 @@ pub(super) async fn remove_node(caller: Caller, state: State, id: web::Path<Node
         )));
     }
     set_state(caller, state, id, NodeState::Removed).await
+}
+
+#[derive(Deserialize)]
+pub(super) struct RebalanceQuery {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /api/v1/rebalance[?dry_run=true]`: one round of the placement driver now (the
+/// moves it makes, or would make), with the drains it cannot finish and why.
+pub(super) async fn rebalance(caller: Caller, state: State, query: web::Query<RebalanceQuery>) -> HttpResponse {
+    if let Err(denied) = caller.may(Action::ClusterManage) {
+        return *denied;
+    }
+    match crate::driver::round(&state.cluster, &state.placement, state.replicas, !query.dry_run).await {
+        Ok(plan) => {
+            let moves: Vec<Value> = plan
+                .changes
+                .iter()
+                .filter(|c| !c.why.starts_with("spread"))
+                .map(|c| json!({ "shard": c.group, "voters": c.voters, "why": c.why }))
+                .collect();
+            let leaders = plan.changes.iter().filter(|c| c.why.starts_with("spread")).count();
+            let blocked: BTreeMap<String, &String> = plan.blocked.iter().map(|(n, why)| (n.to_string(), why)).collect();
+            HttpResponse::Ok().json(json!({
+                "dry_run": query.dry_run, "moves": moves, "leader_preferences_changed": leaders, "blocked": blocked,
+            }))
+        }
+        Err(e) => error_response(&e),
+    }
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use storage::{Cf, KvRead};
 use super::{get, key, result, scan_kind};
 use crate::proto::state::node_record::State;
 use crate::proto::state::{
-    AddNode, CommandResult, NodeRecord, PutShardTarget, QueryResult, SetNodeState, command_result::Status,
+    AddNode, CommandResult, NodeRecord, PutShardTarget, QueryResult, SetNodeState, ShardTarget, command_result::Status,
 };
 
 fn node_key(id: u64) -> Vec<u8> {
@@ -87,6 +87,12 @@ pub(super) fn put_target(ctx: &mut ApplyContext<'_>, put: PutShardTarget) -> Com
             None => return result(Status::NotFound, format!("no node {voter}")),
         }
     }
+    let current = get::<ShardTarget>(ctx, Cf::Data, &target_key(target.shard)).map_or(0, |t| t.changed_ms);
+    if current != put.expect_changed_ms {
+        return result(Status::Conflict, format!("shard {}'s target changed meanwhile; read it again", target.shard));
+    }
+    // Strictly increasing, so a compare never mistakes a newer target for the one read.
+    target.changed_ms = target.changed_ms.max(current + 1);
     ctx.put(Cf::Data, &target_key(target.shard), target.encode_to_vec());
     CommandResult::default()
 }
@@ -105,7 +111,6 @@ mod tests {
     use storage::MemEngine;
 
     use super::*;
-    use crate::proto::state::ShardTarget;
 
     fn record(peer: &str) -> NodeRecord {
         NodeRecord { peer: peer.into(), http: "127.0.0.1:1".into(), ..Default::default() }
@@ -154,10 +159,15 @@ mod tests {
         }
         set_state(&mut ctx, SetNodeState { id: 4, state: State::Removed as i32, changed_ms: 1 });
         let put = |ctx: &mut ApplyContext<'_>, voters: &[u64]| {
-            let target = ShardTarget { shard: 3, voters: voters.to_vec(), changed_ms: 1 };
-            put_target(ctx, PutShardTarget { target: Some(target) }).status()
+            let expect_changed_ms = get::<ShardTarget>(ctx, Cf::Data, &target_key(3)).map_or(0, |t| t.changed_ms);
+            let target = ShardTarget { shard: 3, voters: voters.to_vec(), ..Default::default() };
+            put_target(ctx, PutShardTarget { target: Some(target), expect_changed_ms }).status()
         };
         assert_eq!(put(&mut ctx, &[3, 1, 2, 1]), Status::Ok);
+        // A proposer that read an older target is refused.
+        let stale = ShardTarget { shard: 3, voters: vec![1, 2, 3], ..Default::default() };
+        let refused = put_target(&mut ctx, PutShardTarget { target: Some(stale), expect_changed_ms: 0 });
+        assert_eq!(refused.status(), Status::Conflict);
         assert_eq!(put(&mut ctx, &[1, 2, 4]), Status::Invalid);
         assert_eq!(put(&mut ctx, &[1, 2, 5]), Status::NotFound);
         assert_eq!(put(&mut ctx, &[]), Status::Invalid);

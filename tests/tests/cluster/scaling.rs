@@ -49,7 +49,11 @@ fn umsctl(cluster: &TestCluster, node: u64, args: &[&str]) -> std::process::Outp
 
 #[test]
 fn a_replica_moves_under_load_and_survives_its_leader_dying_while_joint() {
-    let mut cluster = TestCluster::start(4, |_| {});
+    // The placement driver would rebalance behind the operator's move: off here.
+    let mut cluster = TestCluster::start(4, |config| {
+        unthrottled(config);
+        config.placement.auto = false;
+    });
     wait_for_node_records(&cluster, 4);
     for n in 1..=USERS {
         cluster.create_user(&email(n));
@@ -63,33 +67,8 @@ fn a_replica_moves_under_load_and_survives_its_leader_dying_while_joint() {
     eprintln!("shard {shard}: voters {voters:?}, leader {leader}; moving {leader} -> {to}");
 
     // Writers to every user through random nodes, until told to stop.
-    let urls: Vec<Vec<String>> = (1..=4)
-        .map(|node| (1..=USERS).map(|n| cluster.url(node, &format!("/api/v1/users/{}/messages", email(n)))).collect())
-        .collect();
-    type Outcome = (usize, String, Option<u64>);
-    let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
-    let (next, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
-    let writers: Vec<_> = (0..WRITERS)
-        .map(|_| {
-            let (urls, outcomes, next, stop) =
-                (urls.clone(), Arc::clone(&outcomes), Arc::clone(&next), Arc::clone(&stop));
-            let token = cluster.token.clone();
-            std::thread::spawn(move || {
-                let mut rng = rand::thread_rng();
-                while !stop.load(Ordering::SeqCst) {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let user = i % USERS + 1;
-                    let client_ref = format!("m{i}");
-                    let acked =
-                        append(&urls[rng.gen_range(0..4)][user - 1], &token, &client_ref, &format!("message {i}"));
-                    outcomes.lock().unwrap().push((user, client_ref, acked));
-                }
-            })
-        })
-        .collect();
-    while outcomes.lock().unwrap().len() < 200 {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let load = Load::start(&cluster, &[1, 2, 3, 4]);
+    load.wait_for(200);
 
     // Slow every frame a little, so the joint configuration lasts long enough to be seen.
     for node in 1..=4 {
@@ -139,24 +118,93 @@ fn a_replica_moves_under_load_and_survives_its_leader_dying_while_joint() {
         std::thread::sleep(Duration::from_millis(200));
     }
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::SeqCst);
-    for writer in writers {
-        writer.join().unwrap();
-    }
+    let outcomes = load.finish();
     let listed = umsctl(&cluster, 3, &["shard", "list"]);
     assert!(listed.status.success());
     eprintln!("{}", String::from_utf8_lossy(&listed.stdout));
+    check_exactly_once(&cluster, &outcomes);
+    // The old node gave its replica up.
+    let status = cluster.cluster_status(leader);
+    let still_there = status["shards"].as_array().unwrap().iter().any(|s| s["shard"].as_u64() == Some(shard));
+    assert!(!still_there, "node {leader} still holds shard {shard}");
+}
 
-    // Exactly once, at its UID, on every replica of every user's shard.
-    let outcomes = outcomes.lock().unwrap().clone();
-    let acked = outcomes.iter().filter(|o| o.2.is_some()).count();
-    eprintln!("{acked} of {} appends acknowledged", outcomes.len());
-    assert!(acked > 300, "too few acknowledged appends ({acked})");
+/// The writers all come from one address, faster than the API lets one source go.
+fn unthrottled(config: &mut node::config::NodeConfig) {
+    config.http.requests_per_ip = 1_000_000;
+    config.http.request_burst_per_ip = 1_000_000;
+    config.http.connections.rate_per_ip = 1e6;
+    config.http.connections.burst_per_ip = 1e6;
+}
+
+/// (user, client reference, UID if acknowledged) of one append.
+type Outcome = (usize, String, Option<u64>);
+
+/// Writers appending to every user through the given nodes until told to stop.
+struct Load {
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
+    stop: Arc<AtomicBool>,
+    writers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(cluster: &TestCluster, nodes: &[u64]) -> Self {
+        let urls: Vec<Vec<String>> = nodes
+            .iter()
+            .map(|&node| {
+                (1..=USERS).map(|n| cluster.url(node, &format!("/api/v1/users/{}/messages", email(n)))).collect()
+            })
+            .collect();
+        let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
+        let (next, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+        let writers = (0..WRITERS)
+            .map(|_| {
+                let (urls, outcomes, next, stop) =
+                    (urls.clone(), Arc::clone(&outcomes), Arc::clone(&next), Arc::clone(&stop));
+                let token = cluster.token.clone();
+                std::thread::spawn(move || {
+                    let mut rng = rand::thread_rng();
+                    while !stop.load(Ordering::SeqCst) {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let user = i % USERS + 1;
+                        let client_ref = format!("m{i}");
+                        let url = &urls[rng.gen_range(0..urls.len())][user - 1];
+                        let acked = append(url, &token, &client_ref, &format!("message {i}"));
+                        outcomes.lock().unwrap().push((user, client_ref, acked));
+                    }
+                })
+            })
+            .collect();
+        Self { outcomes, stop, writers }
+    }
+
+    fn wait_for(&self, appends: usize) {
+        while self.outcomes.lock().unwrap().len() < appends {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn finish(self) -> Vec<Outcome> {
+        self.stop.store(true, Ordering::SeqCst);
+        for writer in self.writers {
+            writer.join().unwrap();
+        }
+        let outcomes = self.outcomes.lock().unwrap().clone();
+        let acked = outcomes.iter().filter(|o| o.2.is_some()).count();
+        eprintln!("{acked} of {} appends acknowledged", outcomes.len());
+        assert!(acked > 300, "too few acknowledged appends ({acked})");
+        outcomes
+    }
+}
+
+/// Every acknowledged append exactly once, at its UID, on every replica of its user's
+/// shard (as the shard's leader names them); an unacknowledged one at most once.
+fn check_exactly_once(cluster: &TestCluster, outcomes: &[Outcome]) {
     for n in 1..=USERS {
         let user = get_json(&cluster.url(1, &format!("/api/v1/users/{}", email(n))), &cluster.token).expect("user");
         let user_shard = user["shard"].as_u64().unwrap();
-        let holders = ids(&shard_view(&cluster, 1, user_shard).expect("view")["voters"]);
-        let lists = converged(&cluster, &holders, &email(n));
+        let holders = ids(&shard_view(cluster, 1, user_shard).expect("view")["voters"]);
+        let lists = converged(cluster, &holders, &email(n));
         let mut by_ref: HashMap<&str, Vec<u64>> = HashMap::new();
         for (uid, client_ref) in &lists {
             by_ref.entry(client_ref.as_str()).or_default().push(*uid);
@@ -171,10 +219,6 @@ fn a_replica_moves_under_load_and_survives_its_leader_dying_while_joint() {
             }
         }
     }
-    // The old node gave its replica up.
-    let status = cluster.cluster_status(leader);
-    let still_there = status["shards"].as_array().unwrap().iter().any(|s| s["shard"].as_u64() == Some(shard));
-    assert!(!still_there, "node {leader} still holds shard {shard}");
 }
 
 /// Waits until the meta group records `count` nodes (bootstrap members register
@@ -188,6 +232,79 @@ fn wait_for_node_records(cluster: &TestCluster, count: usize) {
     {
         assert!(Instant::now() < deadline, "the bootstrap members never got node records");
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// What `GET /api/v1/nodes` says of node `id`.
+fn node_entry(cluster: &TestCluster, via: u64, id: u64) -> Value {
+    let body = get_json(&cluster.url(via, "/api/v1/nodes"), &cluster.token).expect("nodes");
+    body["nodes"].as_array().unwrap().iter().find(|n| n["id"] == id).cloned().unwrap_or(Value::Null)
+}
+
+#[test]
+fn a_node_joins_under_load_and_gets_its_share_then_a_drained_and_removed_node_is_refused() {
+    let mut cluster = TestCluster::start(3, unthrottled);
+    wait_for_node_records(&cluster, 3);
+    for n in 1..=USERS {
+        cluster.create_user(&email(n));
+    }
+    let load = Load::start(&cluster, &[1, 3]);
+    load.wait_for(100);
+
+    // Node 4 joins: recorded, started with join = true, then the driver moves replicas
+    // to it until counts are within one of each other (9 groups x 3 replicas: 7,7,7,6).
+    let started = Instant::now();
+    let added = cluster.add_node();
+    assert_eq!(added, 4);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let body = get_json(&cluster.url(1, "/api/v1/nodes"), &cluster.token).expect("nodes");
+        let counts: Vec<u64> =
+            body["nodes"].as_array().unwrap().iter().filter_map(|n| n["replicas"].as_u64()).collect();
+        if counts.len() == 4 && counts.iter().all(|&c| c >= 6) && body["shards_moving"] == 0 {
+            eprintln!("balanced after {:.1}s: {counts:?}", started.elapsed().as_secs_f64());
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 4 never got its share: {counts:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // It serves: the API on node 4 answers for a user whose shard it does not hold too.
+    assert!(get_json(&cluster.url(4, &format!("/api/v1/users/{}", email(1))), &cluster.token).is_ok());
+
+    // Drain node 2 under load: its leaders and then its replicas go elsewhere.
+    let drained = umsctl(&cluster, 1, &["--json", "node", "drain", "2", "--wait", "5m"]);
+    assert!(drained.status.success(), "drain: {}", String::from_utf8_lossy(&drained.stderr));
+    let entry = node_entry(&cluster, 1, 2);
+    assert_eq!((entry["replicas"].as_u64(), entry["leaders"].as_u64()), (Some(0), Some(0)), "{entry}");
+    assert_eq!(entry["state"], "draining");
+    let outcomes = load.finish();
+    check_exactly_once(&cluster, &outcomes);
+
+    // Three up nodes, three replicas: draining another one cannot finish, and says why.
+    let blocked = umsctl(&cluster, 1, &["node", "drain", "3", "--wait", "20s"]);
+    assert!(!blocked.status.success());
+    let why = String::from_utf8_lossy(&blocked.stderr);
+    assert!(why.contains("cannot be drained") && why.contains("no up node left"), "{why}");
+    assert!(umsctl(&cluster, 1, &["node", "cancel-drain", "3"]).status.success());
+
+    // Node 2 goes down, is removed meanwhile, and comes back with its old data: the
+    // members refuse it as removed, and it stops, saying so; it will not start again.
+    cluster.kill(2);
+    let removed = umsctl(&cluster, 1, &["node", "remove", "2"]);
+    assert!(removed.status.success(), "remove: {}", String::from_utf8_lossy(&removed.stderr));
+    assert_eq!(node_entry(&cluster, 3, 2)["state"], "removed");
+    let status = cluster.start_expecting_exit(2, Duration::from_secs(30));
+    assert_eq!(status.code(), Some(78), "a removed node must stop:\n{}", cluster.log_tail(2));
+    assert!(cluster.log(2).contains("this node was removed from the cluster"), "{}", cluster.log_tail(2));
+    let again = cluster.start_expecting_exit(2, Duration::from_secs(30));
+    assert_ne!(again.code(), Some(0));
+    assert!(cluster.log(2).contains("its data cannot rejoin"), "{}", cluster.log_tail(2));
+    // A removed node's id is never handed out again.
+    let refused = umsctl(&cluster, 1, &["node", "cancel-drain", "2"]);
+    assert!(!refused.status.success());
+    // The cluster still serves every user.
+    for n in 1..=USERS {
+        cluster.deliver_email(3, &email(n), "Subject: after\r\n\r\nstill here\r\n");
     }
 }
 

@@ -11,6 +11,7 @@
 //!   umsctl ban list | add NETWORK --for 1h [--reason R] | remove NETWORK
 //!   umsctl node list | add --peer IP:PORT --http IP:PORT [--label zone=b] | drain ID [--wait] | cancel-drain ID | remove ID
 //!   umsctl shard list | move SHARD --from A --to B [--wait]
+//!   umsctl rebalance [--dry-run]
 
 mod audit;
 mod bans;
@@ -105,6 +106,13 @@ enum Command {
     Shard {
         #[command(subcommand)]
         command: ShardCommand,
+    },
+    /// Run a round of the placement driver now (it also runs by itself every few
+    /// seconds): replicas off draining nodes, counts and leaders balanced.
+    Rebalance {
+        /// Only show the moves it would make.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// The cluster CA for mutual TLS between nodes (files only; no node is asked).
     Ca {
@@ -361,6 +369,7 @@ fn run(client: &Client, command: Command, json_out: bool) -> anyhow::Result<()> 
         Command::Shard { command: ShardCommand::Move { shard, from, to, wait } } => {
             nodes::move_shard(client, shard, from, to, wait_limit(wait), json_out)
         }
+        Command::Rebalance { dry_run } => nodes::rebalance(client, dry_run, json_out),
         Command::Ca { command } => run_ca(command, json_out),
     }
 }

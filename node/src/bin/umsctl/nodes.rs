@@ -244,6 +244,33 @@ fn move_step(view: &Value, to: u64) -> String {
     }
 }
 
+/// `rebalance [--dry-run]`.
+pub fn rebalance(client: &Client, dry_run: bool, json_out: bool) -> anyhow::Result<()> {
+    let path = if dry_run { "/api/v1/rebalance?dry_run=true" } else { "/api/v1/rebalance" };
+    let (_, body) = client.expect_ok("POST", path, None)?;
+    if json_out {
+        print_json(&body);
+        return Ok(());
+    }
+    let moves = body["moves"].as_array().cloned().unwrap_or_default();
+    let verb = if dry_run { "would move" } else { "moving" };
+    if moves.is_empty() {
+        println!("balanced: no replica to move");
+    }
+    for m in &moves {
+        println!(
+            "{verb} shard {:>4} to voters {:<12}  ({})",
+            num(&m["shard"]),
+            ids(&m["voters"]),
+            m["why"].as_str().unwrap_or("")
+        );
+    }
+    for (node, why) in body["blocked"].as_object().into_iter().flatten() {
+        println!("node {node} cannot be drained: {}", why.as_str().unwrap_or(""));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
