@@ -64,8 +64,10 @@ impl Cluster {
         let dir = dir.canonicalize().with_context(|| format!("no cluster data directory at {}", dir.display()))?;
         let mut nodes = Vec::new();
         for entry in std::fs::read_dir(&dir)? {
-            let config_path = entry?.path().join("node.toml");
-            if config_path.exists() {
+            let node_dir = entry?.path();
+            let config_path = node_dir.join("node.toml");
+            // A node removed from the cluster stays out (it refuses to start).
+            if config_path.exists() && !node_dir.join("removed").exists() {
                 nodes.push(ChaosNode::load(config_path)?);
             }
         }
@@ -136,6 +138,11 @@ impl Cluster {
         Ok(Self { nodes, umsd })
     }
 
+    /// The `umsctl` beside the nodes' `umsd`, if there is one.
+    pub fn umsctl(&self) -> Option<PathBuf> {
+        Some(self.umsd.with_file_name("umsctl")).filter(|path| path.exists())
+    }
+
     pub fn node(&self, id: u64) -> &ChaosNode {
         self.nodes.iter().find(|n| n.id == id).expect("known node id")
     }
@@ -190,10 +197,11 @@ impl Cluster {
         }
     }
 
-    /// Leader of each shard, as the first answering node sees it.
+    /// Leader of each shard, as the shards' leaders say (asked through the first node
+    /// that answers).
     pub fn leaders(&self) -> BTreeMap<u64, u64> {
         for node in &self.nodes {
-            if let Ok(response) = self.get(node.id, "/api/v1/cluster").timeout(Duration::from_secs(2)).call()
+            if let Ok(response) = self.get(node.id, "/api/v1/shards").timeout(Duration::from_secs(5)).call()
                 && let Ok(status) = response.into_json::<Value>()
             {
                 return status["shards"]

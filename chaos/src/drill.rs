@@ -21,7 +21,7 @@ use crate::outbound::{Delivery, OutboundVerdict, check_outbound};
 use crate::workload::{ApiNode, Protocol, Workload, WorkloadSettings};
 
 /// Scenarios that can run against a cluster of local processes today.
-pub const AVAILABLE: [&str; 10] = [
+pub const AVAILABLE: [&str; 13] = [
     "leader-kill",
     "node-pause",
     "partition-minority",
@@ -32,6 +32,11 @@ pub const AVAILABLE: [&str; 10] = [
     "disk-full",
     "rolling-restart",
     "power-cut",
+    // Membership, in this order: a node joins, a replica moves onto it across a
+    // partition of the moving shard's leader, and the newest node is drained and removed.
+    "add-node",
+    "move-under-partition",
+    "drain-node",
 ];
 /// Scenarios named by the drill plan that need infrastructure this build lacks.
 pub const NOT_YET: [(&str, &str); 1] =
@@ -64,7 +69,51 @@ pub struct DrillReport {
     pub unavailability_ms: Percentiles,
     /// From the first fault to the moment every shard hit by it took writes again.
     pub recovery_ms: Option<u64>,
+    /// Acknowledged writes per second and their latency before the first fault, from
+    /// the first fault to the last fault event (the moves of a membership drill), and
+    /// after.
+    pub phases: Vec<Phase>,
+    /// Shards not back on exactly their target voters (led, not joint, no learner)
+    /// within 30 s of the drill's end; `None` when all were.
+    pub membership: Option<String>,
     pub passed: bool,
+}
+
+/// The workload's figures over one part of a drill.
+#[derive(Debug, Default, Serialize, PartialEq)]
+pub struct Phase {
+    pub name: &'static str,
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub acknowledged_per_s: f64,
+    pub latency_p50_ms: u64,
+    pub latency_p99_ms: u64,
+}
+
+/// Pure: `history` cut at the first and last fault event into before / during / after.
+fn phases(history: &[Operation], faults: &[FaultEvent]) -> Vec<Phase> {
+    let (Some(first), Some(last)) = (faults.first(), faults.last()) else { return Vec::new() };
+    let end = history.iter().map(|o| o.completed_ms).max().unwrap_or(last.at_ms);
+    let cuts = [("before", 0, first.at_ms), ("during", first.at_ms, last.at_ms), ("after", last.at_ms, end)];
+    cuts.into_iter()
+        .filter(|(_, from, to)| to > from)
+        .map(|(name, from_ms, to_ms)| {
+            let mut latencies: Vec<u64> = history
+                .iter()
+                .filter(|o| o.is_ok() && o.invoked_ms >= from_ms && o.invoked_ms < to_ms)
+                .map(|o| o.completed_ms.saturating_sub(o.invoked_ms))
+                .collect();
+            let acknowledged_per_s = latencies.len() as f64 * 1000.0 / (to_ms - from_ms) as f64;
+            Phase {
+                name,
+                from_ms,
+                to_ms,
+                acknowledged_per_s,
+                latency_p50_ms: checker::quantile(&mut latencies, 0.5),
+                latency_p99_ms: checker::quantile(&mut latencies, 0.99),
+            }
+        })
+        .collect()
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -108,6 +157,9 @@ pub fn skip_reason(scenario: &str, cluster: &Cluster) -> Option<String> {
         "slow-network" | "slow-disk" if !cluster.allows_debug_faults() => {
             Some("the nodes do not accept injected delays (debug_faults = true in node.toml; umsd dev sets it)".into())
         }
+        "move-under-partition" => crate::faults::network_faults_unsupported(cluster)
+            .or_else(|| crate::placement::skip_reason(scenario, cluster)),
+        "add-node" | "drain-node" => crate::placement::skip_reason(scenario, cluster),
         _ => None,
     }
 }
@@ -198,13 +250,15 @@ pub fn run(scenario: &str, cluster: &Cluster, options: &DrillOptions) -> anyhow:
     let history = workload.stop();
     outcome?;
     healed?;
+    let membership = crate::placement::settled(cluster, Duration::from_secs(30)).err();
     let observed = read_replicas(cluster, &users)?;
     let outbound = check_outbound(
         &history.outbound,
         &await_deliveries(cluster, &users, &sink, &history.outbound, options.outbound_wait),
     );
     let mut found = report(scenario, options, history.messages, &observed, faults.events, &faults.isolations);
-    found.passed &= outbound.violation_lines().next().is_none();
+    found.passed &= outbound.violation_lines().next().is_none() && membership.is_none();
+    found.membership = membership;
     found.outbound = outbound;
     Ok(found)
 }
@@ -330,6 +384,12 @@ fn inject(
             }
             Ok(())
         }
+        "add-node" => crate::placement::add_node(cluster, faults, span.max(Duration::from_secs(120))),
+        "drain-node" => crate::placement::drain_node(cluster, faults, span.max(Duration::from_secs(180))),
+        "move-under-partition" => {
+            let shard = users.first().map(|(_, shard)| *shard).context("no drill users")?;
+            crate::placement::move_under_partition(cluster, faults, shard, span)
+        }
         "rolling-restart" => {
             let pause = span / cluster.nodes.len() as u32;
             for id in cluster.ids() {
@@ -399,18 +459,25 @@ fn replica_refs(cluster: &Cluster, id: u64, user: &str) -> Option<Vec<(u64, Stri
     Some(body["messages"].as_array()?.iter().map(|m| (m["uid"].as_u64().unwrap_or(0), reference(m))).collect())
 }
 
-/// Waits until every node's replica of each user agrees, then returns them all.
+/// Waits until every replica of each user agrees, then returns them all: the replicas
+/// on the nodes its shard's leader names (those this drill knows), or every node's.
 fn read_replicas(cluster: &Cluster, users: &[(String, u64)]) -> anyhow::Result<Observed> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut observed = Observed::new();
-    for (user, _) in users {
+    let placement = crate::placement::holders(cluster);
+    for (user, shard) in users {
+        let holders: Vec<u64> = placement
+            .get(shard)
+            .map(|h| h.iter().copied().filter(|id| cluster.ids().contains(id)).collect())
+            .filter(|h: &Vec<u64>| !h.is_empty())
+            .unwrap_or_else(|| cluster.ids());
         loop {
             let lists: Vec<Option<Vec<(u64, String)>>> =
-                cluster.ids().into_iter().map(|id| replica_refs(cluster, id, user)).collect();
+                holders.iter().map(|&id| replica_refs(cluster, id, user)).collect();
             let settled = lists.iter().all(Option::is_some) && lists.windows(2).all(|w| w[0] == w[1]);
             if settled || Instant::now() > deadline {
                 // After the deadline, record what is there: the checker reports divergence.
-                for (id, list) in cluster.ids().into_iter().zip(lists) {
+                for (&id, list) in holders.iter().zip(lists) {
                     observed.insert((user.clone(), id), list.unwrap_or_default());
                 }
                 break;
@@ -443,6 +510,7 @@ fn report(
         verdict.windows.iter().filter(|w| w.end_ms >= first.at_ms).map(|w| w.end_ms - first.at_ms).max().unwrap_or(0)
     });
     let passed = verdict.violations() == 0 && verdict.windows.iter().all(|w| w.recovered);
+    let phases = phases(&history, &faults);
     DrillReport {
         scenario: scenario.to_string(),
         seed,
@@ -451,6 +519,8 @@ fn report(
         outbound: OutboundVerdict::default(),
         unavailability_ms,
         recovery_ms,
+        phases,
+        membership: None,
         passed,
     }
 }
@@ -488,5 +558,49 @@ pub fn print(report: &DrillReport) {
     if let Some(recovery) = report.recovery_ms {
         println!("  recovery after the first fault: {recovery} ms");
     }
+    for phase in &report.phases {
+        println!(
+            "  {:<6} ({:>5.1}-{:>5.1}s): {:>6.0} acknowledged writes/s, latency p50 {} ms, p99 {} ms",
+            phase.name,
+            phase.from_ms as f64 / 1000.0,
+            phase.to_ms as f64 / 1000.0,
+            phase.acknowledged_per_s,
+            phase.latency_p50_ms,
+            phase.latency_p99_ms
+        );
+    }
+    match &report.membership {
+        None => println!("  membership: every shard led, on its target voters, not joint"),
+        Some(unsettled) => println!("    ! membership not settled: {unsettled}"),
+    }
     println!("  {}", if report.passed { "PASSED" } else { "FAILED" });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Outcome;
+
+    #[test]
+    fn phases_cut_the_history_at_the_first_and_last_fault() {
+        let op = |id: u64, invoked_ms: u64, latency: u64| Operation {
+            id,
+            user: "u".into(),
+            shard: 1,
+            client_ref: id.to_string(),
+            node: 1,
+            invoked_ms,
+            completed_ms: invoked_ms + latency,
+            outcome: Outcome::Ok { uid: id },
+        };
+        let history: Vec<Operation> =
+            (0..30).map(|i| op(i, i * 100, if (10..20).contains(&i) { 50 } else { 5 })).collect();
+        let event = |at_ms| FaultEvent { at_ms, what: "x".into() };
+        let cut = phases(&history, &[event(1000), event(2000)]);
+        let names: Vec<&str> = cut.iter().map(|p| p.name).collect();
+        assert_eq!(names, ["before", "during", "after"]);
+        assert_eq!(cut[0].acknowledged_per_s, 10.0);
+        assert_eq!((cut[0].latency_p99_ms, cut[1].latency_p99_ms, cut[2].latency_p99_ms), (5, 50, 5));
+        assert!(phases(&history, &[]).is_empty());
+    }
 }

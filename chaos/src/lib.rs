@@ -11,6 +11,8 @@
 //! - [`workload`]: unique, checkable messages at a fixed rate over the HTTP API and SMTP,
 //!   and outbound webhooks to a `devkit` webhook sink
 //!   ([`smtp_client`] tells acknowledged, failed and unknown SMTP outcomes apart).
+//! - [`placement`]: the membership drills' steps (a node joins, a node drains, a
+//!   replica moves across a partition) and the membership check every drill ends with.
 //! - [`drill`]: the scenarios and the report `umschaos drill` prints.
 
 pub use chaos_checker::{checker, history, outbound};
@@ -19,5 +21,6 @@ pub mod cluster;
 pub mod drill;
 pub mod faults;
 pub mod network;
+pub mod placement;
 pub mod smtp_client;
 pub mod workload;

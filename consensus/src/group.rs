@@ -62,6 +62,10 @@ pub(crate) struct Group {
     pub(crate) compact_proposed: u64,
     /// Ticks since a message from the leader arrived (see [`crate::stale`]).
     pub(crate) ticks_unled: u32,
+    /// Not ticking: the group is idle (see [`crate::quiesce`]).
+    pub(crate) quiesced: bool,
+    /// As leader: consecutive ticks the group was idle.
+    pub(crate) idle_ticks: u32,
 }
 
 impl Group {
@@ -79,7 +83,16 @@ impl Group {
             compact_requested: 0,
             compact_proposed: 0,
             ticks_unled: 0,
+            quiesced: false,
+            idle_ticks: 0,
         }
+    }
+
+    /// Ticks again from now on (see [`crate::quiesce`]).
+    pub(crate) fn wake(&mut self) {
+        self.quiesced = false;
+        self.idle_ticks = 0;
+        self.ticks_unled = 0;
     }
 
     pub(crate) fn is_leader(&self) -> bool {

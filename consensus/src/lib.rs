@@ -15,7 +15,8 @@
 //! apply interface), [`dedup`] (exactly-once apply of retried requests), [`group`] (one
 //! group's Raft node and pending requests), [`multi_raft`] (the round),
 //! [`reconfigure`] (the membership steps a leader takes towards its target voters),
-//! `stale` (replicas a group no longer counts as members find out and retire). The deterministic
+//! `stale` (replicas a group no longer counts as members find out and retire),
+//! `quiesce` (idle groups stop ticking until something wakes them). The deterministic
 //! simulated cluster that tests all of this under faults, and the `raft-bench` benchmark,
 //! live in the crate `consensus-sim` (`consensus/sim`), outside the production build.
 
@@ -27,6 +28,7 @@ mod election;
 pub mod error;
 pub mod group;
 pub mod multi_raft;
+mod quiesce;
 pub mod reconfigure;
 mod stale;
 pub mod state_machine;

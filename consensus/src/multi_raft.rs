@@ -19,6 +19,7 @@ use crate::command::Command;
 use crate::compaction::{self, LogPosition};
 use crate::config::RaftConfig;
 use crate::election;
+use crate::quiesce;
 use crate::reconfigure::{self, GroupView, Step};
 use crate::stale;
 
@@ -218,6 +219,9 @@ impl<M: StateMachine> MultiRaft<M> {
         let probe_after = stale::probe_after_ticks(self.config.election_tick);
         let mut empty_and_unled = Vec::new();
         for group in self.groups.values_mut() {
+            if group.quiesced {
+                continue;
+            }
             order_successors(&self.config, group, self.node_id);
             group.raw.tick();
             if !group.reads.is_empty() {
@@ -225,12 +229,13 @@ impl<M: StateMachine> MultiRaft<M> {
             }
             if group.is_leader() {
                 propose_compaction(&self.config, group);
-                if reconfigure_now {
-                    let target = self.targets.get(&group.id).map(Vec::as_slice);
-                    if reconfigure(group, target, catching_up < MAX_CATCHING_UP) == Some(Step::AddLearner(0)) {
-                        catching_up += 1;
-                    }
+                let target = self.targets.get(&group.id).map(Vec::as_slice);
+                if reconfigure_now
+                    && reconfigure(group, target, catching_up < MAX_CATCHING_UP) == Some(Step::AddLearner(0))
+                {
+                    catching_up += 1;
                 }
+                maybe_quiesce(group, target, self.node_id, &mut self.stale_messages);
             } else {
                 group.ticks_unled += 1;
                 let initialized = !group.raw.store().conf_state().voters.is_empty();
@@ -247,18 +252,45 @@ impl<M: StateMachine> MultiRaft<M> {
         self.retiring.extend(empty_and_unled);
     }
 
-    /// Sets (or, with `None`, clears) the voters `group` should end up with.
+    /// Sets (or, with `None`, clears) the voters `group` should end up with; a changed
+    /// target wakes the group, so its leader acts on it.
     pub fn set_target(&mut self, group: GroupId, voters: Option<Vec<NodeId>>) {
+        let voters = voters.map(|mut voters| {
+            voters.sort_unstable();
+            voters.dedup();
+            voters
+        });
+        if self.targets.get(&group) == voters.as_ref() {
+            return;
+        }
         match voters {
-            Some(mut voters) => {
-                voters.sort_unstable();
-                voters.dedup();
-                self.targets.insert(group, voters);
-            }
-            None => {
-                self.targets.remove(&group);
+            Some(voters) => self.targets.insert(group, voters),
+            None => self.targets.remove(&group),
+        };
+        self.wake(group);
+    }
+
+    /// Starts ticking `group` again (see [`crate::quiesce`]).
+    fn wake(&mut self, group: GroupId) {
+        if let Some(g) = self.groups.get_mut(&group) {
+            g.wake();
+        }
+    }
+
+    /// Wakes the quiesced followers whose leader `reachable` says is gone, so they elect
+    /// another; called every tick by the driver of this node.
+    pub fn wake_orphans(&mut self, reachable: impl Fn(NodeId) -> bool) {
+        for g in self.groups.values_mut().filter(|g| g.quiesced && !g.is_leader()) {
+            let leader = g.raw.raft.leader_id;
+            if leader == raft::INVALID_ID || !reachable(leader) {
+                g.wake();
             }
         }
+    }
+
+    /// How many groups hosted here are quiesced.
+    pub fn quiesced_count(&self) -> usize {
+        self.groups.values().filter(|g| g.quiesced).count()
     }
 
     /// Makes `targets` every group's target voters (groups absent have none).
@@ -310,8 +342,18 @@ impl<M: StateMachine> MultiRaft<M> {
             // applied yet, so its message still goes to Raft).
             self.stale_messages.push((group, stale::notice(me, message.from, g.applied_index)));
         }
+        if quiesce::is_request(&message) {
+            let raft = &g.raw.raft;
+            let (term, last, committed) = (raft.term, raft.raft_log.last_index(), raft.raft_log.committed);
+            if !g.is_leader() && quiesce::follower_may_quiesce(&message, raft.leader_id, term, last, committed) {
+                g.quiesced = true;
+            }
+            return Ok(());
+        }
         match kind {
-            stale::Kind::Raft => {}
+            // A heartbeat's answer arriving after the leader quiesced says nothing new.
+            stale::Kind::Raft if message.msg_type() == raft::eraftpb::MessageType::MsgHeartbeatResponse => {}
+            stale::Kind::Raft => g.wake(),
             stale::Kind::Probe => return Ok(()),
             stale::Kind::NotMember { as_of } => {
                 if stale::retires(g.raw.raft.raft_log.last_index(), as_of) {
@@ -385,6 +427,7 @@ impl<M: StateMachine> MultiRaft<M> {
         let Some(g) = self.groups.get_mut(&group) else {
             return callback(Err(ProposeError::GroupNotFound { group }));
         };
+        g.wake();
         if !g.is_leader() {
             return callback(Err(g.not_leader()));
         }
@@ -410,6 +453,7 @@ impl<M: StateMachine> MultiRaft<M> {
         let Some(g) = self.groups.get_mut(&group) else {
             return callback(Err(ProposeError::GroupNotFound { group }));
         };
+        g.wake();
         if !g.is_leader() {
             return callback(Err(g.not_leader()));
         }
@@ -430,6 +474,7 @@ impl<M: StateMachine> MultiRaft<M> {
         if !g.is_leader() {
             return Err(g.not_leader());
         }
+        g.wake();
         g.raw.transfer_leader(to);
         Ok(())
     }
@@ -437,6 +482,7 @@ impl<M: StateMachine> MultiRaft<M> {
     /// Starts an election in `group` now (used to speed up tests and drills).
     pub fn campaign(&mut self, group: GroupId) -> Result<()> {
         if let Some(g) = self.groups.get_mut(&group) {
+            g.wake();
             g.raw.campaign()?;
         }
         Ok(())
@@ -845,4 +891,38 @@ fn sorted(ids: &[NodeId]) -> Vec<NodeId> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     ids
+}
+
+/// As leader: counts idle ticks and, past [`quiesce::IDLE_TICKS_BEFORE_QUIESCE`], asks
+/// every member to quiesce and stops ticking (see [`crate::quiesce`]).
+fn maybe_quiesce(g: &mut Group, target: Option<&[NodeId]>, me: NodeId, out: &mut Vec<(GroupId, Message)>) {
+    let raft = &g.raw.raft;
+    let conf = g.raw.store().conf_state();
+    let reconfiguring = reconfigure::is_joint(conf)
+        || !conf.learners.is_empty()
+        || target.is_some_and(|t| t != conf.voters.as_slice() && !sorted(&conf.voters).eq(t));
+    let state = quiesce::LeaderState {
+        last_index: raft.raft_log.last_index(),
+        committed: raft.raft_log.committed,
+        applied: g.applied_index,
+        min_matched: raft.prs().iter().map(|(_, p)| p.matched).min().unwrap_or(0),
+        busy: !g.proposals.is_empty()
+            || !g.reads.is_empty()
+            || raft.has_pending_conf()
+            || raft.lead_transferee.is_some()
+            || reconfiguring,
+    };
+    if !quiesce::leader_idle(&state) {
+        g.idle_ticks = 0;
+        return;
+    }
+    g.idle_ticks += 1;
+    if g.idle_ticks < quiesce::IDLE_TICKS_BEFORE_QUIESCE {
+        return;
+    }
+    let term = raft.term;
+    for (&member, _) in raft.prs().iter().filter(|(id, _)| **id != me) {
+        out.push((g.id, quiesce::request(me, member, term, state.last_index)));
+    }
+    g.quiesced = true;
 }

@@ -18,6 +18,12 @@ pub struct GroupMessage {
 pub trait Transport {
     /// Sends every message in `batch` to node `to`, ideally as one frame.
     fn send(&mut self, to: NodeId, batch: Vec<GroupMessage>);
+
+    /// Whether node `to` looks alive and connected; quiesced groups whose leader is
+    /// not wake up and elect another ([`crate::MultiRaft::wake_orphans`]).
+    fn is_reachable(&self, _to: NodeId) -> bool {
+        true
+    }
 }
 
 /// Messages of one round, grouped by destination so each peer gets one batch.

@@ -39,6 +39,11 @@ pub fn post(url: &str, token: &str) -> ureq::Request {
     ureq::post(url).set("Authorization", &bearer(token))
 }
 
+/// A DELETE request carrying `token`.
+pub fn delete(url: &str, token: &str) -> ureq::Request {
+    ureq::delete(url).set("Authorization", &bearer(token))
+}
+
 /// POSTs JSON with `token`, retrying while the cluster is still electing leaders (503)
 /// or a node is not listening yet; returns the JSON answer.
 pub fn post_with_retry(url: &str, token: &str, body: &Value) -> anyhow::Result<Value> {

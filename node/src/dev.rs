@@ -44,15 +44,16 @@ pub fn local_peer_ip(id: NodeId) -> [u8; 4] {
     [127, 0, 0, 10 + id as u8]
 }
 
-/// The configuration of node `id` of a local cluster whose port blocks start at `base`.
+/// The configuration of node `id` of a local cluster whose port blocks start at `base`
+/// and whose bootstrap members are nodes 1..=`nodes`; a higher id is a node added later
+/// (`join = true`).
 pub fn local_config(base: u16, id: NodeId, nodes: usize, data: &Path, cluster_id: &str) -> NodeConfig {
-    let members: Vec<Member> = (1..=nodes as NodeId)
-        .map(|n| {
-            let ports = ports_in_block(base, n);
-            Member { id: n, peer: (local_peer_ip(n), ports.peer).into(), http: ([127, 0, 0, 1], ports.http).into() }
-        })
-        .collect();
-    let me = members[id as usize - 1].clone();
+    let member = |n: NodeId| {
+        let ports = ports_in_block(base, n);
+        Member { id: n, peer: (local_peer_ip(n), ports.peer).into(), http: ([127, 0, 0, 1], ports.http).into() }
+    };
+    let members: Vec<Member> = (1..=nodes as NodeId).map(member).collect();
+    let me = member(id);
     let ports = ports_in_block(base, id);
     let (cert, key) = dev_tls_files(data);
     let smtp = SmtpSettings {
@@ -90,6 +91,7 @@ pub fn local_config(base: u16, id: NodeId, nodes: usize, data: &Path, cluster_id
         // Plain HTTP: a local cluster's clients are on this machine (production serves
         // HTTPS, the default).
         http: HttpSettings::plain(),
+        join: id as usize > nodes,
         ..NodeConfig::new(&me, cluster_id, data.join(format!("node-{id}")), members)
     }
 }
@@ -166,9 +168,11 @@ pub fn run(nodes: usize, data: &Path, insecure_auth: bool, overrides: &[String])
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst)).context("installing the Ctrl-C handler")?;
 
     ensure_dev_certificate(&data)?;
-    ensure_peer_certificates(&data, &cluster_id, nodes)?;
+    let added = added_nodes(&data);
+    let all = nodes + added.len();
+    ensure_peer_certificates(&data, &cluster_id, all)?;
     let mut children: Vec<(NodeId, Child, PathBuf)> = Vec::new();
-    for id in 1..=nodes as NodeId {
+    for id in (1..=all as NodeId).filter(|&id| !was_removed(&data, id)) {
         let mut config = dev_config(id, nodes, &data, &cluster_id);
         config.smtp.allow_insecure_auth = insecure_auth;
         config.imap.allow_insecure_auth = insecure_auth;
@@ -177,18 +181,134 @@ pub fn run(nodes: usize, data: &Path, insecure_auth: bool, overrides: &[String])
         children.push((id, child, log_path));
     }
 
-    let result = wait_until_ready(nodes, &mut children, &stop).and_then(|()| {
+    let result = wait_until_ready(&mut children, &stop).and_then(|()| {
         let token = ensure_operator_token(&data)?;
         if !data.join("demo-users-created").exists() {
             create_demo_users(&token)?;
             fs::write(data.join("demo-users-created"), b"")?;
         }
-        print_endpoints(nodes, &data, &cluster_id, &token);
+        let ids: Vec<NodeId> = children.iter().map(|(id, _, _)| *id).collect();
+        print_endpoints(&ids, &data, &cluster_id, &token);
         supervise(&mut children, &stop);
         Ok(())
     });
     stop_children(&mut children);
+    stop_added_since(&data, all);
     result
+}
+
+/// Stops the nodes `umsd dev add-node` started while this cluster ran (they are not
+/// children of this process): those beyond the first `started` ids.
+fn stop_added_since(data: &Path, started: usize) {
+    for id in added_nodes(data).into_iter().filter(|&id| id as usize > started) {
+        let config = data.join(format!("node-{id}")).join("node.toml");
+        if let Some(pid) = pid_of(&config) {
+            println!("stopping node {id}, added while the cluster ran");
+            let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).stderr(Stdio::null()).status();
+            // Gone before we return, so a restart finds its data unlocked.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while pid_of(&config).is_some() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+/// The nodes `umsd dev add-node` added to the cluster under `data`, in order.
+fn added_nodes(data: &Path) -> Vec<NodeId> {
+    let text = fs::read_to_string(data.join(ADDED_NODES_FILE)).unwrap_or_default();
+    text.lines().filter_map(|line| line.trim().parse().ok()).collect()
+}
+
+/// Whether node `id` under `data` was removed from the cluster (it left its marker):
+/// `umsd dev` does not start it again.
+fn was_removed(data: &Path, id: NodeId) -> bool {
+    data.join(format!("node-{id}")).join(crate::membership::REMOVED_MARKER).exists()
+}
+
+/// Where `umsd dev add-node` lists the nodes it added (so `umsd dev` starts them too).
+const ADDED_NODES_FILE: &str = "added-nodes";
+
+/// `umsd dev add-node`: grows the running dev cluster under `data` by one node (the
+/// next id, on its 7N00 block): records it through node 1's API, issues its peer
+/// certificate, starts it (`join = true`; it keeps running after this command ends,
+/// and `umsd dev` starts it with the others from now on), then follows the placement
+/// driver moving replicas to it unless `wait` is false.
+pub fn add_node(data: &Path, overrides: &[String], wait: bool) -> anyhow::Result<()> {
+    let data = data.canonicalize().with_context(|| format!("{} holds no dev cluster", data.display()))?;
+    let cluster_id = fs::read_to_string(data.join("cluster-id"))
+        .with_context(|| format!("{} holds no dev cluster; start one with `umsd dev`", data.display()))?;
+    let cluster_id = cluster_id.trim();
+    let nodes: usize = fs::read_to_string(data.join("nodes"))?.trim().parse().context("reading DATA/nodes")?;
+    let mut added = added_nodes(&data);
+    let id = (nodes + added.len() + 1) as NodeId;
+    ensure!(id <= 9, "a dev cluster has at most 9 nodes (node N uses ports 7N00-7N99)");
+    let token = devkit::tokens::read_token(&data.join(devkit::tokens::OPERATOR_TOKEN_FILE))
+        .context("no operator token: is the dev cluster running (`umsd dev`)?")?;
+    let config = dev_config(id, nodes, &data, cluster_id).with_overrides(overrides)?;
+    ensure_peer_certificates(&data, cluster_id, id as usize)?;
+    let body = serde_json::json!({ "peer": config.peer_listen.to_string(), "http": config.http_listen.to_string() });
+    let recorded = post_with_retry(&format!("{}/api/v1/nodes", http_base(1)), &token, &body)
+        .context("recording the new node through node 1 (is the dev cluster running?)")?;
+    ensure!(
+        recorded["id"].as_u64() == Some(id),
+        "the cluster gave the new node id {} (expected {id}): it has nodes this directory does not know",
+        recorded["id"]
+    );
+    let exe = std::env::current_exe().context("locating the umsd executable")?;
+    let (mut child, log) = spawn_node(&exe, &config)?;
+    added.push(id);
+    let list: Vec<String> = added.iter().map(NodeId::to_string).collect();
+    fs::write(data.join(ADDED_NODES_FILE), list.join("\n") + "\n")?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ureq::get(&format!("{}/health", http_base(id))).timeout(Duration::from_secs(1)).call().is_err() {
+        if let Some(status) = child.try_wait()? {
+            bail!("node {id} exited during start-up ({status}); its log is {}:\n{}", log.display(), tail(&log, 20));
+        }
+        ensure!(Instant::now() < deadline, "node {id} did not answer /health within 60 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ports = dev_ports(id);
+    println!(
+        "node {id} joined: peer {}:{}, SMTP 127.0.0.1:{}, IMAP 127.0.0.1:{}, HTTP http://127.0.0.1:{} (log {})",
+        std::net::Ipv4Addr::from(local_peer_ip(id)),
+        ports.peer,
+        ports.smtp,
+        ports.imap,
+        ports.http,
+        log.display()
+    );
+    if wait {
+        follow_rebalance(&token, id)?;
+    }
+    Ok(())
+}
+
+/// Prints the new node's replica count as the driver moves replicas to it, until no
+/// shard is moving (at most 10 minutes).
+fn follow_rebalance(token: &str, id: NodeId) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut last = None;
+    while started.elapsed() < Duration::from_secs(600) {
+        std::thread::sleep(Duration::from_millis(500));
+        let Ok(body) = devkit::http::get(&format!("{}/api/v1/nodes", http_base(1)), token).call() else { continue };
+        let body: serde_json::Value = body.into_json()?;
+        let node = body["nodes"].as_array().into_iter().flatten().find(|n| n["id"] == id);
+        let replicas = node.and_then(|n| n["replicas"].as_u64()).unwrap_or(0);
+        let moving = body["shards_moving"].as_u64().unwrap_or(0);
+        if last != Some((replicas, moving)) {
+            println!(
+                "{:>6.1}s  node {id} holds {replicas} replicas; {moving} shard(s) moving",
+                started.elapsed().as_secs_f64()
+            );
+            last = Some((replicas, moving));
+        }
+        if replicas > 0 && moving == 0 {
+            println!("balanced in {:.1}s", started.elapsed().as_secs_f64());
+            return Ok(());
+        }
+    }
+    bail!("the cluster was still moving replicas to node {id} after 10 minutes (see umsctl node list)")
 }
 
 /// Writes `config` into its data directory and starts `umsd --config` on it, logging to
@@ -204,9 +324,10 @@ fn http_base(id: NodeId) -> String {
     format!("http://127.0.0.1:{}", dev_ports(id).http)
 }
 
-fn wait_until_ready(nodes: usize, children: &mut [(NodeId, Child, PathBuf)], stop: &AtomicBool) -> anyhow::Result<()> {
+fn wait_until_ready(children: &mut [(NodeId, Child, PathBuf)], stop: &AtomicBool) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    for id in 1..=nodes as NodeId {
+    let ids: Vec<NodeId> = children.iter().map(|(id, _, _)| *id).collect();
+    for id in ids {
         loop {
             if stop.load(Ordering::SeqCst) {
                 bail!("interrupted");
@@ -277,12 +398,12 @@ fn create_demo_users(token: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_endpoints(nodes: usize, data: &Path, cluster_id: &str, token: &str) {
-    println!("\nUMS dev cluster '{cluster_id}' is up: {nodes} nodes, data in {}", data.display());
+fn print_endpoints(ids: &[NodeId], data: &Path, cluster_id: &str, token: &str) {
+    println!("\nUMS dev cluster '{cluster_id}' is up: {} nodes, data in {}", ids.len(), data.display());
     println!(
         "  node  peer           SMTP (MX)        submission       IMAP (STARTTLS)  IMAPS            HTTP API / metrics"
     );
-    for id in 1..=nodes as NodeId {
+    for &id in ids {
         let ports = dev_ports(id);
         println!(
             "  {id:>4}  {}:{:<5}  127.0.0.1:{:<5}  127.0.0.1:{:<5}  127.0.0.1:{:<5}  127.0.0.1:{:<5}  http://127.0.0.1:{}/api/v1/cluster  (/metrics, /health)",

@@ -26,7 +26,7 @@ use crate::runtime::Input;
 pub const SYNC_EVERY: Duration = Duration::from_millis(500);
 
 /// The marker a removed node leaves in its data directory, so it never starts again.
-const REMOVED_MARKER: &str = "removed";
+pub const REMOVED_MARKER: &str = "removed";
 
 /// Refuses to start a node whose data directory says it was removed.
 pub fn check_not_removed(data_dir: &Path) -> anyhow::Result<()> {

@@ -218,7 +218,9 @@ impl RaftLoop {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             if Instant::now() >= next_tick {
+                raft.wake_orphans(|leader| transport.is_reachable(leader));
                 raft.tick();
+                metrics::gauge!("ums_raft_groups_quiesced").set(raft.quiesced_count() as f64);
                 next_tick += tick;
                 if next_tick < Instant::now() {
                     next_tick = Instant::now() + tick; // We fell behind; do not tick in a burst.

@@ -449,6 +449,12 @@ impl Drop for TestCluster {
                 let _ = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status();
             }
         }
+        // Nodes a drill added beside ours (`add-node` writes node-N/node.toml here).
+        for entry in std::fs::read_dir(self._dir.path()).into_iter().flatten().flatten() {
+            if let Some(pid) = devkit::process::pid_of(&entry.path().join("node.toml")) {
+                let _ = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status();
+            }
+        }
         for mount in &self.mounts {
             let _ = std::process::Command::new("umount").arg("--lazy").arg(mount).status();
         }

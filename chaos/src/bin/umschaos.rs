@@ -95,7 +95,8 @@ fn main() {
         json,
     } = Cli::parse().command;
     let result = (|| -> anyhow::Result<bool> {
-        let cluster = if nodes.is_empty() { Cluster::from_dir(&cluster)? } else { Cluster::from_addresses(&nodes)? };
+        let find = || if nodes.is_empty() { Cluster::from_dir(&cluster) } else { Cluster::from_addresses(&nodes) };
+        let mut cluster = find()?;
         let options = DrillOptions {
             duration: if quick { Duration::from_secs(15) } else { duration },
             rate: if quick { rate.min(100) } else { rate },
@@ -110,21 +111,21 @@ fn main() {
                 "this workload writes over SMTP, which needs every node's SMTP listener ([smtp] listen in node.toml); use --workload http"
             );
         }
-        let scenarios: Vec<&str> = if scenario == "all" {
-            let all = NOT_YET.iter().map(|(name, _)| *name).chain(AVAILABLE);
-            all.filter(|name| match drill::skip_reason(name, &cluster) {
-                Some(why) => {
-                    println!("skipping {name}: {why}");
-                    false
-                }
-                None => true,
-            })
-            .collect()
+        let all = scenario == "all";
+        let scenarios: Vec<&str> = if all {
+            NOT_YET.iter().map(|(name, _)| *name).chain(AVAILABLE).collect()
         } else {
             vec![scenario.as_str()]
         };
         let mut reports = Vec::new();
         for name in scenarios {
+            // The nodes again (an earlier scenario may have added or removed one), and
+            // whether this one can run (add-node may have made room for it).
+            cluster = find()?;
+            if all && let Some(why) = drill::skip_reason(name, &cluster) {
+                println!("skipping {name}: {why}");
+                continue;
+            }
             let report = drill::run(name, &cluster, &options)?;
             drill::print(&report);
             reports.push(report);

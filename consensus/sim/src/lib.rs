@@ -378,10 +378,15 @@ impl SimCluster {
     pub fn step(&mut self) {
         self.now += 1;
         self.deliver_due();
-        for (_, node) in self.nodes.iter_mut() {
+        let running: BTreeSet<NodeId> =
+            self.nodes.iter().filter(|(_, n)| n.raft.is_some()).map(|(&id, _)| id).collect();
+        for (&me, node) in self.nodes.iter_mut() {
             if node.next_tick_at <= self.now {
                 node.next_tick_at = self.now + TICK_MS + self.rng.gen_range(0..=3);
                 if let Some(raft) = node.raft.as_mut() {
+                    // What a real node learns from its connections: a crashed or cut-off leader.
+                    let blocked = &self.network.blocked;
+                    raft.wake_orphans(|leader| running.contains(&leader) && !blocked.contains(&(leader, me)));
                     raft.tick();
                 }
             }

@@ -290,3 +290,29 @@ fn a_replica_removed_while_cut_off_learns_it_and_retires() {
     assert!(cluster.run_until(20_000, |c| settled(c, &target)), "stale replica not retired");
     assert!(cluster.violations().is_empty(), "{:?}", cluster.violations());
 }
+
+#[test]
+fn idle_groups_quiesce_and_wake_for_a_write_and_when_their_leader_dies() {
+    let mut cluster = SimCluster::new(&SimOptions { seed: 5, nodes: 3, replicas: 3, groups: 4 });
+    for id in 1..=10 {
+        write(&mut cluster, id);
+    }
+    let all_quiet = |c: &SimCluster| c.node_ids().iter().all(|&n| c.node(n).is_some_and(|r| r.quiesced_count() == 4));
+    assert!(cluster.run_until(LIMIT_MS, all_quiet), "idle groups never quiesced");
+    // Quiet means quiet: a second of virtual time passes without a new term anywhere.
+    let term = |c: &SimCluster| c.node(c.leader(GROUP).unwrap()).unwrap().status(GROUP).unwrap().term;
+    let before = term(&cluster);
+    cluster.run_until(1_000, |_| false);
+    assert!(all_quiet(&cluster) && term(&cluster) == before);
+
+    // A write wakes its group (and only needs its group).
+    assert_eq!(write(&mut cluster, 11), 11);
+    // Its leader dies while the group is quiet again: the others notice and elect.
+    assert!(cluster.run_until(LIMIT_MS, all_quiet), "did not quiesce again");
+    let leader = cluster.leader(GROUP).unwrap();
+    cluster.crash(leader);
+    let elected = |c: &SimCluster| c.leader(GROUP).is_some_and(|l| l != leader);
+    assert!(cluster.run_until(LIMIT_MS, elected), "a quiesced group whose leader died elected nobody");
+    assert_eq!(write(&mut cluster, 12), 12);
+    assert!(cluster.violations().is_empty(), "{:?}", cluster.violations());
+}

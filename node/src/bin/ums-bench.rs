@@ -5,10 +5,11 @@
 //! (acked/s, p50/p99 ack latency), each request with an `application` token scoped to
 //! the bench users' domain, as an application sending for a ministry would;
 //! then, still under load, kill -9 of the node leading the most shards and each
-//! affected shard's write unavailability (p50/p99/max); finally idle RSS per node.
+//! affected shard's write unavailability (p50/p99/max); finally idle CPU (once the
+//! groups have quiesced) and RSS per node.
 //!
 //! Usage: ums-bench [--users 1000] [--in-flight 128] [--seconds 20] [--size 1024]
-//!                  [--failover-seconds 10] [--base-port 8000]
+//!                  [--failover-seconds 10] [--base-port 8000] [--shards 64] [--idle-seconds 10]
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -50,6 +51,13 @@ struct Options {
     /// Node N uses ports BASE+100N.. (8000 keeps clear of a running `umsd dev`).
     #[arg(long, default_value_t = 8000)]
     base_port: u16,
+    /// Shards of the cluster (each node holds a replica of every one): 64 is the
+    /// default, 1024 shows what many idle groups cost.
+    #[arg(long, default_value_t = 64)]
+    shards: u64,
+    /// Seconds to measure the idle nodes' CPU at the end (groups quiesce when idle).
+    #[arg(long, default_value_t = 10)]
+    idle_seconds: u64,
 }
 
 const NODES: usize = 3;
@@ -229,6 +237,7 @@ fn main() -> anyhow::Result<()> {
     node::dev::ensure_dev_certificate(&data)?;
     node::dev::ensure_peer_certificates(&data, &cluster_id, NODES)?;
     let mut children = Vec::new();
+    let mut configs = Vec::new();
     for id in 1..=NODES as NodeId {
         let mut config = local_config(options.base_port, id, NODES, &data, &cluster_id);
         if options.plain_peers {
@@ -238,12 +247,15 @@ fn main() -> anyhow::Result<()> {
         // rate one source is allowed in production.
         config.http.requests_per_ip = 1_000_000;
         config.http.request_burst_per_ip = 1_000_000;
+        config.shards = options.shards;
         children.push(spawn_node(&exe, &config).with_context(|| format!("starting node {id}"))?.0);
+        configs.push(config);
     }
     let http: Vec<String> = (1..=NODES as NodeId)
         .map(|id| format!("http://127.0.0.1:{}", ports_in_block(options.base_port, id).http))
         .collect();
-    let result = run(&options, &http, &data, &mut children);
+    let restart = |id: NodeId| spawn_node(&exe, &configs[id as usize - 1]).map(|(child, _)| child);
+    let result = run(&options, &http, &data, &mut children, &restart);
     for child in &mut children {
         let _ = child.kill();
         let _ = child.wait();
@@ -271,11 +283,13 @@ fn run(
     http: &[String],
     data: &std::path::Path,
     children: &mut [std::process::Child],
+    restart: &dyn Fn(NodeId) -> anyhow::Result<std::process::Child>,
 ) -> anyhow::Result<()> {
     let users: Vec<String> = (1..=options.users).map(|n| format!("bench{n}@bench.go.ke")).collect();
     let token = operator_token(http, data)?;
     println!(
-        "ums-bench: {NODES} umsd processes, {} users, {} B messages, {} in flight, peers over {}",
+        "ums-bench: {NODES} umsd processes, {} shards, {} users, {} B messages, {} in flight, peers over {}",
+        options.shards,
         options.users,
         options.size,
         options.in_flight,
@@ -418,12 +432,23 @@ fn run(
     let summary: Vec<String> = elections.iter().map(|(terms, shards)| format!("{shards} shards +{terms}")).collect();
     println!("  new terms per shard: {}", summary.join(", "));
 
-    std::thread::sleep(Duration::from_secs(3));
-    println!("\nidle RSS with {} users:", options.users);
+    // Idle, the victim back: long enough for it to catch up and every group to quiesce.
+    let _ = children[victim as usize - 1].wait();
+    children[victim as usize - 1] = restart(victim)?;
+    std::thread::sleep(Duration::from_secs(10));
+    let idle = Duration::from_secs(options.idle_seconds.max(1));
+    let before: Vec<Duration> = children.iter().map(|child| cpu_time(child.id())).collect();
+    std::thread::sleep(idle);
+    println!("\nidle, {} shards and {} users:", options.shards, options.users);
     for (i, child) in children.iter().enumerate() {
-        if i as u64 + 1 != victim {
-            println!("  node {}: {:.0} MiB", i + 1, rss_kib(child.id()) as f64 / 1024.0);
-        }
+        let used = cpu_time(child.id()).saturating_sub(before[i]);
+        println!(
+            "  node {}: CPU {:.2} % of one core, RSS {:.0} MiB{}",
+            i + 1,
+            100.0 * used.as_secs_f64() / idle.as_secs_f64(),
+            rss_kib(child.id()) as f64 / 1024.0,
+            if i as u64 + 1 == victim { " (restarted after the kill)" } else { "" }
+        );
     }
     Ok(())
 }

@@ -41,6 +41,20 @@ enum Command {
         /// Every key is in the README's configuration section.
         #[arg(long = "set", value_name = "KEY=VALUE")]
         overrides: Vec<String>,
+        #[command(subcommand)]
+        action: Option<DevAction>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DevAction {
+    /// Grow the running dev cluster by one node (the next id, on its 7N00 block): it is
+    /// recorded, started with `join = true`, and the placement driver moves replicas to
+    /// it. `umsd dev` starts it with the others from then on.
+    AddNode {
+        /// Return once the node is up, without following the rebalancing.
+        #[arg(long)]
+        no_wait: bool,
     },
 }
 
@@ -56,8 +70,11 @@ fn main() {
             let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok();
             node::server::run(config, metrics)
         }),
-        (None, Some(Command::Dev { nodes, data, insecure_auth, overrides })) => {
+        (None, Some(Command::Dev { nodes, data, insecure_auth, overrides, action: None })) => {
             node::dev::run(nodes, &data, insecure_auth, &overrides)
+        }
+        (None, Some(Command::Dev { data, overrides, action: Some(DevAction::AddNode { no_wait }), .. })) => {
+            node::dev::add_node(&data, &overrides, !no_wait)
         }
         (Some(_), Some(_)) => Err(anyhow::anyhow!("use either --config FILE or a subcommand, not both")),
         (None, None) => Err(anyhow::anyhow!("nothing to do: run `umsd --config node.toml` or `umsd dev` (see --help)")),

@@ -292,6 +292,10 @@ impl PeerNetwork {
 pub struct PeerTransport(pub Arc<PeerNetwork>);
 
 impl Transport for PeerTransport {
+    fn is_reachable(&self, to: NodeId) -> bool {
+        self.0.is_reachable(to)
+    }
+
     fn send(&mut self, to: NodeId, batch: Vec<GroupMessage>) {
         let mut messages = Vec::with_capacity(batch.len());
         for GroupMessage { group, mut message } in batch {

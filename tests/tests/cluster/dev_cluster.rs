@@ -72,5 +72,25 @@ fn dev_cluster_starts_with_demo_users_stops_on_ctrl_c_and_resumes() {
         .map(|m| (m["uid"].as_u64().unwrap(), m["client_ref"].as_str().unwrap().to_string()))
         .collect();
     assert_eq!(refs, vec![(uid, "dev-1".to_string())]);
+
+    // The running cluster grows by node 4 on its 7400 block, and the driver moves
+    // replicas to it; Ctrl-C stops it too, and a restart brings it back with the others.
+    let added = Command::new(binary("umsd"))
+        .args(["dev", "--data"])
+        .arg(data.path())
+        .arg("add-node")
+        .output()
+        .expect("umsd dev add-node");
+    let said = String::from_utf8_lossy(&added.stdout);
+    assert!(added.status.success(), "{said}{}", String::from_utf8_lossy(&added.stderr));
+    assert!(said.contains("node 4 joined") && said.contains("balanced in"), "{said}");
+    let nodes = get_json(&format!("{NODE1}/api/v1/nodes"), &token).unwrap();
+    let node4 = nodes["nodes"].as_array().unwrap().iter().find(|n| n["id"] == 4).cloned().unwrap();
+    assert!(node4["replicas"].as_u64().unwrap() > 0, "{node4}");
+    assert_eq!(node4["http"], "127.0.0.1:7480");
+    interrupt_and_wait(&mut dev);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", 7480)).is_err(), "node 4 still running after Ctrl-C");
+    let mut dev = start_dev(data.path());
+    assert!(get_json("http://127.0.0.1:7480/api/v1/users/user1@ministry.go.ke", &token).is_ok());
     interrupt_and_wait(&mut dev);
 }

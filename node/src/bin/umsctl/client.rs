@@ -48,6 +48,13 @@ impl Client {
         url(&self.node, path)
     }
 
+    /// `path` on another node at `address` (IP:PORT), spoken to as this client's node is
+    /// (https when it is https).
+    pub fn url_on(&self, address: &str, path: &str) -> String {
+        let scheme = if self.node.starts_with("https://") { "https" } else { "http" };
+        format!("{scheme}://{address}{path}")
+    }
+
     fn request(&self, method: &str, url: &str) -> ureq::Request {
         let request = self.agent.request(method, url).timeout(Duration::from_secs(30));
         match &self.token {

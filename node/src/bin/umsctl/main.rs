@@ -6,7 +6,7 @@
 //!   umsctl leader transfer SHARD NODE
 //!   umsctl domain add|show DOMAIN
 //!   umsctl token create --name N --role R [--scope D,...] [--expires 90d] | list | revoke ID
-//!   umsctl ca init --dir D --cluster-id C | issue --dir D --cluster-id C --node N [--out O]
+//!   umsctl ca init --dir D --cluster-id C | issue --dir D --cluster-id C --node-id N [--out O]
 //!   umsctl audit [--since 1h] [--actor NAME] [--limit N]
 //!   umsctl ban list | add NETWORK --for 1h [--reason R] | remove NETWORK
 //!   umsctl node list | add --peer IP:PORT --http IP:PORT [--label zone=b] | drain ID [--wait] | cancel-drain ID | remove ID
@@ -203,8 +203,9 @@ enum CaCommand {
         dir: PathBuf,
         #[arg(long)]
         cluster_id: String,
-        #[arg(long)]
-        node: u64,
+        /// The node's id (`--node` is the API address every command takes).
+        #[arg(long = "node-id")]
+        node_id: u64,
         /// Where the files go (default: the CA's directory).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -382,9 +383,9 @@ fn wait_limit(wait: Option<tokens::Lifetime>) -> Option<std::time::Duration> {
 fn run_ca(command: CaCommand, json_out: bool) -> anyhow::Result<()> {
     match command {
         CaCommand::Init { dir, cluster_id } => ca::init(&dir, &cluster_id, json_out),
-        CaCommand::Issue { dir, cluster_id, node, out, force } => {
+        CaCommand::Issue { dir, cluster_id, node_id, out, force } => {
             let out = out.unwrap_or_else(|| dir.clone());
-            ca::issue(&dir, &cluster_id, node, &out, force, json_out)
+            ca::issue(&dir, &cluster_id, node_id, &out, force, json_out)
         }
     }
 }
@@ -408,7 +409,30 @@ fn parse_size(text: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_size;
+    use super::{Cli, parse_size};
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn the_command_line_is_well_formed_and_ca_issue_takes_a_node_id() {
+        Cli::command().debug_assert();
+        // `--node` is every command's API address; the certificate's node is `--node-id`.
+        let cli = Cli::try_parse_from(["umsctl", "ca", "issue", "--dir", "d", "--cluster-id", "c", "--node-id", "4"]);
+        assert!(cli.is_ok(), "{:?}", cli.err());
+        let cli = Cli::try_parse_from([
+            "umsctl",
+            "--node",
+            "127.0.0.1:7280",
+            "shard",
+            "move",
+            "3",
+            "--from",
+            "1",
+            "--to",
+            "4",
+            "--wait",
+        ]);
+        assert!(cli.is_ok(), "{:?}", cli.err());
+    }
 
     #[test]
     fn sizes_parse_with_binary_units() {

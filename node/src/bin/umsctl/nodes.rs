@@ -64,7 +64,7 @@ pub fn add(client: &Client, peer: &str, http: &str, labels: &[String], json_out:
         let id = &node["id"];
         println!("added node {id} (peer {peer}, http {http}).");
         println!("Start it with a node.toml that has node_id = {id}, join = true, the cluster's bootstrap");
-        println!("members and its own certificate (umsctl ca issue --node {id}); the cluster then moves");
+        println!("members and its own certificate (umsctl ca issue --node-id {id}); the cluster then moves");
         println!("replicas to it.");
     }
     Ok(())
