@@ -145,10 +145,16 @@ pub fn add_node(cluster: &Cluster, faults: &mut Faults, limit: Duration) -> anyh
     })?;
     faults.log(format!("node {id} joined ({})", config_path.display()));
     let started = Instant::now();
+    // Balanced: nothing moving, and the driver would move nothing more (it works a few
+    // shards at a time, so a quiet moment between its rounds is not the end).
     let held = wait_for(limit, || {
         let nodes = get(cluster, "/api/v1/nodes")?;
         let replicas = node_field(&nodes, id, "replicas");
-        Ok((replicas > 0 && nodes["shards_moving"] == 0).then_some(replicas))
+        if replicas == 0 || nodes["shards_moving"] != 0 {
+            return Ok(None);
+        }
+        let plan = post(cluster, "/api/v1/rebalance?dry_run=true", json!({}))?;
+        Ok(plan["moves"].as_array().is_some_and(Vec::is_empty).then_some(replicas))
     })?;
     faults.log(format!(
         "node {id} holds {held} replicas; balanced {:.1}s after joining",
@@ -193,6 +199,9 @@ pub fn drain_node(cluster: &Cluster, faults: &mut Faults, limit: Duration) -> an
                 let url = cluster.url(node.id, &format!("/api/v1/nodes/{victim}"));
                 devkit::http::delete(&url, &node.token).timeout(Duration::from_secs(15)).call()?;
                 faults.log(format!("node {victim} removed"));
+                // It stops by itself; clients still sending to it move on to the others,
+                // and get a few seconds to do so before the drill ends.
+                std::thread::sleep(Duration::from_secs(3));
                 return Ok(());
             }
             Err(_) => continue,
@@ -215,10 +224,12 @@ pub fn move_under_partition(cluster: &Cluster, faults: &mut Faults, shard: u64, 
     }
     post(cluster, &format!("/api/v1/shards/{shard}/move"), json!({ "from": from, "to": to }))?;
     faults.log(format!("move shard {shard}: node {from} -> node {to} (leader {leader})"));
+    let mut last = Value::Null;
     let joint_leader = wait_for(Duration::from_secs(60), || {
-        let view = get(cluster, &format!("/api/v1/shards/{shard}"))?;
-        Ok((view["joint"] == true).then(|| view["leader"].as_u64()).flatten())
-    })?;
+        last = get(cluster, &format!("/api/v1/shards/{shard}"))?;
+        Ok((last["joint"] == true).then(|| last["leader"].as_u64()).flatten())
+    })
+    .with_context(|| format!("shard {shard} never became joint; last seen as {last}"))?;
     faults.log(format!("shard {shard} is joint under node {joint_leader}"));
     faults.isolate(cluster, joint_leader)?;
     std::thread::sleep(hold);

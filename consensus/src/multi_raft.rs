@@ -293,9 +293,14 @@ impl<M: StateMachine> MultiRaft<M> {
         self.groups.values().filter(|g| g.quiesced).count()
     }
 
-    /// Makes `targets` every group's target voters (groups absent have none).
+    /// Makes `targets` every group's target voters (groups absent have none); only the
+    /// groups whose target changed are woken.
     pub fn replace_targets(&mut self, targets: impl IntoIterator<Item = (GroupId, Vec<NodeId>)>) {
-        self.targets.clear();
+        let targets: BTreeMap<GroupId, Vec<NodeId>> = targets.into_iter().collect();
+        let dropped: Vec<GroupId> = self.targets.keys().filter(|g| !targets.contains_key(g)).copied().collect();
+        for group in dropped {
+            self.set_target(group, None);
+        }
         for (group, voters) in targets {
             self.set_target(group, Some(voters));
         }

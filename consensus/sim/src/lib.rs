@@ -188,24 +188,23 @@ impl SimCluster {
         &self.violations
     }
 
-    /// Whether every group with a target has exactly its voters, no learners, is not
-    /// joint, and no other node still holds a replica of it.
+    /// The running nodes holding a replica of `group`.
+    fn hosts(&self, group: GroupId) -> Vec<NodeId> {
+        let hosting = |n: &SimNode| n.raft.as_ref().is_some_and(|r| r.has_group(group));
+        self.nodes.iter().filter(|(_, n)| hosting(n)).map(|(&id, _)| id).collect()
+    }
+
+    /// Whether `group` has exactly `target` as voters (per its leader), no learners, is
+    /// not joint, and no other node holds a replica of it.
+    fn on_target(&self, group: GroupId, target: &[NodeId]) -> bool {
+        let status = self.leader(group).and_then(|l| self.node(l)).and_then(|r| r.status(group));
+        status.is_some_and(|s| s.voters == target && s.learners.is_empty() && s.voters_outgoing.is_empty())
+            && self.hosts(group) == target
+    }
+
+    /// Whether every group with a target is on it (see [`SimCluster::on_target`]).
     pub fn membership_settled(&self) -> bool {
-        self.targets.iter().all(|(&group, target)| {
-            let Some(status) = self.leader(group).and_then(|l| self.node(l)).and_then(|r| r.status(group)) else {
-                return false;
-            };
-            let hosts: Vec<NodeId> = self
-                .nodes
-                .iter()
-                .filter(|(_, n)| n.raft.as_ref().is_some_and(|r| r.has_group(group)))
-                .map(|(&id, _)| id)
-                .collect();
-            &status.voters == target
-                && status.learners.is_empty()
-                && status.voters_outgoing.is_empty()
-                && &hosts == target
-        })
+        self.targets.iter().all(|(&group, target)| self.on_target(group, target))
     }
 
     /// What differs from the targets, for a failure report.
@@ -213,16 +212,8 @@ impl SimCluster {
         let mut lines = Vec::new();
         for (&group, target) in &self.targets {
             let status = self.leader(group).and_then(|l| self.node(l)).and_then(|r| r.status(group));
-            let hosts: Vec<NodeId> = self
-                .nodes
-                .iter()
-                .filter(|(_, n)| n.raft.as_ref().is_some_and(|r| r.has_group(group)))
-                .map(|(&id, _)| id)
-                .collect();
-            let fine = status
-                .as_ref()
-                .is_some_and(|s| &s.voters == target && s.learners.is_empty() && s.voters_outgoing.is_empty())
-                && &hosts == target;
+            let hosts = self.hosts(group);
+            let fine = self.on_target(group, target);
             if !fine {
                 lines.push(format!(
                     "group {group}: target {target:?}, hosts {hosts:?}, leader's view {:?}",
