@@ -217,18 +217,19 @@ pub fn run(scenario: &str, cluster: &Cluster, options: &DrillOptions) -> anyhow:
         options.seed
     );
     let sink = WebhookSink::start(Duration::ZERO).context("starting the outbound sink")?;
+    // The node drain-node takes away gets no client traffic (out of the load balancer).
+    let spared = if scenario == "drain-node" { Some(crate::placement::drain_victim(cluster)?) } else { None };
+    let clients: Vec<u64> = cluster.ids().into_iter().filter(|id| Some(*id) != spared).collect();
     let started = Instant::now();
     let workload = Workload::start(
         WorkloadSettings {
-            nodes: cluster
-                .ids()
-                .into_iter()
-                .map(|id| ApiNode { id, base: cluster.url(id, ""), token: cluster.node(id).token.clone() })
+            nodes: clients
+                .iter()
+                .map(|&id| ApiNode { id, base: cluster.url(id, ""), token: cluster.node(id).token.clone() })
                 .collect(),
-            smtp: cluster
-                .ids()
-                .into_iter()
-                .filter_map(|id| cluster.node(id).config.smtp.listen.map(|a| (id, a.to_string())))
+            smtp: clients
+                .iter()
+                .filter_map(|&id| cluster.node(id).config.smtp.listen.map(|a| (id, a.to_string())))
                 .collect(),
             protocol: options.protocol,
             users: users.clone(),

@@ -174,11 +174,17 @@ fn node_field(nodes: &Value, id: u64, field: &str) -> u64 {
     nodes["nodes"].as_array().into_iter().flatten().find(|n| n["id"] == id).and_then(|n| n[field].as_u64()).unwrap_or(0)
 }
 
+/// The node `drain-node` drains: the newest up one. The drill's clients leave it out, as
+/// an operator takes a node out of the load balancer before draining it.
+pub fn drain_victim(cluster: &Cluster) -> anyhow::Result<u64> {
+    let (up, _) = capacity(cluster)?;
+    up.iter().max().copied().context("no up node")
+}
+
 /// `drain-node`: the newest up node is drained under load until it holds nothing, then
 /// removed from the cluster for good (it stops by itself).
 pub fn drain_node(cluster: &Cluster, faults: &mut Faults, limit: Duration) -> anyhow::Result<()> {
-    let (up, _) = capacity(cluster)?;
-    let victim = *up.iter().max().context("no up node")?;
+    let victim = drain_victim(cluster)?;
     post(cluster, &format!("/api/v1/nodes/{victim}/drain"), json!({}))?;
     faults.log(format!("drain node {victim}"));
     let started = Instant::now();
@@ -199,9 +205,6 @@ pub fn drain_node(cluster: &Cluster, faults: &mut Faults, limit: Duration) -> an
                 let url = cluster.url(node.id, &format!("/api/v1/nodes/{victim}"));
                 devkit::http::delete(&url, &node.token).timeout(Duration::from_secs(15)).call()?;
                 faults.log(format!("node {victim} removed"));
-                // It stops by itself; clients still sending to it move on to the others,
-                // and get a few seconds to do so before the drill ends.
-                std::thread::sleep(Duration::from_secs(3));
                 return Ok(());
             }
             Err(_) => continue,
