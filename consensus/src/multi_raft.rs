@@ -230,9 +230,7 @@ impl<M: StateMachine> MultiRaft<M> {
             if group.is_leader() {
                 propose_compaction(&self.config, group);
                 let target = self.targets.get(&group.id).map(Vec::as_slice);
-                if reconfigure_now
-                    && reconfigure(group, target, catching_up < MAX_CATCHING_UP) == Some(Step::AddLearner(0))
-                {
+                if reconfigure_now && reconfigure(group, target, catching_up < MAX_CATCHING_UP) {
                     catching_up += 1;
                 }
                 maybe_quiesce(group, target, self.node_id, &mut self.stale_messages);
@@ -857,12 +855,12 @@ fn probe_targets(g: &Group) -> Vec<NodeId> {
 }
 
 /// As leader: takes the next membership step towards `target` (see
-/// [`crate::reconfigure`]). Returns `Some(Step::AddLearner(0))` when it started a
-/// learner's catch-up, so the caller counts it against the node's limit.
-fn reconfigure(g: &mut Group, target: Option<&[NodeId]>, may_add_learner: bool) -> Option<Step> {
+/// [`crate::reconfigure`]). Returns whether it started a learner's catch-up, which
+/// the caller counts against the node's limit.
+fn reconfigure(g: &mut Group, target: Option<&[NodeId]>, may_add_learner: bool) -> bool {
     let conf = g.raw.store().conf_state().clone();
     if target.is_none() && !reconfigure::is_joint(&conf) {
-        return None;
+        return false;
     }
     let raft = &g.raw.raft;
     let matched: BTreeMap<NodeId, u64> = raft.prs().iter().map(|(id, p)| (*id, p.matched)).collect();
@@ -877,17 +875,17 @@ fn reconfigure(g: &mut Group, target: Option<&[NodeId]>, may_add_learner: bool) 
     };
     let step = reconfigure::next_step(&view, target);
     match step {
-        Step::Done | Step::Wait => None,
+        Step::Done | Step::Wait => false,
         Step::TransferLeader(to) => {
             info!(shard = g.id, to, "handing leadership over for a membership change");
             g.raw.transfer_leader(to);
-            None
+            false
         }
         step => {
             let change = step.conf_change().expect("a conf change step");
             info!(shard = g.id, step = ?step, "membership step");
             let accepted = g.raw.propose_conf_change(Vec::new(), change).is_ok();
-            (accepted && matches!(step, Step::AddLearner(_))).then_some(Step::AddLearner(0))
+            accepted && matches!(step, Step::AddLearner(_))
         }
     }
 }
@@ -903,9 +901,8 @@ fn sorted(ids: &[NodeId]) -> Vec<NodeId> {
 fn maybe_quiesce(g: &mut Group, target: Option<&[NodeId]>, me: NodeId, out: &mut Vec<(GroupId, Message)>) {
     let raft = &g.raw.raft;
     let conf = g.raw.store().conf_state();
-    let reconfiguring = reconfigure::is_joint(conf)
-        || !conf.learners.is_empty()
-        || target.is_some_and(|t| t != conf.voters.as_slice() && !sorted(&conf.voters).eq(t));
+    let reconfiguring =
+        reconfigure::is_joint(conf) || !conf.learners.is_empty() || target.is_some_and(|t| sorted(&conf.voters) != t);
     let state = quiesce::LeaderState {
         last_index: raft.raft_log.last_index(),
         committed: raft.raft_log.committed,

@@ -2,7 +2,7 @@
 //! meta group, and this node's view of where every group's replicas are, which routing
 //! uses and the membership task keeps current.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use consensus::{GroupId, GroupStatus, NodeId};
 
@@ -198,15 +198,5 @@ impl Cluster {
     /// Remembers the node records (for routing and the status pages).
     pub fn learn_nodes(&self, nodes: &[NodeRecord]) {
         *self.directory.write().expect("directory") = nodes.iter().map(|n| (n.id, n.clone())).collect();
-    }
-
-    /// The node records as last learnt.
-    pub fn directory(&self) -> BTreeMap<NodeId, NodeRecord> {
-        self.directory.read().expect("directory").clone()
-    }
-
-    /// Every group's target voters, keyed by group.
-    pub fn targets_by_group(targets: &[ShardTarget]) -> HashMap<GroupId, Vec<NodeId>> {
-        targets.iter().map(|t| (t.shard, t.voters.clone())).collect()
     }
 }
