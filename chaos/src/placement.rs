@@ -216,27 +216,68 @@ pub fn drain_node(cluster: &Cluster, faults: &mut Faults, limit: Duration) -> an
 /// `move-under-partition`: a drill user's shard moves a follower's replica to a node
 /// outside it while frames are slowed (so joint consensus lasts long enough to catch),
 /// and its leader is cut off the moment the shard is joint, for `hold`.
+///
+/// Joint consensus lasts only from the entering change's commit to the leaving one's
+/// (a few hundred milliseconds), so the drill watches the leader's own view, not one
+/// forwarded through another node, and when a move completes between two looks it
+/// moves the replica back and tries again.
 pub fn move_under_partition(cluster: &Cluster, faults: &mut Faults, shard: u64, hold: Duration) -> anyhow::Result<()> {
-    let (up, _) = capacity(cluster)?;
-    let view = get(cluster, &format!("/api/v1/shards/{shard}"))?;
-    let (voters, leader) = (ids(&view["voters"]), view["leader"].as_u64().context("shard without a leader")?);
-    let from = *voters.iter().find(|&&v| v != leader).context("a follower")?;
-    let to = *up.iter().find(|n| !voters.contains(n)).context("an up node outside the shard")?;
+    const ATTEMPTS: usize = 4;
     if cluster.allows_debug_faults() {
         faults.slow_network(cluster, Duration::from_millis(50))?;
     }
-    post(cluster, &format!("/api/v1/shards/{shard}/move"), json!({ "from": from, "to": to }))?;
-    faults.log(format!("move shard {shard}: node {from} -> node {to} (leader {leader})"));
+    for attempt in 1..=ATTEMPTS {
+        let (up, _) = capacity(cluster)?;
+        let view = get(cluster, &format!("/api/v1/shards/{shard}"))?;
+        let (voters, leader) = (ids(&view["voters"]), view["leader"].as_u64().context("shard without a leader")?);
+        let from = *voters.iter().find(|&&v| v != leader).context("a follower")?;
+        let to = *up.iter().find(|n| !voters.contains(n)).context("an up node outside the shard")?;
+        post(cluster, &format!("/api/v1/shards/{shard}/move"), json!({ "from": from, "to": to }))?;
+        faults.log(format!("move shard {shard}: node {from} -> node {to} (leader {leader}, attempt {attempt})"));
+        match watch_for_joint(cluster, shard, leader, to, Duration::from_secs(60))? {
+            Some(joint_leader) => {
+                faults.log(format!("shard {shard} is joint under node {joint_leader}"));
+                faults.isolate(cluster, joint_leader)?;
+                std::thread::sleep(hold);
+                return faults.heal(cluster);
+            }
+            None => faults.log(format!("shard {shard} moved to node {to} between two looks; moving it again")),
+        }
+    }
+    bail!("shard {shard} moved {ATTEMPTS} times without being seen joint")
+}
+
+/// Polls `shard` on `leader` (then on whichever node leads it) until it is joint
+/// (`Some(leader)`) or its voters include `to` without being joint (`None`: the move
+/// finished unseen).
+fn watch_for_joint(
+    cluster: &Cluster,
+    shard: u64,
+    leader: u64,
+    to: u64,
+    limit: Duration,
+) -> anyhow::Result<Option<u64>> {
+    let path = format!("/api/v1/shards/{shard}");
+    let deadline = Instant::now() + limit;
+    let mut asked = leader;
     let mut last = Value::Null;
-    let joint_leader = wait_for(Duration::from_secs(60), || {
-        last = get(cluster, &format!("/api/v1/shards/{shard}"))?;
-        Ok((last["joint"] == true).then(|| last["leader"].as_u64()).flatten())
-    })
-    .with_context(|| format!("shard {shard} never became joint; last seen as {last}"))?;
-    faults.log(format!("shard {shard} is joint under node {joint_leader}"));
-    faults.isolate(cluster, joint_leader)?;
-    std::thread::sleep(hold);
-    faults.heal(cluster)
+    while Instant::now() < deadline {
+        if let Ok(response) = cluster.get(asked, &path).timeout(Duration::from_secs(2)).call() {
+            last = response.into_json()?;
+            let current = last["leader"].as_u64();
+            if last["joint"] == true && current.is_some() {
+                return Ok(current);
+            }
+            if ids(&last["voters"]).contains(&to) {
+                return Ok(None);
+            }
+            if let Some(current) = current.filter(|c| cluster.ids().contains(c)) {
+                asked = current;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    bail!("shard {shard} never became joint within {}s; last seen as {last}", limit.as_secs())
 }
 
 /// Waits until `check` gives a value, polling; fails after `limit` or on its error.
