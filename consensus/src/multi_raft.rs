@@ -7,7 +7,7 @@
 //! callbacks of completed proposals and reads. Nothing is acknowledged before its entry
 //! is committed on a quorum, fsynced here, and applied.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use prost::Message as _;
 use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message};
@@ -89,6 +89,10 @@ pub struct MultiRaft<M: StateMachine> {
     stale_messages: Vec<(GroupId, Message)>,
     /// Empty replicas no leader keeps, deleted at the start of the next round.
     retiring: Vec<GroupId>,
+    /// Groups that may have a Ready: those stepped, proposed to, ticked or otherwise
+    /// touched since the last round (or left with work by it). A round looks at these
+    /// only, so a node hosting a thousand quiet groups does not walk them all per round.
+    touched: BTreeSet<GroupId>,
     ticks: u64,
 }
 
@@ -107,6 +111,7 @@ impl<M: StateMachine> MultiRaft<M> {
             targets: BTreeMap::new(),
             stale_messages: Vec::new(),
             retiring: Vec::new(),
+            touched: BTreeSet::new(),
             ticks: 0,
         };
         for group in GroupStorage::list_groups(&multi.engine)? {
@@ -135,7 +140,15 @@ impl<M: StateMachine> MultiRaft<M> {
         let raft_config = self.config.raft_config(self.node_id, apply_state.applied_index);
         let raw = RawNode::new(&raft_config, storage, &self.logger)?;
         self.groups.insert(group, Group::new(group, raw, apply_state.applied_index, apply_state.applied_term));
+        self.touched.insert(group);
         Ok(())
+    }
+
+    /// `group`, marked as possibly having a Ready for the next round.
+    fn touch(&mut self, group: GroupId) -> Option<&mut Group> {
+        let g = self.groups.get_mut(&group)?;
+        self.touched.insert(group);
+        Some(g)
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -222,6 +235,7 @@ impl<M: StateMachine> MultiRaft<M> {
             if group.quiesced {
                 continue;
             }
+            self.touched.insert(group.id);
             order_successors(&self.config, group, self.node_id);
             group.raw.tick();
             if !group.reads.is_empty() {
@@ -335,6 +349,7 @@ impl<M: StateMachine> MultiRaft<M> {
             return Ok(());
         }
         let me = self.node_id;
+        self.touched.insert(group);
         let g = self.groups.get_mut(&group).expect("present or just created");
         let conf = g.raw.store().conf_state();
         let initialized = !conf.voters.is_empty();
@@ -427,7 +442,7 @@ impl<M: StateMachine> MultiRaft<M> {
         callback: ProposalCallback,
         propose: impl FnOnce(&mut RawNode<GroupStorage>) -> raft::Result<()>,
     ) {
-        let Some(g) = self.groups.get_mut(&group) else {
+        let Some(g) = self.touch(group) else {
             return callback(Err(ProposeError::GroupNotFound { group }));
         };
         g.wake();
@@ -453,6 +468,7 @@ impl<M: StateMachine> MultiRaft<M> {
     /// (the leader) has confirmed its leadership and applied everything committed
     /// before the request, after which reading the engine directly is up to date.
     pub fn read_index(&mut self, group: GroupId, callback: ReadCallback) {
+        self.touched.insert(group);
         let Some(g) = self.groups.get_mut(&group) else {
             return callback(Err(ProposeError::GroupNotFound { group }));
         };
@@ -473,7 +489,7 @@ impl<M: StateMachine> MultiRaft<M> {
 
     /// Asks the leader of `group` (this node) to hand leadership to `to`.
     pub fn transfer_leader(&mut self, group: GroupId, to: NodeId) -> std::result::Result<(), ProposeError> {
-        let g = self.groups.get_mut(&group).ok_or(ProposeError::GroupNotFound { group })?;
+        let g = self.touch(group).ok_or(ProposeError::GroupNotFound { group })?;
         if !g.is_leader() {
             return Err(g.not_leader());
         }
@@ -484,7 +500,7 @@ impl<M: StateMachine> MultiRaft<M> {
 
     /// Starts an election in `group` now (used to speed up tests and drills).
     pub fn campaign(&mut self, group: GroupId) -> Result<()> {
-        if let Some(g) = self.groups.get_mut(&group) {
+        if let Some(g) = self.touch(group) {
             g.wake();
             g.raw.campaign()?;
         }
@@ -493,7 +509,7 @@ impl<M: StateMachine> MultiRaft<M> {
 
     /// Tells `group` whether a snapshot sent to `to` arrived.
     pub fn report_snapshot(&mut self, group: GroupId, to: NodeId, delivered: bool) {
-        if let Some(g) = self.groups.get_mut(&group) {
+        if let Some(g) = self.touch(group) {
             let status = if delivered { SnapshotStatus::Finish } else { SnapshotStatus::Failure };
             g.raw.report_snapshot(to, status);
         }
@@ -501,14 +517,16 @@ impl<M: StateMachine> MultiRaft<M> {
 
     /// Tells `group` that messages to `to` could not be sent.
     pub fn report_unreachable(&mut self, group: GroupId, to: NodeId) {
-        if let Some(g) = self.groups.get_mut(&group) {
+        if let Some(g) = self.touch(group) {
             g.raw.report_unreachable(to);
         }
     }
 
     /// Whether any group has work for [`MultiRaft::handle_ready`].
     pub fn has_ready(&self) -> bool {
-        !self.stale_messages.is_empty() || !self.retiring.is_empty() || self.groups.values().any(|g| g.raw.has_ready())
+        !self.stale_messages.is_empty()
+            || !self.retiring.is_empty()
+            || self.touched.iter().any(|id| self.groups.get(id).is_some_and(|g| g.raw.has_ready()))
     }
 
     /// Runs one round over every group with work (see the module docs).
@@ -531,7 +549,9 @@ impl<M: StateMachine> MultiRaft<M> {
         let mut readies = Vec::new();
 
         // Phase 1: collect readies, stage their persistence, send what needs none.
-        for (&id, g) in self.groups.iter_mut() {
+        let touched = std::mem::take(&mut self.touched);
+        for &id in &touched {
+            let Some(g) = self.groups.get_mut(&id) else { continue };
             if !g.raw.has_ready() {
                 continue;
             }
@@ -569,6 +589,7 @@ impl<M: StateMachine> MultiRaft<M> {
             done.into_iter().for_each(Completion::run);
             return Ok(());
         }
+        let handled: Vec<GroupId> = readies.iter().map(|(id, ..)| *id).collect();
         if !log_batch.is_empty() {
             self.engine.write(&log_batch, must_sync)?;
             if must_sync {
@@ -628,6 +649,12 @@ impl<M: StateMachine> MultiRaft<M> {
         done.into_iter().for_each(Completion::run);
         for (id, removed_at) in removed {
             self.destroy_group(id, removed_at)?;
+        }
+        // Applying may leave more to do (a conf change's effects, reads now answerable).
+        for id in handled {
+            if self.groups.get(&id).is_some_and(|g| g.raw.has_ready()) {
+                self.touched.insert(id);
+            }
         }
         Ok(())
     }

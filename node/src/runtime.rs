@@ -21,6 +21,16 @@ use crate::state::UmsMachine;
 
 /// Capacity of the Raft thread's inbox.
 const INBOX_CAPACITY: usize = 1 << 16;
+
+/// Which groups a status request asks about (a node may host a thousand; most callers
+/// want one, or the ones it leads).
+#[derive(Clone, Copy, Debug)]
+pub enum Statuses {
+    All,
+    Group(GroupId),
+    Led,
+}
+
 /// Inputs handled per round at most, so ticks and rounds are never starved.
 const DRAIN_PER_ROUND: usize = 8192;
 
@@ -42,6 +52,7 @@ pub enum Input {
         reply: oneshot::Sender<Result<(), ProposeError>>,
     },
     Status {
+        which: Statuses,
         reply: oneshot::Sender<Vec<GroupStatus>>,
     },
     /// Where each group should be (the meta group's shard targets: voters and the
@@ -128,9 +139,15 @@ impl RaftHandle {
         response.await.unwrap_or(Err(overloaded(group)))
     }
 
+    /// The status of every group hosted here.
     pub async fn status(&self) -> Vec<GroupStatus> {
+        self.statuses(Statuses::All).await
+    }
+
+    /// The status of the groups `which` names, as far as this node hosts them.
+    pub async fn statuses(&self, which: Statuses) -> Vec<GroupStatus> {
         let (reply, response) = oneshot::channel();
-        if !self.send(Input::Status { reply }) {
+        if !self.send(Input::Status { which, reply }) {
             return Vec::new();
         }
         response.await.unwrap_or_default()
@@ -333,8 +350,13 @@ fn handle_input(raft: &mut MultiRaft<UmsMachine>, leaders: &mut LeaderPlacement,
         Input::TransferLeader { group, to, reply } => {
             let _ = reply.send(raft.transfer_leader(group, to));
         }
-        Input::Status { reply } => {
-            let _ = reply.send(raft.statuses());
+        Input::Status { which, reply } => {
+            let statuses = match which {
+                Statuses::All => raft.statuses(),
+                Statuses::Group(group) => raft.status(group).into_iter().collect(),
+                Statuses::Led => raft.leading().filter_map(|(group, _)| raft.status(group)).collect(),
+            };
+            let _ = reply.send(statuses);
         }
         Input::SnapshotReport { group, to, delivered } => raft.report_snapshot(group, to, delivered),
         Input::SetPlacement { targets, draining } => {

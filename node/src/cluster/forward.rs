@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Cluster, mailbox_user};
 use crate::peer::Incoming;
 use crate::proto::peer::{
-    ForwardReply, ForwardRequest, ServiceError as WireError, forward_request, frame, service_error,
+    ForwardReply, ForwardRequest, GroupStates, ServiceError as WireError, forward_request, frame, service_error,
 };
 use crate::proto::state::{Command as StateCommand, Query};
 
@@ -61,6 +61,9 @@ impl Cluster {
             },
             Some(forward_request::Body::GroupState(_)) => {
                 self.group_state_here(request.group).await.map(|state| state.encode_to_vec())
+            }
+            Some(forward_request::Body::LedGroups(_)) => {
+                Ok(GroupStates { states: self.led_group_states_here().await }.encode_to_vec())
             }
             None => Err(ProposeError::Invalid("empty forward".into())),
         };

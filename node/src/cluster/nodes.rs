@@ -12,11 +12,12 @@ use prost::Message as _;
 use super::{Cluster, ServiceError};
 use crate::clock::now_ms;
 use crate::placement::META_GROUP;
-use crate::proto::peer::{GroupState, forward_request};
+use crate::proto::peer::{GroupState, GroupStates, forward_request};
 use crate::proto::state::node_record::State;
 use crate::proto::state::{
     AddNode, ListNodes, ListShardTargets, NodeRecord, PutShardTarget, SetNodeState, ShardTarget, command, query,
 };
+use crate::runtime::Statuses;
 
 /// A group as its leader sees it, and where it should be.
 #[derive(Clone, Debug)]
@@ -110,29 +111,72 @@ impl Cluster {
     }
 
     /// Every group (meta group and shards) as its leader sees it (`None`: no leader
-    /// answered), with its target voters.
+    /// answered), with its target voters. One request per node (the groups it leads),
+    /// not one per group: the driver asks every round, and a cluster may have a thousand
+    /// shards; a group two nodes claim is taken from the higher term, and only groups no
+    /// node claimed are asked for one by one (a leader this node does not know yet).
     pub async fn shard_views(&self) -> Vec<ShardView> {
         let targets: HashMap<GroupId, ShardTarget> =
             self.shard_targets(false).await.map(|t| t.into_iter().map(|t| (t.shard, t)).collect()).unwrap_or_default();
-        let states = futures::stream::iter(0..=self.shards)
+        let mut nodes: Vec<NodeId> = self
+            .directory
+            .read()
+            .expect("directory")
+            .values()
+            .filter(|n| n.state() != State::Removed)
+            .map(|n| n.id)
+            .collect();
+        if !nodes.contains(&self.node_id) {
+            nodes.push(self.node_id);
+        }
+        let reports = futures::future::join_all(nodes.into_iter().map(|node| self.led_group_states(node))).await;
+        let mut led: HashMap<GroupId, GroupState> = HashMap::new();
+        for state in reports.into_iter().flatten() {
+            if led.get(&state.group).is_none_or(|known| known.term < state.term) {
+                led.insert(state.group, state);
+            }
+        }
+        let unclaimed: Vec<GroupId> = (0..=self.shards).filter(|group| !led.contains_key(group)).collect();
+        let asked = futures::stream::iter(unclaimed)
             .map(|group| async move { (group, self.group_state(group).await.ok()) })
             .buffered(16)
             .collect::<Vec<_>>()
             .await;
-        states.into_iter().map(|(group, state)| ShardView::new(group, state, targets.get(&group))).collect()
+        led.extend(asked.into_iter().filter_map(|(group, state)| Some((group, state?))));
+        (0..=self.shards).map(|group| ShardView::new(group, led.remove(&group), targets.get(&group))).collect()
+    }
+
+    /// The groups `node` leads, as it sees them (none if it does not answer).
+    async fn led_group_states(&self, node: NodeId) -> Vec<GroupState> {
+        if node == self.node_id {
+            return self.led_group_states_here().await;
+        }
+        match self.forward(node, META_GROUP, forward_request::Body::LedGroups(true)).await {
+            Ok(bytes) => GroupStates::decode(bytes.as_slice()).map(|r| r.states).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// This node's view of `group`, if it leads it.
     pub(super) async fn group_state_here(&self, group: GroupId) -> Result<GroupState, consensus::ProposeError> {
-        let statuses = self.raft.status().await;
-        let Some(status) = statuses.into_iter().find(|s| s.group == group) else {
+        let Some(status) = self.raft.statuses(Statuses::Group(group)).await.pop() else {
             return Err(consensus::ProposeError::GroupNotFound { group });
         };
         if status.role != raft::StateRole::Leader {
             return Err(consensus::ProposeError::NotLeader { group, leader: status.leader });
         }
-        Ok(GroupState {
-            group,
+        Ok(self.group_state_of(status))
+    }
+
+    /// Every group this node leads, as it sees it.
+    pub(super) async fn led_group_states_here(&self) -> Vec<GroupState> {
+        let statuses = self.raft.statuses(Statuses::Led).await;
+        statuses.into_iter().map(|status| self.group_state_of(status)).collect()
+    }
+
+    fn group_state_of(&self, status: GroupStatus) -> GroupState {
+        GroupState {
+            group: status.group,
             leader: self.node_id,
             term: status.term,
             voters: status.voters,
@@ -142,7 +186,7 @@ impl Cluster {
             last_index: status.last_index,
             first_index: status.first_index,
             matched: status.progress.into_iter().collect(),
-        })
+        }
     }
 
     /// How many shards the cluster has (groups 1..=this; group 0 is the meta group).
