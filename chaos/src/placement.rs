@@ -258,37 +258,46 @@ fn watch_for_joint(
     limit: Duration,
 ) -> anyhow::Result<Option<u64>> {
     let path = format!("/api/v1/shards/{shard}");
-    let deadline = Instant::now() + limit;
     let mut asked = leader;
     let mut last = Value::Null;
-    while Instant::now() < deadline {
-        if let Ok(response) = cluster.get(asked, &path).timeout(Duration::from_secs(2)).call() {
-            last = response.into_json()?;
-            let current = last["leader"].as_u64();
-            if last["joint"] == true && current.is_some() {
-                return Ok(current);
-            }
-            if ids(&last["voters"]).contains(&to) {
-                return Ok(None);
-            }
-            if let Some(current) = current.filter(|c| cluster.ids().contains(c)) {
-                asked = current;
-            }
+    wait_for_every(limit, Duration::from_millis(10), || {
+        let Ok(response) = cluster.get(asked, &path).timeout(Duration::from_secs(2)).call() else {
+            return Ok(None);
+        };
+        last = response.into_json()?;
+        let current = last["leader"].as_u64();
+        if last["joint"] == true && current.is_some() {
+            return Ok(Some(current));
         }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    bail!("shard {shard} never became joint within {}s; last seen as {last}", limit.as_secs())
+        if ids(&last["voters"]).contains(&to) {
+            return Ok(Some(None));
+        }
+        if let Some(current) = current.filter(|c| cluster.ids().contains(c)) {
+            asked = current;
+        }
+        Ok(None)
+    })
+    .with_context(|| format!("shard {shard} never became joint; last seen as {last}"))
 }
 
 /// Waits until `check` gives a value, polling; fails after `limit` or on its error.
-fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> anyhow::Result<Option<T>>) -> anyhow::Result<T> {
+fn wait_for<T>(limit: Duration, check: impl FnMut() -> anyhow::Result<Option<T>>) -> anyhow::Result<T> {
+    wait_for_every(limit, Duration::from_millis(100), check)
+}
+
+/// [`wait_for`], polling every `every`.
+fn wait_for_every<T>(
+    limit: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(value) = check()? {
             return Ok(value);
         }
         ensure!(Instant::now() < deadline, "not reached within {}s", limit.as_secs());
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(every);
     }
 }
 

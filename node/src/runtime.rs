@@ -21,6 +21,8 @@ use crate::state::UmsMachine;
 
 /// Capacity of the Raft thread's inbox.
 const INBOX_CAPACITY: usize = 1 << 16;
+/// Inputs handled per round at most, so ticks and rounds are never starved.
+const DRAIN_PER_ROUND: usize = 8192;
 
 /// Which groups a status request asks about (a node may host a thousand; most callers
 /// want one, or the ones it leads).
@@ -30,9 +32,6 @@ pub enum Statuses {
     Group(GroupId),
     Led,
 }
-
-/// Inputs handled per round at most, so ticks and rounds are never starved.
-const DRAIN_PER_ROUND: usize = 8192;
 
 /// Work for the Raft thread.
 pub enum Input {

@@ -118,14 +118,7 @@ impl Cluster {
     pub async fn shard_views(&self) -> Vec<ShardView> {
         let targets: HashMap<GroupId, ShardTarget> =
             self.shard_targets(false).await.map(|t| t.into_iter().map(|t| (t.shard, t)).collect()).unwrap_or_default();
-        let mut nodes: Vec<NodeId> = self
-            .directory
-            .read()
-            .expect("directory")
-            .values()
-            .filter(|n| n.state() != State::Removed)
-            .map(|n| n.id)
-            .collect();
+        let mut nodes = self.known_nodes();
         if !nodes.contains(&self.node_id) {
             nodes.push(self.node_id);
         }
@@ -213,14 +206,18 @@ impl Cluster {
     /// other node (a replica may have moved since this node last looked).
     pub(super) fn candidates(&self, group: GroupId) -> Vec<NodeId> {
         let mut candidates = self.replicas(group);
-        let directory = self.directory.read().expect("directory");
-        let others = directory.values().filter(|n| n.state() != State::Removed).map(|n| n.id);
-        for node in others.collect::<Vec<_>>() {
+        for node in self.known_nodes() {
             if !candidates.contains(&node) {
                 candidates.push(node);
             }
         }
         candidates
+    }
+
+    /// Every node the records name that is not removed, as this node last learnt them.
+    fn known_nodes(&self) -> Vec<NodeId> {
+        let directory = self.directory.read().expect("directory");
+        directory.values().filter(|n| n.state() != State::Removed).map(|n| n.id).collect()
     }
 
     /// Learns where groups are: this node's own replicas from their statuses (voters and
