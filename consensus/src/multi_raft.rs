@@ -369,8 +369,7 @@ impl<M: StateMachine> MultiRaft<M> {
             return Ok(());
         }
         match kind {
-            // A heartbeat's answer arriving after the leader quiesced says nothing new.
-            stale::Kind::Raft if message.msg_type() == raft::eraftpb::MessageType::MsgHeartbeatResponse => {}
+            stale::Kind::Raft if quiesce::keeps_quiet(&message, g.raw.raft.leader_id, g.raw.raft.term) => {}
             stale::Kind::Raft => g.wake(),
             stale::Kind::Probe => return Ok(()),
             stale::Kind::NotMember { as_of } => {
@@ -646,6 +645,7 @@ impl<M: StateMachine> MultiRaft<M> {
             // ordered, so this batch is durable no later than the next synced write.
             self.engine.write(&apply_batch, false)?;
         }
+        self.state_machine.on_applied_written();
         done.into_iter().for_each(Completion::run);
         for (id, removed_at) in removed {
             self.destroy_group(id, removed_at)?;

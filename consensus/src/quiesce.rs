@@ -55,6 +55,18 @@ pub fn leader_idle(state: &LeaderState) -> bool {
         && state.min_matched == state.last_index
 }
 
+/// Whether `message` leaves a quiesced replica quiet: a heartbeat's answer arriving
+/// after the leader quiesced, or a heartbeat from the leader it knows in its term (the
+/// leader's last tick may send one just after the quiesce request; waking on it would
+/// start the follower's election timer while the leader sleeps, and it would depose it).
+pub fn keeps_quiet(message: &Message, leader: NodeId, term: u64) -> bool {
+    match message.msg_type() {
+        MessageType::MsgHeartbeatResponse => true,
+        MessageType::MsgHeartbeat => message.from == leader && message.term == term,
+        _ => false,
+    }
+}
+
 /// Whether a follower at (`term`, `last_index`, `committed`) that hears the quiesce
 /// request `message` from `leader` may stop ticking: it holds and has committed exactly
 /// what the leader has.
@@ -74,6 +86,21 @@ mod tests {
         assert!(!leader_idle(&LeaderState { committed: 8, ..idle }));
         assert!(!leader_idle(&LeaderState { applied: 8, ..idle }));
         assert!(!leader_idle(&LeaderState { busy: true, ..idle }));
+    }
+
+    #[test]
+    fn only_heartbeats_of_the_known_leader_and_their_answers_keep_a_replica_quiet() {
+        let message = |kind: MessageType, from: NodeId, term: u64| {
+            let mut m = Message { from, term, ..Default::default() };
+            m.set_msg_type(kind);
+            m
+        };
+        assert!(keeps_quiet(&message(MessageType::MsgHeartbeat, 2, 5), 2, 5));
+        assert!(keeps_quiet(&message(MessageType::MsgHeartbeatResponse, 3, 5), 2, 5));
+        assert!(!keeps_quiet(&message(MessageType::MsgHeartbeat, 3, 5), 2, 5), "not its leader");
+        assert!(!keeps_quiet(&message(MessageType::MsgHeartbeat, 2, 6), 2, 5), "a newer term");
+        assert!(!keeps_quiet(&message(MessageType::MsgAppend, 2, 5), 2, 5), "new entries");
+        assert!(!keeps_quiet(&message(MessageType::MsgRequestPreVote, 3, 6), 2, 5));
     }
 
     #[test]

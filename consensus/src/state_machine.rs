@@ -38,6 +38,9 @@ pub trait StateMachine {
 
     /// The group was removed from this node and its data deleted.
     fn on_group_removed(&mut self, _group: GroupId) {}
+
+    /// What the last round applied is written to the engine, so readers see it now.
+    fn on_applied_written(&mut self) {}
 }
 
 /// Writes staged by one round of applies, readable before they are committed.

@@ -26,6 +26,7 @@ use crate::peer::{self, PeerNetwork, PeerTransport};
 use crate::placement::{initial_placement, preferred_leaders};
 use crate::runtime::{self, LoopSettings};
 use crate::state::UmsMachine;
+use crate::state::bell::OutboundBell;
 use crate::webhook_targets::WebhookTargets;
 use gateways::bans::BanList;
 
@@ -49,8 +50,10 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         .with_context(|| format!("opening RocksDB at {}", db_path.display()))?;
     let disk_faults = rocks.disk_faults();
     let engine: Engine = Arc::new(rocks);
-    let mut raft = MultiRaft::open(config.node_id, config.raft_config(), engine.clone(), UmsMachine::default())
-        .context("opening Raft groups")?;
+    let bell = Arc::new(OutboundBell::default());
+    let mut raft =
+        MultiRaft::open(config.node_id, config.raft_config(), engine.clone(), UmsMachine::new(Arc::clone(&bell)))
+            .context("opening Raft groups")?;
 
     let member_ids: Vec<NodeId> = config.members.iter().map(|m| m.id).collect();
     let placement = initial_placement(&member_ids, config.shards, config.replicas);
@@ -140,6 +143,7 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     let queue_settings = QueueSettings {
         cluster_id: config.cluster_id.clone(),
         poll: Duration::from_millis(100),
+        bell,
         retry_base: Duration::from_millis(config.outbound.retry_base_ms.max(1)),
         max_attempts: config.outbound.max_attempts.max(1),
         batch: 64,

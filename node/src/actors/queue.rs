@@ -3,6 +3,10 @@
 //! stops it when the node loses it, so after a failover the new leader's actor resumes
 //! from the replicated queue where the old one stopped.
 //!
+//! The actor looks at its queue only when the queue changed (the state machine's
+//! [`OutboundBell`] rings), when a retry falls due, or when it starts, so an idle
+//! shard costs no quorum reads and its Raft group can quiesce.
+//!
 //! Delivery is at-least-once: an item delivered but not yet recorded when its leader
 //! dies is delivered again by the next leader, with the same `Idempotency-Key` header
 //! (`{cluster}:{shard}:{seq}`) so the receiver can drop the repeat.
@@ -22,14 +26,17 @@ use crate::clock::now_ms;
 use crate::cluster::Cluster;
 use crate::placement::META_GROUP;
 use crate::proto::state::{Deliver, OutboundAttempt, OutboundItem};
+use crate::state::bell::OutboundBell;
 use crate::webhook_targets::WebhookTargets;
 
 /// Retry policy and pacing of every shard's queue.
 #[derive(Clone, Debug)]
 pub struct QueueSettings {
     pub cluster_id: String,
-    /// How often the queue looks for due items.
+    /// How often the queue checks whether it has work (a ring or a due retry).
     pub poll: Duration,
+    /// Rung by the state machine when a shard's queue changes.
+    pub bell: Arc<OutboundBell>,
     /// Delay before the first retry; doubles per attempt, capped at 5 minutes.
     pub retry_base: Duration,
     /// Attempts before an item is given up (a failed delivery report).
@@ -130,6 +137,16 @@ pub struct QueueActor {
     cluster: Arc<Cluster>,
     settings: QueueSettings,
     busy: bool,
+    /// The bell's generation the last finished scan started from (none yet: scan now).
+    scanned: Option<u64>,
+    /// When the earliest pending item the last scan saw falls due.
+    next_due_ms: Option<u64>,
+}
+
+/// Whether the queue must be scanned: it changed since the last scan (or was never
+/// scanned), or an item it saw is due.
+fn scan_needed(scanned: Option<u64>, generation: u64, next_due_ms: Option<u64>, now_ms: u64) -> bool {
+    scanned != Some(generation) || next_due_ms.is_some_and(|due| due <= now_ms)
 }
 
 impl Actor for QueueActor {
@@ -138,24 +155,39 @@ impl Actor for QueueActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         debug!(shard = self.shard, "queue actor started");
         ctx.run_interval(self.settings.poll, |actor, ctx| {
-            if actor.busy {
+            // Read before the scan: a ring during it makes the next tick scan again.
+            let generation = actor.settings.bell.generation(actor.shard);
+            if actor.busy || !scan_needed(actor.scanned, generation, actor.next_due_ms, now_ms()) {
                 return;
             }
             actor.busy = true;
             let (cluster, shard, settings) = (Arc::clone(&actor.cluster), actor.shard, actor.settings.clone());
-            ctx.spawn(work_queue(cluster, shard, settings).into_actor(actor).map(|_, actor, _| actor.busy = false));
+            ctx.spawn(work_queue(cluster, shard, settings).into_actor(actor).map(move |next_due_ms, actor, _| {
+                actor.busy = false;
+                actor.scanned = Some(generation);
+                actor.next_due_ms = next_due_ms;
+            }));
         });
     }
 }
 
-/// One pass over the due items of a shard.
-async fn work_queue(cluster: Arc<Cluster>, shard: GroupId, settings: QueueSettings) {
+/// One pass over the due items of a shard; returns when the next pass is due without a
+/// ring (now, after a failure or with more items than a batch; else the earliest retry).
+async fn work_queue(cluster: Arc<Cluster>, shard: GroupId, settings: QueueSettings) -> Option<u64> {
     let items = match cluster.pending_outbound(shard, settings.batch).await {
         Ok(items) => items,
-        Err(e) => return debug!(shard, error = %e, "queue scan skipped"),
+        Err(e) => {
+            debug!(shard, error = %e, "queue scan skipped");
+            return Some(now_ms());
+        }
     };
     metrics::gauge!("ums_outbound_pending", "shard" => shard.to_string()).set(items.len() as f64);
     let now = now_ms();
+    let next_due_ms = if items.len() >= settings.batch {
+        Some(now)
+    } else {
+        items.iter().map(|i| i.next_attempt_ms).filter(|&at| at > now).min()
+    };
     for item in items.into_iter().filter(|i| i.next_attempt_ms <= now) {
         let key = format!("{}:{shard}:{}", settings.cluster_id, item.seq);
         let outcome = match item.channel.as_str() {
@@ -184,14 +216,17 @@ async fn work_queue(cluster: Arc<Cluster>, shard: GroupId, settings: QueueSettin
                 && let Err(e) = bounce(&cluster, &settings, &item, &report.error, key).await
             {
                 // Not recorded as failed yet: the next pass (here or on the next leader) retries.
-                return warn!(shard, seq = item.seq, error = %e, "could not deliver a bounce");
+                warn!(shard, seq = item.seq, error = %e, "could not deliver a bounce");
+                return Some(now_ms());
             }
         }
         if let Err(e) = cluster.record_attempt(shard, report).await {
             // Leadership moved or the cluster is busy: the next leader retries the item.
-            return warn!(shard, seq = item.seq, error = %e, "could not record an outbound attempt");
+            warn!(shard, seq = item.seq, error = %e, "could not record an outbound attempt");
+            return Some(now_ms());
         }
     }
+    next_due_ms
 }
 
 /// Tells the sender of an undeliverable e-mail, in their own INBOX. The bounce is keyed
@@ -265,6 +300,8 @@ impl Handler<Leadership> for QueueSupervisor {
                     cluster: Arc::clone(&self.cluster),
                     settings: self.settings.clone(),
                     busy: false,
+                    scanned: None,
+                    next_due_ms: None,
                 };
                 let addr = actor.start();
                 self.running.insert(news.shard, addr);
@@ -303,6 +340,7 @@ mod tests {
         QueueSettings {
             cluster_id: "c".into(),
             poll: Duration::from_millis(100),
+            bell: Default::default(),
             retry_base: Duration::from_secs(1),
             max_attempts: 3,
             batch: 10,
@@ -310,6 +348,15 @@ mod tests {
             webhooks: webhook_agent(Arc::new(WebhookTargets::default())),
             dkim: Default::default(),
         }
+    }
+
+    #[test]
+    fn the_queue_is_scanned_when_it_changed_or_an_item_is_due() {
+        assert!(scan_needed(None, 0, None, 5), "never scanned");
+        assert!(!scan_needed(Some(3), 3, None, 5), "unchanged, nothing pending");
+        assert!(scan_needed(Some(3), 4, None, 5), "rung since");
+        assert!(!scan_needed(Some(3), 3, Some(6), 5), "the retry is not due yet");
+        assert!(scan_needed(Some(3), 3, Some(5), 5), "the retry is due");
     }
 
     #[test]

@@ -23,14 +23,17 @@
 
 mod audit;
 mod bans;
+pub mod bell;
 mod dkim;
 pub mod folders;
 mod nodes;
 pub mod quota;
 mod tokens;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
+use bell::OutboundBell;
 use consensus::{ApplyContext, GroupId, StateMachine, state_machine_key};
 use gateways::mail_service::SPECIAL_USE_MAILBOXES;
 use prost::Message;
@@ -151,11 +154,28 @@ impl RecordCache {
 #[derive(Default)]
 pub struct UmsMachine {
     cache: RecordCache,
+    /// Rung for the shards in `queues_changed` once their applies are written.
+    bell: Arc<OutboundBell>,
+    queues_changed: BTreeSet<GroupId>,
+}
+
+impl UmsMachine {
+    /// A machine that rings `bell` when a shard's outbound queue changes.
+    pub fn new(bell: Arc<OutboundBell>) -> Self {
+        Self { bell, ..Self::default() }
+    }
 }
 
 impl StateMachine for UmsMachine {
     fn on_snapshot_applied(&mut self, group: GroupId) {
         self.cache.forget_group(group);
+        self.queues_changed.insert(group);
+    }
+
+    fn on_applied_written(&mut self) {
+        if !self.queues_changed.is_empty() {
+            self.bell.ring(std::mem::take(&mut self.queues_changed));
+        }
     }
 
     fn on_group_removed(&mut self, group: GroupId) {
@@ -169,8 +189,14 @@ impl StateMachine for UmsMachine {
                 command::Op::PutUser(put) => put_user(ctx, cache, put),
                 command::Op::ClaimAddresses(claim) => claim_addresses(ctx, claim),
                 command::Op::Deliver(deliver) => deliver_message(ctx, cache, deliver),
-                command::Op::Enqueue(enqueue) => enqueue_outbound(ctx, enqueue),
-                command::Op::OutboundAttempt(attempt) => record_attempt(ctx, attempt),
+                command::Op::Enqueue(enqueue) => {
+                    self.queues_changed.insert(ctx.group());
+                    enqueue_outbound(ctx, enqueue)
+                }
+                command::Op::OutboundAttempt(attempt) => {
+                    self.queues_changed.insert(ctx.group());
+                    record_attempt(ctx, attempt)
+                }
                 command::Op::AddDomain(add) => add_domain(ctx, add),
                 command::Op::CreateMailbox(create) => folders::create(ctx, cache, create),
                 command::Op::DeleteMailbox(delete) => folders::delete(ctx, cache, delete),
