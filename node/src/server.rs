@@ -14,7 +14,7 @@ use tracing::{info, warn};
 
 use crate::actors::ActorRuntime;
 use crate::actors::mailbox::MailboxRegistry;
-use crate::actors::queue::{Leadership, QueueSettings, QueueSupervisor, webhook_agent};
+use crate::actors::queue::{Leadership, QueueSettings, QueueSupervisor, Rung, webhook_agent};
 use crate::audit::{AuditEvent, AuditLog};
 use crate::auth::Authenticator;
 use crate::auth::authenticator::load_or_create_node_token;
@@ -142,8 +142,8 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     };
     let queue_settings = QueueSettings {
         cluster_id: config.cluster_id.clone(),
-        poll: Duration::from_millis(100),
-        bell,
+        rescan_after: Duration::from_millis(100),
+        bell: Arc::clone(&bell),
         retry_base: Duration::from_millis(config.outbound.retry_base_ms.max(1)),
         max_attempts: config.outbound.max_attempts.max(1),
         batch: 64,
@@ -160,6 +160,9 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         let (cluster, settings) = (Arc::clone(&cluster), queue_settings);
         QueueSupervisor::start_in_arbiter(actors.arbiter(), move |_| QueueSupervisor::new(cluster, settings))
     };
+    // The bell's rings reach the shards' queue actors through their supervisor.
+    let rung = supervisor.clone();
+    bell.listen(Box::new(move |shards| rung.do_send(Rung(shards))));
     // Leadership news from the Raft thread drives the queue actors.
     std::thread::Builder::new().name("ums-events".into()).spawn(move || {
         for event in events_rx {

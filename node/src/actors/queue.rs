@@ -4,8 +4,9 @@
 //! from the replicated queue where the old one stopped.
 //!
 //! The actor looks at its queue only when the queue changed (the state machine's
-//! [`OutboundBell`] rings), when a retry falls due, or when it starts, so an idle
-//! shard costs no quorum reads and its Raft group can quiesce.
+//! [`OutboundBell`] rings and the supervisor passes a [`Scan`] on), when a retry falls
+//! due (a timer set for it), or when it starts: an idle shard costs no quorum reads, so
+//! its Raft group can quiesce, and no timer wakes the node for it.
 //!
 //! Delivery is at-least-once: an item delivered but not yet recorded when its leader
 //! dies is delivered again by the next leader, with the same `Idempotency-Key` header
@@ -33,8 +34,9 @@ use crate::webhook_targets::WebhookTargets;
 #[derive(Clone, Debug)]
 pub struct QueueSettings {
     pub cluster_id: String,
-    /// How often the queue checks whether it has work (a ring or a due retry).
-    pub poll: Duration,
+    /// The shortest wait before a queue is scanned again without a ring (after a failed
+    /// scan or attempt, so a sick shard is not scanned in a loop).
+    pub rescan_after: Duration,
     /// Rung by the state machine when a shard's queue changes.
     pub bell: Arc<OutboundBell>,
     /// Delay before the first retry; doubles per attempt, capped at 5 minutes.
@@ -141,6 +143,8 @@ pub struct QueueActor {
     scanned: Option<u64>,
     /// When the earliest pending item the last scan saw falls due.
     next_due_ms: Option<u64>,
+    /// The timer of that next scan.
+    timer: Option<SpawnHandle>,
 }
 
 /// Whether the queue must be scanned: it changed since the last scan (or was never
@@ -154,20 +158,52 @@ impl Actor for QueueActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         debug!(shard = self.shard, "queue actor started");
-        ctx.run_interval(self.settings.poll, |actor, ctx| {
-            // Read before the scan: a ring during it makes the next tick scan again.
-            let generation = actor.settings.bell.generation(actor.shard);
-            if actor.busy || !scan_needed(actor.scanned, generation, actor.next_due_ms, now_ms()) {
-                return;
+        self.scan_if_needed(ctx);
+    }
+}
+
+impl QueueActor {
+    /// Scans the queue if it changed or an item is due; after the scan, scans again at
+    /// once if it was rung meanwhile, else sets a timer for the next item due (at least
+    /// `rescan_after` away).
+    fn scan_if_needed(&mut self, ctx: &mut Context<Self>) {
+        // Read before the scan: a ring during it shows as a newer generation after.
+        let generation = self.settings.bell.generation(self.shard);
+        if self.busy || !scan_needed(self.scanned, generation, self.next_due_ms, now_ms()) {
+            return;
+        }
+        self.busy = true;
+        if let Some(timer) = self.timer.take() {
+            ctx.cancel_future(timer);
+        }
+        let (cluster, shard, settings) = (Arc::clone(&self.cluster), self.shard, self.settings.clone());
+        ctx.spawn(work_queue(cluster, shard, settings).into_actor(self).map(move |next_due_ms, actor, ctx| {
+            actor.busy = false;
+            actor.scanned = Some(generation);
+            actor.next_due_ms = next_due_ms;
+            if actor.settings.bell.generation(actor.shard) != generation {
+                actor.scan_if_needed(ctx); // Rung during the scan.
+            } else if let Some(due) = next_due_ms {
+                let wait = Duration::from_millis(due.saturating_sub(now_ms())).max(actor.settings.rescan_after);
+                actor.timer = Some(ctx.run_later(wait, |actor, ctx| {
+                    actor.timer = None;
+                    actor.scan_if_needed(ctx);
+                }));
             }
-            actor.busy = true;
-            let (cluster, shard, settings) = (Arc::clone(&actor.cluster), actor.shard, actor.settings.clone());
-            ctx.spawn(work_queue(cluster, shard, settings).into_actor(actor).map(move |next_due_ms, actor, _| {
-                actor.busy = false;
-                actor.scanned = Some(generation);
-                actor.next_due_ms = next_due_ms;
-            }));
-        });
+        }));
+    }
+}
+
+/// The shard's queue changed (the bell rang for it): look.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Scan;
+
+impl Handler<Scan> for QueueActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Scan, ctx: &mut Self::Context) {
+        self.scan_if_needed(ctx);
     }
 }
 
@@ -302,6 +338,7 @@ impl Handler<Leadership> for QueueSupervisor {
                     busy: false,
                     scanned: None,
                     next_due_ms: None,
+                    timer: None,
                 };
                 let addr = actor.start();
                 self.running.insert(news.shard, addr);
@@ -316,6 +353,23 @@ impl Handler<Leadership> for QueueSupervisor {
             _ => {}
         }
         metrics::gauge!("ums_queue_actors").set(self.running.len() as f64);
+    }
+}
+
+/// The bell rang for these shards: their actors (those running here) look.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Rung(pub Vec<GroupId>);
+
+impl Handler<Rung> for QueueSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, Rung(shards): Rung, _ctx: &mut Self::Context) {
+        for shard in shards {
+            if let Some(actor) = self.running.get(&shard) {
+                actor.do_send(Scan);
+            }
+        }
     }
 }
 
@@ -339,7 +393,7 @@ mod tests {
     fn settings() -> QueueSettings {
         QueueSettings {
             cluster_id: "c".into(),
-            poll: Duration::from_millis(100),
+            rescan_after: Duration::from_millis(100),
             bell: Default::default(),
             retry_base: Duration::from_secs(1),
             max_attempts: 3,
