@@ -5,7 +5,9 @@
 //! request travels through the log, so every replica compacts at the same point and no
 //! member ever needs a snapshot for entries the others still had. Compacting this often
 //! keeps each log to a few hundred entries, which RocksDB deletes while they are still
-//! in its memtable instead of flushing them to files and compacting those.
+//! in its memtable instead of flushing them to files and compacting those. A node with
+//! many busy groups compacts each after fewer entries ([`compact_every`]): a thousand
+//! logs of 256 entries of 1 KB would fill the memtable eight times over.
 //!
 //! When a member is down or far behind, the leader does not compact for it, but only
 //! up to a limit: past `compact_threshold` applied entries, the log is compacted anyway
@@ -23,13 +25,32 @@ pub(crate) struct LogPosition {
     pub(crate) applied: u64,
 }
 
-/// The index a leader should propose compacting to, if any. `replicated` is the
-/// lowest index every member (voters and learners) is known to hold; `proposed` the
-/// highest index this leader already proposed.
-pub(crate) fn leader_proposal(config: &RaftConfig, log: LogPosition, replicated: u64, proposed: u64) -> Option<u64> {
+/// Fewest entries a leader compacts at once however many groups are busy (each
+/// compaction is an entry of its own).
+const MIN_COMPACT_EVERY: u64 = 16;
+
+/// Entries after which a leader compacts its group's log when `awake_groups` groups are
+/// awake on this node: `compact_every`, or the node's `compact_log_budget` shared
+/// between them when that is less (but at least [`MIN_COMPACT_EVERY`]).
+pub(crate) fn compact_every(config: &RaftConfig, awake_groups: usize) -> u64 {
+    let share = config.compact_log_budget / awake_groups.max(1) as u64;
+    share.max(MIN_COMPACT_EVERY).min(config.compact_every)
+}
+
+/// The index a leader should propose compacting to, if any, once `every` entries are
+/// everywhere ([`compact_every`]). `replicated` is the lowest index every member
+/// (voters and learners) is known to hold; `proposed` the highest index this leader
+/// already proposed.
+pub(crate) fn leader_proposal(
+    config: &RaftConfig,
+    every: u64,
+    log: LogPosition,
+    replicated: u64,
+    proposed: u64,
+) -> Option<u64> {
     let start = log.truncated.max(proposed);
     let everywhere = replicated.min(log.applied);
-    if everywhere >= start + config.compact_every {
+    if everywhere >= start + every {
         return Some(everywhere);
     }
     // Forced compaction counts from what was already proposed, so the leader asks once
@@ -75,19 +96,34 @@ mod tests {
     #[test]
     fn leader_compacts_to_what_every_member_holds_once_enough_is_there() {
         let config = config();
-        assert_eq!(leader_proposal(&config, at(0, 99), 99, 0), None, "not enough yet");
-        assert_eq!(leader_proposal(&config, at(0, 150), 130, 0), Some(130), "up to the slowest member");
-        assert_eq!(leader_proposal(&config, at(0, 120), 400, 0), Some(120), "never beyond what is applied here");
-        assert_eq!(leader_proposal(&config, at(0, 180), 180, 130), None, "the last proposal is still on its way");
-        assert_eq!(leader_proposal(&config, at(130, 240), 240, 130), Some(240));
+        let every = config.compact_every;
+        assert_eq!(leader_proposal(&config, every, at(0, 99), 99, 0), None, "not enough yet");
+        assert_eq!(leader_proposal(&config, every, at(0, 150), 130, 0), Some(130), "up to the slowest member");
+        assert_eq!(leader_proposal(&config, every, at(0, 120), 400, 0), Some(120), "never beyond what is applied here");
+        assert_eq!(leader_proposal(&config, every, at(0, 180), 180, 130), None, "the last proposal is on its way");
+        assert_eq!(leader_proposal(&config, every, at(130, 240), 240, 130), Some(240));
+        assert_eq!(leader_proposal(&config, 20, at(0, 20), 20, 0), Some(20), "sooner when many groups are busy");
+    }
+
+    #[test]
+    fn many_busy_groups_share_the_log_budget_but_compact_at_least_a_few_entries_at_once() {
+        let config = RaftConfig { compact_every: 256, compact_log_budget: 16_384, ..RaftConfig::default() };
+        assert_eq!(compact_every(&config, 0), 256);
+        assert_eq!(compact_every(&config, 64), 256);
+        assert_eq!(compact_every(&config, 128), 128);
+        assert_eq!(compact_every(&config, 1_025), 16);
+        assert_eq!(compact_every(&config, 100_000), 16);
+        let small = RaftConfig { compact_every: 8, ..config };
+        assert_eq!(compact_every(&small, 1_025), 8, "never more than compact_every");
     }
 
     #[test]
     fn a_member_far_behind_holds_compaction_back_only_up_to_the_threshold() {
         let config = config();
-        assert_eq!(leader_proposal(&config, at(0, 999), 10, 0), None, "member at 10 still catches up from the log");
-        assert_eq!(leader_proposal(&config, at(0, 1_000), 10, 0), Some(950), "now it will need a snapshot");
-        assert_eq!(leader_proposal(&config, at(0, 1_010), 10, 950), None, "already proposed");
+        let every = config.compact_every;
+        assert_eq!(leader_proposal(&config, every, at(0, 999), 10, 0), None, "member at 10 catches up from the log");
+        assert_eq!(leader_proposal(&config, every, at(0, 1_000), 10, 0), Some(950), "now it will need a snapshot");
+        assert_eq!(leader_proposal(&config, every, at(0, 1_010), 10, 950), None, "already proposed");
     }
 
     #[test]

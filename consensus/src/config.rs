@@ -20,6 +20,11 @@ pub struct RaftConfig {
     /// beyond the log's start are on every member. Small, so entries are deleted while
     /// still in RocksDB's memtable and never flushed or compacted as files.
     pub compact_every: u64,
+    /// Log entries the awake groups of a node may hold together beyond their logs'
+    /// starts: with many busy groups, each leader compacts after fewer than
+    /// `compact_every` entries (see [`crate::compaction::compact_every`]), so their logs
+    /// together still die in the memtable.
+    pub compact_log_budget: u64,
     /// Once this many applied entries sit in a log anyway (a member is down or far
     /// behind, so the leader does not compact), compact regardless: that member will
     /// catch up by snapshot. Also each replica's own limit should no leader compact.
@@ -41,6 +46,7 @@ impl Default for RaftConfig {
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
             compact_every: 256,
+            compact_log_budget: 16_384,
             compact_threshold: 10_000,
             compact_keep: 1_000,
             dedup_window: 1_000_000,

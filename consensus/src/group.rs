@@ -6,6 +6,7 @@ use raft::{RawNode, StateRole};
 use storage::GroupStorage;
 
 use crate::error::ProposeError;
+use crate::heartbeats::RecentAppends;
 use crate::multi_raft::{ProposalCallback, ReadCallback};
 use crate::{GroupId, NodeId};
 
@@ -66,6 +67,8 @@ pub(crate) struct Group {
     pub(crate) quiesced: bool,
     /// As leader: consecutive ticks the group was idle.
     pub(crate) idle_ticks: u32,
+    /// As leader: when each follower was last sent an append (see [`crate::heartbeats`]).
+    pub(crate) recent_appends: RecentAppends,
 }
 
 impl Group {
@@ -85,6 +88,7 @@ impl Group {
             ticks_unled: 0,
             quiesced: false,
             idle_ticks: 0,
+            recent_appends: RecentAppends::default(),
         }
     }
 
@@ -114,6 +118,7 @@ impl Group {
         if role == StateRole::Leader && !was_leader {
             // A proposal of an earlier term may have been overwritten: start afresh.
             self.compact_proposed = 0;
+            self.recent_appends.clear();
         }
         if was_leader && role != StateRole::Leader {
             let error = self.not_leader();

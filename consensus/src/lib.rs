@@ -16,7 +16,8 @@
 //! group's Raft node and pending requests), [`multi_raft`] (the round),
 //! [`reconfigure`] (the membership steps a leader takes towards its target voters),
 //! `stale` (replicas a group no longer counts as members find out and retire),
-//! `quiesce` (idle groups stop ticking until something wakes them). The deterministic
+//! `quiesce` (idle groups stop ticking until something wakes them), `heartbeats` (a
+//! busy group's leader sends no heartbeat to a follower it just sent an append). The deterministic
 //! simulated cluster that tests all of this under faults, and the `raft-bench` benchmark,
 //! live in the crate `consensus-sim` (`consensus/sim`), outside the production build.
 
@@ -27,6 +28,7 @@ pub mod dedup;
 mod election;
 pub mod error;
 pub mod group;
+mod heartbeats;
 pub mod multi_raft;
 mod quiesce;
 pub mod reconfigure;

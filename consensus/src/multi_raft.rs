@@ -264,6 +264,7 @@ impl<M: StateMachine> MultiRaft<M> {
         let mut catching_up = if reconfigure_now { self.learners_catching_up() } else { 0 };
         let probe_after = stale::probe_after_ticks(self.config.election_tick);
         let mut empty_and_unled = Vec::new();
+        let compact_every = compaction::compact_every(&self.config, self.sleep.awake.len());
         for &id in &self.sleep.awake {
             let Some(group) = self.groups.get_mut(&id) else { continue };
             if group.quiesced {
@@ -276,7 +277,7 @@ impl<M: StateMachine> MultiRaft<M> {
                 group.expire_reads(limit);
             }
             if group.is_leader() {
-                propose_compaction(&self.config, group);
+                propose_compaction(&self.config, compact_every, group);
                 let target = self.targets.get(&group.id).map(Vec::as_slice);
                 if reconfigure_now && reconfigure(group, target, catching_up < MAX_CATCHING_UP) {
                     catching_up += 1;
@@ -631,7 +632,12 @@ impl<M: StateMachine> MultiRaft<M> {
                     self.events.push(Event::RoleChanged { group: id, role, leader, term: g.raw.raft.term });
                 }
             }
-            outbox.add(id, ready.take_messages());
+            let mut messages = ready.take_messages();
+            if g.is_leader() {
+                let interval = self.config.heartbeat_tick as u64;
+                g.recent_appends.drop_redundant_heartbeats(&mut messages, self.ticks, interval);
+            }
+            outbox.add(id, messages);
             let snapshot_index = if ready.snapshot().is_empty() {
                 None
             } else {
@@ -683,7 +689,11 @@ impl<M: StateMachine> MultiRaft<M> {
                 hard_state.commit = commit;
                 g.raw.mut_store().set_hard_state(&hard_state, &mut staged.batch);
             }
-            outbox.add(id, light.take_messages());
+            let messages = light.take_messages();
+            if g.is_leader() {
+                g.recent_appends.note(&messages, self.ticks);
+            }
+            outbox.add(id, messages);
             committed.extend(light.take_committed_entries());
             if !committed.is_empty() {
                 apply_entries(
@@ -898,9 +908,10 @@ fn log_position(g: &Group) -> LogPosition {
 
 /// As leader: proposes compacting every replica's log (see [`crate::compaction`]). No
 /// one waits for it; a proposal lost to a leader change is made again later.
-fn propose_compaction(config: &RaftConfig, g: &mut Group) {
+fn propose_compaction(config: &RaftConfig, every: u64, g: &mut Group) {
     let replicated = g.raw.raft.prs().iter().map(|(_, progress)| progress.matched).min().unwrap_or(0);
-    let Some(index) = compaction::leader_proposal(config, log_position(g), replicated, g.compact_proposed) else {
+    let Some(index) = compaction::leader_proposal(config, every, log_position(g), replicated, g.compact_proposed)
+    else {
         return;
     };
     if g.raw.propose(Vec::new(), Command::compact_log(index).encode_to_vec()).is_ok() {

@@ -43,6 +43,7 @@ pub fn sim_raft_config() -> RaftConfig {
         max_size_per_msg: 64 << 10,
         max_inflight_msgs: 64,
         compact_every: 16,
+        compact_log_budget: 16_384,
         compact_threshold: 40,
         compact_keep: 10,
         dedup_window: 1_000_000,
