@@ -270,19 +270,24 @@ impl<M: StateMachine> MultiRaft<M> {
             if group.quiesced {
                 continue;
             }
-            self.touched.insert(id);
             order_successors(&self.config, group, self.node_id);
-            group.raw.tick();
+            // Only a group this tick gave work is walked by the next round: most ticks of
+            // a follower only count towards its election timeout.
+            let mut has_work = group.raw.tick();
             if !group.reads.is_empty() {
                 group.expire_reads(limit);
             }
             if group.is_leader() {
-                propose_compaction(&self.config, compact_every, group);
+                has_work |= propose_compaction(&self.config, compact_every, group);
                 let target = self.targets.get(&group.id).map(Vec::as_slice);
-                if reconfigure_now && reconfigure(group, target, catching_up < MAX_CATCHING_UP) {
-                    catching_up += 1;
+                if reconfigure_now {
+                    has_work = true;
+                    if reconfigure(group, target, catching_up < MAX_CATCHING_UP) {
+                        catching_up += 1;
+                    }
                 }
-                maybe_quiesce(group, target, self.node_id, &mut self.stale_messages);
+                // A group that quiesces is touched so the sleep table learns it.
+                has_work |= maybe_quiesce(group, target, self.node_id, &mut self.stale_messages);
             } else {
                 group.ticks_unled += 1;
                 let initialized = !group.raw.store().conf_state().voters.is_empty();
@@ -294,6 +299,9 @@ impl<M: StateMachine> MultiRaft<M> {
                         self.stale_messages.push((group.id, stale::probe(self.node_id, to)));
                     }
                 }
+            }
+            if has_work {
+                self.touched.insert(id);
             }
         }
         self.retiring.extend(empty_and_unled);
@@ -907,16 +915,19 @@ fn log_position(g: &Group) -> LogPosition {
 }
 
 /// As leader: proposes compacting every replica's log (see [`crate::compaction`]). No
-/// one waits for it; a proposal lost to a leader change is made again later.
-fn propose_compaction(config: &RaftConfig, every: u64, g: &mut Group) {
+/// one waits for it; a proposal lost to a leader change is made again later. Returns
+/// whether it proposed.
+fn propose_compaction(config: &RaftConfig, every: u64, g: &mut Group) -> bool {
     let replicated = g.raw.raft.prs().iter().map(|(_, progress)| progress.matched).min().unwrap_or(0);
     let Some(index) = compaction::leader_proposal(config, every, log_position(g), replicated, g.compact_proposed)
     else {
-        return;
+        return false;
     };
-    if g.raw.propose(Vec::new(), Command::compact_log(index).encode_to_vec()).is_ok() {
+    let proposed = g.raw.propose(Vec::new(), Command::compact_log(index).encode_to_vec()).is_ok();
+    if proposed {
         g.compact_proposed = index;
     }
+    proposed
 }
 
 /// Compacts the log as the leader asked or the local limit demands, and now and then
@@ -1001,8 +1012,9 @@ fn sorted(ids: &[NodeId]) -> Vec<NodeId> {
 }
 
 /// As leader: counts idle ticks and, past [`quiesce::IDLE_TICKS_BEFORE_QUIESCE`], asks
-/// every member to quiesce and stops ticking (see [`crate::quiesce`]).
-fn maybe_quiesce(g: &mut Group, target: Option<&[NodeId]>, me: NodeId, out: &mut Vec<(GroupId, Message)>) {
+/// every member to quiesce and stops ticking (see [`crate::quiesce`]); returns whether
+/// it did.
+fn maybe_quiesce(g: &mut Group, target: Option<&[NodeId]>, me: NodeId, out: &mut Vec<(GroupId, Message)>) -> bool {
     let raft = &g.raw.raft;
     let conf = g.raw.store().conf_state();
     let reconfiguring =
@@ -1020,15 +1032,16 @@ fn maybe_quiesce(g: &mut Group, target: Option<&[NodeId]>, me: NodeId, out: &mut
     };
     if !quiesce::leader_idle(&state) {
         g.idle_ticks = 0;
-        return;
+        return false;
     }
     g.idle_ticks += 1;
     if g.idle_ticks < quiesce::IDLE_TICKS_BEFORE_QUIESCE {
-        return;
+        return false;
     }
     let term = raft.term;
     for (&member, _) in raft.prs().iter().filter(|(id, _)| **id != me) {
         out.push((g.id, quiesce::request(me, member, term, state.last_index)));
     }
     g.quiesced = true;
+    true
 }

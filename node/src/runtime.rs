@@ -23,6 +23,10 @@ use crate::state::UmsMachine;
 const INBOX_CAPACITY: usize = 1 << 16;
 /// Inputs handled per round at most, so ticks and rounds are never starved.
 const DRAIN_PER_ROUND: usize = 8192;
+/// Leaderships handed to their preferred nodes per balancing round, at least...
+const HANDOFFS_PER_ROUND: usize = 4;
+/// ...or one in this many of the groups led here.
+const HANDOFF_SHARE: usize = 32;
 
 /// Which groups a status request asks about (a node may host a thousand; most callers
 /// want one, or the ones it leads).
@@ -309,11 +313,14 @@ impl LeaderPlacement {
 }
 
 /// Hands a few groups to their preferred leaders (spreads leader work evenly, also
-/// after a failed node comes back; empties a draining node of leaders first).
+/// after a failed node comes back; empties a draining node of leaders first): at most
+/// [`HANDOFFS_PER_ROUND`], or one in [`HANDOFF_SHARE`] of the groups led here when that
+/// is more, so a node that won a thousand groups' first elections is even in seconds.
 fn balance_leadership(raft: &mut MultiRaft<UmsMachine>, placement: &LeaderPlacement) {
-    let statuses = raft.statuses();
+    let statuses: Vec<GroupStatus> = raft.leading().filter_map(|(group, _)| raft.status(group)).collect();
     let preferred = placement.preferred(raft, &statuses);
-    for (group, to) in leadership_handoffs(&statuses, raft.node_id(), &preferred, 4) {
+    let max = HANDOFFS_PER_ROUND.max(statuses.len() / HANDOFF_SHARE);
+    for (group, to) in leadership_handoffs(&statuses, raft.node_id(), &preferred, max) {
         info!(node = raft.node_id(), shard = group, to, "handing leadership to the preferred leader");
         let _ = raft.transfer_leader(group, to);
     }

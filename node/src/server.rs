@@ -92,7 +92,7 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     let settings = LoopSettings {
         tick: Duration::from_millis(config.raft.tick_ms),
         preferred_leaders: preferred_leaders(&placement),
-        balance_every: Duration::from_secs(5),
+        balance_every: Duration::from_secs(1),
     };
     let (raft_handle, raft_thread) = runtime::start(raft, settings, events_tx, |handle| {
         let started = PeerNetwork::start(

@@ -144,6 +144,12 @@ async fn serve_connection(stream: TcpStream, remote: SocketAddr, setup: &Listene
                 break;
             }
         };
+        if setup.network.admission(from) != Some(false) {
+            // Removed since it connected (a node restarted just before its peers learned
+            // of its removal): close, so its next Hello is answered with the news.
+            warn!(node = node_id, peer = from, "peer is no longer a member; closing its connection");
+            return;
+        }
         setup.network.heard_from(from);
         let Ok(frame) = Frame::decode(bytes) else {
             warn!(node = node_id, peer = from, "undecodable frame; closing connection");
