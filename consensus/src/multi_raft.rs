@@ -249,6 +249,11 @@ impl<M: StateMachine> MultiRaft<M> {
         self.groups.keys().filter_map(|&group| self.status(group)).collect()
     }
 
+    /// The status of every group led here.
+    pub fn led_statuses(&self) -> Vec<GroupStatus> {
+        self.leading().filter_map(|(group, _)| self.status(group)).collect()
+    }
+
     /// Events since the last call, oldest first.
     pub fn take_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)

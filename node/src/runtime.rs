@@ -317,7 +317,7 @@ impl LeaderPlacement {
 /// [`HANDOFFS_PER_ROUND`], or one in [`HANDOFF_SHARE`] of the groups led here when that
 /// is more, so a node that won a thousand groups' first elections is even in seconds.
 fn balance_leadership(raft: &mut MultiRaft<UmsMachine>, placement: &LeaderPlacement) {
-    let statuses: Vec<GroupStatus> = raft.leading().filter_map(|(group, _)| raft.status(group)).collect();
+    let statuses = raft.led_statuses();
     let preferred = placement.preferred(raft, &statuses);
     let max = HANDOFFS_PER_ROUND.max(statuses.len() / HANDOFF_SHARE);
     for (group, to) in leadership_handoffs(&statuses, raft.node_id(), &preferred, max) {
@@ -360,7 +360,7 @@ fn handle_input(raft: &mut MultiRaft<UmsMachine>, leaders: &mut LeaderPlacement,
             let statuses = match which {
                 Statuses::All => raft.statuses(),
                 Statuses::Group(group) => raft.status(group).into_iter().collect(),
-                Statuses::Led => raft.leading().filter_map(|(group, _)| raft.status(group)).collect(),
+                Statuses::Led => raft.led_statuses(),
             };
             let _ = reply.send(statuses);
         }
