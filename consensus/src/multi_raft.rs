@@ -20,7 +20,7 @@ use crate::compaction::{self, LogPosition};
 use crate::config::RaftConfig;
 use crate::election;
 use crate::quiesce;
-use crate::reconfigure::{self, GroupView, Step};
+use crate::reconfigure::{self, GroupView, Step, Target, sorted};
 use crate::stale;
 
 /// Ticks a read may wait for its read index (at least two election timeouts): a leader
@@ -70,6 +70,31 @@ pub struct GroupStatus {
     pub voters_outgoing: Vec<NodeId>,
     /// For a leader: each peer's matched index.
     pub progress: BTreeMap<NodeId, u64>,
+    /// For a leader: what each learner lacks of the committed log.
+    pub learner_lags: BTreeMap<NodeId, Lag>,
+}
+
+/// How far a replica is behind the committed log: what would be lost if it were the
+/// only one left (a backup site's recovery point).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lag {
+    /// Committed entries it does not hold.
+    pub entries: u64,
+    /// Age of the oldest committed client entry it does not hold, in ms (by the
+    /// proposing leader's clock); 0 when it holds every one.
+    pub age_ms: u64,
+}
+
+impl Lag {
+    /// The largest entries and the largest age of any learner of `statuses` (each
+    /// figure of its own: the worst case of losing every replica but the learners).
+    pub fn worst_of(statuses: &[GroupStatus]) -> Lag {
+        let lags = statuses.iter().flat_map(|s| s.learner_lags.values());
+        lags.fold(Lag::default(), |w, lag| Lag {
+            entries: w.entries.max(lag.entries),
+            age_ms: w.age_ms.max(lag.age_ms),
+        })
+    }
 }
 
 /// All Raft groups hosted by one node.
@@ -82,9 +107,9 @@ pub struct MultiRaft<M: StateMachine> {
     events: Vec<Event>,
     logger: slog::Logger,
     next_read_id: u64,
-    /// The voters each group should have (set by the placement driver); a group's
+    /// The membership each group should have (set by the placement driver); a group's
     /// leader moves its membership there a step at a time.
-    targets: BTreeMap<GroupId, Vec<NodeId>>,
+    targets: BTreeMap<GroupId, Target>,
     /// Probes and notices about stale replicas, sent with the next round.
     stale_messages: Vec<(GroupId, Message)>,
     /// Empty replicas no leader keeps, deleted at the start of the next round.
@@ -223,6 +248,12 @@ impl<M: StateMachine> MultiRaft<M> {
         let applied = g.raw.store().conf_state();
         let progress =
             if g.is_leader() { raft.prs().iter().map(|(id, pr)| (*id, pr.matched)).collect() } else { BTreeMap::new() };
+        let learner_lags = if g.is_leader() {
+            let now = crate::command::now_ms();
+            applied.learners.iter().map(|&id| (id, lag_of(g, progress.get(&id).copied().unwrap_or(0), now))).collect()
+        } else {
+            BTreeMap::new()
+        };
         Some(GroupStatus {
             group,
             role: raft.state,
@@ -236,6 +267,7 @@ impl<M: StateMachine> MultiRaft<M> {
             learners: sorted(&applied.learners),
             voters_outgoing: sorted(&applied.voters_outgoing),
             progress,
+            learner_lags,
         })
     }
 
@@ -284,7 +316,7 @@ impl<M: StateMachine> MultiRaft<M> {
             }
             if group.is_leader() {
                 has_work |= propose_compaction(&self.config, compact_every, group);
-                let target = self.targets.get(&group.id).map(Vec::as_slice);
+                let target = self.targets.get(&group.id);
                 if reconfigure_now {
                     has_work = true;
                     if reconfigure(group, target, catching_up < MAX_CATCHING_UP) {
@@ -312,19 +344,15 @@ impl<M: StateMachine> MultiRaft<M> {
         self.retiring.extend(empty_and_unled);
     }
 
-    /// Sets (or, with `None`, clears) the voters `group` should end up with; a changed
-    /// target wakes the group, so its leader acts on it.
-    pub fn set_target(&mut self, group: GroupId, voters: Option<Vec<NodeId>>) {
-        let voters = voters.map(|mut voters| {
-            voters.sort_unstable();
-            voters.dedup();
-            voters
-        });
-        if self.targets.get(&group) == voters.as_ref() {
+    /// Sets (or, with `None`, clears) the membership `group` should end up with; a
+    /// changed target wakes the group, so its leader acts on it.
+    pub fn set_target(&mut self, group: GroupId, target: Option<Target>) {
+        let target = target.map(|t| Target::new(t.voters, t.learners));
+        if self.targets.get(&group) == target.as_ref() {
             return;
         }
-        match voters {
-            Some(voters) => self.targets.insert(group, voters),
+        match target {
+            Some(target) => self.targets.insert(group, target),
             None => self.targets.remove(&group),
         };
         self.wake(group);
@@ -380,22 +408,22 @@ impl<M: StateMachine> MultiRaft<M> {
         self.sleep.asleep.len()
     }
 
-    /// Makes `targets` every group's target voters (groups absent have none); only the
-    /// groups whose target changed are woken.
-    pub fn replace_targets(&mut self, targets: impl IntoIterator<Item = (GroupId, Vec<NodeId>)>) {
-        let targets: BTreeMap<GroupId, Vec<NodeId>> = targets.into_iter().collect();
+    /// Makes `targets` every group's target (groups absent have none); only the groups
+    /// whose target changed are woken.
+    pub fn replace_targets(&mut self, targets: impl IntoIterator<Item = (GroupId, Target)>) {
+        let targets: BTreeMap<GroupId, Target> = targets.into_iter().collect();
         let dropped: Vec<GroupId> = self.targets.keys().filter(|g| !targets.contains_key(g)).copied().collect();
         for group in dropped {
             self.set_target(group, None);
         }
-        for (group, voters) in targets {
-            self.set_target(group, Some(voters));
+        for (group, target) in targets {
+            self.set_target(group, Some(target));
         }
     }
 
-    /// The voters `group` should end up with, if it has a target.
-    pub fn target(&self, group: GroupId) -> Option<&[NodeId]> {
-        self.targets.get(&group).map(Vec::as_slice)
+    /// The membership `group` should end up with, if it has a target.
+    pub fn target(&self, group: GroupId) -> Option<&Target> {
+        self.targets.get(&group)
     }
 
     /// The groups led here with a learner of the target still catching up.
@@ -410,7 +438,7 @@ impl<M: StateMachine> MultiRaft<M> {
                 let raft = &g.raw.raft;
                 let last = raft.raft_log.last_index();
                 raft.prs().conf().learners().iter().any(|learner| {
-                    let wanted = self.targets.get(&g.id).is_some_and(|t| t.contains(learner));
+                    let wanted = self.targets.get(&g.id).is_some_and(|t| t.names(*learner));
                     let matched = raft.prs().get(*learner).map_or(0, |p| p.matched);
                     wanted && !reconfigure::caught_up(matched, g.raw.store().truncated().index, last)
                 })
@@ -449,7 +477,15 @@ impl<M: StateMachine> MultiRaft<M> {
         match kind {
             stale::Kind::Raft if quiesce::keeps_quiet(&message, g.raw.raft.leader_id, g.raw.raft.term) => {}
             stale::Kind::Raft => g.wake(),
-            stale::Kind::Probe => return Ok(()),
+            stale::Kind::Probe => {
+                // A member that hears from no leader: a quiesced leader wakes, so its
+                // heartbeats bring the member back in (a restarted learner never
+                // campaigns, which is what wakes a quiet group for a restarted voter).
+                if !from_outsider && g.is_leader() {
+                    g.wake();
+                }
+                return Ok(());
+            }
             stale::Kind::NotMember { as_of } => {
                 if stale::retires(g.raw.raft.raft_log.last_index(), as_of) {
                     info!(shard = group, node = me, by = message.from, as_of, "stale replica retires: not a member");
@@ -503,7 +539,7 @@ impl<M: StateMachine> MultiRaft<M> {
             // Only the group's leader asks for compaction, from what all members hold.
             return callback(Err(ProposeError::Invalid("compact_log_to is for the group itself".into())));
         }
-        let data = command.encode_to_vec();
+        let data = command.encode_stamped(crate::command::now_ms());
         self.propose_with(group, callback, |raw| raw.propose(Vec::new(), data));
     }
 
@@ -959,6 +995,30 @@ fn maybe_compact(
     Ok(())
 }
 
+/// Entries a lag's age is looked for among (no-ops and membership changes carry no
+/// stamp; past these the age is not known better than "at least the next stamped one").
+const LAG_AGE_SCAN: u64 = 16;
+
+/// What a member that holds the log up to `matched` lacks of what `g`'s leader committed,
+/// as of `now_ms`.
+fn lag_of(g: &Group, matched: u64, now_ms: u64) -> Lag {
+    let log = &g.raw.raft.raft_log;
+    let entries = log.committed.saturating_sub(matched);
+    if entries == 0 {
+        return Lag::default();
+    }
+    // A member behind the log's start lacks compacted entries too: the oldest stamp
+    // still in the log is the best lower bound of their age. One entry at a time: the
+    // first is nearly always stamped, and entries can be megabytes.
+    let from = (matched + 1).max(log.first_index());
+    let to = log.committed.min(from + LAG_AGE_SCAN - 1);
+    let oldest = (from..=to).find_map(|index| {
+        let entry = log.slice(index, index + 1, None, raft::GetEntriesContext::empty(false)).ok()?.pop()?;
+        (entry.entry_type() == EntryType::EntryNormal).then(|| Command::stamp_of(&entry.data)).flatten()
+    });
+    Lag { entries, age_ms: oldest.map_or(0, |stamp| now_ms.saturating_sub(stamp)) }
+}
+
 /// Where a replica that hears from no leader sends its probe: the members it knows and
 /// the last leader it heard of.
 fn probe_targets(g: &Group) -> Vec<NodeId> {
@@ -977,7 +1037,7 @@ fn probe_targets(g: &Group) -> Vec<NodeId> {
 /// As leader: takes the next membership step towards `target` (see
 /// [`crate::reconfigure`]). Returns whether it started a learner's catch-up, which
 /// the caller counts against the node's limit.
-fn reconfigure(g: &mut Group, target: Option<&[NodeId]>, may_add_learner: bool) -> bool {
+fn reconfigure(g: &mut Group, target: Option<&Target>, may_add_learner: bool) -> bool {
     let conf = g.raw.store().conf_state().clone();
     if target.is_none() && !reconfigure::is_joint(&conf) {
         return false;
@@ -1010,20 +1070,18 @@ fn reconfigure(g: &mut Group, target: Option<&[NodeId]>, may_add_learner: bool) 
     }
 }
 
-fn sorted(ids: &[NodeId]) -> Vec<NodeId> {
-    let mut ids = ids.to_vec();
-    ids.sort_unstable();
-    ids
-}
-
 /// As leader: counts idle ticks and, past [`quiesce::IDLE_TICKS_BEFORE_QUIESCE`], asks
 /// every member to quiesce and stops ticking (see [`crate::quiesce`]); returns whether
 /// it did.
-fn maybe_quiesce(g: &mut Group, target: Option<&[NodeId]>, me: NodeId, out: &mut Vec<(GroupId, Message)>) -> bool {
+fn maybe_quiesce(g: &mut Group, target: Option<&Target>, me: NodeId, out: &mut Vec<(GroupId, Message)>) -> bool {
     let raft = &g.raw.raft;
     let conf = g.raw.store().conf_state();
-    let reconfiguring =
-        reconfigure::is_joint(conf) || !conf.learners.is_empty() || target.is_some_and(|t| sorted(&conf.voters) != t);
+    // Standing learners of the target are members like the voters; any other learner
+    // (or a joint state) is a change under way.
+    let reconfiguring = match target {
+        Some(target) => !target.reached_by(conf),
+        None => reconfigure::is_joint(conf) || !conf.learners.is_empty(),
+    };
     let state = quiesce::LeaderState {
         last_index: raft.raft_log.last_index(),
         committed: raft.raft_log.committed,

@@ -1,4 +1,5 @@
-//! Pure policy: the next membership step a group's leader takes towards its target voters.
+//! Pure policy: the next membership step a group's leader takes towards its target
+//! voters and learners.
 //!
 //! A replica move (A → B) is a series of steps, each decided afresh from the membership
 //! the leader has *applied* (never from what it proposed), so a move cut short by a
@@ -8,6 +9,11 @@
 //! joint configuration → remove the learner A. A joint configuration is left even
 //! without a target (raft-rs's automatic leave is lost when the leader changes), so a
 //! group never stays joint. The leader is never demoted: leadership moves first.
+//!
+//! A target may also name standing learners (a backup site's replicas: they receive the
+//! log but never vote, so a distant site adds no latency to commits). They are added once
+//! the voters are right; a voter the target makes a learner is demoted, not removed; a
+//! learner the target makes a voter is promoted like any caught-up learner.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +24,50 @@ use crate::NodeId;
 /// A learner within this many entries of the leader's last index counts as caught up
 /// (once it holds at least what the leader's log starts after: its snapshot arrived).
 pub const CATCH_UP_SLACK: u64 = 64;
+
+/// The membership a group should end up with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Target {
+    /// Sorted, no duplicates.
+    pub voters: Vec<NodeId>,
+    /// Standing learners (never promoted by the policy); sorted, none a voter.
+    pub learners: Vec<NodeId>,
+}
+
+impl Target {
+    /// A target of voters only.
+    pub fn voters(voters: impl IntoIterator<Item = NodeId>) -> Self {
+        Self::new(voters, [])
+    }
+
+    /// A target in its one spelling: sorted, deduplicated, a node named as both a voter.
+    pub fn new(voters: impl IntoIterator<Item = NodeId>, learners: impl IntoIterator<Item = NodeId>) -> Self {
+        let voters: Vec<NodeId> = voters.into_iter().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let learners = learners
+            .into_iter()
+            .filter(|n| !voters.contains(n))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        Self { voters, learners }
+    }
+
+    /// Whether the target names `node` in either role.
+    pub fn names(&self, node: NodeId) -> bool {
+        self.voters.contains(&node) || self.learners.contains(&node)
+    }
+
+    /// Whether `conf` is exactly this target (not joint, the same voters and learners).
+    pub fn reached_by(&self, conf: &ConfState) -> bool {
+        !is_joint(conf) && sorted(&conf.voters) == self.voters && sorted(&conf.learners) == self.learners
+    }
+}
+
+pub(crate) fn sorted(ids: &[NodeId]) -> Vec<NodeId> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids
+}
 
 /// What the leader sees of its group when it plans.
 #[derive(Clone, Debug)]
@@ -52,8 +102,10 @@ pub enum Step {
         remove: NodeId,
     },
     LeaveJoint,
-    /// Remove a member that is not a voter of the target (a demoted voter, a learner).
+    /// Remove a member the target does not name (a demoted voter, a learner).
     Remove(NodeId),
+    /// Make a voter a standing learner of the target (no voter joins).
+    Demote(NodeId),
     /// Hand leadership to this voter first.
     TransferLeader(NodeId),
 }
@@ -70,6 +122,7 @@ impl Step {
                 vec![single(ConfChangeType::AddNode, add), single(ConfChangeType::AddLearnerNode, remove)]
             }
             Step::Remove(node) => vec![single(ConfChangeType::RemoveNode, node)],
+            Step::Demote(node) => vec![single(ConfChangeType::AddLearnerNode, node)],
             Step::LeaveJoint => Vec::new(), // an empty V2 change leaves the joint state
             Step::Done | Step::Wait | Step::TransferLeader(_) => return None,
         };
@@ -95,9 +148,9 @@ pub fn is_member(conf: &ConfState, node: NodeId) -> bool {
         || conf.learners_next.contains(&node)
 }
 
-/// The next step for a group led by `view.leader` towards `target` voters (`None`:
-/// keep the voters it has, only leave a joint configuration).
-pub fn next_step(view: &GroupView<'_>, target: Option<&[NodeId]>) -> Step {
+/// The next step for a group led by `view.leader` towards `target` (`None`: keep the
+/// membership it has, only leave a joint configuration).
+pub fn next_step(view: &GroupView<'_>, target: Option<&Target>) -> Step {
     if view.busy {
         return Step::Wait;
     }
@@ -110,18 +163,19 @@ pub fn next_step(view: &GroupView<'_>, target: Option<&[NodeId]>) -> Step {
         }
         return best_voter(&conf.voters, view.leader, matched).map_or(Step::Wait, Step::TransferLeader);
     }
-    let Some(target) = target.filter(|t| !t.is_empty()) else {
+    let Some(target) = target.filter(|t| !t.voters.is_empty()) else {
         return Step::Done;
     };
-    let adds: Vec<NodeId> = target.iter().copied().filter(|n| !conf.voters.contains(n)).collect();
-    let removes: Vec<NodeId> = conf.voters.iter().copied().filter(|n| !target.contains(n)).collect();
+    let adds: Vec<NodeId> = target.voters.iter().copied().filter(|n| !conf.voters.contains(n)).collect();
+    let removes: Vec<NodeId> = conf.voters.iter().copied().filter(|n| !target.voters.contains(n)).collect();
     let hand_over = || {
-        let staying: Vec<NodeId> = conf.voters.iter().copied().filter(|n| target.contains(n)).collect();
+        let staying: Vec<NodeId> = conf.voters.iter().copied().filter(|n| target.voters.contains(n)).collect();
         best_voter(&staying, view.leader, matched).map_or(Step::Wait, Step::TransferLeader)
     };
+    let add_learner = |node| if view.may_add_learner { Step::AddLearner(node) } else { Step::Wait };
     if let Some(&add) = adds.first() {
         if !conf.learners.contains(&add) {
-            return if view.may_add_learner { Step::AddLearner(add) } else { Step::Wait };
+            return add_learner(add);
         }
         if !caught_up(matched(add), view.truncated_index, view.last_index) {
             return Step::Wait;
@@ -133,12 +187,23 @@ pub fn next_step(view: &GroupView<'_>, target: Option<&[NodeId]>) -> Step {
         };
     }
     if let Some(&remove) = removes.first() {
-        // Fewer voters than now (the target shrank the group): remove one at a time.
-        return if remove == view.leader { hand_over() } else { Step::Remove(remove) };
+        // Fewer voters than now (the target shrank the group): one at a time, a standing
+        // learner of the target demoted rather than removed.
+        return if remove == view.leader {
+            hand_over()
+        } else if target.learners.contains(&remove) {
+            Step::Demote(remove)
+        } else {
+            Step::Remove(remove)
+        };
     }
-    // Voters are right; drop learners the target does not name (a demoted voter).
-    match conf.learners.iter().copied().find(|n| !target.contains(n)) {
-        Some(learner) => Step::Remove(learner),
+    // Voters are right: drop learners the target does not name (a demoted voter), then
+    // add the standing learners it names.
+    if let Some(learner) = conf.learners.iter().copied().find(|&n| !target.names(n)) {
+        return Step::Remove(learner);
+    }
+    match target.learners.iter().copied().find(|n| !conf.learners.contains(n)) {
+        Some(learner) => add_learner(learner),
         None => Step::Done,
     }
 }
@@ -167,6 +232,10 @@ mod tests {
     }
 
     fn plan(leader: NodeId, conf: &ConfState, matched: &[(NodeId, u64)], target: Option<&[NodeId]>) -> Step {
+        plan_to(leader, conf, matched, target.map(|voters| Target::voters(voters.iter().copied())).as_ref())
+    }
+
+    fn plan_to(leader: NodeId, conf: &ConfState, matched: &[(NodeId, u64)], target: Option<&Target>) -> Step {
         let matched: BTreeMap<NodeId, u64> = matched.iter().copied().collect();
         let view = GroupView {
             leader,
@@ -242,10 +311,13 @@ mod tests {
             busy: true,
             may_add_learner: true,
         };
-        assert_eq!(next_step(&view, Some(&[1, 2, 4])), Step::Wait);
+        let target = Target::voters([1, 2, 4]);
+        assert_eq!(next_step(&view, Some(&target)), Step::Wait);
         view.busy = false;
         view.may_add_learner = false;
-        assert_eq!(next_step(&view, Some(&[1, 2, 4])), Step::Wait);
+        assert_eq!(next_step(&view, Some(&target)), Step::Wait);
+        let standing = Target::new([1, 2, 3], [5]);
+        assert_eq!(next_step(&view, Some(&standing)), Step::Wait, "a standing learner waits its turn too");
     }
 
     #[test]
@@ -253,6 +325,42 @@ mod tests {
         let up = [(1, 1000), (2, 1000), (3, 1000), (4, 1000)];
         assert_eq!(plan(1, &conf(&[1, 2, 3], &[4], &[]), &up, Some(&[1, 2, 3, 4])), Step::Promote(4));
         assert_eq!(plan(1, &conf(&[1, 2, 3], &[], &[]), &up, Some(&[1, 2])), Step::Remove(3));
+    }
+
+    #[test]
+    fn standing_learners_are_added_after_the_voters_and_never_promoted() {
+        let up = [(1, 1000), (2, 1000), (3, 1000), (4, 1000), (5, 1000)];
+        let target = Target::new([1, 2, 3], [4, 5]);
+        type Case<'a> = (ConfState, Step);
+        let cases: &[Case] = &[
+            (conf(&[1, 2, 3], &[], &[]), Step::AddLearner(4)),
+            (conf(&[1, 2, 3], &[4], &[]), Step::AddLearner(5)),
+            (conf(&[1, 2, 3], &[4, 5], &[]), Step::Done),
+            // A move of a voter still happens first, then the learners.
+            (conf(&[1, 2, 6], &[], &[]), Step::AddLearner(3)),
+            // A learner the target does not name goes; one it names stays.
+            (conf(&[1, 2, 3], &[4, 5, 6], &[]), Step::Remove(6)),
+        ];
+        for (conf, expected) in cases {
+            assert_eq!(&plan_to(1, conf, &up, Some(&target)), expected, "{conf:?}");
+        }
+        assert!(target.reached_by(&conf(&[3, 1, 2], &[5, 4], &[])));
+        assert!(!target.reached_by(&conf(&[1, 2, 3], &[4], &[])));
+    }
+
+    #[test]
+    fn voters_become_learners_and_learners_voters_as_the_target_says() {
+        let up = [(1, 1000), (2, 1000), (3, 1000), (4, 1000), (5, 1000)];
+        // Switching sites: the learners 4 and 5 become voters, the voters 2 and 3 learners.
+        let swapped = Target::new([1, 4, 5], [2, 3]);
+        let joint = plan_to(1, &conf(&[1, 2, 3], &[4, 5], &[]), &up, Some(&swapped));
+        assert_eq!(joint, Step::EnterJoint { add: 4, remove: 2 });
+        // A smaller voter set whose leaver stays as a learner: demoted, not removed.
+        let shrunk = Target::new([1, 2], [3]);
+        assert_eq!(plan_to(1, &conf(&[1, 2, 3], &[], &[]), &up, Some(&shrunk)), Step::Demote(3));
+        assert_eq!(Step::Demote(3).conf_change().unwrap().changes[0].change_type(), ConfChangeType::AddLearnerNode);
+        // The spelling: sorted, deduplicated, a voter never also a learner.
+        assert_eq!(Target::new([3, 1, 1], [3, 5, 4]), Target { voters: vec![1, 3], learners: vec![4, 5] });
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! demo users created once. Ctrl-C stops the children cleanly; starting again resumes
 //! from the same data.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,6 +15,7 @@ use anyhow::{Context, bail, ensure};
 use consensus::NodeId;
 
 use crate::config::{Member, NodeConfig, OutboundSettings, ThreadSettings, dev_ports, ports_in_block};
+use crate::driver::BACKUP_SITE;
 use crate::http::HttpSettings;
 use crate::peer::tls::PeerTlsSettings;
 use crate::pki;
@@ -149,8 +151,15 @@ fn read_or_create(path: &Path, create: impl FnOnce() -> String) -> anyhow::Resul
 
 /// Runs the dev cluster until Ctrl-C; `insecure_auth` lets mail clients log in without TLS;
 /// `overrides` (`dotted.key=value`) change any node.toml setting of every node.
-pub fn run(nodes: usize, data: &Path, insecure_auth: bool, overrides: &[String]) -> anyhow::Result<()> {
+pub fn run(
+    nodes: usize,
+    backup_site: usize,
+    data: &Path,
+    insecure_auth: bool,
+    overrides: &[String],
+) -> anyhow::Result<()> {
     ensure!((1..=9).contains(&nodes), "--nodes must be between 1 and 9 (node N uses ports 7N00-7N99)");
+    ensure!(nodes + backup_site <= 9, "--nodes plus --backup-site must be at most 9 (node N uses ports 7N00-7N99)");
     fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
     let data = data.canonicalize()?;
     let cluster_id = read_or_create(&data.join("cluster-id"), || format!("dev-{:016x}", rand::random::<u64>()))?;
@@ -189,6 +198,13 @@ pub fn run(nodes: usize, data: &Path, insecure_auth: bool, overrides: &[String])
         }
         let ids: Vec<NodeId> = children.iter().map(|(id, _, _)| *id).collect();
         print_endpoints(&ids, &data, &cluster_id, &token);
+        let backup_nodes = added_nodes(&data).into_iter().filter(|n| n.site.as_deref() == Some(BACKUP_SITE)).count();
+        for _ in backup_nodes..backup_site {
+            add_node(&data, overrides, false, Some(BACKUP_SITE))?;
+        }
+        if backup_site > 0 || backup_nodes > 0 {
+            follow_backup_seeding(&token, &stop)?;
+        }
         supervise(&mut children, &stop);
         Ok(())
     });
@@ -200,7 +216,7 @@ pub fn run(nodes: usize, data: &Path, insecure_auth: bool, overrides: &[String])
 /// Stops the nodes `umsd dev add-node` started while this cluster ran (they are not
 /// children of this process): those beyond the first `started` ids.
 fn stop_added_since(data: &Path, started: usize) {
-    for id in added_nodes(data).into_iter().filter(|&id| id as usize > started) {
+    for id in added_nodes(data).into_iter().map(|n| n.id).filter(|&id| id as usize > started) {
         let config = data.join(format!("node-{id}")).join("node.toml");
         if let Some(pid) = pid_of(&config) {
             println!("stopping node {id}, added while the cluster ran");
@@ -214,10 +230,23 @@ fn stop_added_since(data: &Path, started: usize) {
     }
 }
 
-/// The nodes `umsd dev add-node` added to the cluster under `data`, in order.
-fn added_nodes(data: &Path) -> Vec<NodeId> {
+/// A node `umsd dev add-node` added, and its `site` label if it has one.
+struct AddedNode {
+    id: NodeId,
+    site: Option<String>,
+}
+
+/// The nodes `umsd dev add-node` added to the cluster under `data`, in order (lines of
+/// `ID` or `ID SITE`).
+fn added_nodes(data: &Path) -> Vec<AddedNode> {
     let text = fs::read_to_string(data.join(ADDED_NODES_FILE)).unwrap_or_default();
-    text.lines().filter_map(|line| line.trim().parse().ok()).collect()
+    text.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            let id = words.next()?.parse().ok()?;
+            Some(AddedNode { id, site: words.next().map(str::to_string) })
+        })
+        .collect()
 }
 
 /// Whether node `id` under `data` was removed from the cluster (it left its marker):
@@ -233,8 +262,9 @@ const ADDED_NODES_FILE: &str = "added-nodes";
 /// next id, on its 7N00 block): records it through node 1's API, issues its peer
 /// certificate, starts it (`join = true`; it keeps running after this command ends,
 /// and `umsd dev` starts it with the others from now on), then follows the placement
-/// driver moving replicas to it unless `wait` is false.
-pub fn add_node(data: &Path, overrides: &[String], wait: bool) -> anyhow::Result<()> {
+/// driver moving replicas to it unless `wait` is false. With `site`, the node carries
+/// that `site` label (`backup`: the backup site, which holds a learner of every group).
+pub fn add_node(data: &Path, overrides: &[String], wait: bool, site: Option<&str>) -> anyhow::Result<()> {
     let data = data.canonicalize().with_context(|| format!("{} holds no dev cluster", data.display()))?;
     let cluster_id = fs::read_to_string(data.join("cluster-id"))
         .with_context(|| format!("{} holds no dev cluster; start one with `umsd dev`", data.display()))?;
@@ -247,7 +277,10 @@ pub fn add_node(data: &Path, overrides: &[String], wait: bool) -> anyhow::Result
         .context("no operator token: is the dev cluster running (`umsd dev`)?")?;
     let config = dev_config(id, nodes, &data, cluster_id).with_overrides(overrides)?;
     ensure_peer_certificates(&data, cluster_id, id as usize)?;
-    let body = serde_json::json!({ "peer": config.peer_listen.to_string(), "http": config.http_listen.to_string() });
+    let labels: BTreeMap<&str, &str> = site.map(|site| ("site", site)).into_iter().collect();
+    let body = serde_json::json!({
+        "peer": config.peer_listen.to_string(), "http": config.http_listen.to_string(), "labels": labels,
+    });
     let recorded = post_with_retry(&format!("{}/api/v1/nodes", http_base(1)), &token, &body)
         .context("recording the new node through node 1 (is the dev cluster running?)")?;
     ensure!(
@@ -257,8 +290,9 @@ pub fn add_node(data: &Path, overrides: &[String], wait: bool) -> anyhow::Result
     );
     let exe = std::env::current_exe().context("locating the umsd executable")?;
     let (mut child, log) = spawn_node(&exe, &config)?;
-    added.push(id);
-    let list: Vec<String> = added.iter().map(NodeId::to_string).collect();
+    added.push(AddedNode { id, site: site.map(str::to_string) });
+    let list: Vec<String> =
+        added.iter().map(|n| n.site.as_ref().map_or(n.id.to_string(), |site| format!("{} {site}", n.id))).collect();
     fs::write(data.join(ADDED_NODES_FILE), list.join("\n") + "\n")?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while ureq::get(&format!("{}/health", http_base(id))).timeout(Duration::from_secs(1)).call().is_err() {
@@ -269,8 +303,9 @@ pub fn add_node(data: &Path, overrides: &[String], wait: bool) -> anyhow::Result
         std::thread::sleep(Duration::from_millis(100));
     }
     let ports = dev_ports(id);
+    let site = site.map_or(String::new(), |site| format!(" ({site} site)"));
     println!(
-        "node {id} joined: peer {}:{}, SMTP 127.0.0.1:{}, IMAP 127.0.0.1:{}, HTTP http://127.0.0.1:{} (log {})",
+        "node {id}{site} joined: peer {}:{}, SMTP 127.0.0.1:{}, IMAP 127.0.0.1:{}, HTTP http://127.0.0.1:{} (log {})",
         std::net::Ipv4Addr::from(local_peer_ip(id)),
         ports.peer,
         ports.smtp,
@@ -280,6 +315,50 @@ pub fn add_node(data: &Path, overrides: &[String], wait: bool) -> anyhow::Result
     );
     if wait {
         follow_rebalance(&token, id)?;
+    }
+    Ok(())
+}
+
+/// Follows the backup site's seeding (a learner of every group on each backup node)
+/// until every shard has a backup replica, then prints the recovery point (at most 10
+/// minutes, or until Ctrl-C).
+fn follow_backup_seeding(token: &str, stop: &AtomicBool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut last = None;
+    while started.elapsed() < Duration::from_secs(600) && !stop.load(Ordering::SeqCst) {
+        let url = format!("{}/api/v1/backup-core", http_base(1));
+        let Ok(response) = devkit::http::get(&url, token).timeout(Duration::from_secs(10)).call() else {
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        };
+        let report: serde_json::Value = response.into_json()?;
+        let shards = report["shards"].as_array().map_or(0, Vec::len);
+        let seeding = report["shards"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["missing"].as_array().is_some_and(|m| !m.is_empty()))
+            .count();
+        if seeding == 0 && shards > 0 {
+            let nodes: Vec<String> =
+                report["backup_nodes"].as_array().into_iter().flatten().map(|n| n.to_string()).collect();
+            println!(
+                "backup site (nodes {}) holds every group ({:.1}s); recovery point now: {} entries / {:.3} s (umsctl backup-core status)",
+                nodes.join(", "),
+                started.elapsed().as_secs_f64(),
+                report["worst_entries"],
+                report["worst_seconds"].as_f64().unwrap_or(0.0)
+            );
+            return Ok(());
+        }
+        if last != Some(seeding) {
+            println!(
+                "{:>6.1}s  backup site: {seeding} of {shards} groups still being copied",
+                started.elapsed().as_secs_f64()
+            );
+            last = Some(seeding);
+        }
+        std::thread::sleep(Duration::from_millis(500));
     }
     Ok(())
 }

@@ -14,7 +14,8 @@
 //! - [`membership`]: keeps this node's view of the cluster's nodes and shard targets
 //!   current (peers dialled and admitted, targets to the Raft thread), fences a removed node.
 //! - [`driver`]: the placement driver on the meta leader (drains, repairs, balances
-//!   replicas and leaders; pure policy in [`driver::policy`]).
+//!   replicas and leaders, a learner of every group on each backup-site node; pure
+//!   policy in [`driver::policy`]); [`backup_core`]: the backup site's recovery point.
 //! - [`mail_service`]: the gateways' [`gateways::mail_service::MailService`] on top of
 //!   [`cluster::Cluster`] (domains, logins, deliveries, relays, IMAP mailbox operations).
 //! - [`addresses`], [`passwords`], [`clock`]: address normalisation, argon2 passwords,
@@ -29,6 +30,7 @@ pub mod actors;
 pub mod addresses;
 pub mod audit;
 pub mod auth;
+pub mod backup_core;
 pub mod bans;
 pub mod clock;
 pub mod cluster;

@@ -81,6 +81,7 @@ mod tests {
             learners: vec![],
             voters_outgoing: vec![],
             progress: progress.iter().copied().collect(),
+            learner_lags: BTreeMap::new(),
         }
     }
 

@@ -10,7 +10,9 @@ use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use consensus::{Command, Event, GroupId, GroupMessage, GroupStatus, MultiRaft, NodeId, ProposeError, Transport};
+use consensus::{
+    Command, Event, GroupId, GroupMessage, GroupStatus, MultiRaft, NodeId, ProposeError, Target, Transport,
+};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use tokio::sync::oneshot;
 use tracing::{error, info};
@@ -248,7 +250,9 @@ impl RaftLoop {
             }
             if Instant::now() >= next_balance {
                 next_balance = Instant::now() + settings.balance_every;
-                balance_leadership(raft, &placement);
+                let statuses = raft.led_statuses();
+                report_backup_lag(&statuses);
+                balance_leadership(raft, &placement, &statuses);
             }
             metrics::gauge!("ums_raft_inbox_depth").set(inbox.len() as f64);
             if let Err(e) = raft.handle_ready(transport) {
@@ -287,7 +291,7 @@ impl LeaderPlacement {
     fn preferred(&self, raft: &MultiRaft<UmsMachine>, statuses: &[GroupStatus]) -> BTreeMap<GroupId, NodeId> {
         let me = raft.node_id();
         let usable = |group: GroupId, node: NodeId| {
-            !self.draining.contains(&node) && raft.target(group).is_none_or(|voters| voters.contains(&node))
+            !self.draining.contains(&node) && raft.target(group).is_none_or(|t| t.voters.contains(&node))
         };
         let mut preferred = BTreeMap::new();
         for status in statuses.iter().filter(|s| s.role == raft::StateRole::Leader) {
@@ -312,15 +316,24 @@ impl LeaderPlacement {
     }
 }
 
+/// Sets the backup gauges from the groups led here: the most committed entries any
+/// learner lacks and the age of the oldest one (what losing the primary site now would
+/// lose). Each node reports its own groups; the cluster's figure is the maximum over
+/// nodes, per shard in `umsctl backup-core status`.
+fn report_backup_lag(statuses: &[GroupStatus]) {
+    let worst = consensus::Lag::worst_of(statuses);
+    metrics::gauge!("ums_backup_lag_entries").set(worst.entries as f64);
+    metrics::gauge!("ums_backup_lag_seconds").set(worst.age_ms as f64 / 1000.0);
+}
+
 /// Hands a few groups to their preferred leaders (spreads leader work evenly, also
 /// after a failed node comes back; empties a draining node of leaders first): at most
 /// [`HANDOFFS_PER_ROUND`], or one in [`HANDOFF_SHARE`] of the groups led here when that
 /// is more, so a node that won a thousand groups' first elections is even in seconds.
-fn balance_leadership(raft: &mut MultiRaft<UmsMachine>, placement: &LeaderPlacement) {
-    let statuses = raft.led_statuses();
-    let preferred = placement.preferred(raft, &statuses);
+fn balance_leadership(raft: &mut MultiRaft<UmsMachine>, placement: &LeaderPlacement, statuses: &[GroupStatus]) {
+    let preferred = placement.preferred(raft, statuses);
     let max = HANDOFFS_PER_ROUND.max(statuses.len() / HANDOFF_SHARE);
-    for (group, to) in leadership_handoffs(&statuses, raft.node_id(), &preferred, max) {
+    for (group, to) in leadership_handoffs(statuses, raft.node_id(), &preferred, max) {
         info!(node = raft.node_id(), shard = group, to, "handing leadership to the preferred leader");
         let _ = raft.transfer_leader(group, to);
     }
@@ -366,7 +379,9 @@ fn handle_input(raft: &mut MultiRaft<UmsMachine>, leaders: &mut LeaderPlacement,
         }
         Input::SnapshotReport { group, to, delivered } => raft.report_snapshot(group, to, delivered),
         Input::SetPlacement { targets, draining } => {
-            raft.replace_targets(targets.iter().map(|t| (t.shard, t.voters.clone())));
+            raft.replace_targets(
+                targets.iter().map(|t| (t.shard, Target::new(t.voters.iter().copied(), t.learners.iter().copied()))),
+            );
             leaders.targets =
                 targets.iter().filter(|t| t.preferred_leader != 0).map(|t| (t.shard, t.preferred_leader)).collect();
             leaders.draining = draining;

@@ -223,6 +223,11 @@ impl TestCluster {
     /// (`POST /api/v1/nodes`, which allocates its id), issues its certificate, and
     /// starts it with `join = true` and the bootstrap members. Returns its id.
     pub fn add_node(&mut self) -> u64 {
+        self.add_node_labelled(&[])
+    }
+
+    /// [`TestCluster::add_node`] with node labels (`("site", "backup")`: a backup-site node).
+    pub fn add_node_labelled(&mut self, labels: &[(&str, &str)]) -> u64 {
         let id = self.nodes.len() as u64 + 1;
         let ip = node::dev::local_peer_ip(id);
         let ports = free_ports(ip);
@@ -241,8 +246,10 @@ impl TestCluster {
         config.imap.listen = Some(SocketAddr::from((ip, ports[4])));
         config.imap.tls_listen = Some(SocketAddr::from((ip, ports[5])));
         config.peer_tls = Some(node::dev::local_peer_tls(self._dir.path(), id));
-        let body =
-            serde_json::json!({ "peer": config.peer_listen.to_string(), "http": config.http_listen.to_string() });
+        let labels: std::collections::BTreeMap<&str, &str> = labels.iter().copied().collect();
+        let body = serde_json::json!({
+            "peer": config.peer_listen.to_string(), "http": config.http_listen.to_string(), "labels": labels,
+        });
         let added = devkit::http::post_with_retry(&self.url(1, "/api/v1/nodes"), &self.token, &body)
             .unwrap_or_else(|e| panic!("umsctl node add: {e}"));
         assert_eq!(added["id"].as_u64(), Some(id), "the cluster gave the new node another id: {added}");

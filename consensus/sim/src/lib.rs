@@ -24,7 +24,7 @@ use crate::sequence::{SequenceMachine, position_of, read_sequence};
 use chaos_checker::checker::{self, Observed};
 use chaos_checker::history::{Operation, Outcome};
 use consensus::ProposeError;
-use consensus::{Command, GroupId, MultiRaft, NodeId, RaftConfig};
+use consensus::{Command, GroupId, MultiRaft, NodeId, RaftConfig, Target};
 use consensus::{GroupMessage, Transport};
 
 /// Virtual milliseconds between ticks (plus a little random jitter per node).
@@ -111,9 +111,9 @@ pub struct SimCluster {
     nodes: BTreeMap<NodeId, SimNode>,
     network: Network,
     placement: BTreeMap<GroupId, Vec<NodeId>>,
-    /// The voters each group was told to move to (every node is told, as the real
+    /// The membership each group was told to move to (every node is told, as the real
     /// nodes read them from the meta group).
-    targets: BTreeMap<GroupId, Vec<NodeId>>,
+    targets: BTreeMap<GroupId, Target>,
     /// Who led each group in each term, to check there is at most one.
     leaders_by_term: BTreeMap<(GroupId, u64), NodeId>,
     violations: Vec<String>,
@@ -168,20 +168,20 @@ impl SimCluster {
         self.nodes.keys().copied().collect()
     }
 
-    /// The replicas a group should have: its target, else those it was bootstrapped on.
+    /// The voters a group should have: its target's, else those it was bootstrapped on.
     pub fn replicas(&self, group: GroupId) -> &[NodeId] {
-        self.targets.get(&group).unwrap_or(&self.placement[&group])
+        self.targets.get(&group).map_or(&self.placement[&group], |t| &t.voters)
     }
 
-    /// Tells every node the voters `group` should move to.
-    pub fn set_target(&mut self, group: GroupId, voters: Vec<NodeId>) {
-        self.note(format!("group {group}: target voters {voters:?}"));
+    /// Tells every node the membership `group` should move to.
+    pub fn set_target(&mut self, group: GroupId, target: Target) {
+        self.note(format!("group {group}: target voters {:?} learners {:?}", target.voters, target.learners));
         for node in self.nodes.values_mut() {
             if let Some(raft) = node.raft.as_mut() {
-                raft.set_target(group, Some(voters.clone()));
+                raft.set_target(group, Some(target.clone()));
             }
         }
-        self.targets.insert(group, voters);
+        self.targets.insert(group, target);
     }
 
     /// Violations seen while stepping (two leaders in one term of a group).
@@ -195,12 +195,15 @@ impl SimCluster {
         self.nodes.iter().filter(|(_, n)| hosting(n)).map(|(&id, _)| id).collect()
     }
 
-    /// Whether `group` has exactly `target` as voters (per its leader), no learners, is
+    /// Whether `group` has exactly `target`'s voters and learners (per its leader), is
     /// not joint, and no other node holds a replica of it.
-    fn on_target(&self, group: GroupId, target: &[NodeId]) -> bool {
+    fn on_target(&self, group: GroupId, target: &Target) -> bool {
         let status = self.leader(group).and_then(|l| self.node(l)).and_then(|r| r.status(group));
-        status.is_some_and(|s| s.voters == target && s.learners.is_empty() && s.voters_outgoing.is_empty())
-            && self.hosts(group) == target
+        let mut members: Vec<NodeId> = target.voters.iter().chain(&target.learners).copied().collect();
+        members.sort_unstable();
+        status
+            .is_some_and(|s| s.voters == target.voters && s.learners == target.learners && s.voters_outgoing.is_empty())
+            && self.hosts(group) == members
     }
 
     /// Whether every group with a target is on it (see [`SimCluster::on_target`]).
@@ -217,7 +220,9 @@ impl SimCluster {
             let fine = self.on_target(group, target);
             if !fine {
                 lines.push(format!(
-                    "group {group}: target {target:?}, hosts {hosts:?}, leader's view {:?}",
+                    "group {group}: target {:?} learners {:?}, hosts {hosts:?}, leader's view {:?}",
+                    target.voters,
+                    target.learners,
                     status.map(|s| (s.voters, s.learners, s.voters_outgoing))
                 ));
                 for host in hosts {
@@ -247,8 +252,8 @@ impl SimCluster {
         let raft = MultiRaft::open(id, self.config.clone(), engine.clone() as Engine, SequenceMachine::default())
             .expect("open fresh simulated node");
         let mut raft = raft;
-        for (&group, voters) in &self.targets {
-            raft.set_target(group, Some(voters.clone()));
+        for (&group, target) in &self.targets {
+            raft.set_target(group, Some(target.clone()));
         }
         let next_tick_at = self.now + TICK_MS;
         self.nodes.insert(id, SimNode { engine, raft: Some(raft), next_tick_at });
@@ -290,8 +295,8 @@ impl SimCluster {
         if node.raft.is_none() {
             let mut raft = MultiRaft::open(id, config, node.engine.clone() as Engine, SequenceMachine::default())
                 .unwrap_or_else(|e| panic!("node {id} failed to restart: {e}"));
-            for (&group, voters) in &self.targets {
-                raft.set_target(group, Some(voters.clone()));
+            for (&group, target) in &self.targets {
+                raft.set_target(group, Some(target.clone()));
             }
             node.raft = Some(raft);
             node.next_tick_at = now + TICK_MS;
@@ -552,8 +557,17 @@ impl WorkloadOptions {
 }
 
 /// Changes one group's target: a move of one voter to a node outside the group, or a
-/// voter more or fewer (between 3 and 4). Returns the new voters.
-fn random_target(rng: &mut StdRng, current: &[NodeId], nodes: &[NodeId]) -> Vec<NodeId> {
+/// voter more or fewer (between 3 and 4); a third of the targets also name a standing
+/// learner outside the voters (a backup site's replica), which the next target may
+/// promote, demote or drop.
+fn random_target(rng: &mut StdRng, current: &[NodeId], nodes: &[NodeId]) -> Target {
+    let voters = random_voters(rng, current, nodes);
+    let outside: Vec<NodeId> = nodes.iter().copied().filter(|n| !voters.contains(n)).collect();
+    let learner = (rng.gen_range(0..3) == 0).then(|| outside.choose(rng).copied()).flatten();
+    Target::new(voters, learner)
+}
+
+fn random_voters(rng: &mut StdRng, current: &[NodeId], nodes: &[NodeId]) -> Vec<NodeId> {
     let outside: Vec<NodeId> = nodes.iter().copied().filter(|n| !current.contains(n)).collect();
     let mut voters = current.to_vec();
     match rng.gen_range(0..4) {
@@ -705,8 +719,8 @@ pub fn run_random(options: &WorkloadOptions) -> Result<SimReport, String> {
         if options.moves && now < options.workload_ms && now >= next_move_at {
             next_move_at = now + rng.gen_range(100..300);
             let group = rng.gen_range(1..=groups);
-            let voters = random_target(&mut rng, cluster.replicas(group), &cluster.node_ids());
-            cluster.set_target(group, voters);
+            let target = random_target(&mut rng, cluster.replicas(group), &cluster.node_ids());
+            cluster.set_target(group, target);
             target_changes += 1;
         }
 

@@ -3,7 +3,7 @@
 //! leader hands over and is removed, and the group keeps every acknowledged write; the
 //! leader compacts every log to what all members hold, and waits for a member that is down.
 
-use consensus::{Command, GroupId, NodeId, ProposeError};
+use consensus::{Command, GroupId, NodeId, ProposeError, Target};
 use consensus_sim::sequence::position_of;
 use consensus_sim::{SimCluster, SimOptions};
 use raft::StateRole;
@@ -243,7 +243,7 @@ fn a_move_whose_leader_dies_while_joint_finishes_on_the_next_leader() {
     let leader = wait_for_leader(&mut cluster);
     let from = if leader == 2 { 3 } else { 2 };
     let target: Vec<NodeId> = [1, 2, 3, 4].into_iter().filter(|&n| n != from).collect();
-    cluster.set_target(GROUP, target.clone());
+    cluster.set_target(GROUP, Target::voters(target.iter().copied()));
     let joint = |c: &SimCluster| {
         c.leader(GROUP)
             .and_then(|l| c.node(l))
@@ -278,7 +278,7 @@ fn a_replica_removed_while_cut_off_learns_it_and_retires() {
     let cut_off = [2, 3, 4].into_iter().find(|&n| n != leader).unwrap();
     cluster.partition(&[cut_off]);
     let target: Vec<NodeId> = [1, 2, 3, 4].into_iter().filter(|&n| n != cut_off).collect();
-    cluster.set_target(GROUP, target.clone());
+    cluster.set_target(GROUP, Target::voters(target.iter().copied()));
     let moved = |c: &SimCluster| {
         c.leader(GROUP).and_then(|l| c.node(l)).and_then(|r| r.status(GROUP)).is_some_and(|s| s.voters == target)
     };
@@ -314,5 +314,53 @@ fn idle_groups_quiesce_and_wake_for_a_write_and_when_their_leader_dies() {
     let elected = |c: &SimCluster| c.leader(GROUP).is_some_and(|l| l != leader);
     assert!(cluster.run_until(LIMIT_MS, elected), "a quiesced group whose leader died elected nobody");
     assert_eq!(write(&mut cluster, 12), 12);
+    assert!(cluster.violations().is_empty(), "{:?}", cluster.violations());
+}
+
+#[test]
+fn a_standing_learner_follows_the_log_reports_its_lag_and_lets_the_group_quiesce() {
+    let mut cluster = SimCluster::new(&SimOptions { seed: 5, nodes: 4, replicas: 3, groups: 1 });
+    for id in 1..=20 {
+        write(&mut cluster, id);
+    }
+    // Group 1 is on nodes 2, 3, 4; node 1 becomes a standing learner (a backup site).
+    let target = Target::new([2, 3, 4], [1]);
+    cluster.set_target(GROUP, target);
+    let has_learner = |c: &SimCluster| {
+        c.leader(GROUP).and_then(|l| c.node(l)).and_then(|r| r.status(GROUP)).is_some_and(|s| s.learners == [1])
+    };
+    assert!(cluster.run_until(20_000, has_learner), "the learner was never added");
+    for id in 21..=40 {
+        write(&mut cluster, id);
+    }
+    assert!(cluster.run_until(LIMIT_MS, |c| caught_up(c, 1)), "the learner never caught up");
+    assert_eq!(cluster.sequences()[&1][&GROUP], (1..=40).collect::<Vec<u64>>());
+
+    // Cut off, it counts for no commit: writes go on, and its leader reports what it lacks.
+    cluster.partition(&[1]);
+    for id in 41..=50 {
+        write(&mut cluster, id);
+    }
+    let leader = wait_for_leader(&mut cluster);
+    let lag = cluster.node(leader).unwrap().status(GROUP).unwrap().learner_lags[&1];
+    assert!(lag.entries >= 10, "{lag:?}");
+    cluster.heal();
+    let no_lag = |c: &SimCluster| {
+        c.leader(GROUP)
+            .and_then(|l| c.node(l))
+            .and_then(|r| r.status(GROUP))
+            .is_some_and(|s| s.learner_lags.get(&1).is_some_and(|lag| lag.entries == 0 && lag.age_ms == 0))
+    };
+    assert!(cluster.run_until(LIMIT_MS, no_lag), "the learner never caught up after the partition");
+
+    // A group with the learners its target names is settled: it quiesces, on the learner too.
+    let quiet = |c: &SimCluster| c.node_ids().iter().all(|&n| c.node(n).is_some_and(|r| r.quiesced_count() == 1));
+    assert!(cluster.run_until(LIMIT_MS, quiet), "a group with a standing learner never quiesced");
+    // A learner restarted under a quiet group never campaigns; its probe wakes the leader,
+    // whose heartbeats bring it back, and the group quiesces again.
+    cluster.crash(1);
+    cluster.restart(1);
+    assert!(!quiet(&cluster));
+    assert!(cluster.run_until(LIMIT_MS, quiet), "the group never quiesced again after its learner restarted");
     assert!(cluster.violations().is_empty(), "{:?}", cluster.violations());
 }

@@ -28,6 +28,11 @@ enum Command {
         /// Number of nodes (1-9).
         #[arg(long, default_value_t = 3)]
         nodes: usize,
+        /// Also start a backup site of this many nodes (the next ids, e.g. 4 and 5 on
+        /// 7400/7500): labelled site=backup, each holding a learner of every group, and
+        /// print the recovery point once they hold everything.
+        #[arg(long, default_value_t = 0)]
+        backup_site: usize,
         /// Data directory of the dev cluster.
         #[arg(long, default_value = "./data/dev")]
         data: PathBuf,
@@ -55,6 +60,10 @@ enum DevAction {
         /// Return once the node is up, without following the rebalancing.
         #[arg(long)]
         no_wait: bool,
+        /// Its `site` label: `backup` makes it a backup-site node (a learner of every
+        /// group, never a voter).
+        #[arg(long)]
+        site: Option<String>,
     },
 }
 
@@ -70,11 +79,11 @@ fn main() {
             let metrics = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder().ok();
             node::server::run(config, metrics)
         }),
-        (None, Some(Command::Dev { nodes, data, insecure_auth, overrides, action: None })) => {
-            node::dev::run(nodes, &data, insecure_auth, &overrides)
+        (None, Some(Command::Dev { nodes, backup_site, data, insecure_auth, overrides, action: None })) => {
+            node::dev::run(nodes, backup_site, &data, insecure_auth, &overrides)
         }
-        (None, Some(Command::Dev { data, overrides, action: Some(DevAction::AddNode { no_wait }), .. })) => {
-            node::dev::add_node(&data, &overrides, !no_wait)
+        (None, Some(Command::Dev { data, overrides, action: Some(DevAction::AddNode { no_wait, site }), .. })) => {
+            node::dev::add_node(&data, &overrides, !no_wait, site.as_deref())
         }
         (Some(_), Some(_)) => Err(anyhow::anyhow!("use either --config FILE or a subcommand, not both")),
         (None, None) => Err(anyhow::anyhow!("nothing to do: run `umsd --config node.toml` or `umsd dev` (see --help)")),

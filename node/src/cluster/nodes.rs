@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use consensus::{GroupId, GroupStatus, NodeId};
+use consensus::{GroupId, GroupStatus, NodeId, Target};
 
 use futures::StreamExt as _;
 use prost::Message as _;
@@ -12,7 +12,7 @@ use prost::Message as _;
 use super::{Cluster, ServiceError};
 use crate::clock::now_ms;
 use crate::placement::META_GROUP;
-use crate::proto::peer::{GroupState, GroupStates, forward_request};
+use crate::proto::peer::{GroupState, GroupStates, LearnerLag, forward_request};
 use crate::proto::state::node_record::State;
 use crate::proto::state::{
     AddNode, ListNodes, ListShardTargets, NodeRecord, PutShardTarget, SetNodeState, ShardTarget, command, query,
@@ -24,7 +24,10 @@ use crate::runtime::Statuses;
 pub struct ShardView {
     pub group: GroupId,
     pub state: Option<GroupState>,
+    /// The target's voters (`None`: no target, the bootstrap placement).
     pub target: Option<Vec<NodeId>>,
+    /// The target's standing learners (a backup site's replicas).
+    pub target_learners: Vec<NodeId>,
     pub preferred_leader: Option<NodeId>,
     /// The target's version (`changed_ms`), 0 without one: what a change must expect.
     pub target_changed_ms: u64,
@@ -36,16 +39,25 @@ impl ShardView {
             group,
             state,
             target: target.map(|t| t.voters.clone()),
+            target_learners: target.map(|t| t.learners.clone()).unwrap_or_default(),
             preferred_leader: target.map(|t| t.preferred_leader).filter(|&l| l != 0),
             target_changed_ms: target.map_or(0, |t| t.changed_ms),
         }
     }
 
-    /// Whether its membership is where the target says: the voters, no learner, not joint.
+    /// Whether its membership is where the target says: the voters, the standing
+    /// learners and no other, not joint.
     pub fn settled(&self) -> bool {
         let Some(state) = &self.state else { return false };
         let voters_right = self.target.as_ref().is_none_or(|target| &state.voters == target);
-        voters_right && state.learners.is_empty() && state.voters_outgoing.is_empty()
+        voters_right && state.learners == self.target_learners && state.voters_outgoing.is_empty()
+    }
+
+    /// The worst of what its standing learners lack (entries, age in ms), from its leader.
+    pub fn backup_lag(&self) -> Option<(u64, u64)> {
+        let state = self.state.as_ref()?;
+        let lags = state.learner_lags.iter().filter(|l| self.target_learners.contains(&l.node));
+        lags.map(|l| (l.entries, l.age_ms)).reduce(|a, b| (a.0.max(b.0), a.1.max(b.1)))
     }
 
     /// Every node holding a replica (voters, learners, outgoing voters).
@@ -84,20 +96,22 @@ impl Cluster {
         Ok(self.query_from(META_GROUP, query::Q::ListShardTargets(ListShardTargets {}), local).await?.shard_targets)
     }
 
-    /// Sets the voters `shard` should move to, and where its leadership should be, if
-    /// its target is still the one read (`expect_changed_ms`; 0: it had none).
+    /// Sets the voters and standing learners `shard` should move to, and where its
+    /// leadership should be, if its target is still the one read (`expect_changed_ms`;
+    /// 0: it had none).
     pub async fn set_shard_target(
         &self,
         shard: GroupId,
-        voters: Vec<NodeId>,
+        target: Target,
         preferred_leader: Option<NodeId>,
         expect_changed_ms: u64,
     ) -> Result<(), ServiceError> {
         if shard > self.shards {
             return Err(ServiceError::NotFound(format!("shard {shard} does not exist (0..={})", self.shards)));
         }
+        let Target { voters, learners } = Target::new(target.voters, target.learners);
         let preferred_leader = preferred_leader.filter(|l| voters.contains(l)).unwrap_or(0);
-        let target = ShardTarget { shard, voters, changed_ms: now_ms(), preferred_leader };
+        let target = ShardTarget { shard, voters, learners, changed_ms: now_ms(), preferred_leader };
         let op = command::Op::PutShardTarget(PutShardTarget { target: Some(target), expect_changed_ms });
         self.propose(META_GROUP, op).await.map(|_| ())
     }
@@ -179,6 +193,11 @@ impl Cluster {
             last_index: status.last_index,
             first_index: status.first_index,
             matched: status.progress.into_iter().collect(),
+            learner_lags: status
+                .learner_lags
+                .into_iter()
+                .map(|(node, lag)| LearnerLag { node, entries: lag.entries, age_ms: lag.age_ms })
+                .collect(),
         }
     }
 

@@ -13,6 +13,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
+use consensus::Target;
+
 use crate::cluster::{Cluster, ShardView};
 use crate::placement::META_GROUP;
 use crate::proto::state::NodeRecord;
@@ -72,7 +74,8 @@ pub async fn round(
     if apply {
         for change in &plan.changes {
             let version = views.iter().find(|v| v.group == change.group).map_or(0, |v| v.target_changed_ms);
-            let set = cluster.set_shard_target(change.group, change.voters.clone(), change.preferred_leader, version);
+            let target = Target::new(change.voters.iter().copied(), change.learners.iter().copied());
+            let set = cluster.set_shard_target(change.group, target, change.preferred_leader, version);
             match set.await {
                 Ok(()) => {}
                 // Someone (an operator's move) changed it since we looked: next round.
@@ -87,19 +90,37 @@ pub async fn round(
     Ok(plan)
 }
 
+/// The label value that puts a node in the backup site.
+pub const BACKUP_SITE: &str = "backup";
+
+/// Whether `node` is of the backup site (its `site` label).
+pub fn is_backup(node: &NodeRecord) -> bool {
+    node.labels.get("site").is_some_and(|site| site == BACKUP_SITE)
+}
+
 /// The pure policy's view of what the cluster answered.
 pub fn plan_for(nodes: &[NodeRecord], views: &[ShardView], settings: &DriverSettings, replicas: usize) -> Plan {
     let nodes: Vec<NodeInfo> = nodes
         .iter()
-        .map(|n| NodeInfo { id: n.id, up: n.state() == State::Up, zone: n.labels.get("zone").cloned() })
+        .map(|n| NodeInfo {
+            id: n.id,
+            up: n.state() == State::Up,
+            zone: n.labels.get("zone").cloned(),
+            backup: is_backup(n),
+        })
         .collect();
     let shards: Vec<ShardInfo> = views
         .iter()
         .filter_map(|view| {
             let voters = view.target.clone().or_else(|| view.state.as_ref().map(|s| s.voters.clone()))?;
+            let learners = match (&view.target, &view.state) {
+                (None, Some(state)) => state.learners.clone(),
+                _ => view.target_learners.clone(),
+            };
             Some(ShardInfo {
                 group: view.group,
                 voters,
+                learners,
                 // No leader answered: leave it alone this round.
                 moving: view.state.is_none() || !view.settled(),
                 leader: view.state.as_ref().map(|s| s.leader),

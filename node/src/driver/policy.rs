@@ -12,6 +12,13 @@
 //! candidates the one in a zone the shard does not use yet wins, then the least loaded.
 //! Preferred leaders are spread the same way: each shard's preferred leader is the up
 //! voter leading fewest shards so far (its current leader when that is as good).
+//!
+//! Nodes of the backup site (`site = "backup"`) never hold voters: a voter there is
+//! replaced like one on a draining node. Instead every up backup node is a standing
+//! learner of every group, meta group included, so the backup site holds everything
+//! the primary commits without adding a WAN round trip to any commit. Learner changes
+//! are not counted against `max_in_flight`: each shard leader's own limit on learners
+//! catching up at once (snapshots in flight) paces a new backup site.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,6 +31,8 @@ pub struct NodeInfo {
     /// Up: may take replicas. Draining or removed: its replicas move away.
     pub up: bool,
     pub zone: Option<String>,
+    /// Of the backup site: holds standing learners only.
+    pub backup: bool,
 }
 
 /// A shard as placement sees it.
@@ -32,6 +41,8 @@ pub struct ShardInfo {
     pub group: GroupId,
     /// Where it is heading (its target) or, without one, where it is.
     pub voters: Vec<NodeId>,
+    /// Its standing learners, as its target or (without one) its membership says.
+    pub learners: Vec<NodeId>,
     /// Its membership differs from the target, or it is joint or has learners.
     pub moving: bool,
     pub leader: Option<NodeId>,
@@ -52,6 +63,7 @@ pub struct Settings {
 pub struct Change {
     pub group: GroupId,
     pub voters: Vec<NodeId>,
+    pub learners: Vec<NodeId>,
     pub preferred_leader: Option<NodeId>,
     pub why: String,
 }
@@ -66,7 +78,8 @@ pub struct Plan {
 
 /// One round of placement (see the module docs).
 pub fn plan(nodes: &[NodeInfo], shards: &[ShardInfo], settings: &Settings) -> Plan {
-    let up: Vec<&NodeInfo> = nodes.iter().filter(|n| n.up).collect();
+    let up: Vec<&NodeInfo> = nodes.iter().filter(|n| n.up && !n.backup).collect();
+    let learners: Vec<NodeId> = sorted(nodes.iter().filter(|n| n.up && n.backup).map(|n| n.id));
     let mut voters: BTreeMap<GroupId, Vec<NodeId>> = shards.iter().map(|s| (s.group, s.voters.clone())).collect();
     let mut in_flight = shards.iter().filter(|s| s.moving).count();
     let mut moved: BTreeMap<GroupId, String> = BTreeMap::new();
@@ -136,10 +149,13 @@ pub fn plan(nodes: &[NodeInfo], shards: &[ShardInfo], settings: &Settings) -> Pl
         .filter_map(|s| {
             let new_voters = &voters[&s.group];
             let preferred = leaders.get(&s.group).copied();
-            let why = moved.get(&s.group).cloned();
+            let why = moved.get(&s.group).cloned().or_else(|| {
+                (s.learners != learners).then(|| format!("backup site: learners {:?} -> {learners:?}", s.learners))
+            });
             (why.is_some() || preferred != s.preferred_leader).then(|| Change {
                 group: s.group,
                 voters: new_voters.clone(),
+                learners: learners.clone(),
                 preferred_leader: preferred,
                 why: why.unwrap_or_else(|| "spread leaders".into()),
             })
@@ -225,13 +241,14 @@ mod tests {
     use super::*;
 
     fn node(id: NodeId, up: bool, zone: Option<&str>) -> NodeInfo {
-        NodeInfo { id, up, zone: zone.map(str::to_string) }
+        NodeInfo { id, up, zone: zone.map(str::to_string), backup: false }
     }
 
     fn shard(group: GroupId, voters: &[NodeId]) -> ShardInfo {
         ShardInfo {
             group,
             voters: voters.to_vec(),
+            learners: Vec::new(),
             moving: false,
             leader: voters.first().copied(),
             preferred_leader: None,
@@ -345,5 +362,37 @@ mod tests {
             .map(|(s, c)| ShardInfo { preferred_leader: c.preferred_leader, ..s.clone() })
             .collect();
         assert_eq!(super::plan(&nodes, &settled, &settings(8)), Plan::default());
+    }
+
+    #[test]
+    fn backup_nodes_hold_a_learner_of_every_shard_and_no_voter() {
+        let backup = |id, up| NodeInfo { backup: true, ..node(id, up, None) };
+        let mut nodes: Vec<NodeInfo> = (1..=3).map(|id| node(id, true, None)).collect();
+        nodes.extend([backup(4, true), backup(5, true)]);
+        let mut shards = three_node_shards(6);
+        shards[5].voters = vec![1, 2, 4]; // a voter on the backup site
+        let plan = plan(&nodes, &shards, &settings(8));
+        for change in &plan.changes {
+            assert_eq!(change.learners, [4, 5], "{change:?}");
+            assert!(!change.voters.contains(&4) && !change.voters.contains(&5), "{change:?}");
+        }
+        assert_eq!(plan.changes.len(), 6, "every shard gets the learners: {plan:?}");
+        assert_eq!(plan.changes[5].voters, [1, 2, 3], "the backup voter replaced by the primary node");
+        // Applied, the next round leaves the learners alone; a drained backup node leaves.
+        let applied: Vec<ShardInfo> = shards
+            .iter()
+            .zip(&plan.changes)
+            .map(|(s, c)| ShardInfo {
+                voters: c.voters.clone(),
+                learners: c.learners.clone(),
+                preferred_leader: c.preferred_leader,
+                ..s.clone()
+            })
+            .collect();
+        assert_eq!(super::plan(&nodes, &applied, &settings(8)), Plan::default());
+        nodes[4].up = false;
+        let drained = super::plan(&nodes, &applied, &settings(8));
+        assert_eq!(drained.changes.len(), 6);
+        assert!(drained.changes.iter().all(|c| c.learners == [4] && c.voters == [1, 2, 3]), "{drained:?}");
     }
 }

@@ -28,6 +28,9 @@ struct ShardView {
     learners: Vec<u64>,
     /// For shards this node leads: entries each replica is behind.
     replica_lag: BTreeMap<u64, u64>,
+    /// For shards this node leads: what each learner (a backup site's replica) lacks of
+    /// the committed log, in entries and seconds.
+    learner_lag: BTreeMap<u64, serde_json::Value>,
 }
 
 pub(super) async fn status(caller: Caller, state: State) -> HttpResponse {
@@ -35,6 +38,8 @@ pub(super) async fn status(caller: Caller, state: State) -> HttpResponse {
         return *denied;
     }
     let statuses = state.cluster.raft().status().await;
+    // The worst over the shards led here; the cluster's is in `GET /api/v1/backup-core`.
+    let worst = consensus::Lag::worst_of(&statuses);
     let shards: Vec<ShardView> = statuses
         .into_iter()
         .map(|s| ShardView {
@@ -53,6 +58,11 @@ pub(super) async fn status(caller: Caller, state: State) -> HttpResponse {
                 .iter()
                 .map(|(&node, &matched)| (node, s.last_index.saturating_sub(matched)))
                 .collect(),
+            learner_lag: s
+                .learner_lags
+                .iter()
+                .map(|(&node, lag)| (node, json!({ "entries": lag.entries, "seconds": lag.age_ms as f64 / 1000.0 })))
+                .collect(),
         })
         .collect();
     let nodes: Vec<_> = state
@@ -64,6 +74,11 @@ pub(super) async fn status(caller: Caller, state: State) -> HttpResponse {
         "node": state.cluster.node_id(),
         "nodes": nodes,
         "active_mailboxes": state.cluster.mailboxes().active_count(),
+        "backup_core": {
+            "led_here_worst_entries": worst.entries,
+            "led_here_worst_seconds": worst.age_ms as f64 / 1000.0,
+            "cluster": "/api/v1/backup-core",
+        },
         "shards": shards,
     }))
 }

@@ -148,6 +148,7 @@ pub enum Endpoint {
     GetShard,
     MoveShard,
     Rebalance,
+    BackupCoreStatus,
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
     GetFaults,
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
@@ -199,6 +200,7 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/api/v1/shards/{shard}", Endpoint::GetShard),
     route(Method::POST, "/api/v1/shards/{shard}/move", Endpoint::MoveShard),
     route(Method::POST, "/api/v1/rebalance", Endpoint::Rebalance),
+    route(Method::GET, "/api/v1/backup-core", Endpoint::BackupCoreStatus),
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
     route(Method::GET, "/api/v1/debug/faults", Endpoint::GetFaults),
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
@@ -238,6 +240,7 @@ impl Endpoint {
             Endpoint::GetShard => web::to(nodes::get_shard),
             Endpoint::MoveShard => web::to(nodes::move_shard),
             Endpoint::Rebalance => web::to(nodes::rebalance),
+            Endpoint::BackupCoreStatus => web::to(nodes::backup_core_status),
             #[cfg(any(debug_assertions, feature = "debug-faults"))]
             Endpoint::GetFaults => web::to(debug::get_faults),
             #[cfg(any(debug_assertions, feature = "debug-faults"))]

@@ -2,12 +2,13 @@
 //! drain and remove nodes; list shards as their leaders see them; move one shard
 //! replica. A move or drain is recorded in the meta group and carried out by the shard
 //! leaders a step at a time, so these answer at once (202) and `GET` shows the progress.
+//! Also the backup site's recovery point (`GET /api/v1/backup-core`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use actix_web::{HttpResponse, web};
-use consensus::NodeId;
+use consensus::{NodeId, Target};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -28,8 +29,16 @@ fn state_name(record: &NodeRecord) -> &'static str {
 
 fn shard_json(view: &ShardView) -> Value {
     let Some(state) = &view.state else {
-        return json!({ "shard": view.group, "leader": null, "target": view.target, "settled": false });
+        return json!({
+            "shard": view.group, "leader": null, "target": view.target,
+            "target_learners": view.target_learners, "settled": false,
+        });
     };
+    let learner_lags: BTreeMap<String, Value> = state
+        .learner_lags
+        .iter()
+        .map(|l| (l.node.to_string(), json!({ "entries": l.entries, "seconds": l.age_ms as f64 / 1000.0 })))
+        .collect();
     let lag: BTreeMap<String, u64> = state
         .matched
         .iter()
@@ -38,8 +47,10 @@ fn shard_json(view: &ShardView) -> Value {
     json!({
         "shard": view.group, "leader": state.leader, "term": state.term,
         "voters": state.voters, "learners": state.learners, "voters_outgoing": state.voters_outgoing,
-        "joint": !state.voters_outgoing.is_empty(), "target": view.target, "settled": view.settled(),
+        "joint": !state.voters_outgoing.is_empty(), "target": view.target,
+        "target_learners": view.target_learners, "settled": view.settled(),
         "commit_index": state.commit_index, "last_index": state.last_index, "lag": lag,
+        "learner_lags": learner_lags,
     })
 }
 
@@ -106,7 +117,8 @@ pub(super) async fn move_shard(
         Err(e) => return error_response(&e),
     };
     let preferred = view.state.as_ref().map(|s| s.leader).filter(|l| voters.contains(l));
-    match state.cluster.set_shard_target(shard, voters.clone(), preferred, view.target_changed_ms).await {
+    let target = Target::new(voters.iter().copied(), view.target_learners.iter().copied());
+    match state.cluster.set_shard_target(shard, target, preferred, view.target_changed_ms).await {
         Ok(()) => HttpResponse::Accepted().json(json!({ "shard": shard, "from": from, "to": to, "voters": voters })),
         Err(e) => error_response(&e),
     }
@@ -141,11 +153,10 @@ pub(super) async fn list_nodes(caller: Caller, state: State) -> HttpResponse {
     if let Err(denied) = caller.may(Action::ClusterStatus) {
         return *denied;
     }
-    let nodes = match state.cluster.nodes(false).await {
-        Ok(nodes) => nodes,
+    let (nodes, views) = match nodes_and_shards(&state).await {
+        Ok(both) => both,
         Err(e) => return error_response(&e),
     };
-    let views = state.cluster.shard_views().await;
     let plan = crate::driver::plan_for(&nodes, &views, &state.placement, state.replicas);
     let mut replicas: BTreeMap<NodeId, usize> = BTreeMap::new();
     let mut leaders: BTreeMap<NodeId, usize> = BTreeMap::new();
@@ -244,7 +255,11 @@ pub(super) async fn remove_node(caller: Caller, state: State, id: web::Path<Node
     }
     let held: Vec<u64> = views
         .iter()
-        .filter(|v| v.holders().contains(&id) || v.target.as_ref().is_some_and(|t| t.contains(&id)))
+        .filter(|v| {
+            v.holders().contains(&id)
+                || v.target.as_ref().is_some_and(|t| t.contains(&id))
+                || v.target_learners.contains(&id)
+        })
         .map(|v| v.group)
         .collect();
     if !held.is_empty() {
@@ -283,6 +298,23 @@ pub(super) async fn rebalance(caller: Caller, state: State, query: web::Query<Re
         }
         Err(e) => error_response(&e),
     }
+}
+
+/// `GET /api/v1/backup-core`: the backup site's recovery point, per shard and the worst.
+pub(super) async fn backup_core_status(caller: Caller, state: State) -> HttpResponse {
+    if let Err(denied) = caller.may(Action::ClusterStatus) {
+        return *denied;
+    }
+    match nodes_and_shards(&state).await {
+        Ok((nodes, views)) => HttpResponse::Ok().json(crate::backup_core::report(&nodes, &views)),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Every node record and every group's leader view.
+async fn nodes_and_shards(state: &State) -> Result<(Vec<NodeRecord>, Vec<ShardView>), ServiceError> {
+    let nodes = state.cluster.nodes(false).await?;
+    Ok((nodes, state.cluster.shard_views().await))
 }
 
 #[cfg(test)]

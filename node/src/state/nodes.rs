@@ -1,6 +1,7 @@
 //! The cluster's members and where shards should live, in the meta group:
 //! `n\0{id:be64}` → [`NodeRecord`] (ids never reused; a removed node's record stays) and
-//! `r\0{shard:be64}` → [`ShardTarget`] (the voters the shard's leader moves it to).
+//! `r\0{shard:be64}` → [`ShardTarget`] (the voters and standing learners the shard's
+//! leader moves it to).
 
 use consensus::{ApplyContext, GroupId};
 use prost::Message;
@@ -77,8 +78,13 @@ pub(super) fn put_target(ctx: &mut ApplyContext<'_>, put: PutShardTarget) -> Com
     if target.voters.is_empty() {
         return result(Status::Invalid, "a shard needs at least one voter");
     }
+    target.learners.sort_unstable();
+    target.learners.dedup();
+    if let Some(both) = target.learners.iter().find(|l| target.voters.contains(l)) {
+        return result(Status::Invalid, format!("node {both} cannot be a voter and a learner of one shard"));
+    }
     let nodes = all_nodes(ctx);
-    for voter in &target.voters {
+    for voter in target.voters.iter().chain(&target.learners) {
         match nodes.iter().find(|n| n.id == *voter) {
             Some(n) if n.state() == State::Removed => {
                 return result(Status::Invalid, format!("node {voter} was removed"));
@@ -173,5 +179,18 @@ mod tests {
         assert_eq!(put(&mut ctx, &[]), Status::Invalid);
         let stored: ShardTarget = get(&ctx, Cf::Data, &target_key(3)).unwrap();
         assert_eq!(stored.voters, vec![1, 2, 3], "sorted, without duplicates");
+        // Standing learners: known, not removed, none a voter too.
+        let with_learners = |ctx: &mut ApplyContext<'_>, learners: &[u64]| {
+            let expect_changed_ms = get::<ShardTarget>(ctx, Cf::Data, &target_key(3)).map_or(0, |t| t.changed_ms);
+            let target =
+                ShardTarget { shard: 3, voters: vec![1, 2], learners: learners.to_vec(), ..Default::default() };
+            put_target(ctx, PutShardTarget { target: Some(target), expect_changed_ms }).status()
+        };
+        assert_eq!(with_learners(&mut ctx, &[2]), Status::Invalid);
+        assert_eq!(with_learners(&mut ctx, &[4]), Status::Invalid);
+        assert_eq!(with_learners(&mut ctx, &[9]), Status::NotFound);
+        assert_eq!(with_learners(&mut ctx, &[3, 3]), Status::Ok);
+        let stored: ShardTarget = get(&ctx, Cf::Data, &target_key(3)).unwrap();
+        assert_eq!((stored.voters, stored.learners), (vec![1, 2], vec![3]));
     }
 }

@@ -3,11 +3,13 @@
 
 mod actors;
 mod api_defence;
+mod backup_core;
 mod chaos;
 mod dev_cluster;
 mod failover;
 mod idempotency;
 mod imap;
+mod load;
 mod mail_auth;
 mod operator;
 mod outbound;

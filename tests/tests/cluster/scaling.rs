@@ -5,21 +5,12 @@
 //! acknowledged append is then present exactly once, at its UID, on every replica of
 //! the new placement, and the old node holds none.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use serde_json::{Value, json};
-use tests::{TestCluster, append, get_json};
+use tests::{TestCluster, get_json};
 
-const USERS: usize = 12;
-const WRITERS: usize = 8;
-
-fn email(n: usize) -> String {
-    format!("user{n}@scaling.go.ke")
-}
+use crate::load::{Load, USERS, check_exactly_once, email, unthrottled};
 
 fn shard_view(cluster: &TestCluster, node: u64, shard: u64) -> Option<Value> {
     get_json(&cluster.url(node, &format!("/api/v1/shards/{shard}")), &cluster.token).ok()
@@ -154,101 +145,9 @@ fn a_replica_moves_under_load_and_survives_its_leader_dying_while_joint() {
     assert!(!still_there, "node {leader} still holds shard {shard}");
 }
 
-/// The writers all come from one address, faster than the API lets one source go.
-fn unthrottled(config: &mut node::config::NodeConfig) {
-    config.http.requests_per_ip = 1_000_000;
-    config.http.request_burst_per_ip = 1_000_000;
-    config.http.connections.rate_per_ip = 1e6;
-    config.http.connections.burst_per_ip = 1e6;
-}
-
-/// (user, client reference, UID if acknowledged) of one append.
-type Outcome = (usize, String, Option<u64>);
-
-/// Writers appending to every user through the given nodes until told to stop.
-struct Load {
-    outcomes: Arc<Mutex<Vec<Outcome>>>,
-    stop: Arc<AtomicBool>,
-    writers: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(cluster: &TestCluster, nodes: &[u64]) -> Self {
-        let urls: Vec<Vec<String>> = nodes
-            .iter()
-            .map(|&node| {
-                (1..=USERS).map(|n| cluster.url(node, &format!("/api/v1/users/{}/messages", email(n)))).collect()
-            })
-            .collect();
-        let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
-        let (next, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
-        let writers = (0..WRITERS)
-            .map(|_| {
-                let (urls, outcomes, next, stop) =
-                    (urls.clone(), Arc::clone(&outcomes), Arc::clone(&next), Arc::clone(&stop));
-                let token = cluster.token.clone();
-                std::thread::spawn(move || {
-                    let mut rng = rand::thread_rng();
-                    while !stop.load(Ordering::SeqCst) {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let user = i % USERS + 1;
-                        let client_ref = format!("m{i}");
-                        let url = &urls[rng.gen_range(0..urls.len())][user - 1];
-                        let acked = append(url, &token, &client_ref, &format!("message {i}"));
-                        outcomes.lock().unwrap().push((user, client_ref, acked));
-                    }
-                })
-            })
-            .collect();
-        Self { outcomes, stop, writers }
-    }
-
-    fn wait_for(&self, appends: usize) {
-        while self.outcomes.lock().unwrap().len() < appends {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn finish(self) -> Vec<Outcome> {
-        self.stop.store(true, Ordering::SeqCst);
-        for writer in self.writers {
-            writer.join().unwrap();
-        }
-        let outcomes = self.outcomes.lock().unwrap().clone();
-        let acked = outcomes.iter().filter(|o| o.2.is_some()).count();
-        eprintln!("{acked} of {} appends acknowledged", outcomes.len());
-        assert!(acked > 300, "too few acknowledged appends ({acked})");
-        outcomes
-    }
-}
-
-/// Every acknowledged append exactly once, at its UID, on every replica of its user's
-/// shard (as the shard's leader names them); an unacknowledged one at most once.
-fn check_exactly_once(cluster: &TestCluster, outcomes: &[Outcome]) {
-    for n in 1..=USERS {
-        let user = get_json(&cluster.url(1, &format!("/api/v1/users/{}", email(n))), &cluster.token).expect("user");
-        let user_shard = user["shard"].as_u64().unwrap();
-        let holders = ids(&shard_view(cluster, 1, user_shard).expect("view")["voters"]);
-        let lists = converged(cluster, &holders, &email(n));
-        let mut by_ref: HashMap<&str, Vec<u64>> = HashMap::new();
-        for (uid, client_ref) in &lists {
-            by_ref.entry(client_ref.as_str()).or_default().push(*uid);
-        }
-        for (_, client_ref, acked_uid) in outcomes.iter().filter(|o| o.0 == n) {
-            let present = by_ref.get(client_ref.as_str()).cloned().unwrap_or_default();
-            match acked_uid {
-                Some(uid) => assert_eq!(present, vec![*uid], "user {n}: acknowledged {client_ref} once, at UID {uid}"),
-                None => {
-                    assert!(present.len() <= 1, "user {n}: unacknowledged {client_ref} stored {} times", present.len())
-                }
-            }
-        }
-    }
-}
-
 /// Waits until the meta group records `count` nodes (bootstrap members register
 /// themselves within a second or two of a new cluster's start).
-fn wait_for_node_records(cluster: &TestCluster, count: usize) {
+pub(crate) fn wait_for_node_records(cluster: &TestCluster, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while get_json(&cluster.url(1, "/api/v1/nodes"), &cluster.token)
         .map(|body| body["nodes"].as_array().map_or(0, Vec::len))
@@ -330,18 +229,5 @@ fn a_node_joins_under_load_and_gets_its_share_then_a_drained_and_removed_node_is
     // The cluster still serves every user.
     for n in 1..=USERS {
         cluster.deliver_email(3, &email(n), "Subject: after\r\n\r\nstill here\r\n");
-    }
-}
-
-/// The same messages on every holder's own replica (waits for the last applies).
-fn converged(cluster: &TestCluster, holders: &[u64], email: &str) -> Vec<(u64, String)> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let lists: Vec<_> = holders.iter().map(|&n| cluster.local_messages(n, email)).collect();
-        if lists.iter().all(Option::is_some) && lists.windows(2).all(|w| w[0] == w[1]) {
-            return lists[0].clone().unwrap_or_default();
-        }
-        assert!(Instant::now() < deadline, "replicas of {email} on {holders:?} did not converge");
-        std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -14,6 +14,7 @@
 //!   umsctl rebalance [--dry-run]
 
 mod audit;
+mod backup_core;
 mod bans;
 mod ca;
 mod client;
@@ -114,6 +115,11 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// The backup core: the backup site's replicas and the recovery point.
+    BackupCore {
+        #[command(subcommand)]
+        command: BackupCoreCommand,
+    },
     /// The cluster CA for mutual TLS between nodes (files only; no node is asked).
     Ca {
         #[command(subcommand)]
@@ -149,6 +155,17 @@ enum NodeCommand {
     CancelDrain { id: u64 },
     /// Remove a drained node for good: every member refuses it, its id is never reused.
     Remove { id: u64 },
+}
+
+#[derive(Subcommand)]
+enum BackupCoreCommand {
+    /// Per shard, what the backup site lacks of the committed log (entries, and the
+    /// age of the oldest entry it lacks), and the worst: what losing the primary site
+    /// now would lose at most. Lists lagging shards only unless --all.
+    Status {
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -371,6 +388,9 @@ fn run(client: &Client, command: Command, json_out: bool) -> anyhow::Result<()> 
             nodes::move_shard(client, shard, from, to, wait_limit(wait), json_out)
         }
         Command::Rebalance { dry_run } => nodes::rebalance(client, dry_run, json_out),
+        Command::BackupCore { command: BackupCoreCommand::Status { all } } => {
+            backup_core::status(client, all, json_out)
+        }
         Command::Ca { command } => run_ca(command, json_out),
     }
 }

@@ -170,7 +170,8 @@ fn num(value: &Value) -> String {
     value.as_u64().map_or("-".into(), |n| n.to_string())
 }
 
-fn ids(list: &Value) -> String {
+/// A JSON list of ids as `1,2,3`.
+pub fn ids(list: &Value) -> String {
     let ids: Vec<String> = list.as_array().into_iter().flatten().map(|v| v.to_string()).collect();
     ids.join(",")
 }

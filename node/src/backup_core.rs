@@ -1,0 +1,130 @@
+//! Pure: the backup core's recovery point from every shard's leader view: per shard,
+//! what its backup-site learners lack of the committed log (entries, and the age of the
+//! oldest entry they lack), and the worst shard, which is what losing the primary site
+//! right now would lose at most.
+
+use consensus::NodeId;
+use serde::Serialize;
+
+use crate::cluster::ShardView;
+use crate::driver::is_backup;
+use crate::proto::state::NodeRecord;
+use crate::proto::state::node_record::State;
+
+/// One shard's recovery point.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ShardRpo {
+    pub shard: u64,
+    pub leader: Option<NodeId>,
+    /// Backup nodes holding a replica (learners, as the leader applied them).
+    pub backup_replicas: Vec<NodeId>,
+    /// Up backup nodes that hold no replica yet (being seeded, or not reached).
+    pub missing: Vec<NodeId>,
+    /// Most committed entries the best-placed backup replica lacks (`None`: no backup
+    /// replica, or no leader answered).
+    pub entries: Option<u64>,
+    /// Age in seconds of the oldest committed entry that best replica lacks.
+    pub seconds: Option<f64>,
+}
+
+/// The whole backup core.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RpoReport {
+    pub backup_nodes: Vec<NodeId>,
+    pub shards: Vec<ShardRpo>,
+    /// Shards no backup replica can stand in for (none yet, or no leader answered).
+    pub uncovered: Vec<u64>,
+    /// The largest figures over the covered shards.
+    pub worst_entries: u64,
+    pub worst_seconds: f64,
+    /// The shard with the largest age (then entries).
+    pub worst_shard: Option<u64>,
+}
+
+/// The report for `views` (every group, as [`crate::cluster::Cluster::shard_views`]
+/// answers) given the cluster's node records. A promotion takes, per shard, the most
+/// advanced backup replica, so a shard's figure is its best backup replica's lag.
+pub fn report(nodes: &[NodeRecord], views: &[ShardView]) -> RpoReport {
+    let backup_nodes: Vec<NodeId> =
+        nodes.iter().filter(|n| is_backup(n) && n.state() == State::Up).map(|n| n.id).collect();
+    let shards: Vec<ShardRpo> = views
+        .iter()
+        .map(|view| {
+            let state = view.state.as_ref();
+            let learners = state.map(|s| s.learners.clone()).unwrap_or_default();
+            let backup_replicas: Vec<NodeId> = learners.iter().copied().filter(|l| backup_nodes.contains(l)).collect();
+            let missing = backup_nodes.iter().copied().filter(|b| !learners.contains(b)).collect();
+            let best = state.and_then(|s| {
+                s.learner_lags.iter().filter(|l| backup_replicas.contains(&l.node)).map(|l| (l.age_ms, l.entries)).min()
+            });
+            ShardRpo {
+                shard: view.group,
+                leader: state.map(|s| s.leader),
+                backup_replicas,
+                missing,
+                entries: best.map(|(_, entries)| entries),
+                seconds: best.map(|(age_ms, _)| age_ms as f64 / 1000.0),
+            }
+        })
+        .collect();
+    let uncovered = shards.iter().filter(|s| s.entries.is_none()).map(|s| s.shard).collect();
+    let worst = shards
+        .iter()
+        .filter_map(|s| Some((s.seconds?, s.entries?, s.shard)))
+        .max_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    RpoReport {
+        backup_nodes,
+        worst_entries: shards.iter().filter_map(|s| s.entries).max().unwrap_or(0),
+        worst_seconds: worst.map_or(0.0, |w| w.0),
+        worst_shard: worst.map(|w| w.2),
+        shards,
+        uncovered,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::peer::{GroupState, LearnerLag};
+    use crate::proto::state::ShardTarget;
+
+    fn node(id: NodeId, site: Option<&str>) -> NodeRecord {
+        let labels = site.map(|s| [("site".to_string(), s.to_string())].into()).unwrap_or_default();
+        NodeRecord { id, labels, ..Default::default() }
+    }
+
+    fn view(group: u64, learners: &[(NodeId, u64, u64)]) -> ShardView {
+        let state = GroupState {
+            group,
+            leader: 1,
+            voters: vec![1, 2, 3],
+            learners: learners.iter().map(|l| l.0).collect(),
+            learner_lags: learners
+                .iter()
+                .map(|&(node, entries, age_ms)| LearnerLag { node, entries, age_ms })
+                .collect(),
+            ..Default::default()
+        };
+        let target = ShardTarget { shard: group, voters: vec![1, 2, 3], learners: vec![4, 5], ..Default::default() };
+        ShardView::new(group, Some(state), Some(&target))
+    }
+
+    #[test]
+    fn each_shard_counts_its_best_backup_replica_and_the_worst_shard_is_named() {
+        let nodes =
+            [node(1, None), node(2, None), node(3, Some("primary")), node(4, Some("backup")), node(5, Some("backup"))];
+        let views = [
+            view(0, &[(4, 0, 0), (5, 0, 0)]),
+            view(1, &[(4, 30, 1_500), (5, 2, 200)]), // node 5 is nearly there: it counts
+            view(2, &[(4, 7, 900)]),                 // node 5 still being seeded
+            view(3, &[]),
+            ShardView::new(4, None, None), // no leader answered
+        ];
+        let report = report(&nodes, &views);
+        assert_eq!(report.backup_nodes, [4, 5]);
+        assert_eq!((report.shards[1].entries, report.shards[1].seconds), (Some(2), Some(0.2)));
+        assert_eq!(report.shards[2].missing, [5]);
+        assert_eq!(report.uncovered, [3, 4]);
+        assert_eq!((report.worst_entries, report.worst_seconds, report.worst_shard), (7, 0.9, Some(2)));
+    }
+}

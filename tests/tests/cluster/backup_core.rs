@@ -1,0 +1,163 @@
+//! The backup site between real processes: two nodes labelled `site = backup` join a
+//! 3-node primary under load; the placement driver gives each a learner of every group
+//! (meta group included) and never a voter; every acknowledged append is then present
+//! exactly once on the backup replicas too. With the backup site down the primary keeps
+//! committing, and the recovery point it reports (`GET /api/v1/backup-core`, `umsctl
+//! backup-core status`, `/metrics`) counts what the backup lacks; it falls back to zero
+//! once the backup nodes are back. Groups with standing learners still quiesce.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tests::{TestCluster, append, get_json, get_text};
+
+use crate::load::{Load, USERS, check_exactly_once_on, email, unthrottled};
+
+const BACKUP: [u64; 2] = [4, 5];
+
+fn ids(value: &Value) -> Vec<u64> {
+    value.as_array().into_iter().flatten().filter_map(Value::as_u64).collect()
+}
+
+fn backup_report(cluster: &TestCluster, via: u64) -> Option<Value> {
+    get_json(&cluster.url(via, "/api/v1/backup-core"), &cluster.token).ok()
+}
+
+fn umsctl(cluster: &TestCluster, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(tests::binary("umsctl"))
+        .args(["--node", &cluster.url(1, ""), "--token", &cluster.token])
+        .args(args)
+        .output()
+        .expect("run umsctl")
+}
+
+/// Waits until every group has both backup nodes as learners, no voter outside the
+/// primary site, and its membership settled.
+fn wait_until_seeded(cluster: &TestCluster) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let shards = get_json(&cluster.url(1, "/api/v1/shards"), &cluster.token).expect("shards");
+        let shards = shards["shards"].as_array().cloned().unwrap_or_default();
+        let seeded = shards.iter().all(|s| {
+            ids(&s["learners"]) == BACKUP && ids(&s["voters"]).iter().all(|v| *v <= 3) && s["settled"] == true
+        });
+        if !shards.is_empty() && seeded {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the backup site was never seeded: {shards:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A gauge's value in node `node`'s `/metrics`.
+fn gauge(cluster: &TestCluster, node: u64, name: &str) -> f64 {
+    let text = get_text(&cluster.url(node, "/metrics"), &cluster.token).unwrap_or_default();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("node {node}'s /metrics lacks {name}"))
+}
+
+#[test]
+fn a_backup_site_holds_every_acknowledged_write_and_reports_its_recovery_point() {
+    let mut cluster = TestCluster::start(3, unthrottled);
+    crate::scaling::wait_for_node_records(&cluster, 3);
+    for n in 1..=USERS {
+        cluster.create_user(&email(n));
+    }
+    let load = Load::start(&cluster, &[1, 2, 3]);
+    load.wait_for(100);
+
+    // The backup site joins under load and is seeded: a learner of every group each.
+    for expected in BACKUP {
+        assert_eq!(cluster.add_node_labelled(&[("site", "backup")]), expected);
+    }
+    wait_until_seeded(&cluster);
+    load.wait_for(600);
+    let outcomes = load.finish();
+    // Every acknowledged append once on the voters and on both backup replicas.
+    check_exactly_once_on(&cluster, &outcomes, |view| {
+        let mut holders = ids(&view["voters"]);
+        holders.extend(ids(&view["learners"]));
+        holders
+    });
+    let status = cluster.cluster_status(4);
+    let led_on_backup = status["shards"].as_array().unwrap().iter().filter(|s| s["leader"] == 4).count();
+    assert_eq!(led_on_backup, 0, "a backup node leads nothing: {status}");
+
+    // Caught up, the recovery point is zero for every shard.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let report = backup_report(&cluster, 2).expect("backup-core report");
+        if report["uncovered"].as_array().is_some_and(Vec::is_empty) && report["worst_entries"] == 0 {
+            assert_eq!(ids(&report["backup_nodes"]), BACKUP);
+            break;
+        }
+        assert!(Instant::now() < deadline, "the backup never caught up: {report}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The backup site goes down: the primary keeps committing (learners count for no
+    // quorum), and what the backup lacks is reported, in entries and in seconds.
+    for node in BACKUP {
+        cluster.kill(node);
+    }
+    let url = cluster.url(1, &format!("/api/v1/users/{}/messages", email(1)));
+    let started = Instant::now();
+    let mut written = 0;
+    while started.elapsed() < Duration::from_millis(1500) {
+        assert!(append(&url, &cluster.token, &format!("while-away-{written}"), "x").is_some(), "append refused");
+        written += 1;
+    }
+    let report = backup_report(&cluster, 3).expect("backup-core report");
+    let user = get_json(&cluster.url(1, &format!("/api/v1/users/{}", email(1))), &cluster.token).unwrap();
+    let shard = user["shard"].as_u64().unwrap();
+    let entry = report["shards"].as_array().unwrap().iter().find(|s| s["shard"] == shard).cloned().unwrap();
+    let (entries, seconds) = (entry["entries"].as_u64().unwrap(), entry["seconds"].as_f64().unwrap());
+    assert!(entries >= written, "shard {shard}: {written} appends while away, reported {entries}: {entry}");
+    assert!((1.0..30.0).contains(&seconds), "shard {shard}: the oldest missing entry is ~1.5 s old: {entry}");
+    assert!(report["worst_seconds"].as_f64().unwrap() >= seconds);
+    // The leader's gauge (refreshed every second) says as much.
+    let leader = status_leader(&cluster, shard);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gauge(&cluster, leader, "ums_backup_lag_entries") < written as f64 {
+        assert!(Instant::now() < deadline, "node {leader}'s ums_backup_lag_entries stays below {written}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(gauge(&cluster, leader, "ums_backup_lag_seconds") >= 1.0);
+    let shown = umsctl(&cluster, &["backup-core", "status"]);
+    assert!(shown.status.success(), "{}", String::from_utf8_lossy(&shown.stderr));
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains("recovery point: at most") && text.contains(&format!("{shard}")), "{text}");
+
+    // Back, they catch up from the log and the recovery point falls to zero again.
+    for node in BACKUP {
+        cluster.restart(node);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let report = backup_report(&cluster, 1);
+        if report
+            .as_ref()
+            .is_some_and(|r| r["worst_entries"] == 0 && r["uncovered"].as_array().is_some_and(Vec::is_empty))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the backup did not catch up again: {report:?}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let messages = cluster.converged_messages(&email(1), Duration::from_secs(30));
+    assert_eq!(messages.iter().filter(|(_, r)| r.starts_with("while-away-")).count(), written as usize);
+
+    // Idle, groups with standing learners quiesce too, on the backup nodes as well.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while gauge(&cluster, 4, "ums_raft_groups_quiesced") < 5.0 {
+        assert!(Instant::now() < deadline, "no group with a backup learner quiesced");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The node leading `shard`, as node 1 sees it.
+fn status_leader(cluster: &TestCluster, shard: u64) -> u64 {
+    let view = get_json(&cluster.url(1, &format!("/api/v1/shards/{shard}")), &cluster.token).expect("shard");
+    view["leader"].as_u64().expect("a leader")
+}
