@@ -31,6 +31,8 @@ pub enum Error {
     Raft(#[from] raft::Error),
     #[error("group {0} already exists on this node")]
     GroupExists(GroupId),
+    #[error("this node holds no replica of group {0}")]
+    NoReplica(GroupId),
 }
 
 /// Result alias of the consensus crate.

@@ -620,6 +620,83 @@ impl<M: StateMachine> MultiRaft<M> {
         Ok(())
     }
 
+    /// Where this replica's log ends, `(last term, last index)`, and the leader's stamp
+    /// (ms) on the newest stamped entry it holds (looked for among the last few): what
+    /// an unsafe recovery compares replicas by, and how old what it would keep is.
+    pub fn log_end(&self, group: GroupId) -> Option<(u64, u64, Option<u64>)> {
+        let log = &self.groups.get(&group)?.raw.raft.raft_log;
+        let last = log.last_index();
+        let newest =
+            (log.first_index().max(last.saturating_sub(LAG_AGE_SCAN - 1))..=last).rev().find_map(|i| stamp_at(log, i));
+        Some((log.last_term(), last, newest))
+    }
+
+    /// Unsafe recovery, after the group lost every voter it had (a primary site gone):
+    /// this replica counts every entry of its log as committed and applies them, then
+    /// becomes the group's only voter with its log compacted to that point, and
+    /// campaigns (alone, it leads at once). The compaction matters: a replica added
+    /// back later starts from a snapshot carrying the new membership, never by replaying
+    /// the old membership's entries. Entries the lost voters committed after the last
+    /// one this replica holds are lost; that is the price the operator accepted.
+    /// Returns the index it recovered at.
+    ///
+    /// # Errors
+    /// A storage failure, or `NoReplica`.
+    pub fn recover_as_sole_voter(&mut self, group: GroupId, transport: &mut dyn Transport) -> Result<u64> {
+        let Some(g) = self.touch(group) else {
+            return Err(Error::NoReplica(group));
+        };
+        g.wake();
+        let last = g.raw.raft.raft_log.last_index();
+        g.raw.raft.raft_log.commit_to(last);
+        // Apply it all through the normal rounds (bounded: the log is at most a
+        // compaction threshold long, applied a round at a time).
+        for _ in 0..10_000 {
+            if self.groups.get(&group).is_none_or(|g| g.applied_index >= last) {
+                break;
+            }
+            self.touched.insert(group);
+            self.handle_ready(transport)?;
+        }
+        let Some(g) = self.groups.get_mut(&group) else {
+            return Err(Error::NoReplica(group));
+        };
+        let conf = ConfState { voters: vec![self.node_id], ..Default::default() };
+        let mut batch = WriteBatch::new();
+        let store = g.raw.mut_store();
+        store.set_conf_state(conf.clone());
+        store.compact(g.applied_index, &mut batch)?;
+        let mut hard_state = store.hard_state().clone();
+        hard_state.commit = hard_state.commit.max(g.applied_index);
+        store.set_hard_state(&hard_state, &mut batch);
+        let apply_state =
+            ApplyState { applied_index: g.applied_index, applied_term: g.applied_term, conf_state: Some(conf) };
+        batch.put(Cf::RaftState, keys::apply_state_key(group), apply_state.encode_to_vec());
+        self.engine.write(&batch, true)?;
+        let recovered_at = g.applied_index;
+        // A fresh raft-rs node from what was just written: the new membership, no
+        // progress or votes of the old one.
+        let mut old = self.groups.remove(&group).expect("present");
+        let mut done = Vec::new();
+        old.fail_all(ProposeError::Dropped { group }, &mut done);
+        done.into_iter().for_each(Completion::run);
+        self.load_group(group)?;
+        warn!(shard = group, node = self.node_id, index = recovered_at, "unsafe recovery: sole voter of the group");
+        self.campaign(group)?;
+        Ok(recovered_at)
+    }
+
+    /// Unsafe recovery on the other survivors: drops this replica (as removed at
+    /// `recovered_at`, the recovering replica's index), so the group's new leader adds
+    /// it back from a snapshot of the new membership.
+    ///
+    /// # Errors
+    /// A storage failure.
+    pub fn drop_replica(&mut self, group: GroupId, recovered_at: u64) -> Result<()> {
+        warn!(shard = group, node = self.node_id, recovered_at, "unsafe recovery: replica dropped for a fresh copy");
+        self.destroy_group(group, recovered_at)
+    }
+
     /// Tells `group` whether a snapshot sent to `to` arrived.
     pub fn report_snapshot(&mut self, group: GroupId, to: NodeId, delivered: bool) {
         if let Some(g) = self.touch(group) {
@@ -1012,11 +1089,14 @@ fn lag_of(g: &Group, matched: u64, now_ms: u64) -> Lag {
     // first is nearly always stamped, and entries can be megabytes.
     let from = (matched + 1).max(log.first_index());
     let to = log.committed.min(from + LAG_AGE_SCAN - 1);
-    let oldest = (from..=to).find_map(|index| {
-        let entry = log.slice(index, index + 1, None, raft::GetEntriesContext::empty(false)).ok()?.pop()?;
-        (entry.entry_type() == EntryType::EntryNormal).then(|| Command::stamp_of(&entry.data)).flatten()
-    });
+    let oldest = (from..=to).find_map(|index| stamp_at(log, index));
     Lag { entries, age_ms: oldest.map_or(0, |stamp| now_ms.saturating_sub(stamp)) }
+}
+
+/// The leader's stamp on entry `index` of `log`, if it is a client command there.
+fn stamp_at(log: &raft::RaftLog<GroupStorage>, index: u64) -> Option<u64> {
+    let entry = log.slice(index, index + 1, None, raft::GetEntriesContext::empty(false)).ok()?.pop()?;
+    (entry.entry_type() == EntryType::EntryNormal).then(|| Command::stamp_of(&entry.data)).flatten()
 }
 
 /// Where a replica that hears from no leader sends its probe: the members it knows and

@@ -1,13 +1,15 @@
 //! Pure: the backup core's recovery point from every shard's leader view: per shard,
 //! what its backup-site learners lack of the committed log (entries, and the age of the
 //! oldest entry they lack), and the worst shard, which is what losing the primary site
-//! right now would lose at most.
+//! right now would lose at most. And the plan of a promotion after the primary site is
+//! lost: per group, the most advanced backup replica, which recovers it alone.
 
 use consensus::NodeId;
 use serde::Serialize;
 
 use crate::cluster::ShardView;
 use crate::driver::is_backup;
+use crate::proto::peer::LogEnd;
 use crate::proto::state::NodeRecord;
 use crate::proto::state::node_record::State;
 
@@ -82,6 +84,55 @@ pub fn report(nodes: &[NodeRecord], views: &[ShardView]) -> RpoReport {
     }
 }
 
+/// One group's part of a promotion.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GroupPromotion {
+    pub group: u64,
+    /// The backup replica with the most of the log (highest last term, then index): it
+    /// recovers the group as its sole voter, every entry it holds kept.
+    pub chosen: NodeId,
+    pub last_index: u64,
+    /// The other backup replicas: dropped, then added back from the new leader.
+    pub others: Vec<NodeId>,
+    /// Age in seconds of the newest entry the chosen replica holds: whatever the lost
+    /// primary committed in that time before its loss is gone.
+    pub newest_entry_age_seconds: Option<f64>,
+}
+
+/// What a promotion would do.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PromotionPlan {
+    pub backup_nodes: Vec<NodeId>,
+    pub groups: Vec<GroupPromotion>,
+    /// Groups no backup node holds: their data is lost with the primary site.
+    pub uncovered: Vec<u64>,
+}
+
+/// The plan for groups `0..=shards` from each backup node's log ends (meta group first,
+/// so the cluster's records can be rewritten before the shards move).
+pub fn plan_promotion(backup_nodes: &[NodeId], ends: &[(NodeId, LogEnd)], shards: u64, now_ms: u64) -> PromotionPlan {
+    let mut groups = Vec::new();
+    let mut uncovered = Vec::new();
+    for group in 0..=shards {
+        let holders: Vec<&(NodeId, LogEnd)> = ends.iter().filter(|(_, end)| end.group == group).collect();
+        let Some((chosen, end)) =
+            holders.iter().max_by_key(|(node, end)| (end.last_term, end.last_index, std::cmp::Reverse(*node)))
+        else {
+            uncovered.push(group);
+            continue;
+        };
+        groups.push(GroupPromotion {
+            group,
+            chosen: *chosen,
+            last_index: end.last_index,
+            others: holders.iter().map(|(node, _)| *node).filter(|n| n != chosen).collect(),
+            newest_entry_age_seconds: (end.newest_stamp_ms > 0)
+                .then(|| now_ms.saturating_sub(end.newest_stamp_ms) as f64 / 1000.0),
+        });
+    }
+    PromotionPlan { backup_nodes: backup_nodes.to_vec(), groups, uncovered }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +158,25 @@ mod tests {
         };
         let target = ShardTarget { shard: group, voters: vec![1, 2, 3], learners: vec![4, 5], ..Default::default() };
         ShardView::new(group, Some(state), Some(&target))
+    }
+
+    #[test]
+    fn a_promotion_takes_the_most_advanced_backup_replica_of_each_group() {
+        let end =
+            |group, last_term, last_index, newest_stamp_ms| LogEnd { group, last_term, last_index, newest_stamp_ms };
+        let ends = [
+            (4, end(0, 7, 100, 9_000)),
+            (5, end(0, 7, 90, 8_000)),
+            (4, end(1, 6, 50, 0)), // a longer log of an older term loses
+            (5, end(1, 7, 40, 9_500)),
+            (5, end(2, 3, 10, 9_900)),
+        ];
+        let plan = plan_promotion(&[4, 5], &ends, 3, 10_000);
+        let picks: Vec<(u64, NodeId, u64, Vec<NodeId>)> =
+            plan.groups.iter().map(|g| (g.group, g.chosen, g.last_index, g.others.clone())).collect();
+        assert_eq!(picks, [(0, 4, 100, vec![5]), (1, 5, 40, vec![4]), (2, 5, 10, vec![])]);
+        assert_eq!(plan.groups[0].newest_entry_age_seconds, Some(1.0));
+        assert_eq!(plan.uncovered, [3]);
     }
 
     #[test]

@@ -73,6 +73,10 @@ pub fn start(cluster: Arc<Cluster>, network: Arc<PeerNetwork>, settings: Setting
 
 async fn sync(cluster: &Cluster, network: &PeerNetwork, settings: &Settings) {
     let statuses = cluster.raft().status().await;
+    // What this node hosts first: the targets below are read from its own replica of
+    // the meta group when it has one (after an unsafe recovery dropped and re-added it,
+    // a stale view would send the read to voters that are gone).
+    cluster.learn_placement(&statuses, &[]);
     let Ok(targets) = cluster.shard_targets(true).await else {
         return; // No meta group reachable: keep the view we have.
     };

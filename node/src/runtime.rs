@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use tracing::{error, info};
 
 use crate::placement::leadership_handoffs;
+use crate::proto::peer::LogEnd;
 use crate::proto::state::ShardTarget;
 use crate::state::UmsMachine;
 
@@ -65,6 +66,18 @@ pub enum Input {
     SetPlacement {
         targets: Vec<ShardTarget>,
         draining: Vec<NodeId>,
+    },
+    /// Where every replica's log ends here: (group, last term, last index, newest stamp).
+    LogEnds {
+        reply: oneshot::Sender<Vec<LogEnd>>,
+    },
+    /// Unsafe recovery of one group here (see [`Cluster::recover_here`](crate::cluster::Cluster)):
+    /// as its sole voter, or dropping the replica as removed at `recovered_at`.
+    Recover {
+        group: GroupId,
+        sole_voter: bool,
+        recovered_at: u64,
+        reply: oneshot::Sender<Result<u64, String>>,
     },
     /// Whether a snapshot sent to a peer left this node (or was lost with its connection).
     SnapshotReport {
@@ -158,6 +171,24 @@ impl RaftHandle {
         response.await.unwrap_or_default()
     }
 
+    /// Where each replica's log ends on this node.
+    pub async fn log_ends(&self) -> Vec<LogEnd> {
+        let (reply, response) = oneshot::channel();
+        if !self.send(Input::LogEnds { reply }) {
+            return Vec::new();
+        }
+        response.await.unwrap_or_default()
+    }
+
+    /// Unsafe recovery of `group` here; the index it recovered at (or was dropped as of).
+    pub async fn recover(&self, group: GroupId, sole_voter: bool, recovered_at: u64) -> Result<u64, String> {
+        let (reply, response) = oneshot::channel();
+        if !self.send(Input::Recover { group, sole_voter, recovered_at, reply }) {
+            return Err("the Raft thread is overloaded; retry".into());
+        }
+        response.await.unwrap_or_else(|_| Err("the Raft thread stopped".into()))
+    }
+
     pub fn stop(&self) {
         let _ = self.inbox.send(Input::Stop);
     }
@@ -227,11 +258,11 @@ impl RaftLoop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match inbox.recv_timeout(wait) {
                 Ok(input) => {
-                    if !handle_input(raft, &mut placement, input) {
+                    if !handle_input(raft, &mut placement, transport, input) {
                         break;
                     }
                     for input in inbox.try_iter().take(DRAIN_PER_ROUND) {
-                        if !handle_input(raft, &mut placement, input) {
+                        if !handle_input(raft, &mut placement, transport, input) {
                             return;
                         }
                     }
@@ -340,7 +371,12 @@ fn balance_leadership(raft: &mut MultiRaft<UmsMachine>, placement: &LeaderPlacem
 }
 
 /// Returns false when the thread should stop.
-fn handle_input(raft: &mut MultiRaft<UmsMachine>, leaders: &mut LeaderPlacement, input: Input) -> bool {
+fn handle_input(
+    raft: &mut MultiRaft<UmsMachine>,
+    leaders: &mut LeaderPlacement,
+    transport: &mut dyn Transport,
+    input: Input,
+) -> bool {
     match input {
         Input::Raft(batch) => {
             for message in batch {
@@ -378,6 +414,26 @@ fn handle_input(raft: &mut MultiRaft<UmsMachine>, leaders: &mut LeaderPlacement,
             let _ = reply.send(statuses);
         }
         Input::SnapshotReport { group, to, delivered } => raft.report_snapshot(group, to, delivered),
+        Input::LogEnds { reply } => {
+            let ends = raft
+                .group_ids()
+                .collect::<Vec<_>>()
+                .into_iter()
+                .filter_map(|group| {
+                    let (last_term, last_index, stamp) = raft.log_end(group)?;
+                    Some(LogEnd { group, last_term, last_index, newest_stamp_ms: stamp.unwrap_or(0) })
+                })
+                .collect();
+            let _ = reply.send(ends);
+        }
+        Input::Recover { group, sole_voter, recovered_at, reply } => {
+            let outcome = if sole_voter {
+                raft.recover_as_sole_voter(group, transport)
+            } else {
+                raft.drop_replica(group, recovered_at).map(|()| recovered_at)
+            };
+            let _ = reply.send(outcome.map_err(|e| e.to_string()));
+        }
         Input::SetPlacement { targets, draining } => {
             raft.replace_targets(
                 targets.iter().map(|t| (t.shard, Target::new(t.voters.iter().copied(), t.learners.iter().copied()))),

@@ -367,6 +367,20 @@ impl SimCluster {
         slot.lock().expect("slot").take()
     }
 
+    /// Unsafe recovery of `group` on node `node` (see
+    /// [`MultiRaft::recover_as_sole_voter`]); the messages its rounds send go out as
+    /// usual. Returns the index it recovered at.
+    pub fn recover_as_sole_voter(&mut self, node: NodeId, group: GroupId) -> u64 {
+        let mut out = Collect::default();
+        let raft = self.node_mut(node).expect("node up");
+        let at = raft.recover_as_sole_voter(group, &mut out).expect("recovery");
+        for (to, batch) in out.0 {
+            self.send(node, to, batch);
+        }
+        self.note(format!("group {group}: node {node} recovered as sole voter at {at}"));
+        at
+    }
+
     fn take_completions(&mut self) -> Vec<Done> {
         std::mem::take(&mut *self.completions.lock().expect("completion sink"))
     }

@@ -364,3 +364,56 @@ fn a_standing_learner_follows_the_log_reports_its_lag_and_lets_the_group_quiesce
     assert!(cluster.run_until(LIMIT_MS, quiet), "the group never quiesced again after its learner restarted");
     assert!(cluster.violations().is_empty(), "{:?}", cluster.violations());
 }
+
+#[test]
+fn after_losing_every_voter_the_most_advanced_learner_recovers_the_group_with_the_others() {
+    // Three voters and, on the other two nodes, standing learners (a backup site).
+    let mut cluster = SimCluster::new(&SimOptions { seed: 3, nodes: 5, replicas: 3, groups: 1 });
+    let voters = cluster.replicas(GROUP).to_vec();
+    let backup: Vec<NodeId> = cluster.node_ids().into_iter().filter(|n| !voters.contains(n)).collect();
+    cluster.set_target(GROUP, Target::new(voters.clone(), backup.clone()));
+    let seeded = |c: &SimCluster| {
+        c.leader(GROUP).and_then(|l| c.node(l)).and_then(|r| r.status(GROUP)).is_some_and(|s| s.learners == backup)
+    };
+    assert!(cluster.run_until(20_000, seeded), "the backup learners were never added");
+    for id in 1..=40 {
+        write(&mut cluster, id);
+    }
+    assert!(cluster.run_until(LIMIT_MS, |c| backup.iter().all(|&b| caught_up(c, b))), "backup behind");
+
+    // The primary site is lost for good; the most advanced backup replica recovers the
+    // group alone, the other is dropped and comes back from its snapshot.
+    for &voter in &voters {
+        cluster.crash(voter);
+    }
+    let ends: Vec<(NodeId, (u64, u64))> = backup
+        .iter()
+        .map(|&b| {
+            let (term, index, stamp) = cluster.node(b).unwrap().log_end(GROUP).unwrap();
+            assert!(stamp.is_some(), "the last entries carry the leader's stamp");
+            (b, (term, index))
+        })
+        .collect();
+    let chosen = ends.iter().max_by_key(|(_, end)| *end).unwrap().0;
+    let at = cluster.recover_as_sole_voter(chosen, GROUP);
+    for &other in backup.iter().filter(|&&b| b != chosen) {
+        cluster.node_mut(other).unwrap().drop_replica(GROUP, at).unwrap();
+    }
+    cluster.set_target(GROUP, Target::voters(backup.iter().copied()));
+    let recovered = |c: &SimCluster| {
+        c.leader(GROUP)
+            .and_then(|l| c.node(l))
+            .and_then(|r| r.status(GROUP))
+            .is_some_and(|s| s.voters == backup && s.learners.is_empty() && s.voters_outgoing.is_empty())
+    };
+    assert!(cluster.run_until(20_000, recovered), "the backup nodes never became the group's voters");
+    for id in 41..=60 {
+        write(&mut cluster, id);
+    }
+    assert!(cluster.run_until(LIMIT_MS, |c| backup.iter().all(|&b| caught_up(c, b))), "not converged");
+    let sequences = cluster.sequences();
+    for node in &backup {
+        assert_eq!(sequences[node][&GROUP], (1..=60).collect::<Vec<u64>>(), "node {node} lost or repeated writes");
+    }
+    assert!(cluster.violations().is_empty(), "{:?}", cluster.violations());
+}

@@ -13,7 +13,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::{Cluster, mailbox_user};
 use crate::peer::Incoming;
 use crate::proto::peer::{
-    ForwardReply, ForwardRequest, GroupStates, ServiceError as WireError, forward_request, frame, service_error,
+    ForwardReply, ForwardRequest, GroupStates, LogEnd, LogEnds, ServiceError as WireError, forward_request, frame,
+    service_error,
 };
 use crate::proto::state::{Command as StateCommand, Query};
 
@@ -65,6 +66,11 @@ impl Cluster {
             Some(forward_request::Body::LedGroups(_)) => {
                 Ok(GroupStates { states: self.led_group_states_here().await }.encode_to_vec())
             }
+            Some(forward_request::Body::LogEnds(_)) => Ok(LogEnds { ends: self.log_ends_here().await }.encode_to_vec()),
+            Some(forward_request::Body::Recover(step)) => self
+                .recover_here(request.group, step)
+                .await
+                .map(|last_index| LogEnd { group: request.group, last_index, ..Default::default() }.encode_to_vec()),
             None => Err(ProposeError::Invalid("empty forward".into())),
         };
         match result {

@@ -16,6 +16,7 @@ mod forward;
 mod messages;
 mod nodes;
 mod outbound;
+mod recovery;
 mod replies;
 pub mod routing;
 mod tokens;
@@ -55,7 +56,7 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 pub struct Cluster {
     node_id: NodeId,
     shards: u64,
-    /// Where each group's replicas are, as last learnt (see [`Cluster::learn_placement`]).
+    /// Where each group's voters are, as last learnt (see [`Cluster::learn_placement`]).
     replicas_of: RwLock<HashMap<GroupId, Vec<NodeId>>>,
     /// The groups this node holds a replica of.
     hosted: RwLock<HashSet<GroupId>>,
@@ -277,6 +278,7 @@ fn mailbox_user(op: &command::Op) -> Option<String> {
         | command::Op::PutDkimKey(_)
         | command::Op::AddNode(_)
         | command::Op::SetNodeState(_)
+        | command::Op::SetNodeLabels(_)
         | command::Op::PutShardTarget(_) => None,
     }
 }

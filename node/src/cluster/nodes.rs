@@ -216,7 +216,7 @@ impl Cluster {
         self.hosted.read().expect("hosted").contains(&group)
     }
 
-    /// The replicas of `group` as this node last learnt them.
+    /// The voters of `group` as this node last learnt them.
     pub fn replicas(&self, group: GroupId) -> Vec<NodeId> {
         self.replicas_of.read().expect("replicas").get(&group).cloned().unwrap_or_default()
     }
@@ -246,11 +246,13 @@ impl Cluster {
         for target in targets {
             replicas.insert(target.shard, target.voters.clone());
         }
+        // Voters only (the outgoing ones too while joint): they are who may lead and
+        // whose majority a write needs; a learner (a backup site's replica) is neither.
         for status in statuses {
-            let mut members: Vec<NodeId> = status.voters.iter().chain(&status.learners).copied().collect();
-            members.sort_unstable();
-            members.dedup();
-            replicas.insert(status.group, members);
+            let mut voters: Vec<NodeId> = status.voters.iter().chain(&status.voters_outgoing).copied().collect();
+            voters.sort_unstable();
+            voters.dedup();
+            replicas.insert(status.group, voters);
         }
         *self.hosted.write().expect("hosted") = statuses.iter().map(|s| s.group).collect();
     }

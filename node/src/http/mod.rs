@@ -12,6 +12,7 @@
 //! [`tokens`], [`audit`], [`bans`], [`nodes`] (nodes and shard placement: add, drain, remove, move), and [`debug`] (fault injection, only in builds that have it).
 
 mod audit;
+mod backup_core;
 mod bans;
 mod caller;
 mod cluster;
@@ -149,6 +150,8 @@ pub enum Endpoint {
     MoveShard,
     Rebalance,
     BackupCoreStatus,
+    PromotionPlan,
+    Promote,
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
     GetFaults,
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
@@ -201,6 +204,8 @@ pub const ROUTES: &[Route] = &[
     route(Method::POST, "/api/v1/shards/{shard}/move", Endpoint::MoveShard),
     route(Method::POST, "/api/v1/rebalance", Endpoint::Rebalance),
     route(Method::GET, "/api/v1/backup-core", Endpoint::BackupCoreStatus),
+    route(Method::GET, "/api/v1/backup-core/promotion", Endpoint::PromotionPlan),
+    route(Method::POST, "/api/v1/backup-core/promote", Endpoint::Promote),
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
     route(Method::GET, "/api/v1/debug/faults", Endpoint::GetFaults),
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
@@ -240,7 +245,9 @@ impl Endpoint {
             Endpoint::GetShard => web::to(nodes::get_shard),
             Endpoint::MoveShard => web::to(nodes::move_shard),
             Endpoint::Rebalance => web::to(nodes::rebalance),
-            Endpoint::BackupCoreStatus => web::to(nodes::backup_core_status),
+            Endpoint::BackupCoreStatus => web::to(backup_core::status),
+            Endpoint::PromotionPlan => web::to(backup_core::promotion),
+            Endpoint::Promote => web::to(backup_core::promote),
             #[cfg(any(debug_assertions, feature = "debug-faults"))]
             Endpoint::GetFaults => web::to(debug::get_faults),
             #[cfg(any(debug_assertions, feature = "debug-faults"))]

@@ -2,7 +2,6 @@
 //! drain and remove nodes; list shards as their leaders see them; move one shard
 //! replica. A move or drain is recorded in the meta group and carried out by the shard
 //! leaders a step at a time, so these answer at once (202) and `GET` shows the progress.
-//! Also the backup site's recovery point (`GET /api/v1/backup-core`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -300,19 +299,8 @@ pub(super) async fn rebalance(caller: Caller, state: State, query: web::Query<Re
     }
 }
 
-/// `GET /api/v1/backup-core`: the backup site's recovery point, per shard and the worst.
-pub(super) async fn backup_core_status(caller: Caller, state: State) -> HttpResponse {
-    if let Err(denied) = caller.may(Action::ClusterStatus) {
-        return *denied;
-    }
-    match nodes_and_shards(&state).await {
-        Ok((nodes, views)) => HttpResponse::Ok().json(crate::backup_core::report(&nodes, &views)),
-        Err(e) => error_response(&e),
-    }
-}
-
 /// Every node record and every group's leader view.
-async fn nodes_and_shards(state: &State) -> Result<(Vec<NodeRecord>, Vec<ShardView>), ServiceError> {
+pub(super) async fn nodes_and_shards(state: &State) -> Result<(Vec<NodeRecord>, Vec<ShardView>), ServiceError> {
     let nodes = state.cluster.nodes(false).await?;
     Ok((nodes, state.cluster.shard_views().await))
 }

@@ -214,6 +214,7 @@ impl StateMachine for UmsMachine {
                 command::Op::PutDkimKey(put) => dkim::put(ctx, put),
                 command::Op::AddNode(add) => nodes::add(ctx, add),
                 command::Op::SetNodeState(set) => nodes::set_state(ctx, set),
+                command::Op::SetNodeLabels(set) => nodes::set_labels(ctx, set),
                 command::Op::PutShardTarget(put) => nodes::put_target(ctx, put),
             },
             Ok(Command { op: None }) => result(Status::Invalid, "empty command"),

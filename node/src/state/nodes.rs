@@ -10,7 +10,8 @@ use storage::{Cf, KvRead};
 use super::{get, key, result, scan_kind};
 use crate::proto::state::node_record::State;
 use crate::proto::state::{
-    AddNode, CommandResult, NodeRecord, PutShardTarget, QueryResult, SetNodeState, ShardTarget, command_result::Status,
+    AddNode, CommandResult, NodeRecord, PutShardTarget, QueryResult, SetNodeLabels, SetNodeState, ShardTarget,
+    command_result::Status,
 };
 
 fn node_key(id: u64) -> Vec<u8> {
@@ -64,6 +65,16 @@ pub(super) fn set_state(ctx: &mut ApplyContext<'_>, set: SetNodeState) -> Comman
         return result(Status::Conflict, format!("node {} was removed; ids are never reused", set.id));
     }
     node.set_state(to);
+    node.changed_ms = set.changed_ms;
+    ctx.put(Cf::Data, &node_key(node.id), node.encode_to_vec());
+    CommandResult { node: Some(node), ..Default::default() }
+}
+
+pub(super) fn set_labels(ctx: &mut ApplyContext<'_>, set: SetNodeLabels) -> CommandResult {
+    let Some(mut node) = get::<NodeRecord>(ctx, Cf::Data, &node_key(set.id)) else {
+        return result(Status::NotFound, format!("no node {}", set.id));
+    };
+    node.labels = set.labels;
     node.changed_ms = set.changed_ms;
     ctx.put(Cf::Data, &node_key(node.id), node.encode_to_vec());
     CommandResult { node: Some(node), ..Default::default() }

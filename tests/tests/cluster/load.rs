@@ -118,7 +118,7 @@ pub fn check_exactly_once_on(cluster: &TestCluster, outcomes: &[Outcome], holder
 }
 
 /// The same messages on every holder's own replica (waits for the last applies).
-fn converged(cluster: &TestCluster, holders: &[u64], email: &str) -> Vec<(u64, String)> {
+pub fn converged(cluster: &TestCluster, holders: &[u64], email: &str) -> Vec<(u64, String)> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let lists: Vec<_> = holders.iter().map(|&n| cluster.local_messages(n, email)).collect();

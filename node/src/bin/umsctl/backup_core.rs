@@ -1,5 +1,7 @@
 //! `umsctl backup-core status`: the backup site's recovery point, per shard and the
-//! worst (what losing the primary site right now would lose at most).
+//! worst (what losing the primary site right now would lose at most); `umsctl
+//! backup-core promote`: after the primary site is lost, what each shard keeps, a
+//! confirmation, then the promotion (run against a backup node).
 
 use serde_json::Value;
 
@@ -54,4 +56,61 @@ pub fn status(client: &Client, all: bool, json_out: bool) -> anyhow::Result<()> 
         None => println!("recovery point: unknown (no shard has a backup replica yet)"),
     }
     Ok(())
+}
+
+/// `backup-core promote [--yes] [--force]`.
+pub fn promote(client: &Client, yes: bool, force: bool, json_out: bool) -> anyhow::Result<()> {
+    let query = if force { "?force=true" } else { "" };
+    let (_, plan) = client.expect_ok("GET", &format!("/api/v1/backup-core/promotion{query}"), None)?;
+    if !json_out {
+        print_plan(&plan);
+    }
+    if !yes {
+        use std::io::{BufRead as _, IsTerminal as _, Write as _};
+        anyhow::ensure!(std::io::stdin().is_terminal(), "not confirmed: pass --yes to promote without a question");
+        print!("Promote the backup site, losing what is described above? Type 'promote' to go on: ");
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        anyhow::ensure!(answer.trim() == "promote", "not confirmed; nothing was changed");
+    }
+    let started = std::time::Instant::now();
+    let (_, done) =
+        client.expect_ok("POST", "/api/v1/backup-core/promote", Some(serde_json::json!({ "force": force })))?;
+    if json_out {
+        print_json(&done);
+        return Ok(());
+    }
+    println!(
+        "promoted in {:.1}s: {} groups now on nodes {}; the lost primary nodes are removed (refused if they come back)",
+        started.elapsed().as_secs_f64(),
+        done["groups"].as_array().map_or(0, Vec::len),
+        ids(&done["backup_nodes"])
+    );
+    Ok(())
+}
+
+/// Per group: the backup replica that recovers it and how old the newest entry it holds is.
+fn print_plan(plan: &Value) {
+    println!("{:>5}  {:>6}  {:>10}  {:>14}", "shard", "from", "last index", "newest entry");
+    let mut oldest: f64 = 0.0;
+    for group in plan["groups"].as_array().into_iter().flatten() {
+        let age = group["newest_entry_age_seconds"].as_f64();
+        oldest = oldest.max(age.unwrap_or(0.0));
+        println!(
+            "{:>5}  {:>6}  {:>10}  {:>14}",
+            group["group"],
+            group["chosen"],
+            group["last_index"],
+            age.map_or("-".into(), |a| format!("{a:.1}s ago"))
+        );
+    }
+    println!(
+        "each shard keeps everything its backup replica holds; what the primary committed after that replica's newest \
+         entry is lost (at most since {oldest:.1}s ago, less the time since the site went down)"
+    );
+    let uncovered = ids(&plan["uncovered"]);
+    if !uncovered.is_empty() {
+        println!("shards {uncovered} have no backup replica: their data is lost entirely");
+    }
 }

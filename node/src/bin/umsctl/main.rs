@@ -166,6 +166,19 @@ enum BackupCoreCommand {
         #[arg(long)]
         all: bool,
     },
+    /// After the primary site is lost: print what each shard keeps (and so what is
+    /// lost), ask for confirmation, then make the backup site the primary: per shard the
+    /// most advanced backup replica recovers it, the lost primary nodes are removed.
+    /// Run it against a backup node. Refused while a primary node is reachable.
+    Promote {
+        /// Do not ask (for scripts).
+        #[arg(long)]
+        yes: bool,
+        /// Promote even though a primary node is reachable or a shard has no backup
+        /// replica (two sites may then take writes, or a shard's data is lost).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -390,6 +403,9 @@ fn run(client: &Client, command: Command, json_out: bool) -> anyhow::Result<()> 
         Command::Rebalance { dry_run } => nodes::rebalance(client, dry_run, json_out),
         Command::BackupCore { command: BackupCoreCommand::Status { all } } => {
             backup_core::status(client, all, json_out)
+        }
+        Command::BackupCore { command: BackupCoreCommand::Promote { yes, force } } => {
+            backup_core::promote(client, yes, force, json_out)
         }
         Command::Ca { command } => run_ca(command, json_out),
     }

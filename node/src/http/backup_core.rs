@@ -1,0 +1,55 @@
+//! The backup core, for operators: the backup site's recovery point (`GET
+//! /api/v1/backup-core`), what promoting it would keep (`GET
+//! /api/v1/backup-core/promotion`), and the promotion itself after the primary site is
+//! lost (`POST /api/v1/backup-core/promote`), refused while a primary node is reachable
+//! unless forced.
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+
+use super::caller::Caller;
+use super::nodes::nodes_and_shards;
+use super::{State, error_response};
+use crate::auth::Action;
+
+/// `GET /api/v1/backup-core`: the backup site's recovery point, per shard and the worst.
+pub(super) async fn status(caller: Caller, state: State) -> HttpResponse {
+    if let Err(denied) = caller.may(Action::ClusterStatus) {
+        return *denied;
+    }
+    match nodes_and_shards(&state).await {
+        Ok((nodes, views)) => HttpResponse::Ok().json(crate::backup_core::report(&nodes, &views)),
+        Err(e) => error_response(&e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Force {
+    #[serde(default)]
+    force: bool,
+}
+
+/// `GET /api/v1/backup-core/promotion[?force=true]`: per group, the backup replica that
+/// would recover it and how old the newest entry it holds is; or why not now.
+pub(super) async fn promotion(caller: Caller, state: State, query: web::Query<Force>) -> HttpResponse {
+    if let Err(denied) = caller.may(Action::ClusterManage) {
+        return *denied;
+    }
+    match state.cluster.promotion_plan(query.force).await {
+        Ok(plan) => HttpResponse::Ok().json(plan),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// `POST /api/v1/backup-core/promote {"force": false}`: promotes the backup site.
+pub(super) async fn promote(caller: Caller, state: State, body: Option<web::Json<Force>>) -> HttpResponse {
+    if let Err(denied) = caller.may(Action::ClusterManage) {
+        return *denied;
+    }
+    let force = body.is_some_and(|b| b.force);
+    match state.cluster.promote_backup_site(force).await {
+        Ok(plan) => HttpResponse::Ok().json(plan),
+        Err(e) => error_response(&e),
+    }
+}
