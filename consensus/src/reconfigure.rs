@@ -168,10 +168,9 @@ pub fn next_step(view: &GroupView<'_>, target: Option<&Target>) -> Step {
     };
     let adds: Vec<NodeId> = target.voters.iter().copied().filter(|n| !conf.voters.contains(n)).collect();
     let removes: Vec<NodeId> = conf.voters.iter().copied().filter(|n| !target.voters.contains(n)).collect();
-    let hand_over = || {
-        let staying: Vec<NodeId> = conf.voters.iter().copied().filter(|n| target.voters.contains(n)).collect();
-        best_voter(&staying, view.leader, matched).map_or(Step::Wait, Step::TransferLeader)
-    };
+    let others_leaving: Vec<NodeId> = removes.iter().copied().filter(|&n| n != view.leader).collect();
+    let staying: Vec<NodeId> = conf.voters.iter().copied().filter(|n| target.voters.contains(n)).collect();
+    let hand_over = || best_voter(&staying, view.leader, matched).map_or(Step::Wait, Step::TransferLeader);
     let add_learner = |node| if view.may_add_learner { Step::AddLearner(node) } else { Step::Wait };
     if let Some(&add) = adds.first() {
         if !conf.learners.contains(&add) {
@@ -180,13 +179,17 @@ pub fn next_step(view: &GroupView<'_>, target: Option<&Target>) -> Step {
         if !caught_up(matched(add), view.truncated_index, view.last_index) {
             return Step::Wait;
         }
-        return match removes.first() {
-            Some(&remove) if remove == view.leader => hand_over(),
-            Some(&remove) => Step::EnterJoint { add, remove },
-            None => Step::Promote(add),
+        // Swap out a voter other than the leader first; when only the leader leaves,
+        // hand over to a staying voter, or (none stays: every voter is replaced) grow
+        // by the new one first and hand over to it later.
+        return match (others_leaving.first(), removes.is_empty()) {
+            (Some(&remove), _) => Step::EnterJoint { add, remove },
+            (None, true) => Step::Promote(add),
+            (None, false) if staying.is_empty() => Step::Promote(add),
+            (None, false) => hand_over(),
         };
     }
-    if let Some(&remove) = removes.first() {
+    if let Some(&remove) = others_leaving.first().or(removes.first()) {
         // Fewer voters than now (the target shrank the group): one at a time, a standing
         // learner of the target demoted rather than removed.
         return if remove == view.leader {
@@ -269,6 +272,25 @@ mod tests {
         for (conf, matched, expected) in cases {
             assert_eq!(&plan(1, conf, matched, Some(target)), expected, "{conf:?}");
         }
+    }
+
+    #[test]
+    fn every_voter_replaced_swaps_the_others_first_then_hands_over() {
+        let up = [(1, 1000), (2, 1000), (3, 1000), (4, 1000), (5, 1000)];
+        let swapped = Target::new([4, 5], [1, 2, 3]); // a switchover of sites, node 1 leads
+        type Case<'a> = (ConfState, Step);
+        let cases: &[Case] = &[
+            (conf(&[1, 2, 3], &[4, 5], &[]), Step::EnterJoint { add: 4, remove: 2 }),
+            (conf(&[1, 3, 4], &[2, 5], &[]), Step::EnterJoint { add: 5, remove: 3 }),
+            (conf(&[1, 4, 5], &[2, 3], &[]), Step::TransferLeader(4)),
+        ];
+        for (conf, expected) in cases {
+            assert_eq!(&plan_to(1, conf, &up, Some(&swapped)), expected, "{conf:?}");
+        }
+        assert_eq!(plan_to(4, &conf(&[1, 4, 5], &[2, 3], &[]), &up, Some(&swapped)), Step::Demote(1));
+        // A lone voter replaced: the new one joins first, leadership follows.
+        assert_eq!(plan(1, &conf(&[1], &[2], &[]), &up, Some(&[2])), Step::Promote(2));
+        assert_eq!(plan(1, &conf(&[1, 2], &[], &[]), &up, Some(&[2])), Step::TransferLeader(2));
     }
 
     #[test]

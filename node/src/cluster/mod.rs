@@ -19,6 +19,7 @@ mod outbound;
 mod recovery;
 mod replies;
 pub mod routing;
+mod switchover;
 mod tokens;
 mod users;
 
@@ -43,6 +44,7 @@ use crate::state::execute_query;
 pub use nodes::ShardView;
 use replies::{checked, decode_reply};
 use routing::{Next, Router};
+pub use switchover::SwitchoverReport;
 pub use tokens::TokenRequest;
 pub use users::{UpsertedUser, UserInput};
 

@@ -2,7 +2,8 @@
 //! /api/v1/backup-core`), what promoting it would keep (`GET
 //! /api/v1/backup-core/promotion`), and the promotion itself after the primary site is
 //! lost (`POST /api/v1/backup-core/promote`), refused while a primary node is reachable
-//! unless forced.
+//! unless forced; and the planned switchover of the two sites (`POST
+//! /api/v1/backup-core/switchover`).
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
@@ -50,6 +51,21 @@ pub(super) async fn promote(caller: Caller, state: State, body: Option<web::Json
     let force = body.is_some_and(|b| b.force);
     match state.cluster.promote_backup_site(force).await {
         Ok(plan) => HttpResponse::Ok().json(plan),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// How long a switchover may take before it answers (it goes on in the background).
+const SWITCHOVER_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// `POST /api/v1/backup-core/switchover`: swaps the sites once the backup is caught up;
+/// answers when every group is on its new membership.
+pub(super) async fn switchover(caller: Caller, state: State) -> HttpResponse {
+    if let Err(denied) = caller.may(Action::ClusterManage) {
+        return *denied;
+    }
+    match state.cluster.switchover(SWITCHOVER_LIMIT).await {
+        Ok(report) => HttpResponse::Ok().json(report),
         Err(e) => error_response(&e),
     }
 }

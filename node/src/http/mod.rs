@@ -152,6 +152,7 @@ pub enum Endpoint {
     BackupCoreStatus,
     PromotionPlan,
     Promote,
+    Switchover,
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
     GetFaults,
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
@@ -206,6 +207,7 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/api/v1/backup-core", Endpoint::BackupCoreStatus),
     route(Method::GET, "/api/v1/backup-core/promotion", Endpoint::PromotionPlan),
     route(Method::POST, "/api/v1/backup-core/promote", Endpoint::Promote),
+    route(Method::POST, "/api/v1/backup-core/switchover", Endpoint::Switchover),
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
     route(Method::GET, "/api/v1/debug/faults", Endpoint::GetFaults),
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
@@ -248,6 +250,7 @@ impl Endpoint {
             Endpoint::BackupCoreStatus => web::to(backup_core::status),
             Endpoint::PromotionPlan => web::to(backup_core::promotion),
             Endpoint::Promote => web::to(backup_core::promote),
+            Endpoint::Switchover => web::to(backup_core::switchover),
             #[cfg(any(debug_assertions, feature = "debug-faults"))]
             Endpoint::GetFaults => web::to(debug::get_faults),
             #[cfg(any(debug_assertions, feature = "debug-faults"))]

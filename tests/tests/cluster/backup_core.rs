@@ -11,6 +11,10 @@
 //! primary; it takes writes and serves IMAP, holds every acknowledged append once
 //! (bar the last few in flight at the loss, as the recovery point said), and an old
 //! primary node started again from its data is refused and stops.
+//!
+//! Switchover: under load, `umsctl backup-core switchover` swaps the sites: every group
+//! ends with the old backup nodes as voters and the old primary ones as learners, and
+//! every acknowledged append is there exactly once on all five replicas.
 
 use std::time::{Duration, Instant};
 
@@ -61,6 +65,20 @@ fn wait_until_seeded(cluster: &TestCluster) {
         assert!(Instant::now() < deadline, "the backup site was never seeded: {shards:?}");
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// A 3-node primary site with its users and a seeded 2-node backup site.
+fn two_sites() -> TestCluster {
+    let mut cluster = TestCluster::start(3, unthrottled);
+    crate::scaling::wait_for_node_records(&cluster, 3);
+    for n in 1..=USERS {
+        cluster.create_user(&email(n));
+    }
+    for expected in BACKUP {
+        assert_eq!(cluster.add_node_labelled(&[("site", "backup")]), expected);
+    }
+    wait_until_seeded(&cluster);
+    cluster
 }
 
 /// A gauge's value in node `node`'s `/metrics`.
@@ -183,15 +201,7 @@ const IN_FLIGHT_AT_LOSS: usize = 16;
 
 #[test]
 fn after_the_primary_site_is_lost_the_promoted_backup_serves_every_acknowledged_write() {
-    let mut cluster = TestCluster::start(3, unthrottled);
-    crate::scaling::wait_for_node_records(&cluster, 3);
-    for n in 1..=USERS {
-        cluster.create_user(&email(n));
-    }
-    for expected in BACKUP {
-        assert_eq!(cluster.add_node_labelled(&[("site", "backup")]), expected);
-    }
-    wait_until_seeded(&cluster);
+    let mut cluster = two_sites();
 
     // While the primary answers, a promotion is refused, with the reason.
     let refused = umsctl_on(&cluster, 4, &["backup-core", "promote", "--yes"]);
@@ -278,4 +288,31 @@ fn check_after_site_loss(cluster: &TestCluster, outcomes: &[Outcome]) {
         }
     }
     eprintln!("{missing} acknowledged appends in flight at the loss are missing");
+}
+
+#[test]
+fn a_switchover_under_load_swaps_the_sites_and_loses_nothing() {
+    let cluster = two_sites();
+    let load = Load::start(&cluster, &[1, 2, 3, 4, 5]);
+    load.wait_for(300);
+    let switched = umsctl(&cluster, &["--json", "backup-core", "switchover"]);
+    assert!(switched.status.success(), "switchover: {}", String::from_utf8_lossy(&switched.stderr));
+    let report = tests::json_printed(&switched);
+    eprintln!("switchover: {report}");
+    assert_eq!((ids(&report["primary"]), ids(&report["backup"])), (BACKUP.to_vec(), vec![1, 2, 3]));
+    load.wait_for(600);
+    let outcomes = load.finish();
+    let shards = get_json(&cluster.url(4, "/api/v1/shards"), &cluster.token).expect("shards");
+    for shard in shards["shards"].as_array().unwrap() {
+        assert_eq!((ids(&shard["voters"]), ids(&shard["learners"])), (BACKUP.to_vec(), vec![1, 2, 3]), "{shard}");
+        assert!(BACKUP.contains(&shard["leader"].as_u64().unwrap()), "{shard}");
+    }
+    check_exactly_once_on(&cluster, &outcomes, |view| {
+        let mut holders = ids(&view["voters"]);
+        holders.extend(ids(&view["learners"]));
+        holders
+    });
+    // The old primary is now the backup site: its recovery point is reported.
+    let report = backup_report(&cluster, 1).expect("report");
+    assert_eq!(ids(&report["backup_nodes"]), [1, 2, 3]);
 }

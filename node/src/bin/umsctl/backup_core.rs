@@ -1,7 +1,8 @@
 //! `umsctl backup-core status`: the backup site's recovery point, per shard and the
 //! worst (what losing the primary site right now would lose at most); `umsctl
 //! backup-core promote`: after the primary site is lost, what each shard keeps, a
-//! confirmation, then the promotion (run against a backup node).
+//! confirmation, then the promotion (run against a backup node); `umsctl backup-core
+//! switchover`: the planned swap of the two sites.
 
 use serde_json::Value;
 
@@ -113,4 +114,29 @@ fn print_plan(plan: &Value) {
     if !uncovered.is_empty() {
         println!("shards {uncovered} have no backup replica: their data is lost entirely");
     }
+}
+
+/// `backup-core switchover`.
+pub fn switchover(client: &Client, json_out: bool) -> anyhow::Result<()> {
+    // The node answers when every shard is on its new membership (at most 5 minutes).
+    let client = client.with_timeout(std::time::Duration::from_secs(330));
+    if !json_out {
+        println!("waiting for the backup site to catch up, then swapping the sites (this takes a few seconds)...");
+    }
+    let (_, report) = client.expect_ok("POST", "/api/v1/backup-core/switchover", None)?;
+    if json_out {
+        print_json(&report);
+        return Ok(());
+    }
+    println!(
+        "switched over in {:.1}s (after {:.1}s catching up): nodes {} are the primary site, nodes {} the backup; \
+         {} groups, longest time a group was seen without a leader: {} ms",
+        report["seconds"].as_f64().unwrap_or(0.0),
+        report["catch_up_seconds"].as_f64().unwrap_or(0.0),
+        ids(&report["primary"]),
+        ids(&report["backup"]),
+        report["groups"],
+        report["longest_leaderless_ms"]
+    );
+    Ok(())
 }

@@ -14,7 +14,12 @@ pub struct Client {
     node: String,
     token: Option<String>,
     agent: ureq::Agent,
+    /// How long one request may take (a switchover answers when it is done).
+    timeout: Duration,
 }
+
+/// A request's time limit unless a command needs longer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Says where tokens come from, for a 401's message.
 const TOKEN_HINT: &str = "give --token (or UMS_TOKEN) or --token-file (or UMS_TOKEN_FILE); `umsd dev` keeps an \
@@ -41,7 +46,12 @@ impl Client {
             Some(file) => devkit::http::agent_trusting(&file)?,
             None => ureq::agent(),
         };
-        Ok(Self { node: node.to_string(), token, agent })
+        Ok(Self { node: node.to_string(), token, agent, timeout: REQUEST_TIMEOUT })
+    }
+
+    /// The same client with another time limit per request.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self { node: self.node.clone(), token: self.token.clone(), agent: self.agent.clone(), timeout }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -56,7 +66,7 @@ impl Client {
     }
 
     fn request(&self, method: &str, url: &str) -> ureq::Request {
-        let request = self.agent.request(method, url).timeout(Duration::from_secs(30));
+        let request = self.agent.request(method, url).timeout(self.timeout);
         match &self.token {
             Some(token) => request.set("Authorization", &devkit::tokens::bearer(token)),
             None => request,

@@ -179,6 +179,10 @@ enum BackupCoreCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Planned switchover (maintenance, drills): once the backup site is caught up, it
+    /// becomes the primary and the primary the backup, without losing an acknowledged
+    /// write; returns when every shard is on its new membership.
+    Switchover,
 }
 
 #[derive(Subcommand)]
@@ -407,6 +411,7 @@ fn run(client: &Client, command: Command, json_out: bool) -> anyhow::Result<()> 
         Command::BackupCore { command: BackupCoreCommand::Promote { yes, force } } => {
             backup_core::promote(client, yes, force, json_out)
         }
+        Command::BackupCore { command: BackupCoreCommand::Switchover } => backup_core::switchover(client, json_out),
         Command::Ca { command } => run_ca(command, json_out),
     }
 }
