@@ -21,7 +21,7 @@ use crate::outbound::{Delivery, OutboundVerdict, check_outbound};
 use crate::workload::{ApiNode, Protocol, Workload, WorkloadSettings};
 
 /// Scenarios that can run against a cluster of local processes today.
-pub const AVAILABLE: [&str; 13] = [
+pub const AVAILABLE: [&str; 14] = [
     "leader-kill",
     "node-pause",
     "partition-minority",
@@ -37,10 +37,14 @@ pub const AVAILABLE: [&str; 13] = [
     "add-node",
     "move-under-partition",
     "drain-node",
+    // The backup core: the two sites swap roles and back.
+    "switchover",
 ];
 /// Scenarios named by the drill plan that need infrastructure this build lacks.
-pub const NOT_YET: [(&str, &str); 1] =
-    [("site-loss", "needs a backup core (learner replicas at a second site); none is configured")];
+pub const NOT_YET: [(&str, &str); 1] = [(
+    "site-loss",
+    "the backup core's promotion exists (umsctl backup-core promote) but its drill does not yet: it would leave the cluster promoted, and the checker does not yet allow the loss the recovery point announces",
+)];
 
 /// Knobs of one drill run.
 #[derive(Clone, Debug)]
@@ -160,6 +164,7 @@ pub fn skip_reason(scenario: &str, cluster: &Cluster) -> Option<String> {
         "move-under-partition" => crate::faults::network_faults_unsupported(cluster)
             .or_else(|| crate::placement::skip_reason(scenario, cluster)),
         "add-node" | "drain-node" => crate::placement::skip_reason(scenario, cluster),
+        "switchover" => crate::sites::skip_reason(cluster),
         _ => None,
     }
 }
@@ -391,6 +396,7 @@ fn inject(
             let shard = users.first().map(|(_, shard)| *shard).context("no drill users")?;
             crate::placement::move_under_partition(cluster, faults, shard, span)
         }
+        "switchover" => crate::sites::switchover(cluster, faults, span),
         "rolling-restart" => {
             let pause = span / cluster.nodes.len() as u32;
             for id in cluster.ids() {

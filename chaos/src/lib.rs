@@ -13,6 +13,7 @@
 //!   ([`smtp_client`] tells acknowledged, failed and unknown SMTP outcomes apart).
 //! - [`placement`]: the membership drills' steps (a node joins, a node drains, a
 //!   replica moves across a partition) and the membership check every drill ends with.
+//! - [`sites`]: the backup core's drills (a planned switchover of the two sites).
 //! - [`drill`]: the scenarios and the report `umschaos drill` prints.
 
 pub use chaos_checker::{checker, history, outbound};
@@ -22,5 +23,6 @@ pub mod drill;
 pub mod faults;
 pub mod network;
 pub mod placement;
+pub mod sites;
 pub mod smtp_client;
 pub mod workload;

@@ -34,13 +34,17 @@ fn drill_expecting(cluster: &TestCluster, scenario: &str, args: &[&str], expect_
 const SHORT: [&str; 6] = ["--duration", "9s", "--rate", "60", "--users", "8"];
 
 /// `umschaos drill all --quick`, as an SRE would run it, on a cluster whose node 3 keeps
-/// its data on a small filesystem of its own (512 MiB) (so disk-full can fill it): every scenario
+/// its data on a small filesystem of its own (512 MiB) (so disk-full can fill it), with a
+/// backup site of two nodes (so switchover can swap the sites and back): every scenario
 /// runs, passes with real traffic (HTTP, SMTP, outbound webhooks), logs its faults and their
 /// undoing; partitioned nodes acknowledge nothing; every queued webhook arrives, under one
 /// key; the drill leaves no iptables rules behind.
 #[test]
 fn drill_all_quick_passes_every_scenario() {
-    let cluster = TestCluster::start_with_small_disk(3, 3, 512);
+    let mut cluster = TestCluster::start_with_small_disk(3, 3, 512);
+    for _ in 0..2 {
+        cluster.add_node_labelled(&[("site", "backup")]);
+    }
     let reports = drill_expecting(&cluster, "all", &["--quick"], true);
     let scenarios: Vec<&str> = reports.iter().map(|r| r["scenario"].as_str().unwrap()).collect();
     assert_eq!(scenarios, chaos::drill::AVAILABLE, "every available scenario ran");
@@ -81,6 +85,14 @@ fn unavailable_scenarios_say_why() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let switchover = Command::new(binary("umschaos"))
+        .args(["drill", "switchover", "--cluster"])
+        .arg(cluster.data_dir())
+        .output()
+        .unwrap();
+    assert_eq!(switchover.status.code(), Some(2));
+    let why = String::from_utf8_lossy(&switchover.stderr);
+    assert!(why.contains("needs a backup site"), "{why}");
 }
 
 /// The proof that drills can fail: with fsync deliberately disabled (and the WAL kept in
