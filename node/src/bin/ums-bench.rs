@@ -6,10 +6,13 @@
 //! the bench users' domain, as an application sending for a ministry would;
 //! then, still under load, kill -9 of the node leading the most shards and each
 //! affected shard's write unavailability (p50/p99/max); finally idle CPU (once the
-//! groups have quiesced) and RSS per node.
+//! groups have quiesced) and RSS per node. With `--backup-site N`, N more nodes labelled
+//! `site = backup` join first and are seeded (a learner of every group each), so the
+//! figures include feeding a backup site; the load still goes to the 3 primary nodes.
 //!
 //! Usage: ums-bench [--users 1000] [--in-flight 128] [--seconds 20] [--size 1024]
 //!                  [--failover-seconds 10] [--base-port 8000] [--shards 64] [--idle-seconds 10]
+//!                  [--backup-site 0]
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -58,6 +61,9 @@ struct Options {
     /// Seconds to measure the idle nodes' CPU at the end (groups quiesce when idle).
     #[arg(long, default_value_t = 10)]
     idle_seconds: u64,
+    /// Backup-site nodes to attach before the load (learners of every group).
+    #[arg(long, default_value_t = 0)]
+    backup_site: usize,
 }
 
 const NODES: usize = 3;
@@ -237,10 +243,24 @@ fn main() -> anyhow::Result<()> {
     let data = std::path::Path::new("/var/tmp").join(format!("ums-bench-{}", std::process::id()));
     let cluster_id = format!("bench-{}", std::process::id());
     node::dev::ensure_dev_certificate(&data)?;
-    node::dev::ensure_peer_certificates(&data, &cluster_id, NODES)?;
+    node::dev::ensure_peer_certificates(&data, &cluster_id, NODES + options.backup_site)?;
     let mut children = Vec::new();
     let mut configs = Vec::new();
-    for id in 1..=NODES as NodeId {
+    for id in 1..=(NODES + options.backup_site) as NodeId {
+        if id == NODES as NodeId + 1 {
+            // The backup site joins once the primary is up, recorded with its label.
+            let primary = http_addresses(options.base_port);
+            let token = operator_token(&primary, &data)?;
+            for backup in id..=(NODES + options.backup_site) as NodeId {
+                let config = local_config(options.base_port, backup, NODES, &data, &cluster_id);
+                let body = serde_json::json!({
+                    "peer": config.peer_listen.to_string(), "http": config.http_listen.to_string(),
+                    "labels": { "site": "backup" },
+                });
+                post_with_retry(&format!("{}/api/v1/nodes", primary[0]), &token, &body)
+                    .with_context(|| format!("recording backup node {backup}"))?;
+            }
+        }
         let mut config = local_config(options.base_port, id, NODES, &data, &cluster_id);
         if options.plain_peers {
             config.peer_tls = None;
@@ -253,9 +273,11 @@ fn main() -> anyhow::Result<()> {
         children.push(spawn_node(&exe, &config).with_context(|| format!("starting node {id}"))?.0);
         configs.push(config);
     }
-    let http: Vec<String> = (1..=NODES as NodeId)
-        .map(|id| format!("http://127.0.0.1:{}", ports_in_block(options.base_port, id).http))
-        .collect();
+    let http = http_addresses(options.base_port);
+    if options.backup_site > 0 {
+        let seeded = wait_for_backup_seeding(&http[0], &operator_token(&http, &data)?)?;
+        println!("backup site: {} nodes, a learner of every group each, seeded in {seeded:.1} s", options.backup_site);
+    }
     let restart = |id: NodeId| spawn_node(&exe, &configs[id as usize - 1]).map(|(child, _)| child);
     let result = run(&options, &http, &data, &mut children, &restart);
     for child in &mut children {
@@ -264,6 +286,29 @@ fn main() -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_dir_all(&data);
     result
+}
+
+/// The primary nodes' HTTP API addresses.
+fn http_addresses(base_port: u16) -> Vec<String> {
+    (1..=NODES as NodeId).map(|id| format!("http://127.0.0.1:{}", ports_in_block(base_port, id).http)).collect()
+}
+
+/// Waits until every group has a replica on every backup node; the seconds it took.
+fn wait_for_backup_seeding(http: &str, token: &str) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(600) {
+        let report: Option<serde_json::Value> = devkit::http::get(&format!("{http}/api/v1/backup-core"), token)
+            .timeout(Duration::from_secs(30))
+            .call()
+            .ok()
+            .and_then(|r| r.into_json().ok());
+        let shards = report.as_ref().and_then(|r| r["shards"].as_array().cloned()).unwrap_or_default();
+        if !shards.is_empty() && shards.iter().all(|s| s["missing"].as_array().is_some_and(Vec::is_empty)) {
+            return Ok(started.elapsed().as_secs_f64());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    bail!("the backup site was not seeded within 10 minutes")
 }
 
 /// An operator token made through node 1 with that node's own admin token, once it is up.
