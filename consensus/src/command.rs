@@ -47,10 +47,19 @@ impl Command {
         data
     }
 
-    /// The stamp of an entry's data, if it is a command that carries one.
+    /// The stamp of an entry's data, if it is a command that carries one. Only the
+    /// stamp's field is decoded: the others, the payload of megabytes among them, are
+    /// skipped rather than copied.
     pub(crate) fn stamp_of(data: &[u8]) -> Option<u64> {
-        Self::decode(data).ok().map(|c| c.proposed_at_ms).filter(|&ms| ms > 0)
+        Stamp::decode(data).ok().map(|s| s.proposed_at_ms).filter(|&ms| ms > 0)
     }
+}
+
+/// [`Command`]'s stamp field alone (the same tag), to read it from an entry cheaply.
+#[derive(Clone, PartialEq, Message)]
+struct Stamp {
+    #[prost(uint64, tag = "5")]
+    proposed_at_ms: u64,
 }
 
 /// The wall clock in ms since the Unix epoch (0 before it).

@@ -319,6 +319,18 @@ pub fn add_node(data: &Path, overrides: &[String], wait: bool, site: Option<&str
     Ok(())
 }
 
+/// The backup site's seeding as node `base` (an HTTP base URL) reports it: groups some
+/// backup node still lacks, all groups, and the `GET /api/v1/backup-core` report; `None`
+/// when the node does not answer.
+pub fn backup_seeding(base: &str, token: &str) -> Option<(usize, usize, serde_json::Value)> {
+    let url = format!("{base}/api/v1/backup-core");
+    let report: serde_json::Value =
+        devkit::http::get(&url, token).timeout(Duration::from_secs(30)).call().ok()?.into_json().ok()?;
+    let shards = report["shards"].as_array()?;
+    let seeding = shards.iter().filter(|s| s["missing"].as_array().is_some_and(|m| !m.is_empty())).count();
+    Some((seeding, shards.len(), report))
+}
+
 /// Follows the backup site's seeding (a learner of every group on each backup node)
 /// until every shard has a backup replica, then prints the recovery point (at most 10
 /// minutes, or until Ctrl-C).
@@ -326,19 +338,10 @@ fn follow_backup_seeding(token: &str, stop: &AtomicBool) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut last = None;
     while started.elapsed() < Duration::from_secs(600) && !stop.load(Ordering::SeqCst) {
-        let url = format!("{}/api/v1/backup-core", http_base(1));
-        let Ok(response) = devkit::http::get(&url, token).timeout(Duration::from_secs(10)).call() else {
+        let Some((seeding, shards, report)) = backup_seeding(&http_base(1), token) else {
             std::thread::sleep(Duration::from_millis(500));
             continue;
         };
-        let report: serde_json::Value = response.into_json()?;
-        let shards = report["shards"].as_array().map_or(0, Vec::len);
-        let seeding = report["shards"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|s| s["missing"].as_array().is_some_and(|m| !m.is_empty()))
-            .count();
         if seeding == 0 && shards > 0 {
             let nodes: Vec<String> =
                 report["backup_nodes"].as_array().into_iter().flatten().map(|n| n.to_string()).collect();

@@ -417,8 +417,6 @@ fn handle_input(
         Input::LogEnds { reply } => {
             let ends = raft
                 .group_ids()
-                .collect::<Vec<_>>()
-                .into_iter()
                 .filter_map(|group| {
                     let (last_term, last_index, stamp) = raft.log_end(group)?;
                     Some(LogEnd { group, last_term, last_index, newest_stamp_ms: stamp.unwrap_or(0) })

@@ -297,13 +297,9 @@ fn http_addresses(base_port: u16) -> Vec<String> {
 fn wait_for_backup_seeding(http: &str, token: &str) -> anyhow::Result<f64> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(600) {
-        let report: Option<serde_json::Value> = devkit::http::get(&format!("{http}/api/v1/backup-core"), token)
-            .timeout(Duration::from_secs(30))
-            .call()
-            .ok()
-            .and_then(|r| r.into_json().ok());
-        let shards = report.as_ref().and_then(|r| r["shards"].as_array().cloned()).unwrap_or_default();
-        if !shards.is_empty() && shards.iter().all(|s| s["missing"].as_array().is_some_and(Vec::is_empty)) {
+        if let Some((0, shards, _)) = node::dev::backup_seeding(http, token)
+            && shards > 0
+        {
             return Ok(started.elapsed().as_secs_f64());
         }
         std::thread::sleep(Duration::from_millis(500));

@@ -53,13 +53,6 @@ impl ShardView {
         voters_right && state.learners == self.target_learners && state.voters_outgoing.is_empty()
     }
 
-    /// The worst of what its standing learners lack (entries, age in ms), from its leader.
-    pub fn backup_lag(&self) -> Option<(u64, u64)> {
-        let state = self.state.as_ref()?;
-        let lags = state.learner_lags.iter().filter(|l| self.target_learners.contains(&l.node));
-        lags.map(|l| (l.entries, l.age_ms)).reduce(|a, b| (a.0.max(b.0), a.1.max(b.1)))
-    }
-
     /// Every node holding a replica (voters, learners, outgoing voters).
     pub fn holders(&self) -> Vec<NodeId> {
         let Some(state) = &self.state else { return Vec::new() };

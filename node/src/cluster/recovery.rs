@@ -56,10 +56,10 @@ impl Cluster {
         Ok(LogEnd::decode(bytes.as_slice()).map_err(|e| ServiceError::Internal(e.to_string()))?.last_index)
     }
 
-    /// The backup and the (lost) primary nodes, from this node's replica of the meta
-    /// group (which has no leader once the primary site is gone).
-    async fn sites(&self) -> Result<(Vec<NodeRecord>, Vec<NodeRecord>), ServiceError> {
-        let nodes = self.nodes(true).await?;
+    /// The backup and the primary nodes that are not removed; `local` reads this node's
+    /// replica of the meta group (which has no leader once the primary site is gone).
+    pub(super) async fn sites(&self, local: bool) -> Result<(Vec<NodeRecord>, Vec<NodeRecord>), ServiceError> {
+        let nodes = self.nodes(local).await?;
         let (backup, primary): (Vec<NodeRecord>, Vec<NodeRecord>) =
             nodes.into_iter().filter(|n| n.state() != State::Removed).partition(is_backup);
         Ok((backup, primary))
@@ -68,7 +68,15 @@ impl Cluster {
     /// What a promotion would do now, or why it must not run: no backup site, a backup
     /// node unreachable, or (unless `force`) a primary node still reachable.
     pub async fn promotion_plan(&self, force: bool) -> Result<PromotionPlan, ServiceError> {
-        let (backup, primary) = self.sites().await?;
+        Ok(self.plan_with_sites(force).await?.0)
+    }
+
+    /// [`Cluster::promotion_plan`] with the sites' records it was made from.
+    async fn plan_with_sites(
+        &self,
+        force: bool,
+    ) -> Result<(PromotionPlan, Vec<NodeRecord>, Vec<NodeRecord>), ServiceError> {
+        let (backup, primary) = self.sites(true).await?;
         if backup.is_empty() {
             return Err(ServiceError::Conflict(
                 "no node is labelled site=backup: there is no backup site to promote (was it promoted already?)".into(),
@@ -93,20 +101,19 @@ impl Cluster {
             ends.extend(self.log_ends_of(node.id).await?.into_iter().map(|end| (node.id, end)));
         }
         let ids: Vec<NodeId> = backup.iter().map(|n| n.id).collect();
-        Ok(plan_promotion(&ids, &ends, self.shards, now_ms()))
+        Ok((plan_promotion(&ids, &ends, self.shards, now_ms()), backup, primary))
     }
 
     /// Promotes the backup site (see the module docs); returns the plan it carried out.
     /// Groups no backup node holds are refused unless `force` (their data is gone).
     pub async fn promote_backup_site(&self, force: bool) -> Result<PromotionPlan, ServiceError> {
-        let plan = self.promotion_plan(force).await?;
+        let (plan, backup, primary) = self.plan_with_sites(force).await?;
         if !plan.uncovered.is_empty() && !force {
             return Err(ServiceError::Conflict(format!(
                 "shards {:?} have no backup replica: promoting loses them entirely; pass force to go on",
                 plan.uncovered
             )));
         }
-        let (backup, primary) = self.sites().await?;
         for group in &plan.groups {
             let at =
                 self.recover_on(group.chosen, group.group, RecoverGroup { sole_voter: true, recovered_at: 0 }).await?;

@@ -14,10 +14,8 @@ use serde::Serialize;
 
 use super::{Cluster, ServiceError};
 use crate::clock::now_ms;
-use crate::driver::is_backup;
 use crate::placement::META_GROUP;
-use crate::proto::state::node_record::State;
-use crate::proto::state::{NodeRecord, SetNodeLabels, command};
+use crate::proto::state::{SetNodeLabels, command};
 
 /// Entries a backup replica may still lack when the switch starts (the joint steps
 /// wait for it to be within this of the leader anyway).
@@ -44,13 +42,11 @@ impl Cluster {
     /// Swaps the sites (see the module docs); gives up after `limit`.
     pub async fn switchover(&self, limit: Duration) -> Result<SwitchoverReport, ServiceError> {
         let started = Instant::now();
-        let nodes = self.nodes(false).await?;
-        let live: Vec<&NodeRecord> = nodes.iter().filter(|n| n.state() != State::Removed).collect();
-        let (backup, primary): (Vec<&NodeRecord>, Vec<&NodeRecord>) = live.iter().partition(|n| is_backup(n));
+        let (backup, primary) = self.sites(false).await?;
         if backup.is_empty() {
             return Err(ServiceError::Conflict("no node is labelled site=backup: there is no backup site".into()));
         }
-        if let Some(down) = live.iter().find(|n| n.id != self.node_id && !self.is_reachable(n.id)) {
+        if let Some(down) = backup.iter().chain(&primary).find(|n| n.id != self.node_id && !self.is_reachable(n.id)) {
             return Err(ServiceError::Unavailable(format!(
                 "node {} is unreachable: a switchover needs both sites up (after a site loss, promote instead)",
                 down.id

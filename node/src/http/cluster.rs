@@ -61,7 +61,7 @@ pub(super) async fn status(caller: Caller, state: State) -> HttpResponse {
             learner_lag: s
                 .learner_lags
                 .iter()
-                .map(|(&node, lag)| (node, json!({ "entries": lag.entries, "seconds": lag.age_ms as f64 / 1000.0 })))
+                .map(|(&node, lag)| (node, super::lag_json(lag.entries, lag.age_ms)))
                 .collect(),
         })
         .collect();

@@ -159,6 +159,12 @@ pub enum Endpoint {
     SetFaults,
 }
 
+/// A learner's lag as the API shows it: committed entries it lacks, and the age in
+/// seconds of the oldest of them.
+fn lag_json(entries: u64, age_ms: u64) -> serde_json::Value {
+    serde_json::json!({ "entries": entries, "seconds": age_ms as f64 / 1000.0 })
+}
+
 /// One route of the API.
 pub struct Route {
     pub method: Method,

@@ -33,11 +33,8 @@ fn shard_json(view: &ShardView) -> Value {
             "target_learners": view.target_learners, "settled": false,
         });
     };
-    let learner_lags: BTreeMap<String, Value> = state
-        .learner_lags
-        .iter()
-        .map(|l| (l.node.to_string(), json!({ "entries": l.entries, "seconds": l.age_ms as f64 / 1000.0 })))
-        .collect();
+    let learner_lags: BTreeMap<String, Value> =
+        state.learner_lags.iter().map(|l| (l.node.to_string(), super::lag_json(l.entries, l.age_ms))).collect();
     let lag: BTreeMap<String, u64> = state
         .matched
         .iter()
