@@ -17,6 +17,7 @@ use devkit::tokens::{NODE_TOKEN_FILE, read_token};
 use serde_json::Value;
 
 /// One node of the cluster under test.
+#[derive(Clone)]
 pub struct ChaosNode {
     pub id: u64,
     pub config: NodeFile,
@@ -31,13 +32,7 @@ impl ChaosNode {
         let token = match std::env::var("UMS_TOKEN") {
             Ok(token) if !token.trim().is_empty() => token.trim().to_string(),
             _ => {
-                // `umsd dev` and the tests keep node.toml in the data directory it names.
-                let dir = if config.data_dir.is_absolute() {
-                    config.data_dir.clone()
-                } else {
-                    config_path.parent().map(Path::to_path_buf).unwrap_or_default()
-                };
-                let path = dir.join(NODE_TOKEN_FILE);
+                let path = data_dir(&config, &config_path).join(NODE_TOKEN_FILE);
                 read_token(&path).with_context(|| {
                     format!(
                         "cannot read node {}'s admin token at {}: run the drill as the user that runs umsd, or set UMS_TOKEN to an operator token",
@@ -48,6 +43,21 @@ impl ChaosNode {
             }
         };
         Ok(Self { id: config.node_id, config, config_path, token })
+    }
+
+    /// The node's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        data_dir(&self.config, &self.config_path)
+    }
+}
+
+/// `config`'s data directory: as it names it when absolute, else where its node.toml is
+/// (`umsd dev` and the tests keep node.toml in the data directory it names).
+fn data_dir(config: &NodeFile, config_path: &Path) -> PathBuf {
+    if config.data_dir.is_absolute() {
+        config.data_dir.clone()
+    } else {
+        config_path.parent().map(Path::to_path_buf).unwrap_or_default()
     }
 }
 
@@ -136,6 +146,12 @@ impl Cluster {
             .or_else(|| std::env::current_exe().ok().map(|exe| exe.with_file_name("umsd")))
             .context("cannot find the umsd binary")?;
         Ok(Self { nodes, umsd })
+    }
+
+    /// The same cluster without nodes `lost` (a lost site's, once promotion removed them).
+    pub fn without(&self, lost: &[u64]) -> Self {
+        let nodes = self.nodes.iter().filter(|n| !lost.contains(&n.id)).cloned().collect();
+        Self { nodes, umsd: self.umsd.clone() }
     }
 
     /// The `umsctl` beside the nodes' `umsd`, if there is one.

@@ -88,6 +88,35 @@ impl Faults {
         Ok(())
     }
 
+    /// For a node the cluster removed while it was down (a lost site's, after the
+    /// promotion): starts it again from its old data and waits until it stops, refused by
+    /// the cluster and marked removed, so it is no longer a fault to undo. A node that
+    /// keeps running instead is killed and reported.
+    pub fn restart_expecting_refusal(&mut self, cluster: &Cluster, id: u64) -> anyhow::Result<()> {
+        let node = cluster.node(id);
+        let (mut child, log) = devkit::process::start_umsd(&cluster.umsd, &node.config_path)
+            .with_context(|| format!("restarting node {id}"))?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("node {id} started again with its old data and kept running (see {})", log.display());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let marker = node.data_dir().join("removed");
+        if !marker.exists() {
+            bail!("node {id} stopped ({status}) without being marked removed (see {})", log.display());
+        }
+        self.killed.retain(|&k| k != id);
+        self.log(format!("node {id} started again with its old data: refused, stopped ({status})"));
+        Ok(())
+    }
+
     /// SIGSTOP: the node freezes with its connections open, like a long GC pause or a
     /// hung VM.
     pub fn pause(&mut self, cluster: &Cluster, id: u64) -> anyhow::Result<()> {
@@ -124,7 +153,8 @@ impl Faults {
         Ok(())
     }
 
-    fn now_ms(&self) -> u64 {
+    /// Milliseconds since the drill started, the time base of its history.
+    pub fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
 

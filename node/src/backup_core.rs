@@ -97,6 +97,9 @@ pub struct GroupPromotion {
     /// Age in seconds of the newest entry the chosen replica holds: whatever the lost
     /// primary committed in that time before its loss is gone.
     pub newest_entry_age_seconds: Option<f64>,
+    /// The leader's wall clock (ms since the epoch) when it proposed that newest entry:
+    /// everything acknowledged before that instant is kept.
+    pub newest_entry_ms: Option<u64>,
 }
 
 /// What a promotion would do.
@@ -128,6 +131,7 @@ pub fn plan_promotion(backup_nodes: &[NodeId], ends: &[(NodeId, LogEnd)], shards
             others: holders.iter().map(|(node, _)| *node).filter(|n| n != chosen).collect(),
             newest_entry_age_seconds: (end.newest_stamp_ms > 0)
                 .then(|| now_ms.saturating_sub(end.newest_stamp_ms) as f64 / 1000.0),
+            newest_entry_ms: (end.newest_stamp_ms > 0).then_some(end.newest_stamp_ms),
         });
     }
     PromotionPlan { backup_nodes: backup_nodes.to_vec(), groups, uncovered }

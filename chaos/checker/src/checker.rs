@@ -161,6 +161,26 @@ pub fn acks_while_isolated(history: &[Operation], isolations: &[Isolation]) -> V
     found
 }
 
+/// After a site is lost and its backup promoted: splits `operations` into those still
+/// held to their outcome, and the acknowledged ones the promoted site may lack because
+/// they came after its recovery point: acknowledged at or after their shard's point
+/// (`points`: shard → the instant, in history time, the newest entry the promoted replica
+/// holds was proposed; everything proposed before it is kept, and an acknowledgement
+/// comes after its proposal) and not `present`. A shard without a point gets no
+/// allowance: losing what it acknowledged is a violation.
+pub fn excuse_after_recovery_point(
+    operations: Vec<Operation>,
+    points: &BTreeMap<u64, u64>,
+    present: impl Fn(&Operation) -> bool,
+) -> (Vec<Operation>, Vec<Operation>) {
+    operations.into_iter().partition(|operation| {
+        let excused = operation.is_ok()
+            && points.get(&operation.shard).is_some_and(|&point| operation.completed_ms >= point)
+            && !present(operation);
+        !excused
+    })
+}
+
 /// Per shard, in invocation order: from the invocation of the first write that failed
 /// or took longer than `stall_ms`, to the completion of the next prompt success.
 pub fn unavailability(history: &[Operation], stall_ms: u64) -> Vec<Window> {
@@ -320,5 +340,20 @@ mod tests {
             ]
         );
         assert_eq!(quantile(&mut [5, 1, 3], 0.5), 3);
+    }
+
+    #[test]
+    fn a_site_loss_excuses_only_what_was_acknowledged_after_the_recovery_point_and_is_missing() {
+        let history = vec![
+            op(1, "a", 1, (0, 90), ok(1)),   // before shard 1's point, missing: lost
+            op(2, "a", 1, (95, 110), ok(2)), // after the point, missing: excused
+            op(3, "a", 1, (96, 120), ok(3)), // after the point, present: still checked
+            op(4, "b", 2, (95, 110), ok(1)), // shard 2 has no point: no allowance
+            op(5, "a", 1, (97, 130), Outcome::Unknown { reason: "timeout".into() }),
+        ];
+        let points = BTreeMap::from([(1, 100)]);
+        let (kept, excused) = excuse_after_recovery_point(history, &points, |o| o.id == 3);
+        assert_eq!(excused.iter().map(|o| o.id).collect::<Vec<_>>(), [2]);
+        assert_eq!(kept.iter().map(|o| o.id).collect::<Vec<_>>(), [1, 3, 4, 5]);
     }
 }

@@ -194,11 +194,6 @@ fn status_leader(cluster: &TestCluster, shard: u64) -> u64 {
     view["leader"].as_u64().expect("a leader")
 }
 
-/// Appends allowed to be missing after a site loss: those whose acknowledgement came
-/// within the last few completions before the kill (in flight to the backup site at that
-/// instant; the recovery point reported just before was a fraction of a second).
-const IN_FLIGHT_AT_LOSS: usize = 16;
-
 #[test]
 fn after_the_primary_site_is_lost_the_promoted_backup_serves_every_acknowledged_write() {
     let mut cluster = two_sites();
@@ -229,7 +224,7 @@ fn after_the_primary_site_is_lost_the_promoted_backup_serves_every_acknowledged_
     for n in 1..=USERS {
         append_soon(&cluster, 5, n, &format!("second-{n}"));
     }
-    check_after_site_loss(&cluster, &outcomes);
+    check_after_site_loss(&cluster, &outcomes, &plan);
     // IMAP answers on the promoted site, with the same messages.
     let listed = run_python("imap_client.py", &["refs", &cluster.imap(4), &email(1), "test-password"]);
     let stored = converged(&cluster, &BACKUP, &email(1));
@@ -260,34 +255,45 @@ fn append_soon(cluster: &TestCluster, node: u64, n: usize, client_ref: &str) {
     }
 }
 
-/// Every acknowledged append once on both promoted replicas, at its UID, except the last
-/// few completed before the loss; nothing stored twice.
-fn check_after_site_loss(cluster: &TestCluster, outcomes: &[Outcome]) {
-    let tail_start = outcomes.len().saturating_sub(IN_FLIGHT_AT_LOSS);
+/// Every acknowledged append once on both promoted replicas, at its UID, except those
+/// acknowledged after the recovery point the promotion `plan` reported for their shard
+/// (the moment the newest entry its backup replica holds was proposed); nothing stored
+/// twice.
+fn check_after_site_loss(cluster: &TestCluster, outcomes: &[Outcome], plan: &Value) {
+    let points: HashMap<u64, u64> = plan["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| Some((g["group"].as_u64()?, g["newest_entry_ms"].as_u64()?)))
+        .collect();
     let mut missing = 0;
     for n in 1..=USERS {
+        let user = get_json(&cluster.url(4, &format!("/api/v1/users/{}", email(n))), &cluster.token).expect("user");
+        let point = points.get(&user["shard"].as_u64().unwrap()).copied();
         let stored = converged(cluster, &BACKUP, &email(n));
         let mut by_ref: HashMap<&str, Vec<u64>> = HashMap::new();
         for (uid, client_ref) in &stored {
             by_ref.entry(client_ref.as_str()).or_default().push(*uid);
         }
-        for (i, (_, client_ref, acked)) in outcomes.iter().enumerate().filter(|(_, o)| o.0 == n) {
-            let present = by_ref.get(client_ref.as_str()).cloned().unwrap_or_default();
+        for outcome in outcomes.iter().filter(|o| o.user == n) {
+            let present = by_ref.get(outcome.client_ref.as_str()).cloned().unwrap_or_default();
+            let client_ref = &outcome.client_ref;
             assert!(present.len() <= 1, "user {n}: {client_ref} stored {} times", present.len());
-            match acked {
+            match outcome.uid {
                 Some(uid) if present.is_empty() => {
                     assert!(
-                        i >= tail_start,
-                        "user {n}: {client_ref} (UID {uid}) acknowledged well before the loss, lost"
+                        point.is_some_and(|point| outcome.answered_ms >= point),
+                        "user {n}: {client_ref} (UID {uid}) acknowledged at {} ms, before the recovery point {point:?} reported for its shard, lost",
+                        outcome.answered_ms
                     );
                     missing += 1;
                 }
-                Some(uid) => assert_eq!(present, [*uid], "user {n}: {client_ref} at its UID"),
+                Some(uid) => assert_eq!(present, [uid], "user {n}: {client_ref} at its UID"),
                 None => {}
             }
         }
     }
-    eprintln!("{missing} acknowledged appends in flight at the loss are missing");
+    eprintln!("{missing} acknowledged appends after the reported recovery point are missing");
 }
 
 #[test]

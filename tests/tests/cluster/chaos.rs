@@ -66,6 +66,21 @@ fn drill_all_quick_passes_every_scenario() {
             );
         }
     }
+    // The site loss, last: the backup site took writes within the RTO target, and lost
+    // nothing acknowledged before the recovery point the promotion reported.
+    let site_loss = &reports.last().unwrap()["site_loss"];
+    let rto_ms = site_loss["rto_ms"].as_u64().expect("a write acknowledged on the promoted site");
+    assert!(rto_ms < 30_000, "RTO {rto_ms} ms: {site_loss}");
+    if let Some(oldest) = site_loss["oldest_missing_before_loss_ms"].as_u64() {
+        assert!(oldest <= site_loss["reported_rpo_ms"].as_u64().unwrap(), "{site_loss}");
+    }
+    assert_eq!(site_loss["lost_nodes"], serde_json::json!([1, 2, 3]), "{site_loss}");
+    for node in 1..=3 {
+        assert!(
+            cluster.log(node).contains("this node was removed from the cluster"),
+            "old primary node {node} refused"
+        );
+    }
     assert!(cluster.log(3).contains("storage failure"), "disk-full stopped node 3 on its full disk");
     let rules = Command::new("iptables").arg("-S").output().expect("iptables");
     assert!(!String::from_utf8_lossy(&rules.stdout).contains("UMS-CHAOS"), "the drills remove their rules");
@@ -74,25 +89,16 @@ fn drill_all_quick_passes_every_scenario() {
 #[test]
 fn unavailable_scenarios_say_why() {
     let cluster = TestCluster::start(1, |_| {});
-    let output = Command::new(binary("umschaos"))
-        .args(["drill", "site-loss", "--cluster"])
-        .arg(cluster.data_dir())
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("backup core"),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let switchover = Command::new(binary("umschaos"))
-        .args(["drill", "switchover", "--cluster"])
-        .arg(cluster.data_dir())
-        .output()
-        .unwrap();
-    assert_eq!(switchover.status.code(), Some(2));
-    let why = String::from_utf8_lossy(&switchover.stderr);
-    assert!(why.contains("needs a backup site"), "{why}");
+    for scenario in ["site-loss", "switchover"] {
+        let output = Command::new(binary("umschaos"))
+            .args(["drill", scenario, "--cluster"])
+            .arg(cluster.data_dir())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{scenario}");
+        let why = String::from_utf8_lossy(&output.stderr);
+        assert!(why.contains("needs a backup site"), "{scenario}: {why}");
+    }
 }
 
 /// The proof that drills can fail: with fsync deliberately disabled (and the WAL kept in

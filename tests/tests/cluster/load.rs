@@ -27,8 +27,22 @@ pub fn unthrottled(config: &mut node::config::NodeConfig) {
     config.http.connections.burst_per_ip = 1e6;
 }
 
-/// (user, client reference, UID if acknowledged) of one append.
-pub type Outcome = (usize, String, Option<u64>);
+/// One append and its answer.
+#[derive(Clone)]
+pub struct Outcome {
+    /// The user's number (see [`email`]).
+    pub user: usize,
+    pub client_ref: String,
+    /// The UID, if acknowledged.
+    pub uid: Option<u64>,
+    /// When the answer came, by the wall clock (ms since the epoch; the nodes stamp
+    /// entries with the same clock).
+    pub answered_ms: u64,
+}
+
+fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
 
 /// Writers appending to every user through the given nodes until told to stop.
 pub struct Load {
@@ -59,8 +73,9 @@ impl Load {
                         let user = i % USERS + 1;
                         let client_ref = format!("m{i}");
                         let url = &urls[rng.gen_range(0..urls.len())][user - 1];
-                        let acked = append(url, &token, &client_ref, &format!("message {i}"));
-                        outcomes.lock().unwrap().push((user, client_ref, acked));
+                        let uid = append(url, &token, &client_ref, &format!("message {i}"));
+                        let answered_ms = wall_clock_ms();
+                        outcomes.lock().unwrap().push(Outcome { user, client_ref, uid, answered_ms });
                     }
                 })
             })
@@ -80,7 +95,7 @@ impl Load {
             writer.join().unwrap();
         }
         let outcomes = self.outcomes.lock().unwrap().clone();
-        let acked = outcomes.iter().filter(|o| o.2.is_some()).count();
+        let acked = outcomes.iter().filter(|o| o.uid.is_some()).count();
         eprintln!("{acked} of {} appends acknowledged", outcomes.len());
         assert!(acked > 300, "too few acknowledged appends ({acked})");
         outcomes
@@ -105,7 +120,7 @@ pub fn check_exactly_once_on(cluster: &TestCluster, outcomes: &[Outcome], holder
         for (uid, client_ref) in &lists {
             by_ref.entry(client_ref.as_str()).or_default().push(*uid);
         }
-        for (_, client_ref, acked_uid) in outcomes.iter().filter(|o| o.0 == n) {
+        for Outcome { client_ref, uid: acked_uid, .. } in outcomes.iter().filter(|o| o.user == n) {
             let present = by_ref.get(client_ref.as_str()).cloned().unwrap_or_default();
             match acked_uid {
                 Some(uid) => assert_eq!(present, vec![*uid], "user {n}: acknowledged {client_ref} once, at UID {uid}"),
