@@ -41,7 +41,7 @@ pub use config::RaftConfig;
 pub use error::{Error, ProposeError, Result};
 pub use multi_raft::{Event, GroupStatus, Lag, MultiRaft, ProposalCallback, ReadCallback};
 pub use reconfigure::Target;
-pub use state_machine::{ApplyBatch, ApplyContext, StateMachine, state_machine_key};
+pub use state_machine::{ApplyBatch, ApplyContext, StateMachine, state_machine_key, state_machine_key_in_group};
 pub use storage::GroupId;
 pub use transport::{GroupMessage, Transport};
 

@@ -26,6 +26,12 @@ pub fn state_machine_key(group: GroupId, key: &[u8]) -> Vec<u8> {
     keys::data_key(group, &inner)
 }
 
+/// The state machine's own key in a key relative to its group (as snapshots carry
+/// them), or `None` for the engine's records kept beside it (exactly-once records).
+pub fn state_machine_key_in_group(relative: &[u8]) -> Option<&[u8]> {
+    relative.strip_prefix(&[STATE_MACHINE_PREFIX])
+}
+
 /// The application's replicated logic. Implementations must be deterministic: every
 /// replica applies the same commands in the same order and must reach the same state.
 pub trait StateMachine {

@@ -15,7 +15,8 @@
 //!   current (peers dialled and admitted, targets to the Raft thread), fences a removed node.
 //! - [`driver`]: the placement driver on the meta leader (drains, repairs, balances
 //!   replicas and leaders, a learner of every group on each backup-site node; pure
-//!   policy in [`driver::policy`]); [`backup_core`]: the backup site's recovery point.
+//!   policy in [`driver::policy`]); [`backup_core`]: the backup site's recovery point;
+//!   [`backup`]: the backup format and `umsd restore`.
 //! - [`mail_service`]: the gateways' [`gateways::mail_service::MailService`] on top of
 //!   [`cluster::Cluster`] (domains, logins, deliveries, relays, IMAP mailbox operations).
 //! - [`addresses`], [`passwords`], [`clock`]: address normalisation, argon2 passwords,
@@ -30,6 +31,7 @@ pub mod actors;
 pub mod addresses;
 pub mod audit;
 pub mod auth;
+pub mod backup;
 pub mod backup_core;
 pub mod bans;
 pub mod clock;

@@ -31,7 +31,7 @@ use crate::webhook_targets::WebhookTargets;
 use gateways::bans::BanList;
 
 /// Marker file: the groups of this node were bootstrapped once; never do it again.
-const BOOTSTRAPPED_MARKER: &str = "bootstrapped";
+pub const BOOTSTRAPPED_MARKER: &str = "bootstrapped";
 
 /// Runs the node until it is told to stop.
 pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::PrometheusHandle>) -> anyhow::Result<()> {
@@ -224,6 +224,7 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     let authenticator = Authenticator::new(Arc::clone(&cluster), &node_token, logins)?;
     let state = AppState {
         cluster,
+        cluster_id: config.cluster_id.clone(),
         members: config.members.clone(),
         placement: config.placement.clone(),
         replicas: config.replicas,

@@ -58,6 +58,17 @@ impl GroupStorage {
         batch.put(Cf::RaftState, keys::apply_state_key(group), apply_state.encode_to_vec());
     }
 
+    /// Stages the Raft records of a group restored from a snapshot taken elsewhere (a
+    /// backup), whose data and apply state [`crate::snapshot::SnapshotWriter`] stages in
+    /// the same batch: an empty log starting after the snapshot, everything up to it
+    /// committed, at its term, with no vote cast.
+    pub fn restore(group: GroupId, metadata: &SnapshotMetadata, batch: &mut WriteBatch) {
+        let hard_state = HardState { term: metadata.term, vote: 0, commit: metadata.index };
+        let truncated = TruncatedState { index: metadata.index, term: metadata.term };
+        batch.put(Cf::RaftState, keys::hard_state_key(group), hard_state.encode_to_vec());
+        batch.put(Cf::RaftState, keys::truncated_state_key(group), truncated.encode_to_vec());
+    }
+
     /// Whether `group` has any persisted state on this engine.
     pub fn exists(engine: &Engine, group: GroupId) -> Result<bool> {
         Ok(engine.get(Cf::RaftState, &keys::hard_state_key(group))?.is_some())

@@ -106,6 +106,25 @@ impl TestCluster {
         panic!("ports kept being taken; is something binding many loopback ports?");
     }
 
+    /// A one-node cluster restored from `backup` (`umsd restore BACKUP --config FILE`, as
+    /// an operator restores one: a new cluster id, only itself as member), then started.
+    pub fn start_restored(backup: &Path) -> Self {
+        Self::launch_with_fresh_ports(|| {
+            let cluster = Self::configure(1, |_| {});
+            let path = cluster._dir.path().join("restored-node.toml");
+            std::fs::write(&path, toml::to_string(&cluster.nodes[0].config).unwrap()).unwrap();
+            let restored = std::process::Command::new(umsd_binary())
+                .arg("restore")
+                .arg(backup)
+                .arg("--config")
+                .arg(&path)
+                .output();
+            let restored = restored.expect("run umsd restore");
+            assert!(restored.status.success(), "umsd restore: {}", String::from_utf8_lossy(&restored.stderr));
+            cluster
+        })
+    }
+
     /// The cluster's directories and configurations, nothing started yet.
     fn configure(count: usize, tweak: impl Fn(&mut NodeConfig)) -> Self {
         let dir = tempfile::Builder::new().prefix("ums-test-").tempdir_in("/var/tmp").expect("temp dir");

@@ -1,5 +1,6 @@
 //! `umsd`: the UMS node daemon. `umsd --config node.toml` runs one node;
-//! `umsd dev` runs a local cluster of child processes for development.
+//! `umsd dev` runs a local cluster of child processes for development; `umsd restore`
+//! starts a new cluster from a backup.
 
 use std::path::PathBuf;
 
@@ -49,6 +50,24 @@ enum Command {
         #[command(subcommand)]
         action: Option<DevAction>,
     },
+    /// Start a new cluster from a backup (umsctl backup create): checks every file of
+    /// BACKUP while writing it into the new node's data directory, which must not exist
+    /// or be empty. The node's config must name a new cluster_id, only itself as a
+    /// member, and the backup's shard count; grow the cluster afterwards with umsctl node add.
+    Restore {
+        /// The backup directory (it holds manifest.json).
+        backup: PathBuf,
+        /// The new cluster's first node (TOML, as for `umsd --config`).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Restore into this data directory instead of the config's; a copy of the
+        /// config naming it is written there as node.toml, to start the node with.
+        #[arg(long, value_name = "NEWDIR")]
+        data: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -84,6 +103,9 @@ fn main() {
         }
         (None, Some(Command::Dev { data, overrides, action: Some(DevAction::AddNode { no_wait, site }), .. })) => {
             node::dev::add_node(&data, &overrides, !no_wait, site.as_deref())
+        }
+        (None, Some(Command::Restore { backup, config, data, json })) => {
+            node::backup::restore::command(&backup, &config, data.as_deref(), json)
         }
         (Some(_), Some(_)) => Err(anyhow::anyhow!("use either --config FILE or a subcommand, not both")),
         (None, None) => Err(anyhow::anyhow!("nothing to do: run `umsd --config node.toml` or `umsd dev` (see --help)")),

@@ -107,6 +107,12 @@ impl Cluster {
         self.node_id
     }
 
+    /// A consistent read of this node's own replica of `group` (its data at its applied
+    /// index), as a Raft snapshot or a backup takes it; an error when it holds none.
+    pub fn local_snapshot(&self, group: GroupId) -> storage::Result<storage::snapshot::SnapshotReader> {
+        storage::snapshot::SnapshotReader::new(&self.engine, group)
+    }
+
     pub fn raft(&self) -> &RaftHandle {
         &self.raft
     }

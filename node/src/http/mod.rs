@@ -9,9 +9,10 @@
 //! credentials; each handler takes the [`caller::Caller`] and asks the policy for the
 //! one action it performs. [`ROUTES`] is the table of every route. The endpoints by subject: [`cluster`] (status, leader
 //! transfer, metrics), [`users`] (users, domains), [`dkim`] (domains' signing keys), [`messages`], [`outbound`],
-//! [`tokens`], [`audit`], [`bans`], [`nodes`] (nodes and shard placement: add, drain, remove, move), and [`debug`] (fault injection, only in builds that have it).
+//! [`tokens`], [`audit`], [`bans`], [`nodes`] (nodes and shard placement: add, drain, remove, move), [`backup_core`] (the backup site), [`backup`] (a group's replica streamed for a backup), and [`debug`] (fault injection, only in builds that have it).
 
 mod audit;
+mod backup;
 mod backup_core;
 mod bans;
 mod caller;
@@ -51,6 +52,7 @@ const MAX_BODY_BYTES: usize = 48 << 20;
 /// What every handler can reach.
 pub struct AppState {
     pub cluster: Arc<Cluster>,
+    pub cluster_id: String,
     pub members: Vec<Member>,
     /// The placement driver's settings and the replicas per shard (for `rebalance`).
     pub placement: crate::driver::DriverSettings,
@@ -153,6 +155,7 @@ pub enum Endpoint {
     PromotionPlan,
     Promote,
     Switchover,
+    BackupGroup,
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
     GetFaults,
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
@@ -214,6 +217,7 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/api/v1/backup-core/promotion", Endpoint::PromotionPlan),
     route(Method::POST, "/api/v1/backup-core/promote", Endpoint::Promote),
     route(Method::POST, "/api/v1/backup-core/switchover", Endpoint::Switchover),
+    route(Method::GET, "/api/v1/backup/groups/{group}", Endpoint::BackupGroup),
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
     route(Method::GET, "/api/v1/debug/faults", Endpoint::GetFaults),
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
@@ -257,6 +261,7 @@ impl Endpoint {
             Endpoint::PromotionPlan => web::to(backup_core::promotion),
             Endpoint::Promote => web::to(backup_core::promote),
             Endpoint::Switchover => web::to(backup_core::switchover),
+            Endpoint::BackupGroup => web::to(backup::group),
             #[cfg(any(debug_assertions, feature = "debug-faults"))]
             Endpoint::GetFaults => web::to(debug::get_faults),
             #[cfg(any(debug_assertions, feature = "debug-faults"))]

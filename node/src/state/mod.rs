@@ -36,6 +36,7 @@ use std::sync::Arc;
 use bell::OutboundBell;
 use consensus::{ApplyContext, GroupId, StateMachine, state_machine_key};
 use gateways::mail_service::SPECIAL_USE_MAILBOXES;
+pub use nodes::is_membership_key;
 use prost::Message;
 use storage::{Cf, KvRead};
 

@@ -22,6 +22,12 @@ fn target_key(shard: u64) -> Vec<u8> {
     key(&[b"r", &shard.to_be_bytes()])
 }
 
+/// Whether a meta-group key holds a node record or a shard target: the cluster's own
+/// membership, which a cluster restored from a backup does not inherit.
+pub fn is_membership_key(key: &[u8]) -> bool {
+    key.len() > 2 && key[1] == super::SEP && (key[0] == b'n' || key[0] == b'r')
+}
+
 fn all_nodes(ctx: &ApplyContext<'_>) -> Vec<NodeRecord> {
     let (start, end) = (key(&[b"n", b""]), key(&[b"n", &[0xff]]));
     let mut nodes = Vec::new();
@@ -131,6 +137,13 @@ mod tests {
 
     fn record(peer: &str) -> NodeRecord {
         NodeRecord { peer: peer.into(), http: "127.0.0.1:1".into(), ..Default::default() }
+    }
+
+    #[test]
+    fn membership_keys_are_node_records_and_shard_targets_only() {
+        assert!(is_membership_key(&node_key(7)) && is_membership_key(&target_key(3)));
+        assert!(!is_membership_key(&key(&[b"t", b"abc"])) && !is_membership_key(&key(&[b"name", b"x"])));
+        assert!(!is_membership_key(b"n"));
     }
 
     #[test]

@@ -8,9 +8,9 @@
 //!
 //! Site loss: with the load running, every primary node is killed at once; `umsctl
 //! backup-core promote` (refused while the primary was up) makes the backup site the
-//! primary; it takes writes and serves IMAP, holds every acknowledged append once
-//! (bar the last few in flight at the loss, as the recovery point said), and an old
-//! primary node started again from its data is refused and stops.
+//! primary; it takes writes and serves IMAP, holds every acknowledged append once (bar
+//! those acknowledged after the recovery point the promotion reported for their shard),
+//! and an old primary node started again from its data is refused and stops.
 //!
 //! Switchover: under load, `umsctl backup-core switchover` swaps the sites: every group
 //! ends with the old backup nodes as voters and the old primary ones as learners, and
@@ -27,7 +27,7 @@ use tests::run_python;
 
 use crate::load::{Load, Outcome, USERS, check_exactly_once_on, converged, email, unthrottled};
 
-const BACKUP: [u64; 2] = [4, 5];
+pub const BACKUP: [u64; 2] = [4, 5];
 
 fn ids(value: &Value) -> Vec<u64> {
     value.as_array().into_iter().flatten().filter_map(Value::as_u64).collect()
@@ -37,7 +37,7 @@ fn backup_report(cluster: &TestCluster, via: u64) -> Option<Value> {
     get_json(&cluster.url(via, "/api/v1/backup-core"), &cluster.token).ok()
 }
 
-fn umsctl(cluster: &TestCluster, args: &[&str]) -> std::process::Output {
+pub fn umsctl(cluster: &TestCluster, args: &[&str]) -> std::process::Output {
     umsctl_on(cluster, 1, args)
 }
 
@@ -68,7 +68,7 @@ fn wait_until_seeded(cluster: &TestCluster) {
 }
 
 /// A 3-node primary site with its users and a seeded 2-node backup site.
-fn two_sites() -> TestCluster {
+pub fn two_sites() -> TestCluster {
     let mut cluster = TestCluster::start(3, unthrottled);
     crate::scaling::wait_for_node_records(&cluster, 3);
     for n in 1..=USERS {

@@ -4,6 +4,7 @@
 mod actors;
 mod api_defence;
 mod backup_core;
+mod backup_restore;
 mod chaos;
 mod dev_cluster;
 mod failover;

@@ -97,6 +97,21 @@ impl Client {
         }
     }
 
+    /// A GET of `url` whose body is read as it comes (a backup file); anything but 200
+    /// is an error with the node's message.
+    pub fn get_reader(&self, url: &str) -> anyhow::Result<Box<dyn std::io::Read + Send + Sync>> {
+        match self.request("GET", url).call() {
+            Ok(response) if response.status() == 200 => Ok(response.into_reader()),
+            Ok(response) => bail!("HTTP {} from {url}", response.status()),
+            Err(ureq::Error::Status(code, r)) => {
+                let body: Value = r.into_json().unwrap_or(Value::Null);
+                let hint = if code == 401 { format!(": {TOKEN_HINT}") } else { String::new() };
+                bail!("{} (HTTP {code}){hint}", error_text(&body))
+            }
+            Err(e) => bail!("cannot reach {url}: {e}"),
+        }
+    }
+
     /// Like [`Client::call`], but anything other than 2xx is an error with the node's message.
     pub fn expect_ok(&self, method: &str, path: &str, body: Option<Value>) -> anyhow::Result<(u16, Value)> {
         let (code, body) = self.call(method, path, body)?;

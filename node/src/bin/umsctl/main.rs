@@ -12,8 +12,10 @@
 //!   umsctl node list | add --peer IP:PORT --http IP:PORT [--label zone=b] | drain ID [--wait] | cancel-drain ID | remove ID
 //!   umsctl shard list | move SHARD --from A --to B [--wait]
 //!   umsctl rebalance [--dry-run]
+//!   umsctl backup create DIR | verify DIR
 
 mod audit;
+mod backup;
 mod backup_core;
 mod bans;
 mod ca;
@@ -120,11 +122,27 @@ enum Command {
         #[command(subcommand)]
         command: BackupCoreCommand,
     },
+    /// Backups of the whole cluster: create one, verify one (restore with `umsd restore`).
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
     /// The cluster CA for mutual TLS between nodes (files only; no node is asked).
     Ca {
         #[command(subcommand)]
         command: CaCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum BackupCommand {
+    /// Copy every group (each consistent at its applied index, read from a backup-site
+    /// learner when there is one) into DIR, a new or empty directory, with a manifest
+    /// of indexes, terms, memberships and SHA-256 sums.
+    Create { dir: PathBuf },
+    /// Check every file of the backup in DIR against its manifest (no node is asked);
+    /// fails naming each bad file.
+    Verify { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -412,6 +430,8 @@ fn run(client: &Client, command: Command, json_out: bool) -> anyhow::Result<()> 
             backup_core::promote(client, yes, force, json_out)
         }
         Command::BackupCore { command: BackupCoreCommand::Switchover } => backup_core::switchover(client, json_out),
+        Command::Backup { command: BackupCommand::Create { dir } } => backup::create(client, &dir, json_out),
+        Command::Backup { command: BackupCommand::Verify { dir } } => backup::verify(&dir, json_out),
         Command::Ca { command } => run_ca(command, json_out),
     }
 }
