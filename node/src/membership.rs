@@ -119,12 +119,17 @@ pub fn peer_members(bootstrap: &[Member], nodes: &[NodeRecord]) -> Vec<PeerMembe
         .iter()
         .filter_map(|n| {
             let address: SocketAddr = n.peer.parse().ok()?;
-            Some(PeerMember { id: n.id, address, removed: n.state() == State::Removed })
+            Some(PeerMember {
+                id: n.id,
+                address,
+                removed: n.state() == State::Removed,
+                backup: crate::driver::is_backup(n),
+            })
         })
         .collect();
     for member in bootstrap {
         if !members.iter().any(|m| m.id == member.id) {
-            members.push(PeerMember { id: member.id, address: member.peer, removed: false });
+            members.push(PeerMember { id: member.id, address: member.peer, removed: false, backup: false });
         }
     }
     members.sort_by_key(|m| m.id);

@@ -8,7 +8,9 @@
 //! affected shard's write unavailability (p50/p99/max); finally idle CPU (once the
 //! groups have quiesced) and RSS per node. With `--backup-site N`, N more nodes labelled
 //! `site = backup` join first and are seeded (a learner of every group each), so the
-//! figures include feeding a backup site; the load still goes to the 3 primary nodes.
+//! figures include feeding a backup site; the load still goes to the 3 primary nodes,
+//! and the steady state adds the CPU per append of each site and the backup lag's p50 and
+//! p99 (the worst shard's, sampled from the primary nodes' gauges).
 //!
 //! Usage: ums-bench [--users 1000] [--in-flight 128] [--seconds 20] [--size 1024]
 //!                  [--failover-seconds 10] [--base-port 8000] [--shards 64] [--idle-seconds 10]
@@ -293,6 +295,46 @@ fn http_addresses(base_port: u16) -> Vec<String> {
     (1..=NODES as NodeId).map(|id| format!("http://127.0.0.1:{}", ports_in_block(base_port, id).http)).collect()
 }
 
+/// How often the backup lag is sampled during the steady state.
+const LAG_SAMPLE_EVERY: Duration = Duration::from_millis(500);
+
+/// Samples the backup site's recovery point (the worst shard's age, in seconds) from the
+/// primary nodes' `ums_backup_lag_seconds` gauges (each node's led shards; the leaders
+/// refresh it every second) until finished.
+struct BackupLagSampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<f64>>,
+}
+
+impl BackupLagSampler {
+    fn start(http: &[String], token: &str) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (urls, token, halt) =
+            (http.iter().map(|h| format!("{h}/metrics")).collect::<Vec<_>>(), token.to_string(), Arc::clone(&stop));
+        let thread = std::thread::spawn(move || {
+            let mut samples = Vec::new();
+            while !halt.load(Ordering::Relaxed) {
+                let worst = urls
+                    .iter()
+                    .filter_map(|url| devkit::http::get(url, &token).call().ok()?.into_string().ok())
+                    .filter_map(|text| {
+                        text.lines().find_map(|l| l.strip_prefix("ums_backup_lag_seconds ")?.trim().parse::<f64>().ok())
+                    })
+                    .fold(None, |worst: Option<f64>, lag| Some(worst.map_or(lag, |w| w.max(lag))));
+                samples.extend(worst);
+                std::thread::sleep(LAG_SAMPLE_EVERY);
+            }
+            samples
+        });
+        Self { stop, thread }
+    }
+
+    fn finish(self) -> Vec<f64> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap_or_default()
+    }
+}
+
 /// Waits until every group has a replica on every backup node; the seconds it took.
 fn wait_for_backup_seeding(http: &str, token: &str) -> anyhow::Result<f64> {
     let started = Instant::now();
@@ -409,11 +451,15 @@ fn run(
     std::thread::sleep(Duration::from_secs(2));
     shared.latencies.lock().unwrap().clear();
     let acked_before = shared.acked.load(Ordering::Relaxed);
-    let cluster_cpu = || children.iter().map(|child| cpu_time(child.id())).sum::<Duration>();
-    let cpu_before = cluster_cpu();
+    let cpu_of = |nodes: &[std::process::Child]| nodes.iter().map(|child| cpu_time(child.id())).sum::<Duration>();
+    let (primary, backup) = children.split_at(NODES);
+    let (primary_before, backup_before) = (cpu_of(primary), cpu_of(backup));
+    let lags = (options.backup_site > 0).then(|| BackupLagSampler::start(http, &token));
     std::thread::sleep(Duration::from_secs(options.seconds));
     let acked = shared.acked.load(Ordering::Relaxed) - acked_before;
-    let cpu_used = cluster_cpu() - cpu_before;
+    let (primary_cpu, backup_cpu) = (cpu_of(primary) - primary_before, cpu_of(backup) - backup_before);
+    let cpu_used = primary_cpu + backup_cpu;
+    let lags = lags.map(BackupLagSampler::finish);
     shared.recording.store(false, Ordering::Relaxed);
     let mut latencies = std::mem::take(&mut *shared.latencies.lock().unwrap());
     latencies.sort();
@@ -422,7 +468,25 @@ fn run(
     println!("  ack latency p50: {:>8.2} ms", percentile(&latencies, 0.5).as_secs_f64() * 1e3);
     println!("  ack latency p99: {:>8.2} ms", percentile(&latencies, 0.99).as_secs_f64() * 1e3);
     // Steadier than the rate on a shared 2-core machine: what each append costs the cluster.
-    println!("  cluster CPU per acked append: {:>5.0} µs", cpu_used.as_secs_f64() * 1e6 / acked.max(1) as f64);
+    let per_append = |cpu: Duration| cpu.as_secs_f64() * 1e6 / acked.max(1) as f64;
+    println!("  cluster CPU per acked append: {:>5.0} µs", per_append(cpu_used));
+    if let Some(mut lags) = lags {
+        println!(
+            "  of which the primary site's nodes: {:>5.0} µs, the backup site's: {:.0} µs",
+            per_append(primary_cpu),
+            per_append(backup_cpu)
+        );
+        lags.sort_by(f64::total_cmp);
+        let at = |q: f64| lags.get(((lags.len() as f64 * q) as usize).min(lags.len().saturating_sub(1))).copied();
+        println!(
+            "  backup lag (worst shard, {} samples every {} ms): p50 {:.3} s, p99 {:.3} s, max {:.3} s",
+            lags.len(),
+            LAG_SAMPLE_EVERY.as_millis(),
+            at(0.5).unwrap_or(0.0),
+            at(0.99).unwrap_or(0.0),
+            lags.last().copied().unwrap_or(0.0)
+        );
+    }
 
     // Phase 2: kill -9 the node leading the most shards, under load.
     let status: serde_json::Value =

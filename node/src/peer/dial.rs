@@ -31,13 +31,24 @@ pub(super) struct Dial {
     pub tls: Option<Arc<PeerTls>>,
 }
 
+/// How long frames wait before they are written, in ms: an injected one-way delay
+/// (drills; every frame waits that long), and the peer's linger (a frame waits that long
+/// for the ones after it, written together).
+pub(super) struct Waits {
+    pub delay_ms: Arc<AtomicU64>,
+    pub linger_ms: Arc<AtomicU64>,
+}
+
+/// Frames written before one flush.
+const MAX_BATCH: usize = 1024;
+
 /// Keeps one outbound connection to `peer` alive and writes queued frames to it.
 pub(super) async fn dial_loop(
     dial: Dial,
     mut queue: mpsc::Receiver<Outgoing>,
     raft: RaftHandle,
     up: Arc<AtomicBool>,
-    delay_ms: Arc<AtomicU64>,
+    waits: Waits,
     on_removed: RemovedHook,
 ) {
     let Dial { peer, address, local_ip, ref hello, ref tls } = dial;
@@ -69,13 +80,15 @@ pub(super) async fn dial_loop(
                             }
                         },
                     };
-                    let delay = Duration::from_millis(delay_ms.load(Ordering::Relaxed));
-                    if !delay.is_zero() {
-                        tokio::time::sleep_until((first.queued_at + delay).into()).await;
+                    let delay = Duration::from_millis(waits.delay_ms.load(Ordering::Relaxed));
+                    let linger = Duration::from_millis(waits.linger_ms.load(Ordering::Relaxed));
+                    let wait = delay.max(linger);
+                    if !wait.is_zero() {
+                        tokio::time::sleep_until((first.queued_at + wait).into()).await;
                     }
                     // Write everything already queued (and due), then flush once.
                     let mut batch = vec![first];
-                    while batch.len() < 256 {
+                    while batch.len() < MAX_BATCH {
                         match queue.try_recv() {
                             Ok(next) if delay.is_zero() || next.queued_at + delay <= Instant::now() => batch.push(next),
                             Ok(next) => {

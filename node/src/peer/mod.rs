@@ -99,6 +99,8 @@ struct Peer {
     connected: Arc<AtomicBool>,
     /// When it last sent us a frame, in milliseconds since `epoch` plus one; 0 = never.
     heard: AtomicU64,
+    /// How long its dialer lets a frame wait for the next ones, in ms (0 = not at all).
+    linger_ms: Arc<AtomicU64>,
 }
 
 /// A member of the cluster as the peer network needs it.
@@ -108,7 +110,16 @@ pub struct PeerMember {
     pub address: SocketAddr,
     /// Removed from the cluster: never dialled, and told so (then refused) when it calls.
     pub removed: bool,
+    /// A backup-site node: frames to it linger (see [`BACKUP_LINGER`]).
+    pub backup: bool,
 }
+
+/// How long a frame to a backup-site node waits for the frames that follow it, so they
+/// go out together: a backup node holds a learner of every group, and receiving a
+/// round's appends of many groups at once costs it one Raft round (one fsync, one apply
+/// batch) instead of one per round of every leader. No commit waits for a learner; its
+/// recovery point grows by at most this much.
+pub const BACKUP_LINGER: Duration = Duration::from_millis(20);
 
 /// What every dialer is started with.
 struct DialSetup {
@@ -177,9 +188,13 @@ impl PeerNetwork {
         let mut peers = self.peers.write().expect("peers");
         peers.retain(|id, peer| members.iter().any(|m| m.id == *id && !m.removed && m.address == peer.address));
         for member in members.iter().filter(|m| !m.removed && m.id != self.node_id) {
-            if peers.contains_key(&member.id) {
+            let linger_ms = if member.backup { BACKUP_LINGER.as_millis() as u64 } else { 0 };
+            if let Some(peer) = peers.get(&member.id) {
+                // A switchover swaps which nodes are the backup site.
+                peer.linger_ms.store(linger_ms, Ordering::Relaxed);
                 continue;
             }
+            let linger = Arc::new(AtomicU64::new(linger_ms));
             let (queue, receiver) = mpsc::channel(PEER_QUEUE);
             let connected = Arc::new(AtomicBool::new(false));
             let hello = Hello { cluster_id: self.dialing.cluster_id.clone(), node_id: self.node_id, removed: false };
@@ -193,8 +208,9 @@ impl PeerNetwork {
             let up = Arc::clone(&connected);
             let delay = Arc::clone(&self.delay_ms);
             let removed = Arc::clone(&self.on_removed);
-            self.dialing.runtime.spawn(dial::dial_loop(dial, receiver, self.raft.clone(), up, delay, removed));
-            let peer = Peer { address: member.address, queue, connected, heard: AtomicU64::new(0) };
+            let waits = dial::Waits { delay_ms: delay, linger_ms: Arc::clone(&linger) };
+            self.dialing.runtime.spawn(dial::dial_loop(dial, receiver, self.raft.clone(), up, waits, removed));
+            let peer = Peer { address: member.address, queue, connected, heard: AtomicU64::new(0), linger_ms: linger };
             peers.insert(member.id, Arc::new(peer));
         }
     }
