@@ -137,6 +137,50 @@ pub fn plan_promotion(backup_nodes: &[NodeId], ends: &[(NodeId, LogEnd)], shards
     PromotionPlan { backup_nodes: backup_nodes.to_vec(), groups, uncovered }
 }
 
+/// The `site` label a promotion gives the primary nodes it removes: the machines a
+/// reseed turns into the new backup site.
+pub const LOST_SITE: &str = "lost";
+
+/// The new records a reseed makes: per lost node (those named, or every removed node a
+/// promotion labelled [`LOST_SITE`]), a node at the same addresses with its labels and
+/// `site = backup`, for the cluster to give a new id (ids are never reused). An error
+/// says why a named node cannot be reseeded, or that there is none.
+pub fn plan_reseed(nodes: &[NodeRecord], named: &[NodeId]) -> Result<Vec<(NodeId, NodeRecord)>, String> {
+    let lost = |n: &&NodeRecord| n.labels.get("site").is_some_and(|site| site == LOST_SITE);
+    let chosen: Vec<&NodeRecord> = if named.is_empty() {
+        nodes.iter().filter(|n| n.state() == State::Removed).filter(lost).collect()
+    } else {
+        let mut chosen = Vec::new();
+        for id in named {
+            let node = nodes.iter().find(|n| n.id == *id).ok_or_else(|| format!("there is no node {id}"))?;
+            if node.state() != State::Removed {
+                return Err(format!("node {id} is {}: only a removed node is reseeded", node.state().as_str_name()));
+            }
+            chosen.push(node);
+        }
+        chosen
+    };
+    let mut planned = Vec::new();
+    for old in chosen {
+        let live = nodes.iter().find(|n| n.state() != State::Removed && n.peer == old.peer);
+        match live {
+            Some(_) if named.is_empty() => continue, // reseeded already
+            Some(live) => return Err(format!("node {}'s address {} is node {}'s now", old.id, old.peer, live.id)),
+            None => {}
+        }
+        let mut labels = old.labels.clone();
+        labels.insert("site".into(), crate::driver::BACKUP_SITE.into());
+        let record = NodeRecord { id: 0, peer: old.peer.clone(), http: old.http.clone(), labels, ..Default::default() };
+        planned.push((old.id, record));
+    }
+    if planned.is_empty() {
+        return Err(format!(
+            "no lost node to reseed: a promotion labels the primary nodes it removes site={LOST_SITE} (name others by id)"
+        ));
+    }
+    Ok(planned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +244,33 @@ mod tests {
         assert_eq!(report.shards[2].missing, [5]);
         assert_eq!(report.uncovered, [3, 4]);
         assert_eq!((report.worst_entries, report.worst_seconds, report.worst_shard), (7, 0.9, Some(2)));
+    }
+
+    #[test]
+    fn a_reseed_records_the_lost_nodes_again_as_backup_nodes_once() {
+        let mut nodes =
+            vec![node(1, Some(LOST_SITE)), node(2, Some(LOST_SITE)), node(3, None), node(4, Some("primary"))];
+        for (i, n) in nodes.iter_mut().enumerate() {
+            n.peer = format!("10.0.0.{}:7100", i + 1);
+            n.http = format!("10.0.0.{}:7180", i + 1);
+            n.set_state(if i < 3 { State::Removed } else { State::Up });
+        }
+        nodes[0].labels.insert("zone".into(), "a".into());
+        let planned = plan_reseed(&nodes, &[]).unwrap();
+        let olds: Vec<NodeId> = planned.iter().map(|(old, _)| *old).collect();
+        assert_eq!(olds, [1, 2], "the nodes the promotion lost, not one removed otherwise");
+        let first = &planned[0].1;
+        assert_eq!((first.id, first.peer.as_str(), first.labels["site"].as_str()), (0, "10.0.0.1:7100", "backup"));
+        assert_eq!(first.labels["zone"], "a");
+        assert_eq!(plan_reseed(&nodes, &[3]).unwrap()[0].0, 3, "a removed node named by id");
+        assert!(plan_reseed(&nodes, &[4]).unwrap_err().contains("only a removed node"));
+        assert!(plan_reseed(&nodes, &[9]).unwrap_err().contains("no node 9"));
+        // Once node 1 is back as node 5, it is not reseeded again.
+        let mut again = nodes.clone();
+        again.push(NodeRecord { id: 5, peer: "10.0.0.1:7100".into(), ..node(5, Some("backup")) });
+        assert_eq!(plan_reseed(&again, &[]).unwrap().len(), 1);
+        assert!(plan_reseed(&again, &[1]).unwrap_err().contains("node 5's now"));
+        again.push(NodeRecord { id: 6, peer: "10.0.0.2:7100".into(), ..node(6, Some("backup")) });
+        assert!(plan_reseed(&again, &[]).unwrap_err().contains("no lost node"));
     }
 }

@@ -332,7 +332,9 @@ impl NodeConfig {
         if self.shards == 0 || self.shards > 4096 {
             return invalid(format!("shards must be 1..=4096, not {}", self.shards));
         }
-        if self.replicas == 0 || self.replicas > self.members.len() {
+        // The bootstrap members must hold every replica; a joining node's members are
+        // only whom it first reaches (after a site loss, maybe fewer than the replicas).
+        if self.replicas == 0 || (!self.join && self.replicas > self.members.len()) {
             return invalid(format!(
                 "replicas ({}) must be between 1 and the number of members ({})",
                 self.replicas,

@@ -278,6 +278,36 @@ impl TestCluster {
         id
     }
 
+    /// Brings a lost node's machine back as node `new`, as `umsctl backup-core reseed`
+    /// says to (which recorded it): its old data discarded, a certificate for the new
+    /// id, started at the old addresses with `join = true` and `members` (the nodes up
+    /// now) as the ones to reach. Returns once it answers.
+    pub fn reseed(&mut self, old: u64, new: u64, members: &[u64]) {
+        assert_eq!(new, self.nodes.len() as u64 + 1, "reseeded nodes come in id order");
+        if self.is_running(old) {
+            self.kill(old);
+        }
+        let mut config = self.nodes[old as usize - 1].config.clone();
+        std::fs::remove_dir_all(&config.data_dir).expect("discard the old data");
+        let cluster_id = config.cluster_id.clone();
+        node::dev::ensure_peer_certificates(self._dir.path(), &cluster_id, new as usize).expect("peer certificate");
+        config.node_id = new;
+        config.join = true;
+        config.data_dir = self._dir.path().join(format!("node-{new}"));
+        config.peer_tls = Some(node::dev::local_peer_tls(self._dir.path(), new));
+        config.smtp.hostname = format!("node{new}.test");
+        config.members = members
+            .iter()
+            .map(|&id| {
+                let live = &self.nodes[id as usize - 1].config;
+                Member { id, peer: live.peer_listen, http: live.http_listen }
+            })
+            .collect();
+        self.nodes.push(TestNode { id: new, config, child: None });
+        self.spawn(new);
+        self.wait_healthy(new);
+    }
+
     /// Starts node `id` and waits for it to exit by itself (a node that must refuse to
     /// run); panics if it is still running after `limit`.
     pub fn start_expecting_exit(&mut self, id: u64, limit: Duration) -> std::process::ExitStatus {

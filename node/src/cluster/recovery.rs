@@ -6,6 +6,7 @@
 //! again, the lost primary nodes are recorded as removed (so a primary node that comes
 //! back with its old data is refused by every peer and stops), the backup nodes become
 //! `site = primary`, and every group's target names the backup nodes as its voters.
+//! Later, `reseed` records the lost machines again as a new backup site.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -148,8 +149,30 @@ impl Cluster {
         Ok(())
     }
 
-    /// In the recovered meta group: the primary nodes removed, the backup nodes the new
-    /// primary, and every group's voters the backup nodes (its recovering replica the
+    /// Records `node`'s `site` label as `site`, its other labels kept.
+    async fn set_site(&self, node: &NodeRecord, site: &str) -> Result<(), ServiceError> {
+        let mut labels = node.labels.clone();
+        labels.insert("site".into(), site.into());
+        let op = command::Op::SetNodeLabels(SetNodeLabels { id: node.id, labels, changed_ms: now_ms() });
+        self.propose(META_GROUP, op).await.map(drop)
+    }
+
+    /// After a promotion: records the lost primary nodes (or those `named`) again, at
+    /// their addresses, as new backup-site nodes with new ids; started there with
+    /// fresh data and `join = true`, each gets a learner of every group. The old ids
+    /// stay removed. Returns (old id, new record) pairs.
+    pub async fn reseed(&self, named: &[NodeId]) -> Result<Vec<(NodeId, NodeRecord)>, ServiceError> {
+        let nodes = self.nodes(false).await?;
+        let planned = crate::backup_core::plan_reseed(&nodes, named).map_err(ServiceError::Conflict)?;
+        let mut added = Vec::new();
+        for (old, record) in planned {
+            added.push((old, self.add_node(record, 0).await?));
+        }
+        Ok(added)
+    }
+
+    /// In the recovered meta group: the primary nodes removed (labelled `site = lost`),
+    /// the backup nodes the new primary, and every group's voters the backup nodes (its recovering replica the
     /// preferred leader).
     async fn record_promotion(
         &self,
@@ -159,12 +182,11 @@ impl Cluster {
     ) -> Result<(), ServiceError> {
         for node in primary {
             self.set_node_state(node.id, State::Removed).await?;
+            // What a reseed later turns into the new backup site.
+            self.set_site(node, crate::backup_core::LOST_SITE).await?;
         }
         for node in backup {
-            let mut labels = node.labels.clone();
-            labels.insert("site".into(), "primary".into());
-            let op = command::Op::SetNodeLabels(SetNodeLabels { id: node.id, labels, changed_ms: now_ms() });
-            self.propose(META_GROUP, op).await?;
+            self.set_site(node, "primary").await?;
         }
         let versions: BTreeMap<GroupId, u64> =
             self.shard_targets(false).await?.into_iter().map(|t| (t.shard, t.changed_ms)).collect();

@@ -2,8 +2,9 @@
 //! /api/v1/backup-core`), what promoting it would keep (`GET
 //! /api/v1/backup-core/promotion`), and the promotion itself after the primary site is
 //! lost (`POST /api/v1/backup-core/promote`), refused while a primary node is reachable
-//! unless forced; and the planned switchover of the two sites (`POST
-//! /api/v1/backup-core/switchover`).
+//! unless forced; the planned switchover of the two sites (`POST
+//! /api/v1/backup-core/switchover`); and the reseed of the lost machines as the new
+//! backup site (`POST /api/v1/backup-core/reseed`).
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
@@ -66,6 +67,33 @@ pub(super) async fn switchover(caller: Caller, state: State) -> HttpResponse {
     }
     match state.cluster.switchover(SWITCHOVER_LIMIT).await {
         Ok(report) => HttpResponse::Ok().json(report),
+        Err(e) => error_response(&e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Reseed {
+    /// The removed nodes to record again; none: those the promotion lost.
+    #[serde(default)]
+    nodes: Vec<u64>,
+}
+
+/// `POST /api/v1/backup-core/reseed {"nodes": [..]}`: the lost primary nodes (or those
+/// named) recorded again, at their addresses, as new backup-site nodes.
+pub(super) async fn reseed(caller: Caller, state: State, body: Option<web::Json<Reseed>>) -> HttpResponse {
+    if let Err(denied) = caller.may(Action::ClusterManage) {
+        return *denied;
+    }
+    let named = body.map(|b| b.into_inner().nodes).unwrap_or_default();
+    match state.cluster.reseed(&named).await {
+        Ok(added) => {
+            let nodes: Vec<serde_json::Value> = added
+                .iter()
+                .map(|(old, new)| serde_json::json!({ "old": old, "id": new.id, "peer": new.peer, "http": new.http, "labels": new.labels }))
+                .collect();
+            HttpResponse::Ok().json(serde_json::json!({ "nodes": nodes }))
+        }
         Err(e) => error_response(&e),
     }
 }

@@ -155,6 +155,7 @@ pub enum Endpoint {
     PromotionPlan,
     Promote,
     Switchover,
+    Reseed,
     BackupGroup,
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
     GetFaults,
@@ -217,6 +218,7 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/api/v1/backup-core/promotion", Endpoint::PromotionPlan),
     route(Method::POST, "/api/v1/backup-core/promote", Endpoint::Promote),
     route(Method::POST, "/api/v1/backup-core/switchover", Endpoint::Switchover),
+    route(Method::POST, "/api/v1/backup-core/reseed", Endpoint::Reseed),
     route(Method::GET, "/api/v1/backup/groups/{group}", Endpoint::BackupGroup),
     #[cfg(any(debug_assertions, feature = "debug-faults"))]
     route(Method::GET, "/api/v1/debug/faults", Endpoint::GetFaults),
@@ -261,6 +263,7 @@ impl Endpoint {
             Endpoint::PromotionPlan => web::to(backup_core::promotion),
             Endpoint::Promote => web::to(backup_core::promote),
             Endpoint::Switchover => web::to(backup_core::switchover),
+            Endpoint::Reseed => web::to(backup_core::reseed),
             Endpoint::BackupGroup => web::to(backup::group),
             #[cfg(any(debug_assertions, feature = "debug-faults"))]
             Endpoint::GetFaults => web::to(debug::get_faults),

@@ -10,7 +10,9 @@
 //! backup-core promote` (refused while the primary was up) makes the backup site the
 //! primary; it takes writes and serves IMAP, holds every acknowledged append once (bar
 //! those acknowledged after the recovery point the promotion reported for their shard),
-//! and an old primary node started again from its data is refused and stops.
+//! and an old primary node started again from its data is refused and stops; `umsctl
+//! backup-core reseed` records the lost machines again as new backup nodes, which,
+//! started with fresh data, are seeded with every group.
 //!
 //! Switchover: under load, `umsctl backup-core switchover` swaps the sites: every group
 //! ends with the old backup nodes as voters and the old primary ones as learners, and
@@ -242,6 +244,39 @@ fn after_the_primary_site_is_lost_the_promoted_backup_serves_every_acknowledged_
     let status = cluster.start_expecting_exit(1, Duration::from_secs(30));
     assert_eq!(status.code(), Some(78), "an old primary node must stop:\n{}", cluster.log_tail(1));
     assert!(cluster.log(1).contains("this node was removed from the cluster"), "{}", cluster.log_tail(1));
+
+    // The lost machines become the new backup site: recorded again with new ids, then
+    // started with fresh data; each gets a learner of every group holding every write.
+    let reseeded = umsctl_on(&cluster, 4, &["--json", "backup-core", "reseed"]);
+    assert!(reseeded.status.success(), "reseed: {}", String::from_utf8_lossy(&reseeded.stderr));
+    let added = tests::json_printed(&reseeded);
+    let pairs: Vec<(u64, u64)> = added["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| (n["old"].as_u64().unwrap(), n["id"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(pairs, [(1, 6), (2, 7), (3, 8)], "{added}");
+    let again = umsctl_on(&cluster, 4, &["backup-core", "reseed"]);
+    assert!(!again.status.success(), "nothing left to reseed");
+    for (old, new) in pairs {
+        cluster.reseed(old, new, &BACKUP);
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let report = backup_report(&cluster, 4).expect("report");
+        if ids(&report["backup_nodes"]) == [6, 7, 8]
+            && report["uncovered"].as_array().is_some_and(Vec::is_empty)
+            && report["shards"].as_array().unwrap().iter().all(|s| ids(&s["missing"]).is_empty())
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new backup site was never seeded: {report}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    for n in 1..=USERS {
+        assert_eq!(converged(&cluster, &[6, 7, 8], &email(n)), converged(&cluster, &BACKUP, &email(n)), "user {n}");
+    }
 }
 
 /// Appends `client_ref` to user `n` through `node`, retrying (the same reference, so

@@ -2,7 +2,8 @@
 //! worst (what losing the primary site right now would lose at most); `umsctl
 //! backup-core promote`: after the primary site is lost, what each shard keeps, a
 //! confirmation, then the promotion (run against a backup node); `umsctl backup-core
-//! switchover`: the planned swap of the two sites.
+//! switchover`: the planned swap of the two sites; `umsctl backup-core reseed`: the lost
+//! machines recorded again as the new backup site, and the steps on each.
 
 use serde_json::Value;
 
@@ -83,7 +84,7 @@ pub fn promote(client: &Client, yes: bool, force: bool, json_out: bool) -> anyho
         return Ok(());
     }
     println!(
-        "promoted in {:.1}s: {} groups now on nodes {}; the lost primary nodes are removed (refused if they come back)",
+        "promoted in {:.1}s: {} groups now on nodes {}; the lost primary nodes are removed (refused if they come back; umsctl backup-core reseed makes them the new backup site)",
         started.elapsed().as_secs_f64(),
         done["groups"].as_array().map_or(0, Vec::len),
         ids(&done["backup_nodes"])
@@ -138,5 +139,38 @@ pub fn switchover(client: &Client, json_out: bool) -> anyhow::Result<()> {
         report["groups"],
         report["longest_leaderless_ms"]
     );
+    Ok(())
+}
+
+/// `backup-core reseed [ID...]`.
+pub fn reseed(client: &Client, nodes: &[u64], json_out: bool) -> anyhow::Result<()> {
+    let (_, done) =
+        client.expect_ok("POST", "/api/v1/backup-core/reseed", Some(serde_json::json!({ "nodes": nodes })))?;
+    let (_, members) = client.expect_ok("GET", "/api/v1/nodes", None)?;
+    if json_out {
+        print_json(&done);
+        return Ok(());
+    }
+    let added: Vec<&Value> = done["nodes"].as_array().into_iter().flatten().collect();
+    for node in &added {
+        println!(
+            "node {} is recorded again as node {} (backup site), peer {}, HTTP {}",
+            node["old"], node["id"], node["peer"], node["http"]
+        );
+    }
+    let live: Vec<&Value> = members["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["state"] == "up" && !added.iter().any(|a| a["id"] == n["id"]))
+        .collect();
+    println!("\non each of those machines:");
+    println!("  1. stop umsd and delete its data directory (the old replicas: they are refused anyway)");
+    println!("  2. issue a certificate for the new id: umsctl ca issue --dir PKI --cluster-id CLUSTER --node-id NEW");
+    println!("  3. in its node.toml: node_id = NEW, join = true, and as members the nodes up now:");
+    for node in live {
+        println!("       [[members]] id = {}, peer = {}, http = {}", node["id"], node["peer"], node["http"]);
+    }
+    println!("  4. start it; umsctl backup-core status shows the new backup site being seeded");
     Ok(())
 }

@@ -201,6 +201,14 @@ enum BackupCoreCommand {
     /// becomes the primary and the primary the backup, without losing an acknowledged
     /// write; returns when every shard is on its new membership.
     Switchover,
+    /// After a promotion: record the lost primary machines (or the removed nodes named)
+    /// again, at their addresses, as new backup-site nodes with new ids, and print what
+    /// to do on each machine (discard its data, a certificate for the new id, start it
+    /// with join = true); the placement driver then gives each a learner of every group.
+    Reseed {
+        /// Removed node ids; default: those the promotion removed.
+        nodes: Vec<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -430,6 +438,9 @@ fn run(client: &Client, command: Command, json_out: bool) -> anyhow::Result<()> 
             backup_core::promote(client, yes, force, json_out)
         }
         Command::BackupCore { command: BackupCoreCommand::Switchover } => backup_core::switchover(client, json_out),
+        Command::BackupCore { command: BackupCoreCommand::Reseed { nodes } } => {
+            backup_core::reseed(client, &nodes, json_out)
+        }
         Command::Backup { command: BackupCommand::Create { dir } } => backup::create(client, &dir, json_out),
         Command::Backup { command: BackupCommand::Verify { dir } } => backup::verify(&dir, json_out),
         Command::Ca { command } => run_ca(command, json_out),
