@@ -203,6 +203,12 @@ pub trait MailService: Send + Sync + 'static {
     async fn mailboxes(&self, user_id: &str) -> Result<Vec<MailboxState>, ServiceError>;
     /// One mailbox's counters; `local` reads this node's replica (cheap, maybe stale).
     async fn mailbox(&self, user_id: &str, mailbox: &str, local: bool) -> Result<MailboxState, ServiceError>;
+    /// A receiver that changes whenever one of the user's mailboxes changes on this
+    /// node's replica, so IDLE can wait on it instead of polling; `None` when this node
+    /// cannot tell (no replica here: IDLE polls).
+    fn mailbox_changes(&self, _user_id: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
     async fn create_mailbox(&self, user_id: &str, mailbox: &str) -> Result<(), ServiceError>;
     async fn delete_mailbox(&self, user_id: &str, mailbox: &str) -> Result<(), ServiceError>;
     async fn rename_mailbox(&self, user_id: &str, from: &str, to: &str) -> Result<(), ServiceError>;

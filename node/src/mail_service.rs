@@ -59,6 +59,10 @@ impl Cluster {
 
 #[async_trait]
 impl MailService for Cluster {
+    fn mailbox_changes(&self, user_id: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Cluster::mailbox_changes(self, user_id)
+    }
+
     async fn is_local_domain(&self, domain: &str) -> Result<bool, ServiceError> {
         Cluster::is_local_domain(self, domain).await
     }

@@ -51,9 +51,14 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
     let disk_faults = rocks.disk_faults();
     let engine: Engine = Arc::new(rocks);
     let bell = Arc::new(OutboundBell::default());
-    let mut raft =
-        MultiRaft::open(config.node_id, config.raft_config(), engine.clone(), UmsMachine::new(Arc::clone(&bell)))
-            .context("opening Raft groups")?;
+    let mailbox_bell = Arc::new(crate::state::mailbox_bell::MailboxBell::default());
+    let mut raft = MultiRaft::open(
+        config.node_id,
+        config.raft_config(),
+        engine.clone(),
+        UmsMachine::new(Arc::clone(&bell), Arc::clone(&mailbox_bell)),
+    )
+    .context("opening Raft groups")?;
 
     let member_ids: Vec<NodeId> = config.members.iter().map(|m| m.id).collect();
     let placement = initial_placement(&member_ids, config.shards, config.replicas);
@@ -131,7 +136,7 @@ pub fn run(config: NodeConfig, metrics: Option<metrics_exporter_prometheus::Prom
         replicas_of,
         raft_handle.clone(),
         Arc::clone(&network),
-        engine,
+        crate::cluster::LocalReplica { engine, mailbox_bell },
         mailboxes,
     );
     let webhook_targets = Arc::new(WebhookTargets::new(&config.outbound.webhook_allow).map_err(anyhow::Error::msg)?);

@@ -9,6 +9,11 @@
   imap_client.py refs IMAP USER PASSWORD
       Logs in (STARTTLS) and prints JSON [[uid, X-UMS-Test-Ref], ...] for the INBOX.
 
+  imap_client.py idle IMAP OTHER_IMAP MX USER PASSWORD
+      While a session IDLEs on IMAP (whose nodes poll only every few minutes): a message
+      delivered through MX arrives as EXISTS, and \Seen stored by a second session on
+      OTHER_IMAP arrives as FETCH FLAGS, each within 10 s. The INBOX must be empty.
+
   imap_client.py two-sessions IMAP USER PASSWORD
       Two sessions on the same account: numbers stay those each session was told about
       while the other expunges, and a session whose mailbox is deleted and created again
@@ -198,6 +203,35 @@ def conformance(address, mx, user, password):
 
     assert imap.logout()[0] == "BYE"  # imaplib reports the untagged BYE
     print(json.dumps(seen))
+
+def idle(address, other, mx, user, password):
+    imap = connect(address, user, password)
+    ok(imap.select("INBOX"))
+    tag = imap._new_tag().decode()
+    imap.send(f"{tag} IDLE\r\n".encode())
+    assert imap.readline().startswith(b"+"), "IDLE continuation"
+
+    def next_line_ending(suffix):
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            line = imap.readline()
+            if line.endswith(suffix):
+                return line
+        raise AssertionError(f"nothing ending {suffix!r} within 10 s")
+
+    with smtplib.SMTP(*hostport(mx), timeout=30) as s:
+        s.sendmail("citizen@example.org", [user], b"Subject: pushed\r\n\r\nhello\r\n")
+    assert next_line_ending(b"EXISTS\r\n") == b"* 1 EXISTS\r\n"
+    second = connect(other, user, password)
+    ok(second.select("INBOX"))
+    ok(second.store("1", "+FLAGS", "(\\Seen)"))
+    line = next_line_ending(b")\r\n")
+    assert line.startswith(b"* 1 FETCH") and b"\\Seen" in line, line
+    imap.send(b"DONE\r\n")
+    while not (line := imap.readline()).startswith(tag.encode()):
+        pass
+    assert line.startswith(f"{tag} OK".encode()), line
+    print(json.dumps({"exists": True, "flags": True}))
 
 
 def two_sessions(address, user, password):
@@ -432,6 +466,8 @@ if __name__ == "__main__":
         conformance(*args)
     elif command == "refs":
         refs(*args)
+    elif command == "idle":
+        idle(*args)
     elif command == "two-sessions":
         two_sessions(*args)
     elif command == "details":

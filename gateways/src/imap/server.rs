@@ -1,6 +1,7 @@
 //! The IMAP listeners (STARTTLS, and implicit TLS for IMAPS): per-IP admission, framing with imap-codec's `Fragmentizer`
 //! (literals: `+` continuation for synchronizing ones, a size limit for all), STARTTLS,
-//! AUTHENTICATE PLAIN's exchange, IDLE's wait (polling for changes), autologout.
+//! AUTHENTICATE PLAIN's exchange, IDLE's wait (told of changes by the service as this
+//! node applies them, or polling where it cannot tell), autologout.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use imap_types::command::{Command, CommandBody};
 use imap_types::core::{LiteralMode, Tag};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info};
 
@@ -158,6 +160,23 @@ async fn compressed<S: AsyncRead + AsyncWrite + Unpin>(
     converse(tokio::io::join(reader, writer), session, gateway).await.map(drop)
 }
 
+/// A safety net under push: an IDLE session told of changes still looks this often (a
+/// replica moved away from the node, say, leaves its bell silent).
+const PUSH_FALLBACK: Duration = Duration::from_secs(30);
+
+/// Returns when the selected mailbox may have changed: when `changes` rings (at the
+/// latest after [`PUSH_FALLBACK`]), or, without it, after `poll`.
+async fn next_change(changes: &mut Option<watch::Receiver<u64>>, poll: Duration) {
+    if let Some(receiver) = changes {
+        match tokio::time::timeout(PUSH_FALLBACK, receiver.changed()).await {
+            Ok(Ok(())) | Err(_) => return,
+            // The bell is gone: poll from now on.
+            Ok(Err(_)) => *changes = None,
+        }
+    }
+    tokio::time::sleep(poll).await;
+}
+
 async fn send<S: AsyncWrite + Unpin>(stream: &mut S, bytes: &[u8]) -> std::io::Result<()> {
     stream.write_all(bytes).await?;
     stream.flush().await
@@ -187,6 +206,8 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
     let mut reading = Reading::Command;
     // When the current IDLE began (it ends by autologout too, like any silence).
     let mut idling_since: Option<std::time::Instant> = None;
+    // While idling: what tells of changes to the user's mailboxes (`None`: poll).
+    let mut changes: Option<watch::Receiver<u64>> = None;
     let mut errors = 0;
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
@@ -195,7 +216,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                 // While idling, look for changes between reads.
                 tokio::select! {
                     read = stream.read(&mut buf) => Some(read),
-                    () = tokio::time::sleep(idle_poll) => None,
+                    () = next_change(&mut changes, idle_poll) => None,
                 }
             } else {
                 // Before login a client gets little room and little time: memory and
@@ -292,6 +313,11 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
                         if after == After::Idle {
                             reading = Reading::IdleDone(tag);
                             idling_since = Some(std::time::Instant::now());
+                            changes = session.mailbox_changes().filter(|_| settings.idle_push).map(|mut rx| {
+                                // Anything changed before this subscription is looked for at once.
+                                rx.mark_changed();
+                                rx
+                            });
                         }
                         (out, after)
                     }
@@ -322,6 +348,7 @@ async fn converse<S: AsyncRead + AsyncWrite + Unpin>(
             },
             Reading::IdleDone(tag) => {
                 idling_since = None;
+                changes = None;
                 match fragmentizer.decode_message(&IdleDoneCodec::default()) {
                     Ok(_) => (format!("{} OK IDLE terminated\r\n", tag.as_ref()).into_bytes(), After::Continue),
                     Err(_) => (format!("{} BAD Expected DONE\r\n", tag.as_ref()).into_bytes(), After::Continue),

@@ -31,8 +31,12 @@ pub struct ImapSettings {
     /// Largest command, literals included, before login (LOGIN with a literal password
     /// and AUTHENTICATE fit easily); a longer one closes the connection.
     pub max_preauth_bytes: u32,
-    /// How often an IDLE session looks for changes to its mailbox.
+    /// How often an IDLE session looks for changes to its mailbox when the node cannot
+    /// tell it of them (no replica of the user's mailboxes there, or `idle_push` off).
     pub idle_poll_ms: u64,
+    /// IDLE hears of changes the moment this node's replica applies them, instead of
+    /// polling (`false` polls every `idle_poll_ms`, as before; for comparisons).
+    pub idle_push: bool,
     /// Failed LOGIN/AUTHENTICATE attempts before a connection is closed.
     pub max_auth_failures: u32,
     pub connections: ConnectionLimits,
@@ -51,6 +55,7 @@ impl Default for ImapSettings {
             login_timeout_secs: 60,
             max_preauth_bytes: 8 * 1024,
             idle_poll_ms: 250,
+            idle_push: true,
             max_auth_failures: 3,
             connections: ConnectionLimits::default(),
         }

@@ -68,11 +68,20 @@ pub struct Cluster {
     network: Arc<PeerNetwork>,
     engine: Engine,
     mailboxes: Arc<MailboxRegistry>,
+    /// Rung by this node's state machine when a user's mailboxes change here.
+    mailbox_bell: Arc<crate::state::mailbox_bell::MailboxBell>,
     /// Identifies this process's requests in the dedup table; random per start.
     client_id: u64,
     next_request_id: AtomicU64,
     next_forward_id: AtomicU64,
     pending_forwards: Mutex<HashMap<u64, oneshot::Sender<ForwardReply>>>,
+}
+
+/// This node's own replica, as the cluster reads it: the engine its groups live in, and
+/// the bell its state machine rings when a user's mailboxes change.
+pub struct LocalReplica {
+    pub engine: Engine,
+    pub mailbox_bell: Arc<crate::state::mailbox_bell::MailboxBell>,
 }
 
 impl Cluster {
@@ -82,9 +91,10 @@ impl Cluster {
         replicas_of: HashMap<GroupId, Vec<NodeId>>,
         raft: RaftHandle,
         network: Arc<PeerNetwork>,
-        engine: Engine,
+        replica: LocalReplica,
         mailboxes: Arc<MailboxRegistry>,
     ) -> Arc<Self> {
+        let LocalReplica { engine, mailbox_bell } = replica;
         let hosted = replicas_of.iter().filter(|(_, r)| r.contains(&node_id)).map(|(&g, _)| g).collect();
         Arc::new(Self {
             node_id,
@@ -96,6 +106,7 @@ impl Cluster {
             network,
             engine,
             mailboxes,
+            mailbox_bell,
             client_id: rand::random::<u64>() | 1,
             next_request_id: AtomicU64::new(1),
             next_forward_id: AtomicU64::new(1),
@@ -123,6 +134,12 @@ impl Cluster {
 
     pub fn shard_of(&self, user_id: &str) -> GroupId {
         shard_for_user(user_id, self.shards)
+    }
+
+    /// Changes whenever `user_id`'s mailboxes change on this node's replica; `None`
+    /// when this node holds no replica of the user's shard.
+    pub fn mailbox_changes(&self, user_id: &str) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.hosts(self.shard_of(user_id)).then(|| self.mailbox_bell.subscribe(user_id))
     }
 
     /// Proposes on this node's replica; mailbox changes go through the mailbox's actor.

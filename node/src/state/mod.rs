@@ -26,6 +26,7 @@ mod bans;
 pub mod bell;
 mod dkim;
 pub mod folders;
+pub mod mailbox_bell;
 mod nodes;
 pub mod quota;
 mod tokens;
@@ -36,6 +37,7 @@ use std::sync::Arc;
 use bell::OutboundBell;
 use consensus::{ApplyContext, GroupId, StateMachine, state_machine_key};
 use gateways::mail_service::SPECIAL_USE_MAILBOXES;
+use mailbox_bell::MailboxBell;
 pub use nodes::is_membership_key;
 use prost::Message;
 use storage::{Cf, KvRead};
@@ -158,12 +160,34 @@ pub struct UmsMachine {
     /// Rung for the shards in `queues_changed` once their applies are written.
     bell: Arc<OutboundBell>,
     queues_changed: BTreeSet<GroupId>,
+    /// Rung for the users in `mailboxes_changed` once their applies are written (and
+    /// for every watched user after a snapshot).
+    mailbox_bell: Arc<MailboxBell>,
+    mailboxes_changed: BTreeSet<String>,
+    snapshot_applied: bool,
 }
 
 impl UmsMachine {
-    /// A machine that rings `bell` when a shard's outbound queue changes.
-    pub fn new(bell: Arc<OutboundBell>) -> Self {
-        Self { bell, ..Self::default() }
+    /// A machine that rings `bell` when a shard's outbound queue changes, and `mailboxes`
+    /// when a user's mailboxes do.
+    pub fn new(bell: Arc<OutboundBell>, mailboxes: Arc<MailboxBell>) -> Self {
+        Self { bell, mailbox_bell: mailboxes, ..Self::default() }
+    }
+}
+
+/// The user whose mailboxes `op` changes, if it changes any.
+fn mailbox_owner(op: &command::Op) -> Option<&String> {
+    match op {
+        command::Op::Deliver(c) => Some(&c.user_id),
+        command::Op::CreateMailbox(c) => Some(&c.user_id),
+        command::Op::DeleteMailbox(c) => Some(&c.user_id),
+        command::Op::RenameMailbox(c) => Some(&c.user_id),
+        command::Op::Subscribe(c) => Some(&c.user_id),
+        command::Op::StoreFlags(c) => Some(&c.user_id),
+        command::Op::Expunge(c) => Some(&c.user_id),
+        command::Op::CopyMessages(c) => Some(&c.user_id),
+        command::Op::ClaimRecent(c) => Some(&c.user_id),
+        _ => None,
     }
 }
 
@@ -171,11 +195,18 @@ impl StateMachine for UmsMachine {
     fn on_snapshot_applied(&mut self, group: GroupId) {
         self.cache.forget_group(group);
         self.queues_changed.insert(group);
+        self.snapshot_applied = true;
     }
 
     fn on_applied_written(&mut self) {
         if !self.queues_changed.is_empty() {
             self.bell.ring(std::mem::take(&mut self.queues_changed));
+        }
+        if std::mem::take(&mut self.snapshot_applied) {
+            self.mailbox_bell.ring_all();
+        }
+        if !self.mailboxes_changed.is_empty() {
+            self.mailbox_bell.ring(&std::mem::take(&mut self.mailboxes_changed));
         }
     }
 
@@ -184,44 +215,57 @@ impl StateMachine for UmsMachine {
     }
 
     fn apply(&mut self, ctx: &mut ApplyContext<'_>, payload: &[u8]) -> Vec<u8> {
-        let cache = &mut self.cache;
         let outcome = match Command::decode(payload) {
-            Ok(Command { op: Some(op) }) => match op {
-                command::Op::PutUser(put) => put_user(ctx, cache, put),
-                command::Op::ClaimAddresses(claim) => claim_addresses(ctx, claim),
-                command::Op::Deliver(deliver) => deliver_message(ctx, cache, deliver),
-                command::Op::Enqueue(enqueue) => {
-                    self.queues_changed.insert(ctx.group());
-                    enqueue_outbound(ctx, enqueue)
+            Ok(Command { op: Some(op) }) => {
+                if let Some(user) = mailbox_owner(&op)
+                    && !self.mailboxes_changed.contains(user)
+                {
+                    self.mailboxes_changed.insert(user.clone());
                 }
-                command::Op::OutboundAttempt(attempt) => {
-                    self.queues_changed.insert(ctx.group());
-                    record_attempt(ctx, attempt)
-                }
-                command::Op::AddDomain(add) => add_domain(ctx, add),
-                command::Op::CreateMailbox(create) => folders::create(ctx, cache, create),
-                command::Op::DeleteMailbox(delete) => folders::delete(ctx, cache, delete),
-                command::Op::RenameMailbox(rename) => folders::rename(ctx, cache, rename),
-                command::Op::Subscribe(subscribe) => folders::subscribe(ctx, cache, subscribe),
-                command::Op::StoreFlags(store) => folders::store(ctx, cache, store),
-                command::Op::Expunge(expunge) => folders::expunge(ctx, cache, expunge),
-                command::Op::CopyMessages(copy) => folders::copy(ctx, cache, copy),
-                command::Op::ClaimRecent(claim) => folders::claim_recent(ctx, cache, claim),
-                command::Op::PutToken(put) => tokens::put(ctx, put),
-                command::Op::RevokeToken(revoke) => tokens::revoke(ctx, revoke),
-                command::Op::AppendAudit(append) => audit::append(ctx, append),
-                command::Op::PutBan(put) => bans::put(ctx, put),
-                command::Op::RemoveBan(remove) => bans::remove(ctx, remove),
-                command::Op::PutDkimKey(put) => dkim::put(ctx, put),
-                command::Op::AddNode(add) => nodes::add(ctx, add),
-                command::Op::SetNodeState(set) => nodes::set_state(ctx, set),
-                command::Op::SetNodeLabels(set) => nodes::set_labels(ctx, set),
-                command::Op::PutShardTarget(put) => nodes::put_target(ctx, put),
-            },
+                self.apply_op(ctx, op)
+            }
             Ok(Command { op: None }) => result(Status::Invalid, "empty command"),
             Err(e) => result(Status::Invalid, format!("undecodable command: {e}")),
         };
         outcome.encode_to_vec()
+    }
+}
+
+impl UmsMachine {
+    fn apply_op(&mut self, ctx: &mut ApplyContext<'_>, op: command::Op) -> CommandResult {
+        let cache = &mut self.cache;
+        match op {
+            command::Op::PutUser(put) => put_user(ctx, cache, put),
+            command::Op::ClaimAddresses(claim) => claim_addresses(ctx, claim),
+            command::Op::Deliver(deliver) => deliver_message(ctx, cache, deliver),
+            command::Op::Enqueue(enqueue) => {
+                self.queues_changed.insert(ctx.group());
+                enqueue_outbound(ctx, enqueue)
+            }
+            command::Op::OutboundAttempt(attempt) => {
+                self.queues_changed.insert(ctx.group());
+                record_attempt(ctx, attempt)
+            }
+            command::Op::AddDomain(add) => add_domain(ctx, add),
+            command::Op::CreateMailbox(create) => folders::create(ctx, cache, create),
+            command::Op::DeleteMailbox(delete) => folders::delete(ctx, cache, delete),
+            command::Op::RenameMailbox(rename) => folders::rename(ctx, cache, rename),
+            command::Op::Subscribe(subscribe) => folders::subscribe(ctx, cache, subscribe),
+            command::Op::StoreFlags(store) => folders::store(ctx, cache, store),
+            command::Op::Expunge(expunge) => folders::expunge(ctx, cache, expunge),
+            command::Op::CopyMessages(copy) => folders::copy(ctx, cache, copy),
+            command::Op::ClaimRecent(claim) => folders::claim_recent(ctx, cache, claim),
+            command::Op::PutToken(put) => tokens::put(ctx, put),
+            command::Op::RevokeToken(revoke) => tokens::revoke(ctx, revoke),
+            command::Op::AppendAudit(append) => audit::append(ctx, append),
+            command::Op::PutBan(put) => bans::put(ctx, put),
+            command::Op::RemoveBan(remove) => bans::remove(ctx, remove),
+            command::Op::PutDkimKey(put) => dkim::put(ctx, put),
+            command::Op::AddNode(add) => nodes::add(ctx, add),
+            command::Op::SetNodeState(set) => nodes::set_state(ctx, set),
+            command::Op::SetNodeLabels(set) => nodes::set_labels(ctx, set),
+            command::Op::PutShardTarget(put) => nodes::put_target(ctx, put),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The IMAP gateway with a real client (Python imaplib) against real `umsd` processes:
 //! a mail client's day (STARTTLS, folders, APPEND, flags, COPY/MOVE, EXPUNGE, SEARCH,
-//! IDLE seeing new mail) and the same UIDs from every node.
+//! IDLE seeing new mail) and the same UIDs from every node; IDLE told of new mail and
+//! flag changes without polling.
 
 use std::process::Command;
 use std::time::Duration;
@@ -37,6 +38,21 @@ fn a_mail_client_works_against_any_node_with_the_same_uids() {
         run_python("imap_client.py", &["conformance", &cluster.imap(3), &cluster.smtp(1), user, "reader-password"]);
     assert_eq!(seen["inbox_exists"], 3, "{seen}");
     assert_eq!(seen["idle_saw_new_mail"], true);
+}
+
+/// IDLE is told of changes as its node applies them: with polling slowed to ten
+/// minutes, new mail and another session's flag change still reach an idling client
+/// within seconds.
+#[test]
+fn idle_hears_new_mail_and_flag_changes_without_polling() {
+    let cluster = TestCluster::start(3, |config| config.imap.idle_poll_ms = 600_000);
+    let user = "idler@ministry.go.ke";
+    cluster.create_user_with_password(user, "idler-password");
+    let seen = run_python(
+        "imap_client.py",
+        &["idle", &cluster.imap(2), &cluster.imap(3), &cluster.smtp(1), user, "idler-password"],
+    );
+    assert_eq!(seen, serde_json::json!({ "exists": true, "flags": true }));
 }
 
 /// The details strict clients rely on, with imaplib against a real node: \Recent, keyword

@@ -128,6 +128,11 @@ impl Session {
         self.user.is_some()
     }
 
+    /// What tells IDLE of changes to the logged-in user's mailboxes, if the service can.
+    pub fn mailbox_changes(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.service.mailbox_changes(self.user.as_deref()?)
+    }
+
     pub fn tls_started(&mut self) {
         self.tls = true;
     }
