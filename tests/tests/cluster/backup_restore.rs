@@ -30,6 +30,30 @@ fn restore(backup: &Path, config: &Path, data: &Path) -> Output {
         .expect("run umsd restore")
 }
 
+/// How many group copies the audit log holds since `since_ms` (read page by page; the
+/// log is written in batches, so it is read again until the count settles).
+fn audited_copies(cluster: &TestCluster, since_ms: u64) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (mut after, mut copies) = (0, 0);
+        loop {
+            let url = cluster.url(1, &format!("/api/v1/audit?since_ms={since_ms}&after={after}&limit=1000"));
+            let page = tests::get_json(&url, &cluster.token).expect("audit log");
+            let records = page["audit"].as_array().cloned().unwrap_or_default();
+            let Some(last) = records.last() else { break };
+            after = last["seq"].as_u64().unwrap();
+            copies += records
+                .iter()
+                .filter(|r| r["action"].as_str().is_some_and(|a| a.starts_with("GET /api/v1/backup/groups/")))
+                .count();
+        }
+        if copies >= 9 || std::time::Instant::now() > deadline {
+            return copies;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
 fn wall_clock_ms() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
 }
@@ -54,6 +78,8 @@ fn a_backup_under_load_restores_into_a_fresh_cluster_with_every_mailbox_as_it_wa
     for group in sources {
         assert!(BACKUP.contains(&group["node"].as_u64().unwrap()), "read from the backup site: {group}");
     }
+    // Copying a group's data is audited, as changes are.
+    assert_eq!(audited_copies(&source, backup_started_ms), 9, "every group's copy in the audit log");
     let verified = umsctl(&source, &["backup", "verify", backup.to_str().unwrap()]);
     assert!(verified.status.success(), "verify: {}", stderr(&verified));
 
