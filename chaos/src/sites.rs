@@ -60,10 +60,15 @@ pub fn switchover(cluster: &Cluster, faults: &mut Faults, span: Duration) -> any
 
 fn switch(cluster: &Cluster) -> anyhow::Result<Value> {
     let entry = *cluster.ids().first().context("the cluster has no nodes")?;
-    match cluster.post(entry, "/api/v1/backup-core/switchover").timeout(SWITCHOVER_LIMIT).call() {
+    answer(cluster.post(entry, "/api/v1/backup-core/switchover").timeout(SWITCHOVER_LIMIT).call(), "switchover")
+}
+
+/// The JSON a site operation answered, or why the node refused `what`.
+fn answer(response: Result<ureq::Response, ureq::Error>, what: &str) -> anyhow::Result<Value> {
+    match response {
         Ok(response) => Ok(response.into_json()?),
         Err(ureq::Error::Status(code, response)) => {
-            bail!("the switchover was refused ({code}): {}", response.into_string().unwrap_or_default())
+            bail!("the {what} was refused ({code}): {}", response.into_string().unwrap_or_default())
         }
         Err(e) => Err(e.into()),
     }
@@ -155,17 +160,8 @@ pub fn site_loss(cluster: &Cluster, faults: &mut Faults, span: Duration) -> anyh
         loss.recovery_points_ms.len(),
         loss.reported_rpo_ms
     ));
-    let promoted = match cluster
-        .post(entry, "/api/v1/backup-core/promote")
-        .timeout(PROMOTION_LIMIT)
-        .send_json(serde_json::json!({}))
-    {
-        Ok(response) => response.into_json::<Value>()?,
-        Err(ureq::Error::Status(code, response)) => {
-            bail!("the promotion was refused ({code}): {}", response.into_string().unwrap_or_default())
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let promote = cluster.post(entry, "/api/v1/backup-core/promote").timeout(PROMOTION_LIMIT);
+    let promoted = answer(promote.send_json(serde_json::json!({})), "promotion")?;
     loss.promoted_after_ms = faults.now_ms() - loss.lost_at_ms;
     faults.log(format!(
         "promoted {} groups onto nodes {backup:?} ({} ms after the loss)",

@@ -245,26 +245,32 @@ impl TestCluster {
         self.add_node_labelled(&[])
     }
 
-    /// [`TestCluster::add_node`] with node labels (`("site", "backup")`: a backup-site node).
-    pub fn add_node_labelled(&mut self, labels: &[(&str, &str)]) -> u64 {
-        let id = self.nodes.len() as u64 + 1;
-        let ip = node::dev::local_peer_ip(id);
-        let ports = free_ports(ip);
-        let mut config = self.nodes[0].config.clone();
+    /// `config` made node `id`'s, joining the running cluster: its id, its own data
+    /// directory, hostname and certificate (issued now), `join = true`.
+    fn joiner(&self, mut config: NodeConfig, id: u64) -> NodeConfig {
         let cluster_id = config.cluster_id.clone();
         node::dev::ensure_peer_certificates(self._dir.path(), &cluster_id, id as usize).expect("peer certificate");
         config.node_id = id;
         config.join = true;
         config.data_dir = self._dir.path().join(format!("node-{id}"));
+        config.smtp.hostname = format!("node{id}.test");
+        config.peer_tls = Some(node::dev::local_peer_tls(self._dir.path(), id));
+        config
+    }
+
+    /// [`TestCluster::add_node`] with node labels (`("site", "backup")`: a backup-site node).
+    pub fn add_node_labelled(&mut self, labels: &[(&str, &str)]) -> u64 {
+        let id = self.nodes.len() as u64 + 1;
+        let ip = node::dev::local_peer_ip(id);
+        let ports = free_ports(ip);
+        let mut config = self.joiner(self.nodes[0].config.clone(), id);
         config.peer_listen = SocketAddr::from((ip, ports[0]));
         config.http_listen = SocketAddr::from((ip, ports[1]));
         config.smtp.listen = Some(SocketAddr::from((ip, ports[2])));
         config.smtp.submission_listen = Some(SocketAddr::from((ip, ports[3])));
         config.smtp.submissions_listen = Some(SocketAddr::from((ip, ports[6])));
-        config.smtp.hostname = format!("node{id}.test");
         config.imap.listen = Some(SocketAddr::from((ip, ports[4])));
         config.imap.tls_listen = Some(SocketAddr::from((ip, ports[5])));
-        config.peer_tls = Some(node::dev::local_peer_tls(self._dir.path(), id));
         let labels: std::collections::BTreeMap<&str, &str> = labels.iter().copied().collect();
         let body = serde_json::json!({
             "peer": config.peer_listen.to_string(), "http": config.http_listen.to_string(), "labels": labels,
@@ -287,15 +293,9 @@ impl TestCluster {
         if self.is_running(old) {
             self.kill(old);
         }
-        let mut config = self.nodes[old as usize - 1].config.clone();
-        std::fs::remove_dir_all(&config.data_dir).expect("discard the old data");
-        let cluster_id = config.cluster_id.clone();
-        node::dev::ensure_peer_certificates(self._dir.path(), &cluster_id, new as usize).expect("peer certificate");
-        config.node_id = new;
-        config.join = true;
-        config.data_dir = self._dir.path().join(format!("node-{new}"));
-        config.peer_tls = Some(node::dev::local_peer_tls(self._dir.path(), new));
-        config.smtp.hostname = format!("node{new}.test");
+        let old_config = self.nodes[old as usize - 1].config.clone();
+        std::fs::remove_dir_all(&old_config.data_dir).expect("discard the old data");
+        let mut config = self.joiner(old_config, new);
         config.members = members
             .iter()
             .map(|&id| {

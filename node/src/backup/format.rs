@@ -8,7 +8,7 @@
 //! snapshot chunks (the same consistent view a Raft snapshot carries, at the header's
 //! applied index).
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 
 use prost::Message;
@@ -71,6 +71,12 @@ pub struct GroupEntry {
     pub sha256: String,
 }
 
+/// Whether `dir` exists and holds anything: neither a backup nor a restore writes into
+/// such a directory.
+pub fn is_occupied(dir: &Path) -> bool {
+    std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some())
+}
+
 /// The file name of `group`'s data in a backup directory.
 pub fn group_file_name(group: u64) -> String {
     format!("group-{group:05}.ums")
@@ -106,55 +112,24 @@ fn read_frame(reader: &mut impl Read) -> Result<Option<Vec<u8>>, String> {
 }
 
 /// Reads a group file frame by frame: its header, then its chunks.
-pub struct GroupReader<R: Read> {
+struct GroupReader<R: Read> {
     reader: R,
-    pub header: GroupHeader,
+    header: GroupHeader,
 }
 
 impl<R: Read> GroupReader<R> {
-    pub fn new(mut reader: R) -> Result<Self, String> {
+    fn new(mut reader: R) -> Result<Self, String> {
         let bytes = read_frame(&mut reader)?.ok_or("the file is empty")?;
         let header = GroupHeader::decode(bytes.as_slice()).map_err(|e| format!("not a group header: {e}"))?;
         Ok(Self { reader, header })
     }
 
     /// The next chunk, `None` at the end of the file.
-    pub fn next_chunk(&mut self) -> Result<Option<SnapshotChunk>, String> {
+    fn next_chunk(&mut self) -> Result<Option<SnapshotChunk>, String> {
         match read_frame(&mut self.reader)? {
             None => Ok(None),
             Some(bytes) => SnapshotChunk::decode(bytes.as_slice()).map(Some).map_err(|e| format!("not a chunk: {e}")),
         }
-    }
-}
-
-/// A writer that counts and hashes what passes through it.
-pub struct Hashing<W: Write> {
-    inner: W,
-    hash: Sha256,
-    pub bytes: u64,
-}
-
-impl<W: Write> Hashing<W> {
-    pub fn new(inner: W) -> Self {
-        Self { inner, hash: Sha256::new(), bytes: 0 }
-    }
-
-    /// The SHA-256 of everything written, in hex, and the writer.
-    pub fn finish(self) -> (String, W) {
-        (hex(&self.hash.finalize()), self.inner)
-    }
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let written = self.inner.write(buf)?;
-        self.hash.update(&buf[..written]);
-        self.bytes += written as u64;
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
     }
 }
 
@@ -199,37 +174,63 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, String> {
     Ok(manifest)
 }
 
+/// What reading a whole group file found.
+pub struct GroupFile {
+    pub header: GroupHeader,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// Reads the group file at `path` whole, frame by frame: `accept` sees its header first
+/// (an error there stops before any chunk), then `each` every chunk. Returns the header,
+/// the size and the SHA-256 of the file. An error names the file.
+pub fn read_group_file(
+    path: &Path,
+    accept: impl FnOnce(&GroupHeader) -> Result<(), String>,
+    mut each: impl FnMut(SnapshotChunk) -> Result<(), String>,
+) -> Result<GroupFile, String> {
+    let named = |what: String| format!("{}: {what}", path.display());
+    let file = std::fs::File::open(path).map_err(|e| named(e.to_string()))?;
+    let mut hashing = HashingReader { inner: std::io::BufReader::new(file), hash: Sha256::new(), bytes: 0 };
+    let header = {
+        let mut reader = GroupReader::new(&mut hashing).map_err(named)?;
+        accept(&reader.header).map_err(named)?;
+        while let Some(chunk) = reader.next_chunk().map_err(named)? {
+            each(chunk).map_err(named)?;
+        }
+        reader.header
+    };
+    Ok(GroupFile { header, bytes: hashing.bytes, sha256: hex(&hashing.hash.finalize()) })
+}
+
 /// Checks one group file against its manifest entry: size, SHA-256, and every frame
 /// readable with the header the manifest names. Calls `each` with every chunk on the
 /// way (restore writes them as they come). An error names the file.
 pub fn check_group_file(
     dir: &Path,
     entry: &GroupEntry,
-    mut each: impl FnMut(&GroupHeader, SnapshotChunk) -> Result<(), String>,
+    each: impl FnMut(SnapshotChunk) -> Result<(), String>,
 ) -> Result<(), String> {
     let path = dir.join(&entry.file);
+    let accept = |header: &GroupHeader| {
+        if (header.group, header.index, header.term) == (entry.group, entry.index, entry.term) {
+            return Ok(());
+        }
+        Err(format!(
+            "holds group {} at index {} term {}, the manifest says group {} at {} term {}",
+            header.group, header.index, header.term, entry.group, entry.index, entry.term
+        ))
+    };
+    let read = read_group_file(&path, accept, each)?;
     let named = |what: String| format!("{}: {what}", path.display());
-    let file = std::fs::File::open(&path).map_err(|e| named(e.to_string()))?;
-    let mut hashing = HashingReader { inner: std::io::BufReader::new(file), hash: Sha256::new(), bytes: 0 };
-    {
-        let mut reader = GroupReader::new(&mut hashing).map_err(named)?;
-        let header = reader.header.clone();
-        if (header.group, header.index, header.term) != (entry.group, entry.index, entry.term) {
-            return Err(named(format!(
-                "holds group {} at index {} term {}, the manifest says group {} at {} term {}",
-                header.group, header.index, header.term, entry.group, entry.index, entry.term
-            )));
-        }
-        while let Some(chunk) = reader.next_chunk().map_err(named)? {
-            each(&header, chunk).map_err(named)?;
-        }
+    if read.bytes != entry.bytes {
+        return Err(named(format!("{} bytes, the manifest says {}", read.bytes, entry.bytes)));
     }
-    if hashing.bytes != entry.bytes {
-        return Err(named(format!("{} bytes, the manifest says {}", hashing.bytes, entry.bytes)));
-    }
-    let sha256 = hex(&hashing.hash.finalize());
-    if sha256 != entry.sha256 {
-        return Err(named(format!("SHA-256 {sha256}, the manifest says {} (the file is corrupted)", entry.sha256)));
+    if read.sha256 != entry.sha256 {
+        return Err(named(format!(
+            "SHA-256 {}, the manifest says {} (the file is corrupted)",
+            read.sha256, entry.sha256
+        )));
     }
     Ok(())
 }
@@ -242,22 +243,23 @@ mod tests {
     fn write_group(dir: &Path, group: u64, chunks: &[SnapshotChunk]) -> GroupEntry {
         let file = group_file_name(group);
         let header = GroupHeader { group, index: 42, term: 3, voters: vec![1, 2, 3], ..Default::default() };
-        let mut out = Hashing::new(std::fs::File::create(dir.join(&file)).unwrap());
-        out.write_all(&frame(&header)).unwrap();
+        let mut bytes = frame(&header);
         for chunk in chunks {
-            out.write_all(&frame(chunk)).unwrap();
+            bytes.extend(frame(chunk));
         }
-        let bytes = out.bytes;
-        let (sha256, _) = out.finish();
+        std::fs::write(dir.join(&file), &bytes).unwrap();
+        let read = read_group_file(&dir.join(&file), |_| Ok(()), |_| Ok(())).unwrap();
+        assert_eq!(read.bytes, bytes.len() as u64);
+        let (index, term, sha256) = (read.header.index, read.header.term, read.sha256);
         GroupEntry {
             group,
             file,
-            index: 42,
-            term: 3,
+            index,
+            term,
             voters: vec![1, 2, 3],
             learners: vec![],
             source_node: 1,
-            bytes,
+            bytes: read.bytes,
             sha256,
         }
     }
@@ -271,24 +273,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let entry = write_group(dir.path(), 7, &[chunk(1), chunk(2)]);
         let mut seen = Vec::new();
-        check_group_file(dir.path(), &entry, |header, chunk| {
-            seen.push((header.group, chunk.pairs[0].key.clone()));
+        check_group_file(dir.path(), &entry, |chunk| {
+            seen.push(chunk.pairs[0].key.clone());
             Ok(())
         })
         .unwrap();
-        assert_eq!(seen, [(7, vec![1, 1]), (7, vec![1, 2])]);
+        assert_eq!(seen, [vec![1, 1], vec![1, 2]]);
 
         let path = dir.path().join(&entry.file);
         let mut bytes = std::fs::read(&path).unwrap();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         std::fs::write(&path, &bytes).unwrap();
-        let error = check_group_file(dir.path(), &entry, |_, _| Ok(())).unwrap_err();
+        let error = check_group_file(dir.path(), &entry, |_| Ok(())).unwrap_err();
         assert!(error.contains("group-00007.ums") && error.contains("corrupted"), "{error}");
 
         bytes.truncate(last - 10);
         std::fs::write(&path, &bytes).unwrap();
-        let error = check_group_file(dir.path(), &entry, |_, _| Ok(())).unwrap_err();
+        let error = check_group_file(dir.path(), &entry, |_| Ok(())).unwrap_err();
         assert!(error.contains("group-00007.ums") && error.contains("ends inside a frame"), "{error}");
     }
 

@@ -116,7 +116,7 @@ pub fn restore(backup: &Path, config: &NodeConfig, mut progress: impl FnMut(&Pro
         bail!("{why}");
     }
     let data = &config.data_dir;
-    if std::fs::read_dir(data).is_ok_and(|mut entries| entries.next().is_some()) {
+    if format::is_occupied(data) {
         bail!("{} is not empty: a restore writes a new node's data directory, never over one", data.display());
     }
     std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
@@ -155,7 +155,7 @@ fn write_groups(
         let mut batch = WriteBatch::new();
         let writer = SnapshotWriter::begin(group, &mut batch);
         let mut staged = 0;
-        format::check_group_file(backup, entry, |_, chunk| {
+        format::check_group_file(backup, entry, |chunk| {
             let chunk = if group == crate::placement::META_GROUP { without_membership(chunk) } else { chunk };
             writer.write_chunk(chunk, &mut batch).map_err(|e| e.to_string())?;
             staged += 1;

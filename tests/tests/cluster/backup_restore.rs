@@ -54,10 +54,6 @@ fn audited_copies(cluster: &TestCluster, since_ms: u64) -> usize {
     }
 }
 
-fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
 #[test]
 fn a_backup_under_load_restores_into_a_fresh_cluster_with_every_mailbox_as_it_was() {
     let mut source = two_sites();
@@ -65,7 +61,7 @@ fn a_backup_under_load_restores_into_a_fresh_cluster_with_every_mailbox_as_it_wa
     load.wait_for(300);
     let leader = source.busiest_leader(1);
     source.kill(leader);
-    let backup_started_ms = wall_clock_ms();
+    let backup_started_ms = node::clock::now_ms();
     let dir = tempfile::tempdir().unwrap();
     let backup = dir.path().join("backup");
     let created = umsctl(&source, &["--json", "backup", "create", backup.to_str().unwrap()]);

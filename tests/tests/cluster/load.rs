@@ -40,10 +40,6 @@ pub struct Outcome {
     pub answered_ms: u64,
 }
 
-fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
-}
-
 /// Writers appending to every user through the given nodes until told to stop.
 pub struct Load {
     outcomes: Arc<Mutex<Vec<Outcome>>>,
@@ -74,7 +70,7 @@ impl Load {
                         let client_ref = format!("m{i}");
                         let url = &urls[rng.gen_range(0..urls.len())][user - 1];
                         let uid = append(url, &token, &client_ref, &format!("message {i}"));
-                        let answered_ms = wall_clock_ms();
+                        let answered_ms = node::clock::now_ms();
                         outcomes.lock().unwrap().push(Outcome { user, client_ref, uid, answered_ms });
                     }
                 })

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use node::backup::format::{self, GroupEntry, GroupReader, Hashing, Manifest};
+use node::backup::format::{self, GroupEntry, Manifest};
 use serde_json::{Value, json};
 
 use crate::client::{Client, print_json};
@@ -54,7 +54,7 @@ fn progress(done: usize, total: usize, bytes: u64, elapsed: Duration) -> String 
 }
 
 pub fn create(client: &Client, dir: &Path, json_out: bool) -> anyhow::Result<()> {
-    if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
+    if format::is_occupied(dir) {
         bail!("{} is not empty: a backup goes into a new or empty directory", dir.display());
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -147,17 +147,17 @@ fn fetch_group(client: &Client, url: &str, dir: &Path, group: u64) -> anyhow::Re
     let name = format::group_file_name(group);
     let partial = dir.join(format!("{name}.partial"));
     let mut body = client.get_reader(url)?;
-    let mut out = Hashing::new(std::io::BufWriter::new(std::fs::File::create(&partial)?));
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&partial)?);
     std::io::copy(&mut body, &mut out).context("the copy was cut off")?;
-    let bytes = out.bytes;
-    let (sha256, writer) = out.finish();
-    let file = writer.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    let header = GroupReader::new(std::fs::File::open(&partial)?).map_err(anyhow::Error::msg)?.header;
-    if header.group != group {
-        bail!("sent group {} for group {group}", header.group);
-    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    // Read back whole: a cut-off stream ends in the middle of a frame, and the next
+    // replica is tried instead of a broken file being kept.
+    let same_group = |header: &format::GroupHeader| {
+        if header.group == group { Ok(()) } else { Err(format!("sent group {} for group {group}", header.group)) }
+    };
+    let read = format::read_group_file(&partial, same_group, |_| Ok(())).map_err(anyhow::Error::msg)?;
     std::fs::rename(&partial, dir.join(&name))?;
+    let header = read.header;
     let entry = GroupEntry {
         group,
         file: name,
@@ -166,12 +166,9 @@ fn fetch_group(client: &Client, url: &str, dir: &Path, group: u64) -> anyhow::Re
         voters: header.voters,
         learners: header.learners,
         source_node: header.node,
-        bytes,
-        sha256,
+        bytes: read.bytes,
+        sha256: read.sha256,
     };
-    // A cut-off stream ends in the middle of a frame: check the whole file now, so the
-    // next replica is tried instead of a broken file being kept.
-    format::check_group_file(dir, &entry, |_, _| Ok(())).map_err(anyhow::Error::msg)?;
     Ok((entry, header.cluster_id))
 }
 
@@ -181,7 +178,7 @@ pub fn verify(dir: &Path, json_out: bool) -> anyhow::Result<()> {
     let mut bad = Vec::new();
     let (mut bytes, mut last_print) = (0, Instant::now());
     for (i, entry) in manifest.groups.iter().enumerate() {
-        if let Err(e) = format::check_group_file(dir, entry, |_, _| Ok(())) {
+        if let Err(e) = format::check_group_file(dir, entry, |_| Ok(())) {
             bad.push(e);
         }
         bytes += entry.bytes;
